@@ -1,0 +1,152 @@
+/**
+ * The Backend contract (ARCHITECTURE.md "Public contract"). A backend owns device tensors and routings;
+ * the core validates every call the same way for all of them through `checkProblem` / `checkRouting`.
+ */
+import { type Layout, type MobaConfig, type ProblemShape, type ResolvedConfig, type Sequences, type TensorLike, resolveConfig, sequences, validateLayout, validateQkv } from './config.js';
+import type { DType } from './dtype.js';
+import { MobaError, checkInt } from './errors.js';
+import { plan } from './plan.js';
+import type { HostTensor } from './tensor.js';
+
+/** A tensor that lives on a backend (host memory, GPU buffer, …). Opaque beyond dtype and shape. */
+export interface DeviceTensor extends TensorLike {
+  /** Name of the backend that owns it. */
+  readonly backend: string;
+}
+
+/** A routing decision held by a backend, in whatever internal form it likes (SPEC §3). */
+export interface Routing {
+  readonly backend: string;
+  readonly T: number;
+  readonly Hq: number;
+  readonly topk: number;
+  readonly blockSize: number;
+  readonly causal: boolean;
+}
+
+/** What a backend declares it supports; the testkit narrows its generators to these. */
+export interface Capabilities {
+  readonly dtypes: readonly DType[];
+  /** Largest head dim D. */
+  readonly maxHeadDim: number;
+  /** When set, only these head dims are supported (else any D in [1, maxHeadDim]). */
+  readonly headDims?: readonly number[];
+  readonly maxTopk: number;
+  readonly maxBlockSize: number;
+  readonly nonCausal: boolean;
+  readonly kconv: boolean;
+  readonly maxKconvWidth: number;
+  /** Workspace bytes the backend can allocate for one call; larger plans fail with E_MEMORY. */
+  readonly memoryBytes: number;
+  /** Same inputs give bitwise-equal outputs. */
+  readonly deterministic: boolean;
+}
+
+export interface ForwardResult {
+  /** `[T, Hq, D]`, input dtype. */
+  readonly out: DeviceTensor;
+  /** `[T, Hq]`, f32, natural log; -Infinity for rows with no keys. */
+  readonly lse: DeviceTensor;
+}
+
+export interface BackwardResult {
+  readonly dq: DeviceTensor;
+  readonly dk: DeviceTensor;
+  readonly dv: DeviceTensor;
+}
+
+export interface Backend {
+  readonly name: string;
+  readonly caps: Capabilities;
+  upload(t: HostTensor): Promise<DeviceTensor>;
+  download(t: DeviceTensor): Promise<HostTensor>;
+  /** SPEC §3: returns the routing chosen by the backend's own router. */
+  route(q: DeviceTensor, k: DeviceTensor, layout: Layout, cfg: MobaConfig): Promise<Routing>;
+  /** Accepts any valid routing `[T, Hq, topk]` (ascending rows, -1 padded, sequence-local blocks). */
+  routingFromIndices(indices: Int32Array, shape: { T: number; Hq: number }, layout: Layout, cfg: MobaConfig): Promise<Routing>;
+  /** The routing as `[T, Hq, topk]` indices. */
+  routingIndices(r: Routing): Promise<Int32Array>;
+  /** SPEC §4. */
+  forward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, r: Routing, layout: Layout, cfg: MobaConfig): Promise<ForwardResult>;
+  /** SPEC §5, recomputing P from `lse`. */
+  backward(
+    q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor, dOut: DeviceTensor,
+    r: Routing, layout: Layout, cfg: MobaConfig,
+  ): Promise<BackwardResult>;
+  /** SPEC §6: `k' = k + SiLU(causal depthwise conv(k))`, weight `[Hkv·D, W]`. */
+  kconv(k: DeviceTensor, w: DeviceTensor, layout: Layout): Promise<DeviceTensor>;
+  kconvBackward(k: DeviceTensor, w: DeviceTensor, dkOut: DeviceTensor, layout: Layout): Promise<{ dk: DeviceTensor; dw: DeviceTensor }>;
+  /** Frees tensors and routings now (idempotent). */
+  dispose(...items: (DeviceTensor | Routing)[]): void;
+  /** Frees everything the backend holds; the backend is unusable afterwards. */
+  destroy(): Promise<void>;
+}
+
+export interface CheckedProblem {
+  readonly shape: ProblemShape;
+  readonly cfg: ResolvedConfig;
+  readonly seqs: Sequences;
+}
+
+/**
+ * The common validation of SPEC §7 for route/forward/backward: shapes, dtypes, layout, config, the
+ * backend's declared caps, and the workspace against `caps.memoryBytes` (before any allocation).
+ */
+export function checkProblem(caps: Capabilities, q: TensorLike, k: TensorLike, v: TensorLike, layout: Layout, cfg: MobaConfig): CheckedProblem {
+  const shape = validateQkv(q, k, v);
+  checkCaps(caps, shape);
+  validateLayout(layout, shape.T);
+  const rc = resolveConfig(cfg, shape.D, caps);
+  if (!rc.causal && !caps.nonCausal) throw new MobaError('E_UNSUPPORTED', 'causal = false is not supported by this backend (caps.nonCausal is false)', 'causal');
+  const seqs = sequences(layout, rc.blockSize);
+  const need = plan(shape, layout, rc).workspaceBytes;
+  if (need > caps.memoryBytes) {
+    throw new MobaError('E_MEMORY', `workspace of ${fmtBytes(need)} exceeds this backend's memory limit of ${fmtBytes(caps.memoryBytes)} (T = ${shape.T}, Hq = ${shape.Hq}, D = ${shape.D}, topk = ${rc.topk})`, 'workspace');
+  }
+  return { shape, cfg: rc, seqs };
+}
+
+/** Checks a problem's dtype and head dim against declared caps. */
+export function checkCaps(caps: Capabilities, shape: ProblemShape): void {
+  if (!caps.dtypes.includes(shape.dtype)) {
+    throw new MobaError('E_UNSUPPORTED', `dtype ${shape.dtype} is not supported by this backend: allowed ${caps.dtypes.join(', ')}`, 'dtype');
+  }
+  if (caps.headDims ? !caps.headDims.includes(shape.D) : shape.D > caps.maxHeadDim) {
+    const allowed = caps.headDims ? caps.headDims.join(', ') : `1..${caps.maxHeadDim}`;
+    throw new MobaError('E_UNSUPPORTED', `head dim D = ${shape.D} is not supported by this backend: allowed ${allowed}`, 'D');
+  }
+}
+
+/** Checks that a routing fits the problem it is used with. */
+export function checkRouting(r: Routing, backend: string, shape: ProblemShape, cfg: ResolvedConfig): void {
+  if (!r || r.backend !== backend) throw new MobaError('E_UNSUPPORTED', `routing belongs to backend ${r?.backend ?? String(r)}, not ${backend}`, 'routing');
+  if (r.T !== shape.T || r.Hq !== shape.Hq) throw new MobaError('E_SHAPE', `routing is for [T, Hq] = [${r.T}, ${r.Hq}] but q is [${shape.T}, ${shape.Hq}]`, 'routing');
+  if (r.topk !== cfg.topk || r.blockSize !== cfg.blockSize || r.causal !== cfg.causal) {
+    throw new MobaError('E_RANGE', `routing was made with topk ${r.topk}, blockSize ${r.blockSize}, causal ${r.causal}; config has ${cfg.topk}, ${cfg.blockSize}, ${cfg.causal}`, 'routing');
+  }
+}
+
+/** Checks the tensors of a backward call against the problem. */
+export function checkBackwardTensors(shape: ProblemShape, out: TensorLike, lse: TensorLike, dOut: TensorLike): void {
+  const qShape = [shape.T, shape.Hq, shape.D];
+  expectTensor('out', out, qShape, shape.dtype);
+  expectTensor('dOut', dOut, qShape, shape.dtype);
+  expectTensor('lse', lse, [shape.T, shape.Hq], 'f32');
+}
+
+function expectTensor(param: string, t: TensorLike, want: number[], dtype: DType): void {
+  if (!t || !Array.isArray(t.shape) || t.shape.length !== want.length || t.shape.some((s, i) => s !== want[i])) {
+    throw new MobaError('E_SHAPE', `${param}.shape = [${t?.shape?.join(', ')}] is invalid: must be [${want.join(', ')}]`, `${param}.shape`);
+  }
+  if (t.dtype !== dtype) throw new MobaError('E_DTYPE', `${param}.dtype = ${t.dtype} is invalid: must be ${dtype}`, `${param}.dtype`);
+}
+
+/** Integer check re-exported for backends' own options. */
+export { checkInt };
+
+export function fmtBytes(n: number): string {
+  if (n >= 2 ** 30) return `${(n / 2 ** 30).toFixed(2)} GiB`;
+  if (n >= 2 ** 20) return `${(n / 2 ** 20).toFixed(1)} MiB`;
+  if (n >= 2 ** 10) return `${(n / 2 ** 10).toFixed(1)} KiB`;
+  return `${n} B`;
+}

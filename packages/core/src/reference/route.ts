@@ -1,0 +1,69 @@
+/**
+ * Reference routing (SPEC §2–3), float64, simple loops. Centroid = mean of a block's actual keys;
+ * score = raw q·c (no softmax scale); causal: own block forced (inside k), top k−1 of the fully past
+ * blocks; non-causal: top k of all blocks; ties go to the higher block index; NaN scores never win.
+ */
+import type { Layout, ProblemShape, ResolvedConfig } from '../config.js';
+import { sequences } from '../config.js';
+
+/** Centroids `[totalBlocks, Hkv, D]` (global block numbering of `sequences()`). */
+export function referenceCentroids(k: Float64Array, shape: ProblemShape, layout: Layout, blockSize: number): Float64Array {
+  const { Hkv, D } = shape;
+  const seqs = sequences(layout, blockSize);
+  const c = new Float64Array(seqs.totalBlocks * Hkv * D);
+  for (const s of seqs.seqs) {
+    for (let j = 0; j < s.nBlocks; j++) {
+      const p0 = s.start + j * blockSize;
+      const p1 = Math.min(p0 + blockSize, s.start + s.len);
+      const dst = (s.blockBase + j) * Hkv * D;
+      for (let p = p0; p < p1; p++) {
+        for (let i = 0; i < Hkv * D; i++) c[dst + i]! += k[p * Hkv * D + i]!;
+      }
+      for (let i = 0; i < Hkv * D; i++) c[dst + i]! /= p1 - p0; // mean over the actual tokens
+    }
+  }
+  return c;
+}
+
+/** Scores of every block of token `t`'s sequence for query head `h`: `[nBlocks]` (SPEC §3). */
+export function referenceBlockScores(q: Float64Array, centroids: Float64Array, shape: ProblemShape, layout: Layout, blockSize: number, t: number, h: number): Float64Array {
+  const { Hq, Hkv, D } = shape;
+  const seqs = sequences(layout, blockSize);
+  const s = seqs.seqs[seqs.seqOf[t]!]!;
+  const kvh = Math.floor(h / (Hq / Hkv));
+  const out = new Float64Array(s.nBlocks);
+  for (let j = 0; j < s.nBlocks; j++) {
+    let dot = 0;
+    const c = ((s.blockBase + j) * Hkv + kvh) * D;
+    for (let d = 0; d < D; d++) dot += q[(t * Hq + h) * D + d]! * centroids[c + d]!;
+    out[j] = dot;
+  }
+  return out;
+}
+
+/** Reference router: `[T, Hq, topk]` indices, rows ascending, -1 padded. */
+export function referenceRoute(q: Float64Array, k: Float64Array, shape: ProblemShape, layout: Layout, cfg: ResolvedConfig): Int32Array {
+  const { T, Hq } = shape;
+  const B = cfg.blockSize;
+  const K = cfg.topk;
+  const seqs = sequences(layout, B);
+  const cent = referenceCentroids(k, shape, layout, B);
+  const out = new Int32Array(T * Hq * K).fill(-1);
+  for (let t = 0; t < T; t++) {
+    const s = seqs.seqs[seqs.seqOf[t]!]!;
+    const cb = Math.floor((t - s.start) / B);
+    for (let h = 0; h < Hq; h++) {
+      const scores = referenceBlockScores(q, cent, shape, layout, B, t, h);
+      const eligible = cfg.causal ? cb : s.nBlocks;
+      const cand: number[] = [];
+      for (let j = 0; j < eligible; j++) if (scores[j]! > -Infinity) cand.push(j); // NaN and -inf never win
+      // score descending, ties to the higher index
+      cand.sort((a, b) => (scores[b]! - scores[a]!) || b - a);
+      const chosen = cand.slice(0, cfg.causal ? K - 1 : K);
+      if (cfg.causal) chosen.push(cb);
+      chosen.sort((a, b) => a - b);
+      chosen.forEach((j, i) => (out[(t * Hq + h) * K + i] = j));
+    }
+  }
+  return out;
+}
