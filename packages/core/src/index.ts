@@ -9,3 +9,4 @@ export * from './plan.js';
 export * from './compare.js';
 export * from './backend.js';
 export * from './moba.js';
+export * from './interop.js';
