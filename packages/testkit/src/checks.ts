@@ -1,0 +1,301 @@
+/**
+ * The checks the properties share: the tie-robust routing rule (FlashMoBA's `moba_verifier`), the
+ * reference and calibration runs of the tolerance policy (core/compare.ts), running a problem on a
+ * backend, and failure messages that carry the seed, the config and the worst index with its bound.
+ */
+import fc from 'fast-check';
+import {
+  type Backend, type DType, type DeviceTensor, type HostTensor, type ProblemShape, type ResolvedConfig, type Routing, type Sequences,
+  type ToleranceCheck, MobaError, checkTolerance, roundTo, toFloat64,
+} from '@moba/core';
+import { referenceBackward, referenceCentroids, referenceForward } from '@moba/core/reference';
+import type { Problem, ProblemSpec } from './problem.js';
+import { describeSpec } from './problem.js';
+import type { PropertyContext } from './types.js';
+
+/** Runs `body` on `numRuns` generated values with the run's seed (and replay path); no shrinking. */
+export async function forAll<T>(ctx: PropertyContext, arb: fc.Arbitrary<T>, body: (x: T) => Promise<void>, numRuns = ctx.numRuns): Promise<void> {
+  await fc.assert(fc.asyncProperty(arb, body), {
+    seed: ctx.seed,
+    numRuns,
+    endOnFailure: true,
+    includeErrorInReport: true,
+    ...(ctx.path !== undefined ? { path: ctx.path } : {}),
+  });
+}
+
+/** A failure naming the problem: `config: spec \n detail lines`. */
+export function failure(spec: ProblemSpec | string, lines: readonly string[]): Error {
+  const cfg = typeof spec === 'string' ? spec : describeSpec(spec);
+  const e = new Error(`config: ${cfg}\n  ${lines.join('\n  ')}`);
+  e.stack = e.message; // reports print the stack: keep it to the explanation
+  return e;
+}
+
+/** Throws a failure listing every check that is out of tolerance. */
+export function expectWithin(spec: ProblemSpec | string, checks: readonly ToleranceCheck[]): void {
+  const bad = checks.filter((c) => !c.ok);
+  if (bad.length > 0) throw failure(spec, bad.map((c) => c.message));
+}
+
+/** Rounds every value to `dtype` (the storage rounding of a backend's outputs). */
+export function roundAll(dtype: DType, a: Float64Array): Float64Array {
+  return dtype === 'f32' ? a.map(Math.fround) : a.map((x) => roundTo(dtype, x));
+}
+
+/** Awaits `p`, failing after `ms` (a backend must never hang; this catches asynchronous hangs). */
+export async function withTimeout<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const limit = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not finish within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([p, limit]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/** Tracks device tensors and routings made during one check and disposes them all at the end. */
+export class Scope {
+  private readonly items: (DeviceTensor | Routing)[] = [];
+  constructor(readonly backend: Backend) {}
+  async up(t: HostTensor): Promise<DeviceTensor> {
+    return this.own(await this.backend.upload(t));
+  }
+  own<T extends DeviceTensor | Routing>(x: T): T {
+    this.items.push(x);
+    return x;
+  }
+  async f64(t: DeviceTensor): Promise<Float64Array> {
+    return toFloat64(await this.backend.download(t));
+  }
+  dispose(): void {
+    this.backend.dispose(...this.items.splice(0));
+  }
+}
+
+/** Runs `body` with a fresh scope and always disposes it. */
+export async function scoped<T>(backend: Backend, body: (s: Scope) => Promise<T>): Promise<T> {
+  const s = new Scope(backend);
+  try {
+    return await body(s);
+  } finally {
+    s.dispose();
+  }
+}
+
+export interface DeviceProblem {
+  readonly q: DeviceTensor;
+  readonly k: DeviceTensor;
+  readonly v: DeviceTensor;
+  readonly dOut: DeviceTensor;
+}
+
+export async function uploadProblem(s: Scope, p: Problem): Promise<DeviceProblem> {
+  return { q: await s.up(p.q), k: await s.up(p.k), v: await s.up(p.v), dOut: await s.up(p.dOut) };
+}
+
+export interface AttentionResult {
+  readonly out: Float64Array;
+  readonly lse: Float64Array;
+  readonly dq?: Float64Array;
+  readonly dk?: Float64Array;
+  readonly dv?: Float64Array;
+}
+
+/** Runs forward (and backward) of `p` on the backend with a given routing; returns f64 copies. */
+export async function runAttention(s: Scope, p: Problem, d: DeviceProblem, r: Routing, opts: { backward: boolean }): Promise<AttentionResult> {
+  const { out, lse } = await s.backend.forward(d.q, d.k, d.v, r, p.layout, p.cfg);
+  s.own(out);
+  s.own(lse);
+  const res = { out: await s.f64(out), lse: await s.f64(lse) };
+  if (!opts.backward) return res;
+  const g = await s.backend.backward(d.q, d.k, d.v, out, lse, d.dOut, r, p.layout, p.cfg);
+  s.own(g.dq);
+  s.own(g.dk);
+  s.own(g.dv);
+  return { ...res, dq: await s.f64(g.dq), dk: await s.f64(g.dk), dv: await s.f64(g.dv) };
+}
+
+/** The f64 reference and its calibration run (f32 intermediates, outputs rounded to the dtype). */
+export interface ReferencePair {
+  readonly ref: Required<AttentionResult>;
+  readonly cal: Required<AttentionResult>;
+}
+
+/** Reference + calibration of forward and backward for `p` under `indices` (optionally other keys). */
+export function referencePair(p: Problem, indices: Int32Array, opts: { keys?: Float64Array; backward?: boolean } = {}): ReferencePair {
+  const { shape, layout, rcfg } = p;
+  const dt = shape.dtype;
+  const keys = opts.keys ?? p.k64;
+  const f = referenceForward(p.q64, keys, p.v64, indices, shape, layout, rcfg);
+  const cf = referenceForward(p.q64, keys, p.v64, indices, shape, layout, rcfg, Math.fround);
+  const calOut = roundAll(dt, cf.out);
+  const calLse = cf.lse.map(Math.fround); // lse stays f32 in every dtype
+  if (opts.backward === false) {
+    const none = new Float64Array(0);
+    return { ref: { out: f.out, lse: f.lse, dq: none, dk: none, dv: none }, cal: { out: calOut, lse: calLse, dq: none, dk: none, dv: none } };
+  }
+  const b = referenceBackward(p.q64, keys, p.v64, f.out, f.lse, p.dOut64, indices, shape, layout, rcfg);
+  const cb = referenceBackward(p.q64, keys, p.v64, calOut, calLse, p.dOut64, indices, shape, layout, rcfg, Math.fround);
+  return {
+    ref: { out: f.out, lse: f.lse, dq: b.dq, dk: b.dk, dv: b.dv },
+    cal: { out: calOut, lse: calLse, dq: roundAll(dt, cb.dq), dk: roundAll(dt, cb.dk), dv: roundAll(dt, cb.dv) },
+  };
+}
+
+/** Tolerance checks of a backend result against a reference pair (gradients only when present). */
+export function attentionChecks(label: string, shape: ProblemShape, got: AttentionResult, rp: ReferencePair): ToleranceCheck[] {
+  const { T, Hq, Hkv, D, dtype } = shape;
+  const checks = [
+    checkTolerance(`${label} out`, got.out, rp.ref.out, rp.cal.out, { kind: 'forward', dtype, shape: [T, Hq, D] }),
+    checkTolerance(`${label} lse`, got.lse, rp.ref.lse, rp.cal.lse, { kind: 'forward', dtype: 'f32', shape: [T, Hq] }),
+  ];
+  if (got.dq && got.dk && got.dv) {
+    checks.push(
+      checkTolerance(`${label} dq`, got.dq, rp.ref.dq, rp.cal.dq, { kind: 'backward', dtype, shape: [T, Hq, D] }),
+      checkTolerance(`${label} dk`, got.dk, rp.ref.dk, rp.cal.dk, { kind: 'backward', dtype, shape: [T, Hkv, D] }),
+      checkTolerance(`${label} dv`, got.dv, rp.ref.dv, rp.cal.dv, { kind: 'backward', dtype, shape: [T, Hkv, D] }),
+    );
+  }
+  return checks;
+}
+
+/** Block scores `q·c` (f64) of every block of a row's sequence, with their magnitude `Σ|q_d c_d|`. */
+export class BlockScorer {
+  private readonly cent: Float64Array;
+  constructor(private readonly q: Float64Array, k: Float64Array, private readonly shape: ProblemShape, private readonly seqs: Sequences, layout: { cuSeqlens: Int32Array }, blockSize: number) {
+    this.cent = referenceCentroids(k, shape, layout, blockSize); // [totalBlocks, Hkv, D]
+  }
+  /** Scores and magnitudes `[nBlocks]` for token `t`, query head `h`. */
+  row(t: number, h: number): { scores: Float64Array; mags: Float64Array } {
+    const { Hq, Hkv, D } = this.shape;
+    const s = this.seqs.seqs[this.seqs.seqOf[t]!]!;
+    const kvh = Math.floor(h / (Hq / Hkv));
+    const scores = new Float64Array(s.nBlocks);
+    const mags = new Float64Array(s.nBlocks);
+    const qo = (t * Hq + h) * D;
+    for (let j = 0; j < s.nBlocks; j++) {
+      const co = ((s.blockBase + j) * Hkv + kvh) * D;
+      let dot = 0;
+      let mag = 0;
+      for (let d = 0; d < D; d++) {
+        const x = this.q[qo + d]! * this.cent[co + d]!;
+        dot += x;
+        mag += Math.abs(x);
+      }
+      scores[j] = dot;
+      mags[j] = mag;
+    }
+    return { scores, mags };
+  }
+}
+
+/**
+ * Slack of the score comparison: a backend computes centroids and scores in f32 from the same inputs,
+ * so its scores may differ from the f64 ones by a few f32 roundings per term of the D-long dot product
+ * and the B-long centroid sum, relative to the magnitude `Σ|q_d c_d|`.
+ */
+export function scoreEps(D: number, blockSize: number, mag: number): number {
+  return 16 * 2 ** -24 * (D + blockSize + 8) * mag;
+}
+
+export interface RoutingCheckOptions {
+  /** Also require exact ties to go to the higher block index (only meaningful with exact ties). */
+  readonly exactTies?: boolean;
+  /** Stop after this many bad rows (default 5). */
+  readonly maxReports?: number;
+}
+
+/**
+ * Checks routing indices `[T, Hq, topk]` against SPEC §3 with the tie-robust rule: format (ascending,
+ * -1 padded), count = min(topk, cb+1) causal / min(topk, nBlocks) non-causal, own block present, no
+ * future block, and every selected block's f64 score ≥ the k-th best − eps. Rows whose scores are not
+ * all finite are only format-checked. Returns the bad rows' descriptions (empty when valid).
+ */
+export function routingErrors(
+  indices: Int32Array, q: Float64Array, k: Float64Array, shape: ProblemShape, seqs: Sequences,
+  layout: { cuSeqlens: Int32Array }, cfg: ResolvedConfig, opts: RoutingCheckOptions = {},
+): string[] {
+  const { T, Hq, D } = shape;
+  const K = cfg.topk;
+  const B = cfg.blockSize;
+  const errors: string[] = [];
+  const max = opts.maxReports ?? 5;
+  let bad = 0;
+  if (indices.length !== T * Hq * K) return [`routing indices have length ${indices.length}, expected T·Hq·topk = ${T * Hq * K}`];
+  const scorer = new BlockScorer(q, k, shape, seqs, layout, B);
+  for (let t = 0; t < T; t++) {
+    const s = seqs.seqs[seqs.seqOf[t]!]!;
+    const cb = Math.floor((t - s.start) / B);
+    for (let h = 0; h < Hq; h++) {
+      const row = Array.from(indices.subarray((t * Hq + h) * K, (t * Hq + h + 1) * K));
+      const why = rowError(row, t, cb, s.nBlocks, cfg, D, scorer, h, opts.exactTies ?? false);
+      if (why !== null) {
+        if (++bad <= max) errors.push(`routing row (t=${t}, h=${h}) = [${row.join(', ')}]: ${why}`);
+      }
+    }
+  }
+  if (bad > max) errors.push(`… ${bad} bad routing rows in all (of ${T * Hq})`);
+  return errors;
+}
+
+function rowError(row: number[], t: number, cb: number, nBlocks: number, cfg: ResolvedConfig, D: number, scorer: BlockScorer, h: number, exactTies: boolean): string | null {
+  const sel: number[] = [];
+  for (let i = 0; i < row.length; i++) {
+    const j = row[i]!;
+    if (j === -1) continue;
+    if (i > sel.length) return 'a block follows a -1 (unused slots must be at the end)';
+    if (j < 0 || j >= nBlocks) return `block ${j} out of range 0..${nBlocks - 1}`;
+    if (sel.length > 0 && j <= sel[sel.length - 1]!) return 'not strictly ascending';
+    sel.push(j);
+  }
+  if (cfg.causal && sel.some((j) => j > cb)) return `selects a future block (current block ${cb})`;
+  const { scores, mags } = scorer.row(t, h);
+  if (scores.some((x) => !Number.isFinite(x))) return null; // non-finite inputs: only the format is defined
+  const want = cfg.causal ? Math.min(cfg.topk, cb + 1) : Math.min(cfg.topk, nBlocks);
+  if (sel.length !== want) return `${sel.length} blocks selected, expected min(topk, ${cfg.causal ? 'cb + 1' : 'nBlocks'}) = ${want}`;
+  if (cfg.causal && !sel.includes(cb)) return `own block ${cb} missing`;
+  const cand = Array.from({ length: cfg.causal ? cb : nBlocks }, (_, j) => j);
+  const need = cfg.causal ? cfg.topk - 1 : cfg.topk;
+  if (need >= cand.length || need === 0) return null; // every candidate (or none) is selected: the count said it all
+  const order = [...cand].sort((a, b) => scores[b]! - scores[a]! || b - a);
+  const kth = order[need - 1]!;
+  const B = cfg.blockSize;
+  for (const j of sel) {
+    if (cfg.causal && j === cb) continue;
+    const eps = scoreEps(D, B, mags[j]!) + scoreEps(D, B, mags[kth]!);
+    if (scores[j]! < scores[kth]! - eps) {
+      return `block ${j} scores ${scores[j]!.toPrecision(8)}, below the k-th best ${scores[kth]!.toPrecision(8)} (block ${kth}) − eps ${eps.toExponential(2)}`;
+    }
+  }
+  if (exactTies) {
+    const exp = order.slice(0, need).concat(cfg.causal ? [cb] : []).sort((a, b) => a - b);
+    if (exp.join() !== sel.join()) return `exact ties must go to the higher block index: expected [${exp.join(', ')}]`;
+  }
+  return null;
+}
+
+/** Expects `fn` to reject with a MobaError whose code is one of `codes`; returns a problem description or null. */
+export async function expectMobaError(what: string, codes: readonly string[], fn: () => Promise<unknown>): Promise<string | null> {
+  try {
+    await withTimeout(Promise.resolve().then(fn), 30_000, what);
+  } catch (e) {
+    if (e instanceof MobaError || (e instanceof Error && e.name === 'MobaError' && typeof (e as MobaError).code === 'string')) {
+      const code = (e as MobaError).code;
+      return codes.includes(code) ? null : `${what}: threw ${code} (${e.message}), expected ${codes.join(' or ')}`;
+    }
+    return `${what}: threw ${e instanceof Error ? `${e.name}: ${e.message}` : String(e)}, expected a MobaError ${codes.join(' or ')}`;
+  }
+  return `${what}: did not throw, expected a MobaError ${codes.join(' or ')}`;
+}
+
+/** First element at which two typed arrays differ bitwise (NaN payloads and -0 included); -1 when equal. */
+export function firstBitDiff(a: Float32Array | Uint16Array | Int32Array, b: Float32Array | Uint16Array | Int32Array): number {
+  if (a.length !== b.length || a.BYTES_PER_ELEMENT !== b.BYTES_PER_ELEMENT) return 0;
+  const ua = new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
+  const ub = new Uint8Array(b.buffer, b.byteOffset, b.byteLength);
+  for (let i = 0; i < ua.length; i++) if (ua[i] !== ub[i]) return Math.floor(i / a.BYTES_PER_ELEMENT);
+  return -1;
+}

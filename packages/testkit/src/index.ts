@@ -1,0 +1,12 @@
+/**
+ * @moba/testkit: the MoBA conformance suite. `runConformance(backend)` → Report without a test
+ * runner; `describeConformance` lives in `@moba/testkit/vitest`. Also exported: the property
+ * catalogue, the problem generators, the checks, the golden-case loader and the reference backend.
+ */
+export { runConformance, runProperty, resolveSettings, capsNotCovered, summaryLine, DEFAULT_SEED, DEFAULT_NUM_RUNS, type ResolvedSettings } from './run.js';
+export { coreProperties, selectProperties, goldenProperty, goldenProperties } from './properties/index.js';
+export { type ConformanceOptions, type Property, type PropertyContext, type PropertyResult, type Report, Skip } from './types.js';
+export { type Problem, type ProblemSpec, makeProblem, specArb, randomRouting, describeSpec, cuSeqlensOf, headDims, supportsHeadDim } from './problem.js';
+export { routingErrors, referencePair, attentionChecks, scoreEps, type RoutingCheckOptions } from './checks.js';
+export { type GoldenCase, type GoldenExpected, loadGoldenCase, listGoldenCases, PACKAGE_CASES_DIR } from './golden.js';
+export { createReferenceBackend, type ReferenceBackendOptions } from './reference-backend.js';
