@@ -1,0 +1,107 @@
+/**
+ * CPU storage and problem geometry. Device data is f32 in SharedArrayBuffers so workers read it
+ * without copies; f16/bf16 tensors hold values already rounded to their dtype. The geometry splits
+ * a packed varlen batch (SPEC §1) into query tiles `[nTiles, 3]` and key chunks `[nChunks, 4]`.
+ */
+import { type DType, type Sequences, roundTo } from '@moba/core';
+
+/** Query rows per work item and keys per inner chunk (both fit L1/L2 at D ≤ 128). */
+export const TILE_ROWS = 128;
+export const KEY_CHUNK = 64;
+
+export function sharedF32(n: number): Float32Array {
+  return new Float32Array(new SharedArrayBuffer(Math.max(n, 0) * 4));
+}
+
+export function sharedF64(n: number): Float64Array {
+  return new Float64Array(new SharedArrayBuffer(Math.max(n, 0) * 8));
+}
+
+export function sharedI32(n: number): Int32Array {
+  return new Int32Array(new SharedArrayBuffer(Math.max(n, 0) * 4));
+}
+
+/** A shared copy of an Int32Array. */
+export function toShared(a: Int32Array): Int32Array {
+  const s = sharedI32(a.length);
+  s.set(a);
+  return s;
+}
+
+/**
+ * A head-major shared copy `[H, T, D]` of `x [T, H, D]`. Attention kernels read keys and values this
+ * way so that a key block of one head is one contiguous run (hardware prefetch follows it), where
+ * `[T, H, D]` would spread it over H times the memory.
+ */
+export function headMajor(x: Float32Array, T: number, H: number, D: number): Float32Array {
+  const out = sharedF32(T * H * D); // [H, T, D]
+  for (let t = 0; t < T; t++) {
+    for (let h = 0; h < H; h++) out.set(x.subarray((t * H + h) * D, (t * H + h + 1) * D), (h * T + t) * D);
+  }
+  return out;
+}
+
+/**
+ * Writes `src[srcOff + i] * mul` for i < n into `dst[dstOff + i]`, rounded to `dtype` (outputs are
+ * rounded when produced; f32 rounding is the Float32Array store itself).
+ */
+export function storeRow(dst: Float32Array, dstOff: number, src: Float64Array, srcOff: number, n: number, mul: number, dtype: DType): void {
+  if (dtype === 'f32') {
+    for (let i = 0; i < n; i++) dst[dstOff + i] = src[srcOff + i] * mul;
+  } else {
+    for (let i = 0; i < n; i++) dst[dstOff + i] = roundTo(dtype, src[srcOff + i] * mul);
+  }
+}
+
+/** Rounds a whole f32 array to `dtype` in place (no-op for f32). */
+export function roundInPlace(a: Float32Array, dtype: DType): void {
+  if (dtype === 'f32') return;
+  for (let i = 0; i < a.length; i++) a[i] = roundTo(dtype, a[i]);
+}
+
+/** Sizes, sequences, query tiles and key chunks of one problem; plain typed arrays, cloneable to workers. */
+export interface Geometry {
+  readonly T: number;
+  readonly Hq: number;
+  readonly Hkv: number;
+  readonly D: number;
+  readonly blockSize: number;
+  /** Per sequence: first token, length, global index of its block 0. */
+  readonly seqStart: Int32Array;
+  readonly seqLen: Int32Array;
+  readonly blockBase: Int32Array;
+  readonly totalBlocks: number;
+  readonly maxBlocks: number;
+  /** `[nTiles, 3]`: (r0, r1, seq); at most TILE_ROWS rows, never crossing a sequence. */
+  readonly tiles: Int32Array;
+  readonly nTiles: number;
+  /** `[nChunks, 4]`: (c0, c1, seq, local block); at most KEY_CHUNK keys, never crossing a block. */
+  readonly chunks: Int32Array;
+  readonly nChunks: number;
+}
+
+/** Builds the geometry of `[T, Hq | Hkv, D]` tensors over `seqs` (made with `blockSize`). */
+export function geometry(dims: { T: number; Hq: number; Hkv: number; D: number }, seqs: Sequences, blockSize: number): Geometry {
+  const n = seqs.seqs.length;
+  const seqStart = new Int32Array(n);
+  const seqLen = new Int32Array(n);
+  const blockBase = new Int32Array(n);
+  const tiles: number[] = [];
+  const chunks: number[] = [];
+  seqs.seqs.forEach((s, i) => {
+    seqStart[i] = s.start;
+    seqLen[i] = s.len;
+    blockBase[i] = s.blockBase;
+    for (let r = 0; r < s.len; r += TILE_ROWS) tiles.push(s.start + r, s.start + Math.min(r + TILE_ROWS, s.len), i);
+    for (let j = 0; j < s.nBlocks; j++) {
+      const end = s.start + Math.min((j + 1) * blockSize, s.len);
+      for (let c = s.start + j * blockSize; c < end; c += KEY_CHUNK) chunks.push(c, Math.min(c + KEY_CHUNK, end), i, j);
+    }
+  });
+  return {
+    ...dims, blockSize, seqStart, seqLen, blockBase,
+    totalBlocks: seqs.totalBlocks, maxBlocks: seqs.maxBlocks,
+    tiles: Int32Array.from(tiles), nTiles: tiles.length / 3,
+    chunks: Int32Array.from(chunks), nChunks: chunks.length / 4,
+  };
+}
