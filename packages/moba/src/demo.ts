@@ -1,0 +1,322 @@
+/**
+ * `moba demo`, the main job: seeded random q, k, v (and kconv weights) → kconv → route → forward →
+ * backward through `moba()` / `mobaBackward()` on a chosen backend, each backend call timed; then a
+ * spot check of out, lse, dq and the routing against the float64 reference on sampled rows, the
+ * attended fraction and FLOP/s from `plan()`, and an SVG heatmap of the routing.
+ */
+import { availableParallelism } from 'node:os';
+import { writeFileSync } from 'node:fs';
+import { resolve } from 'node:path';
+import {
+  type Backend, type DType, type DeviceTensor, type HostTensor, type Layout, type MobaConfig, type ProblemShape, type Routing,
+  Rng, fromFloat, hostTensor, moba, mobaBackward, plan, resolveConfig, sequences,
+} from '@moba/core';
+import { type BackendKind, createBackend } from './backends.js';
+import { type RoutingCheck, sampleRows, spotCheck } from './check.js';
+import { heatmapSvg, routingCounts } from './heatmap.js';
+import { Progress } from './progress.js';
+
+/** What `moba demo` runs; the CLI flags map one to one. */
+export interface DemoOptions {
+  /** A kind for `createBackend()` (destroyed at the end), or a backend instance (left to the caller). */
+  readonly backend: BackendKind | Backend;
+  /** Total tokens T. */
+  readonly tokens: number;
+  /** Query heads Hq. */
+  readonly heads: number;
+  /** Key/value heads Hkv (divides Hq). */
+  readonly kvHeads: number;
+  readonly headDim: number;
+  readonly blockSize: number;
+  readonly topk: number;
+  readonly dtype: DType;
+  /** kconv width W; 0 turns key convolution off. */
+  readonly kconv: number;
+  /** Number of sequences T is split into (lengths differ by at most one). */
+  readonly batch: number;
+  readonly seed: number;
+  /** CPU worker threads (default: the backend's choice). */
+  readonly threads?: number;
+  /** Query rows checked against the f64 reference. */
+  readonly samples: number;
+  /** Run once on a small problem first so timings exclude JIT warm-up and worker start. */
+  readonly warmup: boolean;
+  /** Where to write the routing heatmap (undefined: no SVG). */
+  readonly svg?: string;
+}
+
+/** Defaults of `moba demo` (the README's main job). */
+export const DEMO_DEFAULTS = {
+  backend: 'cpu', tokens: 8192, heads: 4, headDim: 64, blockSize: 64, topk: 8, dtype: 'f32', kconv: 3, batch: 1, seed: 1, samples: 64,
+} as const;
+
+/** One timed phase of the run. */
+export interface PhaseReport {
+  readonly name: 'upload' | 'kconv' | 'route' | 'forward' | 'backward' | 'kconvBackward' | 'download';
+  readonly ms: number;
+  /** FLOPs from `plan()` (null for transfers and phases plan() does not model). */
+  readonly flops: number | null;
+  readonly gflopsPerSec: number | null;
+}
+
+/** The demo's report; `--json` prints exactly this. */
+export interface DemoReport {
+  readonly backend: { readonly name: string; readonly threads: number | null };
+  readonly problem: {
+    readonly T: number; readonly Hq: number; readonly Hkv: number; readonly D: number; readonly dtype: DType;
+    readonly batch: number; readonly seqlens: { readonly min: number; readonly max: number };
+    readonly blockSize: number; readonly topk: number; readonly causal: boolean; readonly kconvWidth: number;
+    readonly scale: number; readonly seed: number;
+  };
+  readonly warmupTokens: number | null;
+  readonly phases: readonly PhaseReport[];
+  /** Sum of the compute phases (kconv, route, forward, backward, kconvBackward). */
+  readonly computeMs: number;
+  readonly attended: { readonly pairs: number; readonly causalPairs: number; readonly fraction: number };
+  readonly accuracy: {
+    readonly rows: number;
+    readonly heads: number;
+    readonly out: ErrorSummary;
+    readonly lse: ErrorSummary;
+    readonly dq: ErrorSummary;
+    readonly routing: RoutingCheck;
+  };
+  /** Absolute path of the SVG written, or null. */
+  readonly svg: string | null;
+  /** Peak resident memory of the process (MiB). */
+  readonly peakRssMiB: number;
+}
+
+/** Max abs error and relative RMS error (see `errorStats`). */
+export interface ErrorSummary {
+  readonly maxAbs: number;
+  readonly relRms: number;
+}
+
+type PhaseName = PhaseReport['name'];
+
+const LABELS: Record<PhaseName, string> = {
+  upload: 'uploading inputs', kconv: 'kconv', route: 'routing', forward: 'forward',
+  backward: 'backward', kconvBackward: 'kconv backward', download: 'downloading results',
+};
+
+const SHORT: Record<PhaseName, string> = {
+  upload: 'upload', kconv: 'kconv', route: 'route', forward: 'forward',
+  backward: 'backward', kconvBackward: 'kconv backward', download: 'download',
+};
+
+/**
+ * Wraps a backend so every call is timed (ms accumulated per phase) and reported to `progress`.
+ * It delegates everything, so `moba()` through it computes exactly what it computes on `inner`.
+ */
+function timed(inner: Backend, ms: Map<PhaseName, number>, progress: Progress | undefined): Backend {
+  const time = async <R>(phase: PhaseName, f: () => Promise<R>): Promise<R> => {
+    progress?.start(LABELS[phase]);
+    const t0 = performance.now();
+    try {
+      return await f();
+    } finally {
+      ms.set(phase, (ms.get(phase) ?? 0) + performance.now() - t0);
+      progress?.end();
+    }
+  };
+  return {
+    name: inner.name,
+    caps: inner.caps,
+    upload: (t) => time('upload', () => inner.upload(t)),
+    download: (t) => time('download', () => inner.download(t)),
+    route: (q, k, l, c) => time('route', () => inner.route(q, k, l, c)),
+    routingFromIndices: (i, s, l, c) => inner.routingFromIndices(i, s, l, c),
+    routingIndices: (r) => time('download', () => inner.routingIndices(r)),
+    forward: (q, k, v, r, l, c) => time('forward', () => inner.forward(q, k, v, r, l, c)),
+    backward: (q, k, v, o, lse, dO, r, l, c) => time('backward', () => inner.backward(q, k, v, o, lse, dO, r, l, c)),
+    kconv: (k, w, l) => time('kconv', () => inner.kconv(k, w, l)),
+    kconvBackward: (k, w, d, l) => time('kconvBackward', () => inner.kconvBackward(k, w, d, l)),
+    dispose: (...items) => inner.dispose(...items),
+    destroy: () => inner.destroy(),
+  };
+}
+
+/** `batch` sequence lengths summing to T, differing by at most one. */
+export function splitSeqlens(T: number, batch: number): Int32Array {
+  const cu = new Int32Array(batch + 1);
+  for (let b = 0; b < batch; b++) cu[b + 1] = cu[b]! + Math.floor(T / batch) + (b < T % batch ? 1 : 0);
+  return cu;
+}
+
+/** Seeded N(0, std²) tensors in `dtype`, drawn one after another from one stream (q, k, v, dOut, then kconv w). */
+function tensorMaker(dtype: DType, seed: number): (dims: number[], std?: number) => HostTensor {
+  const rng = new Rng(seed);
+  return (dims, std = 1) => {
+    const x = rng.normals(dims.reduce((a, b) => a * b, 1), std);
+    return dtype === 'f32' ? hostTensor('f32', dims, x) : fromFloat(x, dtype, dims);
+  };
+}
+
+/** One moba() + mobaBackward() round trip on a small problem, to warm JIT and workers. */
+async function warmUp(backend: Backend, shape: ProblemShape, cfg: MobaConfig, kconv: number, T: number): Promise<void> {
+  const { Hq, Hkv, D, dtype } = shape;
+  const make = tensorMaker(dtype, 12345);
+  const [q, k, v, dOut] = [make([T, Hq, D]), make([T, Hkv, D]), make([T, Hkv, D]), make([T, Hq, D])];
+  const w = kconv > 0 ? make([Hkv * D, kconv], 0.1) : undefined;
+  const res = await moba(backend, { q, k, v, cuSeqlens: Int32Array.of(0, T), ...(w ? { kconvWeight: w } : {}) }, cfg);
+  const g = await mobaBackward(backend, res.ctx, dOut);
+  backend.dispose(res.out, res.lse, g.dq, g.dk, g.dv, ...(g.dKconvWeight ? [g.dKconvWeight] : []));
+  res.ctx.dispose();
+}
+
+/** Runs the demo; progress (if given) goes to `progress`. Throws MobaError on invalid sizes. */
+export async function runDemo(o: DemoOptions, progress?: Progress): Promise<DemoReport> {
+  const shape: ProblemShape = { T: o.tokens, Hq: o.heads, Hkv: o.kvHeads, D: o.headDim, dtype: o.dtype };
+  const cu = splitSeqlens(o.tokens, o.batch);
+  const layout: Layout = { cuSeqlens: cu };
+  const cfg: MobaConfig = { blockSize: o.blockSize, topk: o.topk };
+  const rc = resolveConfig(cfg, o.headDim);
+  const owned = typeof o.backend === 'string';
+  const backend = typeof o.backend === 'string' ? await createBackend(o.backend, o.threads !== undefined ? { threads: o.threads } : undefined) : o.backend;
+  try {
+    const warmT = Math.min(o.tokens, 1024);
+    if (o.warmup) {
+      progress?.start('warming up');
+      await warmUp(backend, shape, cfg, o.kconv, warmT);
+      progress?.end();
+    }
+    // -- inputs: each generated and uploaded in turn, so at most one host copy is alive next to the device ones --
+    const ms = new Map<PhaseName, number>();
+    const tb = timed(backend, ms, progress);
+    progress?.start('generating and uploading random inputs');
+    const make = tensorMaker(o.dtype, o.seed);
+    const upload = async (dims: number[]): Promise<DeviceTensor> => {
+      const t = make(dims);
+      const t0 = performance.now();
+      const d = await backend.upload(t);
+      ms.set('upload', (ms.get('upload') ?? 0) + performance.now() - t0);
+      return d;
+    };
+    const dev = {
+      q: await upload([o.tokens, o.heads, o.headDim]), // [T, Hq, D]
+      k: await upload([o.tokens, o.kvHeads, o.headDim]), // [T, Hkv, D]
+      v: await upload([o.tokens, o.kvHeads, o.headDim]), // [T, Hkv, D]
+      dOut: await upload([o.tokens, o.heads, o.headDim]), // [T, Hq, D]
+    };
+    const w = o.kconv > 0 ? make([o.kvHeads * o.headDim, o.kconv], 0.1) : undefined; // [Hkv·D, W], host (small)
+    progress?.end();
+
+    // -- the main job: kconv → route → forward, then backward, every backend call timed --
+    const res = await moba(tb, { q: dev.q, k: dev.k, v: dev.v, cuSeqlens: cu, ...(w ? { kconvWeight: w } : {}) }, cfg);
+    const grads = await mobaBackward(tb, res.ctx, dev.dOut);
+    const out = await tb.download(res.out);
+    const lse = await tb.download(res.lse);
+    const dq = await tb.download(grads.dq);
+    const indices = await tb.routingIndices(res.routing); // [T, Hq, topk]
+    release(backend, res.out, res.lse, grads.dq, grads.dk, grads.dv, grads.dKconvWeight);
+    res.ctx.dispose();
+    const inputs = { q: await backend.download(dev.q), k: await backend.download(dev.k), v: await backend.download(dev.v), dOut: await backend.download(dev.dOut) };
+    release(backend, dev.q, dev.k, dev.v, dev.dOut);
+
+    // -- spot check against the f64 reference --
+    progress?.start(`checking ${Math.min(o.samples, o.tokens)} rows against the float64 reference`);
+    const seqs = sequences(layout, rc.blockSize);
+    const sampler = new Rng(o.seed ^ 0x5eed); // rows drawn independently of the inputs
+    const rows = sampleRows(o.tokens, o.samples, () => sampler.next());
+    const check = spotCheck({ shape, layout, seqs, cfg: rc, ...inputs, ...(w ? { w } : {}), indices, out, lse, dq }, rows);
+    progress?.end();
+
+    // -- heatmap --
+    let svgPath: string | null = null;
+    if (o.svg !== undefined) {
+      svgPath = resolve(o.svg);
+      const title = `MoBA routing: T = ${o.tokens}, block ${o.blockSize}, top-${o.topk}`;
+      const subtitle = `selections per (query block, key block), summed over ${o.heads} heads${o.batch > 1 ? ` and ${o.batch} sequences` : ''}; ${backend.name} backend, seed ${o.seed}`;
+      writeFileSync(svgPath, heatmapSvg(routingCounts(indices, o.heads, o.topk, seqs, o.blockSize), { title, subtitle }));
+    }
+
+    const p = plan(shape, layout, rc, { kconvWidth: o.kconv });
+    const flopsOf: Partial<Record<PhaseName, number>> = {
+      kconv: p.flops.kconv, route: p.flops.route, forward: p.flops.forward, backward: p.flops.backward,
+    };
+    const order: PhaseName[] = ['upload', 'kconv', 'route', 'forward', 'backward', 'kconvBackward', 'download'];
+    const phases = order.filter((n) => ms.has(n)).map((name): PhaseReport => {
+      const t = ms.get(name)!;
+      const flops = flopsOf[name] ?? null;
+      return { name, ms: t, flops, gflopsPerSec: flops !== null && t > 0 ? flops / (t * 1e6) : null };
+    });
+    const compute = phases.filter((ph) => ph.name !== 'upload' && ph.name !== 'download').reduce((a, ph) => a + ph.ms, 0);
+    const lens = Array.from({ length: o.batch }, (_, b) => cu[b + 1]! - cu[b]!);
+    const summary = (e: { maxAbs: number; relRms: number }): ErrorSummary => ({ maxAbs: e.maxAbs, relRms: e.relRms });
+    return {
+      backend: { name: backend.name, threads: threadsOf(backend, o) },
+      problem: {
+        T: o.tokens, Hq: o.heads, Hkv: o.kvHeads, D: o.headDim, dtype: o.dtype, batch: o.batch,
+        seqlens: { min: Math.min(...lens), max: Math.max(...lens) },
+        blockSize: rc.blockSize, topk: rc.topk, causal: rc.causal, kconvWidth: o.kconv, scale: rc.scale, seed: o.seed,
+      },
+      warmupTokens: o.warmup ? warmT : null,
+      phases,
+      computeMs: compute,
+      attended: { pairs: p.attendedPairs, causalPairs: p.causalPairs, fraction: p.attendedPairs / p.causalPairs },
+      accuracy: {
+        rows: rows.length, heads: o.heads,
+        out: summary(check.out), lse: summary(check.lse), dq: summary(check.dq), routing: check.routing,
+      },
+      svg: svgPath,
+      peakRssMiB: process.resourceUsage().maxRSS / 1024,
+    };
+  } finally {
+    progress?.end();
+    if (owned) await backend.destroy();
+  }
+}
+
+function release(backend: Backend, ...items: (DeviceTensor | Routing | undefined)[]): void {
+  backend.dispose(...items.filter((t): t is DeviceTensor | Routing => t !== undefined));
+}
+
+/** Worker threads of a CPU backend (what it reports, else what was asked, else the core count). */
+function threadsOf(backend: Backend, o: DemoOptions): number | null {
+  const reported = (backend as { threads?: unknown }).threads;
+  if (typeof reported === 'number') return reported;
+  if (backend.name !== 'cpu') return null;
+  return o.threads ?? availableParallelism();
+}
+
+function fmtMs(ms: number): string {
+  return ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(ms >= 100 ? 0 : 1)} ms`;
+}
+
+function fmtErr(e: ErrorSummary): string {
+  return `max abs ${e.maxAbs.toExponential(2)}   rel RMS ${e.relRms.toExponential(2)}`;
+}
+
+/** The human-readable report. */
+export function formatDemoReport(r: DemoReport): string {
+  const { problem: p } = r;
+  const L: string[] = [];
+  const threads = r.backend.threads !== null ? ` (${r.backend.threads} thread${r.backend.threads === 1 ? '' : 's'})` : '';
+  L.push('moba demo: MoBA forward + backward on random inputs');
+  L.push(`  backend   ${r.backend.name}${threads}`);
+  L.push(`  shapes    q [${p.T}, ${p.Hq}, ${p.D}], k/v [${p.T}, ${p.Hkv}, ${p.D}], ${p.dtype}; ` +
+    (p.batch === 1 ? '1 sequence' : `${p.batch} sequences of ${p.seqlens.min === p.seqlens.max ? p.seqlens.min : `${p.seqlens.min}–${p.seqlens.max}`} tokens`));
+  L.push(`  config    blockSize ${p.blockSize}, topk ${p.topk}, causal, ${p.kconvWidth > 0 ? `kconv${p.kconvWidth}` : 'no kconv'}, scale ${p.scale.toPrecision(4)}, seed ${p.seed}`);
+  L.push(`  attended  ${(100 * r.attended.fraction).toFixed(2)}% of the causal query-key pairs (${r.attended.pairs.toExponential(3)} of ${r.attended.causalPairs.toExponential(3)})`);
+  L.push('');
+  L.push(`  phase             time      GFLOP    GFLOP/s${r.warmupTokens !== null ? `   (after a warm-up run at T = ${r.warmupTokens})` : ''}`);
+  for (const ph of r.phases) {
+    const gf = ph.flops !== null ? (ph.flops / 1e9).toFixed(3) : '–';
+    const rate = ph.gflopsPerSec !== null ? ph.gflopsPerSec.toFixed(2) : '–';
+    L.push(`  ${SHORT[ph.name].padEnd(16)}${fmtMs(ph.ms).padStart(9)}${gf.padStart(11)}${rate.padStart(11)}`);
+  }
+  L.push(`  ${'compute total'.padEnd(16)}${fmtMs(r.computeMs).padStart(9)}`);
+  L.push('');
+  const a = r.accuracy;
+  L.push(`  accuracy vs the float64 reference on ${a.rows} random query rows × ${a.heads} heads (backend's routing, f64 kconv):`);
+  L.push(`    out   ${fmtErr(a.out)}`);
+  L.push(`    lse   ${fmtErr(a.lse)}`);
+  L.push(`    dq    ${fmtErr(a.dq)}`);
+  L.push(`    routing  ${a.routing.identical}/${a.routing.checked} (row, head) selections identical to the f64 router, ` +
+    `${a.routing.valid}/${a.routing.checked} valid up to near-ties (eps ${a.routing.relEps.toExponential(0)} · |q|·|c|)`);
+  L.push('');
+  if (r.svg) L.push(`  routing heatmap written to ${r.svg}`);
+  L.push(`  peak memory (RSS) ${r.peakRssMiB.toFixed(0)} MiB`);
+  return L.join('\n') + '\n';
+}

@@ -1,0 +1,7 @@
+/**
+ * moba-ts: Mixture of Block Attention for TypeScript. Re-exports the whole of `@moba/core` (tensors,
+ * config, the Backend contract, `moba()` / `mobaBackward()`, `plan()`, errors) and adds backend
+ * selection with lazy imports, so the GPU backends stay optional.
+ */
+export * from '@moba/core';
+export { createBackend, listBackends, BACKEND_KINDS, type BackendKind, type ConcreteBackendKind, type BackendOptions, type BackendStatus } from './backends.js';
