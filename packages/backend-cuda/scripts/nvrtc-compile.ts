@@ -1,0 +1,24 @@
+/**
+ * Compiles every kernel with NVRTC (no GPU needed): `MOBA_NVRTC_LIB=… [ARCHS=sm_80,sm_90] [EXTRA=-DMOBA_NO_HALF]
+ * node --conditions=@moba/source --import tsx packages/backend-cuda/scripts/nvrtc-compile.ts`. Exit 1 on any failure.
+ */
+import { compileOptions, kernelSource } from '../src/compile.js';
+import { Nvrtc, cudaIncludeDir } from '../src/driver.js';
+
+const nv = new Nvrtc();
+console.log(`NVRTC ${nv.version()} (${nv.path})`);
+let failed = 0;
+for (const f of ['kconv.cu', 'route.cu', 'collect.cu', 'forward.cu', 'backward.cu']) {
+  for (const arch of (process.env.ARCHS ?? 'sm_90').split(',')) {
+    const t0 = performance.now();
+    try {
+      const opts = [...compileOptions(arch, cudaIncludeDir()), ...(process.env.EXTRA ? process.env.EXTRA.split(' ') : [])];
+      const r = nv.compile(kernelSource(f), f, opts);
+      console.log(`ok   ${f} ${arch}: ${r.cubin.length} B in ${Math.round(performance.now() - t0)} ms`);
+    } catch (e) {
+      failed++;
+      console.log(`FAIL ${f} ${arch}: ${e instanceof Error ? e.message : String(e)}`);
+    }
+  }
+}
+process.exit(failed === 0 ? 0 : 1);

@@ -1,0 +1,535 @@
+/**
+ * The CUDA backend object: device tensors are device allocations (f16/bf16 kept as 16-bit), routings
+ * hold `indices [T, Hq, topk]` and the collected form (offsets, rows) on the device, and every op is
+ * validated through core, checked against free device memory, then run as NVRTC-compiled kernels on the
+ * null stream and synchronised before it returns (so a fault is reported by the op that caused it).
+ */
+import {
+  type Backend, type BackwardResult, type Capabilities, type DType, type DeviceTensor, type ForwardResult, type HostTensor, type Layout,
+  type MobaConfig, type ProblemShape, type ResolvedConfig, type Routing, type Sequences, type TensorLike,
+  MobaError, checkBackwardTensors, checkCaps, checkProblem, checkRouting, checkTensor, dtypeBytes, expectShape, hostTensor, numel,
+  resolveConfig, sequences, validateKconvWeight, validateLayout, validateRoutingIndices,
+} from '@moba/core';
+import { archOf, compileCached, compileOptions, kernelSource } from './compile.js';
+import { CU_ATTR, CudaDriver, Nvrtc, cudaIncludeDir } from './driver.js';
+import * as geo from './geometry.js';
+import { type CudaProblem, checkFits, checkIndexLimits, opBytes, reserveBytes, slotAction } from './memory.js';
+import { type KernelArg, MAX_ARGS, SLOT_BYTES, f32, i32, i64, packParams, ptr, writeSlotPointers } from './params.js';
+
+export interface CudaBackendOptions {
+  /** Device ordinal (default 0). */
+  ordinal?: number;
+  /** Folder for compiled cubins (default `$XDG_CACHE_HOME/moba-ts/cuda`); `null` disables the disk cache. */
+  cacheDir?: string | null;
+}
+
+/** The CUDA backend: the Backend contract plus device facts and an explicit synchronise for timing. */
+export interface CudaBackend extends Backend {
+  readonly device: { readonly name: string; readonly ordinal: number; readonly arch: string; readonly sms: number; readonly totalBytes: number; readonly driverVersion: number; readonly nvrtcVersion: string };
+  /** Waits for all queued work (every op already does before it returns). */
+  synchronize(): void;
+  /** Free and total device memory now. */
+  memoryInfo(): { free: number; total: number };
+}
+
+interface Buf {
+  ptr: bigint;
+  readonly bytes: number;
+  freed: boolean;
+}
+
+interface RoutingStore {
+  readonly indices: Buf; // [T, Hq, topk] int32
+  readonly offsets: Buf; // [Hq·NB + 1] int32
+  readonly rows: Buf; // [nnz] int32
+  readonly cuSeqlens: Int32Array;
+}
+
+const NAME = 'cuda';
+const DT: Record<DType, { code: number; suffix: string }> = { f32: { code: 0, suffix: 'f32' }, f16: { code: 1, suffix: 'f16' }, bf16: { code: 2, suffix: 'bf16' } };
+const KERNEL_FILES = ['kconv.cu', 'route.cu', 'collect.cu', 'forward.cu', 'backward.cu'] as const;
+type KernelFile = (typeof KERNEL_FILES)[number];
+
+export class CudaBackendImpl implements CudaBackend {
+  readonly name = NAME;
+  readonly caps: Capabilities;
+  readonly device: CudaBackend['device'];
+  readonly #drv: CudaDriver;
+  readonly #nvrtc: Nvrtc;
+  readonly #dev: number;
+  readonly #ctx: bigint;
+  readonly #cacheDir: string | null | undefined;
+  readonly #modules = new Map<KernelFile, { mod: bigint; fns: Map<string, bigint> }>();
+  readonly #params: { ptr: bigint; values: DataView; free: () => void };
+  readonly #tensors = new WeakMap<object, Buf>();
+  readonly #routings = new WeakMap<object, RoutingStore>();
+  readonly #freed = new WeakSet<object>();
+  readonly #live = new Set<Buf>();
+  readonly #workspace = new Map<string, Buf>();
+  readonly #reserve: number;
+  /** Frees the memory of tensors and routings that were garbage-collected without dispose(). */
+  readonly #gc = new FinalizationRegistry<Buf>((b) => {
+    if (this.#destroyed || b.freed) return;
+    this.#live.delete(b);
+    this.#freeQuietly(b);
+  });
+  #destroyed = false;
+
+  constructor(opts: CudaBackendOptions = {}) {
+    const ordinal = opts.ordinal ?? 0;
+    if (!Number.isInteger(ordinal) || ordinal < 0) throw new MobaError('E_RANGE', `ordinal = ${String(ordinal)} is invalid: must be an integer >= 0`, 'ordinal');
+    this.#drv = new CudaDriver();
+    this.#drv.init();
+    const count = this.#drv.deviceCount();
+    if (ordinal >= count) throw new MobaError('E_DEVICE', `CUDA device ${ordinal} does not exist: ${count} device(s) found`, 'ordinal');
+    this.#nvrtc = new Nvrtc();
+    this.#dev = this.#drv.device(ordinal);
+    this.#ctx = this.#drv.primaryCtxRetain(this.#dev);
+    this.#drv.setCurrent(this.#ctx);
+    this.#cacheDir = opts.cacheDir;
+    const block = this.#drv.allocHost(MAX_ARGS * SLOT_BYTES * 2);
+    writeSlotPointers(block.ptr, new DataView(block.view, MAX_ARGS * SLOT_BYTES));
+    this.#params = { ptr: block.ptr + BigInt(MAX_ARGS * SLOT_BYTES), values: new DataView(block.view, 0, MAX_ARGS * SLOT_BYTES), free: block.free };
+    const mem = this.#drv.memInfo();
+    this.#reserve = reserveBytes(mem.total);
+    const arch = archOf(this.#drv.attribute(this.#dev, CU_ATTR.COMPUTE_CAPABILITY_MAJOR), this.#drv.attribute(this.#dev, CU_ATTR.COMPUTE_CAPABILITY_MINOR));
+    this.device = Object.freeze({
+      name: this.#drv.deviceName(this.#dev), ordinal, arch, sms: this.#drv.attribute(this.#dev, CU_ATTR.MULTIPROCESSOR_COUNT),
+      totalBytes: mem.total, driverVersion: this.#drv.driverVersion(), nvrtcVersion: this.#nvrtc.version(),
+    });
+    this.caps = Object.freeze({
+      dtypes: Object.freeze(['f32', 'f16', 'bf16'] as DType[]),
+      maxHeadDim: geo.K.maxHeadDim, maxTopk: geo.K.maxTopk, maxBlockSize: 1 << 20,
+      nonCausal: true, kconv: true, maxKconvWidth: 8,
+      memoryBytes: Math.max(0, mem.free - this.#reserve),
+      deterministic: true,
+    });
+  }
+
+  // ---------------------------------------------------------------- tensors
+
+  async upload(t: HostTensor): Promise<DeviceTensor> {
+    this.#alive();
+    checkTensor('tensor', t);
+    if (!this.caps.dtypes.includes(t.dtype)) throw new MobaError('E_UNSUPPORTED', `dtype ${t.dtype} is not supported by backend ${NAME}`, 'dtype');
+    const bytes = t.data.byteLength;
+    this.#fits('upload', bytes);
+    const b = this.#alloc(bytes);
+    this.#drv.copyHtoD(b.ptr, t.data, bytes);
+    return this.#wrap(t.dtype, t.shape, b);
+  }
+
+  async download(t: DeviceTensor): Promise<HostTensor> {
+    const b = this.#buf('tensor', t);
+    const n = numel(t.shape);
+    const data = t.dtype === 'f32' ? new Float32Array(n) : new Uint16Array(n);
+    this.#drv.copyDtoH(data, b.ptr, data.byteLength);
+    return hostTensor(t.dtype, t.shape, data);
+  }
+
+  dispose(...items: (DeviceTensor | Routing)[]): void {
+    for (const it of items) {
+      if (it === null || typeof it !== 'object' || this.#destroyed) continue;
+      const b = this.#tensors.get(it);
+      if (b) {
+        this.#tensors.delete(it);
+        this.#gc.unregister(it);
+        this.#release(b);
+        this.#freed.add(it);
+      }
+      const r = this.#routings.get(it);
+      if (r) {
+        this.#routings.delete(it);
+        this.#gc.unregister(it);
+        for (const x of [r.indices, r.offsets, r.rows]) this.#release(x);
+        this.#freed.add(it);
+      }
+    }
+  }
+
+  async destroy(): Promise<void> {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    try {
+      this.#drv.setCurrent(this.#ctx);
+      this.#drv.synchronize();
+    } catch {
+      /* a faulted context still gets its memory back below */
+    }
+    for (const b of this.#live) this.#freeQuietly(b);
+    this.#live.clear();
+    this.#workspace.clear();
+    for (const { mod } of this.#modules.values()) {
+      try { this.#drv.moduleUnload(mod); } catch { /* best effort */ }
+    }
+    this.#modules.clear();
+    this.#params.free();
+    try { this.#drv.primaryCtxRelease(this.#dev); } catch { /* best effort */ }
+  }
+
+  synchronize(): void {
+    this.#alive();
+    this.#drv.synchronize();
+  }
+
+  memoryInfo(): { free: number; total: number } {
+    this.#alive();
+    return this.#drv.memInfo();
+  }
+
+  // ---------------------------------------------------------------- routing
+
+  async route(q: DeviceTensor, k: DeviceTensor, layout: Layout, cfg: MobaConfig): Promise<Routing> {
+    this.#alive();
+    const { shape, cfg: rc, seqs } = checkProblem(this.caps, q, k, k, layout, cfg);
+    const p = this.#problem(shape, rc, seqs, layout);
+    this.#fits('route()', opBytes(p).route);
+    const { T, Hq, Hkv, D } = shape;
+    const qb = this.#buf('q', q);
+    const kb = this.#buf('k', k);
+    const lay = this.#layout(layout, rc.blockSize);
+    const cent = this.#slot('centroids', Math.max(4, seqs.totalBlocks * Hkv * D * 4));
+    this.#launch('route.cu', 'centroids', geo.centroidsLaunch(seqs.totalBlocks, Hkv * D), [
+      ptr(kb.ptr), i32(DT[shape.dtype].code), ptr(cent.ptr), ptr(lay.cu), ptr(lay.blockBase), i32(lay.nseq), i32(rc.blockSize), i32(Hkv * D), i32(seqs.totalBlocks),
+    ]);
+    const indices = this.#alloc(T * Hq * rc.topk * 4);
+    try {
+      const L = geo.routeLaunch(lay.nTiles, Hq, D, rc.topk);
+      this.#launch('route.cu', `route_${DT[shape.dtype].suffix}`, L, [
+        ptr(qb.ptr), ptr(cent.ptr), ptr(indices.ptr), ptr(lay.cu), ptr(lay.blockBase), ptr(lay.tileBase),
+        i32(lay.nseq), i32(Hq), i32(Hkv), i32(D), i32(rc.blockSize), i32(rc.topk), i32(rc.causal ? 1 : 0), i32(L.ct),
+      ]);
+      return this.#collect(indices, T, Hq, rc, seqs, layout, lay);
+    } catch (e) {
+      this.#release(indices);
+      throw e;
+    }
+  }
+
+  async routingFromIndices(indices: Int32Array, shape: { T: number; Hq: number }, layout: Layout, cfg: MobaConfig): Promise<Routing> {
+    this.#alive();
+    if (!shape || typeof shape !== 'object') throw new MobaError('E_SHAPE', 'shape must be { T, Hq }', 'shape');
+    const T = positiveInt('T', shape.T);
+    const Hq = positiveInt('Hq', shape.Hq);
+    validateLayout(layout, T);
+    const rc = resolveConfig(cfg, 1, this.caps); // the scale is not used by a routing
+    if (!rc.causal && !this.caps.nonCausal) throw new MobaError('E_UNSUPPORTED', 'causal = false is not supported', 'causal');
+    const seqs = sequences(layout, rc.blockSize);
+    validateRoutingIndices(indices, T, Hq, seqs, rc);
+    const p: CudaProblem = { T, Hq, Hkv: 1, D: 1, dtype: 'f32', topk: rc.topk, totalBlocks: seqs.totalBlocks, nseq: layout.cuSeqlens.length - 1 };
+    checkIndexLimits(p);
+    this.#fits('routingFromIndices()', opBytes(p).route);
+    const lay = this.#layout(layout, rc.blockSize);
+    const ib = this.#alloc(indices.byteLength);
+    try {
+      this.#drv.copyHtoD(ib.ptr, indices);
+      return this.#collect(ib, T, Hq, rc, seqs, layout, lay);
+    } catch (e) {
+      this.#release(ib);
+      throw e;
+    }
+  }
+
+  async routingIndices(r: Routing): Promise<Int32Array> {
+    const s = this.#routing(r);
+    const out = new Int32Array(r.T * r.Hq * r.topk);
+    this.#drv.copyDtoH(out, s.indices.ptr, out.byteLength);
+    return out;
+  }
+
+  /** indices → collected form: count → scan → scatter (collect.cu); takes ownership of `indices`. */
+  #collect(indices: Buf, T: number, Hq: number, rc: ResolvedConfig, seqs: Sequences, layout: Layout, lay: DeviceLayout): Routing {
+    const NB = seqs.totalBlocks;
+    const n = Hq * NB + 1;
+    const offsets = this.#alloc(n * 4);
+    let rows: Buf | null = null;
+    try {
+      this.#drv.memsetD8(offsets.ptr, 0, n * 4);
+      this.#launch('collect.cu', 'collect_count', geo.elementwiseLaunch('collect_count', T * Hq * rc.topk), [
+        ptr(indices.ptr), ptr(offsets.ptr), ptr(lay.cu), ptr(lay.blockBase), i32(lay.nseq), i64(T), i32(Hq), i32(rc.topk), i32(NB),
+      ]);
+      this.#launch('collect.cu', 'collect_scan', geo.scanLaunch(), [ptr(offsets.ptr), i32(n)]);
+      const total = new Int32Array(1);
+      this.#drv.copyDtoH(total, offsets.ptr + BigInt((n - 1) * 4), 4);
+      rows = this.#alloc(Math.max(1, total[0]!) * 4);
+      this.#launch('collect.cu', 'collect_scatter', geo.scatterLaunch(Hq * NB), [
+        ptr(indices.ptr), ptr(offsets.ptr), ptr(rows.ptr), ptr(lay.cu), ptr(lay.blockBase), i32(lay.nseq), i32(Hq), i32(rc.topk), i32(NB),
+        i32(rc.blockSize), i32(rc.causal ? 1 : 0),
+      ]);
+      this.#drv.synchronize();
+    } catch (e) {
+      this.#release(offsets);
+      if (rows) this.#release(rows);
+      throw e;
+    }
+    const r: Routing = Object.freeze({ backend: NAME, T, Hq, topk: rc.topk, blockSize: rc.blockSize, causal: rc.causal });
+    const store: RoutingStore = { indices, offsets, rows, cuSeqlens: Int32Array.from(layout.cuSeqlens) };
+    this.#routings.set(r, store);
+    this.#gc.register(r, indices, r);
+    this.#gc.register(r, offsets, r);
+    this.#gc.register(r, rows, r);
+    return r;
+  }
+
+  // ---------------------------------------------------------------- attention
+
+  async forward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, r: Routing, layout: Layout, cfg: MobaConfig): Promise<ForwardResult> {
+    this.#alive();
+    const { shape, cfg: rc, seqs } = checkProblem(this.caps, q, k, v, layout, cfg);
+    checkRouting(r, NAME, shape, rc);
+    const rs = this.#routingFor(r, layout);
+    const p = this.#problem(shape, rc, seqs, layout);
+    this.#fits('forward()', opBytes(p).forward);
+    const { T, Hq, Hkv, D } = shape;
+    const [qb, kb, vb] = [this.#buf('q', q), this.#buf('k', k), this.#buf('v', v)];
+    const lay = this.#layout(layout, rc.blockSize);
+    const out = this.#alloc(T * Hq * D * dtypeBytes(shape.dtype));
+    const lse = this.#alloc(T * Hq * 4);
+    try {
+      this.#launch('forward.cu', `forward_${DT[shape.dtype].suffix}`, geo.forwardLaunch(T, Hq, D), [
+        ptr(qb.ptr), ptr(kb.ptr), ptr(vb.ptr), ptr(rs.indices.ptr), ptr(out.ptr), ptr(lse.ptr), ptr(lay.cu), i32(lay.nseq),
+        i32(T), i32(Hq), i32(Hkv), i32(D), i32(rc.blockSize), i32(rc.topk), i32(rc.causal ? 1 : 0), f32(rc.scale),
+      ]);
+      this.#drv.synchronize();
+    } catch (e) {
+      this.#release(out);
+      this.#release(lse);
+      throw e;
+    }
+    return { out: this.#wrap(shape.dtype, [T, Hq, D], out), lse: this.#wrap('f32', [T, Hq], lse) };
+  }
+
+  async backward(
+    q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor, dOut: DeviceTensor,
+    r: Routing, layout: Layout, cfg: MobaConfig,
+  ): Promise<BackwardResult> {
+    this.#alive();
+    const { shape, cfg: rc, seqs } = checkProblem(this.caps, q, k, v, layout, cfg);
+    checkBackwardTensors(shape, out, lse, dOut);
+    checkRouting(r, NAME, shape, rc);
+    const rs = this.#routingFor(r, layout);
+    const p = this.#problem(shape, rc, seqs, layout);
+    this.#fits('backward()', opBytes(p).backward);
+    const { T, Hq, Hkv, D } = shape;
+    const [qb, kb, vb] = [this.#buf('q', q), this.#buf('k', k), this.#buf('v', v)];
+    const [ob, lb, gb] = [this.#buf('out', out), this.#buf('lse', lse), this.#buf('dOut', dOut)];
+    const lay = this.#layout(layout, rc.blockSize);
+    const eb = dtypeBytes(shape.dtype);
+    const delta = this.#slot('delta', T * Hq * 4);
+    const sfx = DT[shape.dtype].suffix;
+    const dq = this.#alloc(T * Hq * D * eb);
+    const dk = this.#alloc(T * Hkv * D * eb);
+    const dv = this.#alloc(T * Hkv * D * eb);
+    try {
+      this.#launch('backward.cu', `delta_${sfx}`, geo.deltaLaunch(T, Hq), [ptr(ob.ptr), ptr(gb.ptr), ptr(delta.ptr), i64(T * Hq), i32(D)]);
+      const L = geo.dkdvLaunch(Hkv, seqs.totalBlocks, rc.blockSize, D);
+      this.#launch('backward.cu', `dkdv_${sfx}`, L, [
+        ptr(qb.ptr), ptr(kb.ptr), ptr(vb.ptr), ptr(gb.ptr), ptr(lb.ptr), ptr(delta.ptr), ptr(rs.offsets.ptr), ptr(rs.rows.ptr), ptr(dk.ptr), ptr(dv.ptr),
+        ptr(lay.cu), ptr(lay.blockBase), i32(lay.nseq), i32(Hq), i32(Hkv), i32(D), i32(rc.blockSize), i32(seqs.totalBlocks), i32(rc.causal ? 1 : 0), f32(rc.scale), i32(L.kc),
+      ]);
+      this.#launch('backward.cu', `dq_${sfx}`, geo.dqLaunch(T, Hq, D), [
+        ptr(qb.ptr), ptr(kb.ptr), ptr(vb.ptr), ptr(gb.ptr), ptr(lb.ptr), ptr(delta.ptr), ptr(rs.indices.ptr), ptr(dq.ptr), ptr(lay.cu), i32(lay.nseq),
+        i32(T), i32(Hq), i32(Hkv), i32(D), i32(rc.blockSize), i32(rc.topk), i32(rc.causal ? 1 : 0), f32(rc.scale),
+      ]);
+      this.#drv.synchronize();
+    } catch (e) {
+      for (const b of [dq, dk, dv]) this.#release(b);
+      throw e;
+    }
+    return { dq: this.#wrap(shape.dtype, [T, Hq, D], dq), dk: this.#wrap(shape.dtype, [T, Hkv, D], dk), dv: this.#wrap(shape.dtype, [T, Hkv, D], dv) };
+  }
+
+  // ---------------------------------------------------------------- kconv
+
+  async kconv(k: DeviceTensor, w: DeviceTensor, layout: Layout): Promise<DeviceTensor> {
+    const a = this.#kconvArgs(k, w, layout);
+    this.#fits('kconv()', a.T * a.C * dtypeBytes(k.dtype) + a.small);
+    const out = this.#alloc(a.T * a.C * dtypeBytes(k.dtype));
+    try {
+      this.#launch('kconv.cu', `kconv_forward_${DT[k.dtype].suffix}`, geo.elementwiseLaunch('kconv_forward', a.T * a.C), [
+        ptr(a.kb.ptr), ptr(a.wb.ptr), ptr(out.ptr), ptr(a.cu), i32(a.nseq), i64(a.T), i32(a.C), i32(a.W),
+      ]);
+      this.#drv.synchronize();
+    } catch (e) {
+      this.#release(out);
+      throw e;
+    }
+    return this.#wrap(k.dtype, k.shape, out);
+  }
+
+  async kconvBackward(k: DeviceTensor, w: DeviceTensor, dkOut: DeviceTensor, layout: Layout): Promise<{ dk: DeviceTensor; dw: DeviceTensor }> {
+    const a = this.#kconvArgs(k, w, layout);
+    expectShape('dkOut', dkOut, k.shape, k.dtype);
+    const gb = this.#buf('dkOut', dkOut);
+    const eb = dtypeBytes(k.dtype);
+    this.#fits('kconvBackward()', a.T * a.C * (4 + eb) + a.C * a.W * eb + a.small);
+    const dz = this.#slot('kconv_dz', a.T * a.C * 4);
+    const dk = this.#alloc(a.T * a.C * eb);
+    const dw = this.#alloc(a.C * a.W * eb);
+    const sfx = DT[k.dtype].suffix;
+    const n = a.T * a.C;
+    try {
+      this.#launch('kconv.cu', `kconv_dz_${sfx}`, geo.elementwiseLaunch('kconv_dz', n), [ptr(a.kb.ptr), ptr(a.wb.ptr), ptr(gb.ptr), ptr(dz.ptr), ptr(a.cu), i32(a.nseq), i64(a.T), i32(a.C), i32(a.W)]);
+      this.#launch('kconv.cu', `kconv_dk_${sfx}`, geo.elementwiseLaunch('kconv_dk', n), [ptr(a.wb.ptr), ptr(gb.ptr), ptr(dz.ptr), ptr(dk.ptr), ptr(a.cu), i32(a.nseq), i64(a.T), i32(a.C), i32(a.W)]);
+      this.#launch('kconv.cu', `kconv_dw_${sfx}`, geo.kconvDwLaunch(a.C), [ptr(a.kb.ptr), ptr(dz.ptr), ptr(dw.ptr), ptr(a.cu), i32(a.nseq), i64(a.T), i32(a.C), i32(a.W)]);
+      this.#drv.synchronize();
+    } catch (e) {
+      this.#release(dk);
+      this.#release(dw);
+      throw e;
+    }
+    return { dk: this.#wrap(k.dtype, k.shape, dk), dw: this.#wrap(w.dtype, w.shape, dw) };
+  }
+
+  #kconvArgs(k: DeviceTensor, w: DeviceTensor, layout: Layout) {
+    this.#alive();
+    if (!k || !Array.isArray(k.shape) || k.shape.length !== 3 || k.shape.some((s) => !Number.isInteger(s) || s < 1)) {
+      throw new MobaError('E_SHAPE', `k.shape = [${k?.shape?.join(', ')}] is invalid: must be [T, Hkv, D] with every dimension >= 1`, 'k.shape');
+    }
+    const [T, Hkv, D] = k.shape as [number, number, number];
+    checkCaps(this.caps, { T, Hq: Hkv, Hkv, D, dtype: k.dtype });
+    validateLayout(layout, T);
+    const W = validateKconvWeight(w, Hkv, D, this.caps.maxKconvWidth);
+    if (w.dtype !== k.dtype) throw new MobaError('E_DTYPE', `kconvWeight.dtype = ${String(w.dtype)} is invalid: must equal k.dtype = ${k.dtype}`, 'kconvWeight.dtype');
+    const kb = this.#buf('k', k);
+    const wb = this.#buf('kconvWeight', w);
+    const cu = this.#small('cu', layout.cuSeqlens);
+    return { T, C: Hkv * D, W, kb, wb, cu, nseq: layout.cuSeqlens.length - 1, small: layout.cuSeqlens.byteLength };
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  #alive(): void {
+    if (this.#destroyed) throw new MobaError('E_DEVICE', 'the CUDA backend was destroyed: create a new one', 'backend');
+    this.#drv.setCurrent(this.#ctx);
+  }
+
+  #problem(shape: ProblemShape, rc: ResolvedConfig, seqs: Sequences, layout: Layout): CudaProblem {
+    const p: CudaProblem = { ...shape, topk: rc.topk, totalBlocks: seqs.totalBlocks, nseq: layout.cuSeqlens.length - 1 };
+    checkIndexLimits(p);
+    return p;
+  }
+
+  /** E_MEMORY before allocating when `bytes` more do not fit in free device memory. */
+  #fits(what: string, bytes: number): void {
+    checkFits(what, bytes, this.#drv.memInfo().free, this.#reserve);
+  }
+
+  #alloc(bytes: number): Buf {
+    const b: Buf = { ptr: this.#drv.memAlloc(Math.max(bytes, 16)), bytes, freed: false };
+    this.#live.add(b);
+    return b;
+  }
+
+  #freeQuietly(b: Buf): void {
+    if (b.freed) return;
+    b.freed = true;
+    try { this.#drv.memFree(b.ptr); } catch { /* the context may be gone */ }
+  }
+
+  #release(b: Buf): void {
+    if (b.freed || this.#destroyed) return;
+    this.#live.delete(b);
+    b.freed = true;
+    this.#drv.memFree(b.ptr);
+  }
+
+  /** A reusable workspace buffer of at least `bytes` (same-sized problems reuse it). */
+  #slot(name: string, bytes: number): Buf {
+    const have = this.#workspace.get(name);
+    const act = slotAction(have?.bytes, bytes);
+    if (act === 'reuse') return have!;
+    if (have) this.#release(have);
+    const b = this.#alloc(bytes);
+    this.#workspace.set(name, b);
+    return b;
+  }
+
+  /** Uploads a small int32 table into its workspace slot. */
+  #small(name: string, data: Int32Array): bigint {
+    const b = this.#slot(name, data.byteLength);
+    this.#drv.copyHtoD(b.ptr, data);
+    return b.ptr;
+  }
+
+  #layout(layout: Layout, blockSize: number): DeviceLayout {
+    const cu = layout.cuSeqlens;
+    const tiles = geo.routeTileBase(cu);
+    return {
+      cu: this.#small('cu', cu),
+      blockBase: this.#small('blockBase', geo.blockBase(cu, blockSize)),
+      tileBase: this.#small('tileBase', tiles),
+      nseq: cu.length - 1,
+      nTiles: tiles[tiles.length - 1]!,
+    };
+  }
+
+  #wrap(dtype: DType, shape: readonly number[], b: Buf): DeviceTensor {
+    const t: DeviceTensor = Object.freeze({ backend: NAME, dtype, shape: Object.freeze([...shape]) });
+    this.#tensors.set(t, b);
+    this.#gc.register(t, b, t);
+    return t;
+  }
+
+  #buf(param: string, t: TensorLike): Buf {
+    this.#alive();
+    const b = t !== null && typeof t === 'object' ? this.#tensors.get(t) : undefined;
+    if (b) return b;
+    if (t !== null && typeof t === 'object' && this.#freed.has(t)) throw new MobaError('E_DEVICE', `${param} was disposed`, param);
+    throw new MobaError('E_UNSUPPORTED', `${param} is not a tensor of this CUDA backend (backend: ${String((t as DeviceTensor | null)?.backend)}): upload it first`, param);
+  }
+
+  #routing(r: Routing): RoutingStore {
+    this.#alive();
+    const s = r !== null && typeof r === 'object' ? this.#routings.get(r) : undefined;
+    if (s) return s;
+    if (r !== null && typeof r === 'object' && this.#freed.has(r)) throw new MobaError('E_DEVICE', 'routing was disposed', 'routing');
+    throw new MobaError('E_UNSUPPORTED', `routing was not made by this CUDA backend (backend: ${String(r?.backend)})`, 'routing');
+  }
+
+  #routingFor(r: Routing, layout: Layout): RoutingStore {
+    const s = this.#routing(r);
+    const cu = layout.cuSeqlens;
+    if (s.cuSeqlens.length !== cu.length || s.cuSeqlens.some((x, i) => x !== cu[i])) {
+      throw new MobaError('E_RANGE', `routing was made for cuSeqlens [${s.cuSeqlens.join(', ')}], not [${cu.join(', ')}]`, 'routing');
+    }
+    return s;
+  }
+
+  #function(file: KernelFile, name: string): bigint {
+    let m = this.#modules.get(file);
+    if (!m) {
+      const src = kernelSource(file);
+      const opts = compileOptions(this.device.arch, cudaIncludeDir());
+      const compiler = { id: `nvrtc ${this.device.nvrtcVersion}`, compile: (s: string, n: string, o: readonly string[]) => this.#nvrtc.compile(s, n, o) };
+      const { cubin } = compileCached(compiler, src, file, this.device.arch, opts, this.#cacheDir);
+      m = { mod: this.#drv.moduleLoad(cubin), fns: new Map() };
+      this.#modules.set(file, m);
+    }
+    let f = m.fns.get(name);
+    if (f === undefined) {
+      f = this.#drv.moduleFunction(m.mod, name);
+      m.fns.set(name, f);
+    }
+    return f;
+  }
+
+  #launch(file: KernelFile, name: string, L: geo.Launch, args: readonly KernelArg[]): void {
+    const f = this.#function(file, name);
+    packParams(args, this.#params.values);
+    this.#drv.launch(name, f, L.grid, L.block, L.shared, this.#params.ptr);
+  }
+}
+
+interface DeviceLayout {
+  readonly cu: bigint;
+  readonly blockBase: bigint;
+  readonly tileBase: bigint;
+  readonly nseq: number;
+  readonly nTiles: number;
+}
+
+function positiveInt(param: string, v: unknown): number {
+  if (typeof v !== 'number' || !Number.isInteger(v) || v < 1) throw new MobaError('E_RANGE', `${param} = ${String(v)} is invalid: must be an integer >= 1`, param);
+  return v;
+}

@@ -1,0 +1,37 @@
+/**
+ * @moba/backend-cuda: MoBA on NVIDIA GPUs. CUDA C++ kernels (`kernels/*.cu`) compiled at run time by
+ * NVRTC for the device's architecture (cubins cached on disk) and launched through the CUDA driver API
+ * via koffi: no native addon, nothing compiled at install time.
+ */
+import { MobaError } from '@moba/core';
+import { type CudaBackend, type CudaBackendOptions, CudaBackendImpl } from './backend.js';
+import { CudaDriver, Nvrtc } from './driver.js';
+
+export type { CudaBackend, CudaBackendOptions } from './backend.js';
+export { cuError, nvrtcError, CU_RESULT_NAMES } from './status.js';
+
+/** Creates a CUDA backend on device `ordinal` (default 0); throws MobaError E_DEVICE with the reason when unavailable. */
+export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {
+  return new CudaBackendImpl(opts);
+}
+
+/** The uniform factory name every backend module exports (used by CLIs). */
+export const createBackend = createCudaBackend;
+
+/** Why CUDA is unavailable here, or null when it is available (libcuda, a device and NVRTC all found). Never throws. */
+export function unavailableReason(): string | null {
+  try {
+    const drv = new CudaDriver();
+    drv.init();
+    if (drv.deviceCount() < 1) return 'no CUDA device found';
+    new Nvrtc();
+    return null;
+  } catch (e) {
+    return e instanceof MobaError ? e.message : String(e);
+  }
+}
+
+/** Whether a CUDA device, its driver and NVRTC are usable. Never throws. */
+export function isAvailable(): boolean {
+  return unavailableReason() === null;
+}
