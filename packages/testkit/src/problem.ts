@@ -99,6 +99,13 @@ export function headDims(caps: Capabilities, cap = 24): number[] {
   return Array.from({ length: hi }, (_, i) => i + 1);
 }
 
+/** `want` narrowed to what caps allow (falling back to the small default range when none fits). */
+function productionDims(caps: Capabilities, want?: readonly number[]): number[] {
+  if (!want) return headDims(caps);
+  const ok = want.filter((d) => supportsHeadDim(caps, d));
+  return ok.length > 0 ? ok : [nearestHeadDim(caps, Math.max(...want))];
+}
+
 /** The dtype single-dtype checks use: f32 when declared, else the first declared one. */
 export function preferredDtype(caps: Capabilities): DType {
   return caps.dtypes.includes('f32') ? 'f32' : caps.dtypes[0]!;
@@ -123,6 +130,11 @@ export interface SpecLimits {
   readonly maxBlockSize?: number;
   readonly causal?: boolean;
   readonly dtypes?: readonly DType[];
+  /** Head dims to draw from (filtered by caps) instead of the small default range. */
+  readonly headDims?: readonly number[];
+  readonly minBlockSize?: number;
+  readonly minTokens?: number;
+  readonly maxHkv?: number;
 }
 
 /** The general problem generator, narrowed by `caps` (dtypes, head dims, maxTopk, maxBlockSize, nonCausal). */
@@ -131,12 +143,12 @@ export function specArb(caps: Capabilities, lim: SpecLimits = {}): fc.Arbitrary<
   const causal = lim.causal !== undefined ? fc.constant(lim.causal) : caps.nonCausal ? fc.boolean() : fc.constant(true);
   const dtypes = (lim.dtypes ?? caps.dtypes).filter((d) => caps.dtypes.includes(d));
   return fc.record({
-    seqlens: fc.array(fc.integer({ min: 1, max: maxLen }), { minLength: 1, maxLength: lim.maxSeqs ?? 3 }),
-    Hkv: fc.integer({ min: 1, max: 2 }),
+    seqlens: fc.array(fc.integer({ min: Math.min(lim.minTokens ?? 1, maxLen), max: maxLen }), { minLength: 1, maxLength: lim.maxSeqs ?? 3 }),
+    Hkv: fc.integer({ min: 1, max: lim.maxHkv ?? 2 }),
     group: fc.integer({ min: 1, max: 3 }),
-    D: fc.constantFrom(...headDims(caps)),
+    D: fc.constantFrom(...productionDims(caps, lim.headDims)),
     dtype: fc.constantFrom(...dtypes),
-    blockSize: fc.integer({ min: 1, max: Math.min(caps.maxBlockSize, lim.maxBlockSize ?? 12) }),
+    blockSize: fc.integer({ min: Math.min(lim.minBlockSize ?? 1, caps.maxBlockSize), max: Math.min(caps.maxBlockSize, lim.maxBlockSize ?? 12) }),
     topk: fc.integer({ min: 1, max: Math.min(caps.maxTopk, lim.maxTopk ?? 6) }),
     causal,
     seed: fc.integer({ min: 1, max: 0x7fffffff }),

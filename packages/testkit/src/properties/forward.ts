@@ -5,16 +5,18 @@
  */
 import { Rng } from '@moba/core';
 import { attentionChecks, expectWithin, failure, forAll, referencePair, routingErrors, runAttention, scoped, uploadProblem } from '../checks.js';
-import { makeProblem, randomRouting, specArb } from '../problem.js';
+import { type SpecLimits, makeProblem, randomRouting, specArb } from '../problem.js';
 import type { Property, PropertyContext } from '../types.js';
 
 /**
  * Checks forward (and backward) of random problems under random routings (`own: false`) or the
  * backend's routing (`own: true`). Shared by the forward and backward properties.
  */
-export async function attentionProperty(ctx: PropertyContext, opts: { own: boolean; backward: boolean }): Promise<void> {
+export async function attentionProperty(
+  ctx: PropertyContext, opts: { own: boolean; backward: boolean; limits?: SpecLimits; numRuns?: number },
+): Promise<void> {
   const b = ctx.backend;
-  await forAll(ctx, specArb(b.caps), async (spec) => {
+  await forAll(ctx, specArb(b.caps, opts.limits), async (spec) => {
     const p = makeProblem(spec);
     await scoped(b, async (s) => {
       const d = await uploadProblem(s, p);
@@ -33,8 +35,16 @@ export async function attentionProperty(ctx: PropertyContext, opts: { own: boole
       const label = opts.own ? 'own routing:' : 'random routing:';
       expectWithin(spec, attentionChecks(label, p.shape, got, referencePair(p, indices, { backward: opts.backward })));
     });
-  });
+  }, opts.numRuns);
 }
+
+/**
+ * Production-sized shapes: the head dims and block sizes GPU fast paths are built for (D 64/128,
+ * blocks of 32..128 tokens, a few hundred tokens), which the small default generators never reach.
+ */
+export const PRODUCTION_LIMITS: SpecLimits = {
+  headDims: [64, 128], minBlockSize: 32, maxBlockSize: 128, minTokens: 64, maxTokens: 260, maxSeqs: 2, maxTopk: 4, maxHkv: 1,
+};
 
 
 export const forwardProperties: Property[] = [
@@ -47,5 +57,14 @@ export const forwardProperties: Property[] = [
     group: 'forward',
     name: "out and lse match the reference under the backend's own routing",
     run: (ctx) => attentionProperty(ctx, { own: true, backward: false }),
+  },
+  {
+    group: 'forward',
+    name: 'production shapes (D 64/128, blocks of 32..128): forward and backward match the reference under own and random routings',
+    run: async (ctx) => {
+      const numRuns = Math.max(2, Math.ceil(ctx.numRuns / 6));
+      await attentionProperty(ctx, { own: true, backward: true, limits: PRODUCTION_LIMITS, numRuns });
+      await attentionProperty(ctx, { own: false, backward: true, limits: PRODUCTION_LIMITS, numRuns });
+    },
   },
 ];
