@@ -43,6 +43,8 @@ export interface BackendStatus {
 
 interface BackendModule {
   isAvailable?: () => unknown;
+  /** Optional: why the backend cannot run here (null when it can). */
+  unavailableReason?: () => string | null;
   createBackend?: (opts?: BackendOptions) => Backend | Promise<Backend>;
   [factory: string]: unknown;
 }
@@ -81,7 +83,11 @@ async function probe(kind: ConcreteBackendKind, mod: BackendModule): Promise<{ a
   if (typeof mod.isAvailable !== 'function') return { available: true };
   try {
     const r = await mod.isAvailable();
-    if (typeof r === 'boolean') return r ? { available: true } : { available: false, reason: `${kind}: isAvailable() returned false` };
+    if (typeof r === 'boolean') {
+      if (r) return { available: true };
+      const why = typeof mod.unavailableReason === 'function' ? mod.unavailableReason() : null;
+      return { available: false, reason: why ?? `${kind}: isAvailable() returned false` };
+    }
     if (r && typeof r === 'object' && 'available' in r) {
       const o = r as { available: unknown; reason?: unknown };
       return o.available ? { available: true } : { available: false, reason: typeof o.reason === 'string' ? o.reason : `${kind} is not available here` };
