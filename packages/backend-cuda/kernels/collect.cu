@@ -1,8 +1,7 @@
 // Collect (SPEC §3, the key-block-major form): per (query head h, global block g) the ascending list of
 // query rows that chose g. count (integer atomics: the totals do not depend on order) -> exclusive scan
-// (one CTA, fixed order) -> scatter: one CTA per list walks the candidate rows of its sequence in
-// ascending order and compacts the rows that chose the block (ballot + warp prefix sums), so every list
-// comes out sorted without a separate sort and the result is deterministic. Stops once the list is full.
+// (one CTA, fixed order) -> fill (atomic cursors: O(T·Hq·topk), order arbitrary) -> sort (per list, in
+// shared memory), so every list ends ascending and the result is deterministic.
 #include "common.cuh"
 using namespace moba;
 
@@ -54,38 +53,90 @@ extern "C" __global__ void __launch_bounds__(1024) collect_scan(int* a, int n) {
   }
 }
 
-// One CTA per list (h, g), grid-strided. Candidate rows: causal, from the block's first token (earlier
-// rows cannot choose it); else the whole sequence. A row chose g when its sorted index row holds j.
-extern "C" __global__ void collect_scatter(const int* indices, const int* offsets, int* rows, const int* cu, const int* block_base,
-                                           int nseq, int Hq, int topk, int NB, int B, int causal) {
+// Rebuilds list (h, g) in ascending row order by walking its candidate rows (causal: from the block's
+// first token; else the whole sequence) and compacting the rows that chose the block (ballot + warp
+// prefix sums). O(candidate rows · topk): the fallback of collect_sort for lists too long to sort in
+// shared memory. Called by a whole CTA; `warp_cnt` and `filled` are shared.
+__device__ void scan_list(const int* indices, int* rows, const int* cu, int s, int j, int h, int begin, int need, int Hq, int topk,
+                          int B, int causal, int* warp_cnt, int* filled) {
+  const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, nwarps = blockDim.x / WARP;
+  const i64 t_end = cu[s + 1];
+  __syncthreads();
+  if (threadIdx.x == 0) *filled = 0;
+  __syncthreads();
+  for (i64 t0 = cu[s] + (causal ? (i64)j * B : 0); t0 < t_end; t0 += blockDim.x) {
+    if (*filled >= need) break;  // uniform: read after the barrier that ended the previous pass
+    const i64 t = t0 + threadIdx.x;
+    bool hit = false;
+    if (t < t_end) {
+      const int* ix = indices + (t * Hq + h) * topk;
+      for (int i = 0; i < topk && ix[i] >= 0 && ix[i] <= j; ++i) hit |= ix[i] == j;
+    }
+    const unsigned m = __ballot_sync(0xffffffffu, hit);
+    if (lane == 0) warp_cnt[warp] = __popc(m);
+    __syncthreads();
+    int before = *filled;
+    for (int w = 0; w < warp; ++w) before += warp_cnt[w];
+    if (hit) rows[begin + before + __popc(m & ((1u << lane) - 1u))] = (int)t;
+    __syncthreads();
+    if (threadIdx.x == 0) for (int w = 0; w < nwarps; ++w) *filled += warp_cnt[w];
+    __syncthreads();
+  }
+  __syncthreads();
+}
+
+// Scatter, unordered: every selected (t, h, i) appends t to its list through an integer atomic cursor
+// (cursor[] zeroed by the host). O(T·Hq·topk). The order inside a list is arbitrary here; collect_sort
+// makes it ascending, so the final lists do not depend on the atomics' order.
+extern "C" __global__ void collect_fill(const int* indices, const int* offsets, int* cursor, int* rows, const int* cu,
+                                        const int* block_base, int nseq, i64 T_, int Hq, int topk, int NB) {
+  const i64 n = T_ * Hq * topk;
+  for (i64 e = blockIdx.x * (i64)blockDim.x + threadIdx.x; e < n; e += (i64)gridDim.x * blockDim.x) {
+    const int j = indices[e];
+    if (j < 0) continue;
+    const i64 row = e / topk;
+    const i64 t = row / Hq;
+    const int h = (int)(row - t * Hq);
+    const i64 list = (i64)h * NB + block_base[upper_index(cu, nseq, t)] + j;
+    rows[offsets[list] + atomicAdd(&cursor[list], 1)] = (int)t;
+  }
+}
+
+// Sorts each list ascending: one CTA per list (grid-strided), a bitonic sort in shared memory for lists
+// of up to SORT_CAP rows (padded to a power of two with INT_MAX), scan_list for longer ones (rare: a
+// block chosen by more than SORT_CAP rows of one head).
+constexpr int SORT_CAP = 8192;
+extern "C" __global__ void __launch_bounds__(256) collect_sort(const int* indices, const int* offsets, int* rows, const int* cu,
+                                                               const int* block_base, int nseq, int Hq, int topk, int NB, int B, int causal) {
+  __shared__ int sbuf[SORT_CAP];
   __shared__ int warp_cnt[32];
   __shared__ int filled;
-  const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, nwarps = blockDim.x / WARP;
   for (i64 list = blockIdx.x; list < (i64)Hq * NB; list += gridDim.x) {
-    const int h = (int)(list / NB), g = (int)(list - (i64)h * NB);
-    const int s = upper_index(block_base, nseq, g), j = g - block_base[s];
-    const int begin = offsets[list], need = offsets[list + 1] - begin;
-    const i64 t_end = cu[s + 1];
-    if (threadIdx.x == 0) filled = 0;
-    __syncthreads();
-    for (i64 t0 = cu[s] + (causal ? (i64)j * B : 0); t0 < t_end; t0 += blockDim.x) {
-      if (filled >= need) break;  // uniform: read after the barrier that ended the previous pass
-      const i64 t = t0 + threadIdx.x;
-      bool hit = false;
-      if (t < t_end) {
-        const int* ix = indices + (t * Hq + h) * topk;
-        for (int i = 0; i < topk && ix[i] >= 0 && ix[i] <= j; ++i) hit |= ix[i] == j;
-      }
-      const unsigned m = __ballot_sync(0xffffffffu, hit);
-      if (lane == 0) warp_cnt[warp] = __popc(m);
-      __syncthreads();
-      int before = filled;
-      for (int w = 0; w < warp; ++w) before += warp_cnt[w];
-      if (hit) rows[begin + before + __popc(m & ((1u << lane) - 1u))] = (int)t;
-      __syncthreads();
-      if (threadIdx.x == 0) for (int w = 0; w < nwarps; ++w) filled += warp_cnt[w];
-      __syncthreads();
+    const int begin = offsets[list], n = offsets[list + 1] - begin;
+    if (n <= 1) continue;  // uniform over the CTA
+    if (n > SORT_CAP) {
+      const int h = (int)(list / NB), g = (int)(list - (i64)h * NB);
+      const int s = upper_index(block_base, nseq, g);
+      scan_list(indices, rows, cu, s, g - block_base[s], h, begin, n, Hq, topk, B, causal, warp_cnt, &filled);
+      continue;
     }
+    int P = 1;
+    while (P < n) P <<= 1;
+    __syncthreads();  // the previous list's readers are done with sbuf
+    for (int i = threadIdx.x; i < P; i += blockDim.x) sbuf[i] = i < n ? rows[begin + i] : 0x7fffffff;
     __syncthreads();
+    for (int k = 2; k <= P; k <<= 1) {
+      for (int m = k >> 1; m > 0; m >>= 1) {
+        for (int i = threadIdx.x; i < P; i += blockDim.x) {
+          const int o = i ^ m;
+          if (o > i) {
+            const int a = sbuf[i], b = sbuf[o];
+            if ((a > b) == ((i & k) == 0)) { sbuf[i] = b; sbuf[o] = a; }
+          }
+        }
+        __syncthreads();
+      }
+    }
+    for (int i = threadIdx.x; i < n; i += blockDim.x) rows[begin + i] = sbuf[i];
   }
 }

@@ -72,3 +72,202 @@ __device__ void forward(const T* q, const T* k, const T* v, const int* indices, 
     forward<T>(q, k, v, indices, out, lse, cu, nseq, T_, Hq, Hkv, D, B, topk, causal, scale);                  \
   }
 MOBA_DTYPES(FORWARD_ENTRY)
+
+// ---------------------------------------------------------------------------------------------------
+// Tensor-core forward (f16/bf16, D = 64 or 128): gather-and-densify over query windows (window.cuh).
+// A CTA of 4 warps owns (query head h, window of BQ rows). For each key block with >= 1 window row that
+// chose it, the rows are taken CH = 64 at a time: their Q rows are gathered into a dense shared tile, each
+// warp owns 16 of them and, for every KT-key tile of the block (K, V staged in shared memory),
+//   S = Q·Kᵀ (mma), masked (past the block end; causal: key > row), online softmax in f32 (exp2, running
+//   max m and sum l per row), O += P·V with P packed to 16 bits straight from the S accumulators.
+// The per-row state lives for the whole window: m, l in shared memory, the f32 accumulator O in `acc`
+// (global [T, Hq, D], rows owned by this CTA only); a warp loads its 16 rows' O into registers once per
+// (block, chunk) and writes them back. Epilogue: out = O / l, lse = (m + log2 l)·ln 2; rows with no keys
+// give 0 / -inf, NaN rows NaN. Everything a row computes depends only on that row: deterministic.
+#include "mma.cuh"
+#include "window.cuh"
+
+constexpr int TC_WARPS = 4;
+constexpr int CH = TC_WARPS * 16;  // gathered rows per chunk
+
+#ifndef MOBA_NO_HALF
+template <typename T, int D, int KT>
+struct FwdSmem {
+  T *q, *k, *v;
+  float *m, *l;
+  int* row;  // chunk row -> window-local row id (-1: padding)
+  WindowLists L;
+  __device__ FwdSmem(char* p, int BQ) {
+    q = (T*)p; p += CH * (D + PAD) * sizeof(T);
+    k = (T*)p; p += KT * (D + PAD) * sizeof(T);
+    v = (T*)p; p += KT * (D + PAD) * sizeof(T);
+    L.rows = (unsigned short*)p; p += LIST_CAP * sizeof(unsigned short);
+    m = (float*)p; p += BQ * sizeof(float);
+    l = (float*)p; p += BQ * sizeof(float);
+    row = (int*)p; p += CH * sizeof(int);
+    L.cursor = (int*)p; p += NBR * sizeof(int);
+    L.start = (int*)p;
+  }
+};
+
+// One warp, one KT-key tile: the online-softmax update of its 16 rows (o, m, l in registers).
+// keys [kt0, kt0 + KT) of the tile, valid below kend; trow[0..1]: token of rows g and g + 8 (-1: padding).
+template <typename T, int D, int KT>
+__device__ __forceinline__ void fwd_tile(const FwdSmem<T, D, KT>& sm, float (*o)[4], float* m, float* l, const int* trow, int kt0,
+                                         int kend, int causal, float sl2) {
+  const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, cq = lane % 4;
+  constexpr int LD = D + PAD;
+  float s[KT / 8][4];
+#pragma unroll
+  for (int n = 0; n < KT / 8; ++n) s[n][0] = s[n][1] = s[n][2] = s[n][3] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < D / 16; ++kk) {  // S = Q·Kᵀ
+    unsigned a[4];
+    frag_a(a, sm.q, LD, warp * 16, kk * 16);
+#pragma unroll
+    for (int np = 0; np < KT / 16; ++np) {
+      unsigned b[4];
+      frag_b_nk(b, sm.k, LD, np * 16, kk * 16);
+      mma(T(), s[2 * np], a, b);
+      mma(T(), s[2 * np + 1], a, b + 2);
+    }
+  }
+  float mx[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int n = 0; n < KT / 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {  // mask and scale (log2 units)
+      const int key = kt0 + n * 8 + 2 * cq + (e & 1), t = trow[e / 2];
+      const bool ok = t >= 0 && key < kend && (!causal || key <= t);
+      s[n][e] = ok ? s[n][e] * sl2 : -INFINITY;
+      mx[e / 2] = fmaxf(mx[e / 2], s[n][e]);
+    }
+  float mu[2], sum[2] = {0.f, 0.f};
+#pragma unroll
+  for (int r = 0; r < 2; ++r) {
+    const float mn = fmaxf(m[r], quad_max(mx[r]));
+    mu[r] = safe_max(mn);
+    const float alpha = exp2f(m[r] - mu[r]);
+    m[r] = mn;
+    l[r] *= alpha;
+#pragma unroll
+    for (int n = 0; n < D / 8; ++n) { o[n][2 * r] *= alpha; o[n][2 * r + 1] *= alpha; }
+  }
+#pragma unroll
+  for (int n = 0; n < KT / 8; ++n)
+#pragma unroll
+    for (int e = 0; e < 4; ++e) {
+      s[n][e] = exp2f(s[n][e] - mu[e / 2]);
+      sum[e / 2] += s[n][e];
+    }
+  l[0] += quad_sum(sum[0]);
+  l[1] += quad_sum(sum[1]);
+#pragma unroll
+  for (int kk = 0; kk < KT / 16; ++kk) {  // O += P·V
+    unsigned a[4];
+    a[0] = pack2(T(), s[2 * kk][0], s[2 * kk][1]);
+    a[1] = pack2(T(), s[2 * kk][2], s[2 * kk][3]);
+    a[2] = pack2(T(), s[2 * kk + 1][0], s[2 * kk + 1][1]);
+    a[3] = pack2(T(), s[2 * kk + 1][2], s[2 * kk + 1][3]);
+#pragma unroll
+    for (int np = 0; np < D / 16; ++np) {
+      unsigned b[4];
+      frag_b_kn(b, sm.v, LD, kk * 16, np * 16);
+      mma(T(), o[2 * np], a, b);
+      mma(T(), o[2 * np + 1], a, b + 2);
+    }
+  }
+}
+
+// One (key block, chunk of up to CH window rows): gather Q, walk the block's key tiles, update the rows.
+template <typename T, int D, int KT>
+__device__ void fwd_chunk(const FwdSmem<T, D, KT>& sm, const T* q, const T* k, const T* v, float* acc, const Window& w, const unsigned short* lrows,
+                          int n, int p0, int p1, int Hq, int h, int Hkv, int kvh, int causal, float sl2) {
+  const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, g = lane / 4, cq = lane % 4;
+  __syncthreads();  // the previous chunk is done with row ids, Q, K and V
+  if (threadIdx.x < CH) sm.row[threadIdx.x] = threadIdx.x < n ? (int)lrows[threadIdx.x] : -1;
+  __syncthreads();
+  stage_rows<D>(sm.q, CH, n, q, [&](int r) { return ((i64)(w.w0 + sm.row[r]) * Hq + h) * D; });
+  int lr[2], trow[2];
+  float o[D / 8][4], m[2], l[2];
+  for (int r = 0; r < 2; ++r) {
+    lr[r] = sm.row[warp * 16 + g + 8 * r];
+    trow[r] = lr[r] >= 0 ? w.w0 + lr[r] : -1;
+    m[r] = lr[r] >= 0 ? sm.m[lr[r]] : -INFINITY;
+    l[r] = lr[r] >= 0 ? sm.l[lr[r]] : 0.f;
+#pragma unroll
+    for (int nn = 0; nn < D / 8; ++nn) {
+      float2 x = make_float2(0.f, 0.f);
+      if (lr[r] >= 0) x = *reinterpret_cast<const float2*>(acc + ((i64)trow[r] * Hq + h) * D + nn * 8 + 2 * cq);
+      o[nn][2 * r] = x.x;
+      o[nn][2 * r + 1] = x.y;
+    }
+  }
+  for (int kt0 = p0; kt0 < p1; kt0 += KT) {
+    const int nk = min(KT, p1 - kt0);
+    __syncthreads();  // Q staged; the previous tile's K, V are no longer read
+    stage_rows<D>(sm.k, KT, nk, k, [&](int r) { return ((i64)(kt0 + r) * Hkv + kvh) * D; });
+    stage_rows<D>(sm.v, KT, nk, v, [&](int r) { return ((i64)(kt0 + r) * Hkv + kvh) * D; });
+    __syncthreads();
+    fwd_tile<T, D, KT>(sm, o, m, l, trow, kt0, p1, causal, sl2);
+  }
+  for (int r = 0; r < 2; ++r) {
+    if (lr[r] < 0) continue;
+    if (cq == 0) { sm.m[lr[r]] = m[r]; sm.l[lr[r]] = l[r]; }
+#pragma unroll
+    for (int nn = 0; nn < D / 8; ++nn)
+      *reinterpret_cast<float2*>(acc + ((i64)trow[r] * Hq + h) * D + nn * 8 + 2 * cq) = make_float2(o[nn][2 * r], o[nn][2 * r + 1]);
+  }
+}
+
+template <typename T, int D, int KT>
+__device__ void forward_tc(const T* q, const T* k, const T* v, const int* indices, T* out, float* lse, float* acc, const int* cu,
+                           const int* win_base, int nseq, int Hq, int Hkv, int B, int topk, int causal, float scale, int BQ) {
+  extern __shared__ __align__(16) char smem_raw[];
+  const FwdSmem<T, D, KT> sm(smem_raw, BQ);
+  const Window w = window_of(cu, win_base, nseq, BQ);
+  const int h = blockIdx.y, kvh = h / (Hq / Hkv);
+  const float sl2 = scale * LOG2E;
+  // zero this window's state: O rows in acc, m = -inf, l = 0
+  for (int i = threadIdx.x; i < w.nrows * (D / 4); i += blockDim.x) {
+    const int r = i / (D / 4), c = (i - r * (D / 4)) * 4;
+    *reinterpret_cast<float4*>(acc + ((i64)(w.w0 + r) * Hq + h) * D + c) = make_float4(0.f, 0.f, 0.f, 0.f);
+  }
+  for (int r = threadIdx.x; r < w.nrows; r += blockDim.x) { sm.m[r] = -INFINITY; sm.l[r] = 0.f; }
+  const int nb = window_blocks(w, B, causal);
+  for (int j0 = 0; j0 < nb; j0 += NBR) {
+    build_lists(sm.L, indices, w, Hq, h, topk, j0);
+    for (int jj = 0; jj < NBR && j0 + jj < nb; ++jj) {
+      const int b0 = sm.L.start[jj], cnt = sm.L.start[jj + 1] - b0;
+      if (cnt == 0) continue;  // uniform
+      const int p0 = w.s0 + (j0 + jj) * B, p1 = min(p0 + B, w.s1);
+      for (int c0 = 0; c0 < cnt; c0 += CH)
+        fwd_chunk<T, D, KT>(sm, q, k, v, acc, w, sm.L.rows + b0 + c0, min(CH, cnt - c0), p0, p1, Hq, h, Hkv, kvh, causal, sl2);
+    }
+  }
+  __syncthreads();  // every row's state is final
+  for (int i = threadIdx.x; i < w.nrows * (D / 4); i += blockDim.x) {
+    const int r = i / (D / 4), c = (i - r * (D / 4)) * 4;
+    const float L = sm.l[r];
+    const float inv = L > 0.f ? 1.f / L : (L == 0.f ? 0.f : NAN);
+    const i64 o = ((i64)(w.w0 + r) * Hq + h) * D + c;
+    const float4 x = *reinterpret_cast<const float4*>(acc + o);
+    st(out, o, x.x * inv); st(out, o + 1, x.y * inv); st(out, o + 2, x.z * inv); st(out, o + 3, x.w * inv);
+  }
+  for (int r = threadIdx.x; r < w.nrows; r += blockDim.x) {
+    const float L = sm.l[r];
+    lse[(i64)(w.w0 + r) * Hq + h] = L > 0.f ? (sm.m[r] + log2f(L)) * LN2 : (L == 0.f ? -INFINITY : NAN);
+  }
+}
+
+#define FORWARD_TC_ENTRY(N, T, D)                                                                                        \
+  extern "C" __global__ void __launch_bounds__(TC_WARPS * WARP) forward_tc_d##D##_##N(                                   \
+      const T* q, const T* k, const T* v, const int* indices, T* out, float* lse, float* acc, const int* cu,             \
+      const int* win_base, int nseq, int Hq, int Hkv, int B, int topk, int causal, float scale, int BQ) {               \
+    forward_tc<T, D, 64>(q, k, v, indices, out, lse, acc, cu, win_base, nseq, Hq, Hkv, B, topk, causal, scale, BQ);    \
+  }
+FORWARD_TC_ENTRY(f16, __half, 64)
+FORWARD_TC_ENTRY(f16, __half, 128)
+FORWARD_TC_ENTRY(bf16, __nv_bfloat16, 64)
+FORWARD_TC_ENTRY(bf16, __nv_bfloat16, 128)
+#endif

@@ -21,6 +21,11 @@ export interface CudaBackendOptions {
   ordinal?: number;
   /** Folder for compiled cubins (default `$XDG_CACHE_HOME/moba-ts/cuda`); `null` disables the disk cache. */
   cacheDir?: string | null;
+  /**
+   * Use the tensor-core forward/backward for f16/bf16 with D 64/128 (default true; `MOBA_CUDA_FAST=0`
+   * turns it off). false runs the generic CUDA-core kernels everywhere (a cross-check for the fast path).
+   */
+  fastPaths?: boolean;
 }
 
 /** The CUDA backend: the Backend contract plus device facts and an explicit synchronise for timing. */
@@ -30,6 +35,14 @@ export interface CudaBackend extends Backend {
   synchronize(): void;
   /** Free and total device memory now. */
   memoryInfo(): { free: number; total: number };
+  /**
+   * Profiling: while `profiling` is true every kernel launch is synchronised and its wall time added to
+   * a per-kernel total (ms); `takeProfile()` returns the totals since the last call and clears them.
+   */
+  profiling: boolean;
+  takeProfile(): Record<string, number>;
+  /** Whether the tensor-core kernels serve this dtype and head dim on this device. */
+  usesTensorCores(dtype: DType, D: number): boolean;
 }
 
 interface Buf {
@@ -74,6 +87,11 @@ export class CudaBackendImpl implements CudaBackend {
     this.#freeQuietly(b);
   });
   #destroyed = false;
+  readonly #fast: boolean;
+  readonly #sharedOptIn: number;
+  readonly #sharedSet = new Map<bigint, number>();
+  #profile = new Map<string, number>();
+  profiling = false;
 
   constructor(opts: CudaBackendOptions = {}) {
     const ordinal = opts.ordinal ?? 0;
@@ -87,6 +105,8 @@ export class CudaBackendImpl implements CudaBackend {
     this.#ctx = this.#drv.primaryCtxRetain(this.#dev);
     this.#drv.setCurrent(this.#ctx);
     this.#cacheDir = opts.cacheDir;
+    this.#fast = opts.fastPaths ?? process.env.MOBA_CUDA_FAST !== '0';
+    this.#sharedOptIn = this.#drv.attribute(this.#dev, CU_ATTR.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN);
     const block = this.#drv.allocHost(MAX_ARGS * SLOT_BYTES * 2);
     writeSlotPointers(block.ptr, new DataView(block.view, MAX_ARGS * SLOT_BYTES));
     this.#params = { ptr: block.ptr + BigInt(MAX_ARGS * SLOT_BYTES), values: new DataView(block.view, 0, MAX_ARGS * SLOT_BYTES), free: block.free };
@@ -177,6 +197,16 @@ export class CudaBackendImpl implements CudaBackend {
     return this.#drv.memInfo();
   }
 
+  takeProfile(): Record<string, number> {
+    const out = Object.fromEntries(this.#profile);
+    this.#profile = new Map();
+    return out;
+  }
+
+  usesTensorCores(dtype: DType, D: number): boolean {
+    return this.#fast && geo.tcEligible(dtype, D, this.#sharedOptIn);
+  }
+
   // ---------------------------------------------------------------- routing
 
   async route(q: DeviceTensor, k: DeviceTensor, layout: Layout, cfg: MobaConfig): Promise<Routing> {
@@ -252,7 +282,12 @@ export class CudaBackendImpl implements CudaBackend {
       const total = new Int32Array(1);
       this.#drv.copyDtoH(total, offsets.ptr + BigInt((n - 1) * 4), 4);
       rows = this.#alloc(Math.max(1, total[0]!) * 4);
-      this.#launch('collect.cu', 'collect_scatter', geo.scatterLaunch(Hq * NB), [
+      const cursor = this.#slot('cursor', Math.max(4, Hq * NB * 4));
+      this.#drv.memsetD8(cursor.ptr, 0, Hq * NB * 4);
+      this.#launch('collect.cu', 'collect_fill', geo.elementwiseLaunch('collect_fill', T * Hq * rc.topk), [
+        ptr(indices.ptr), ptr(offsets.ptr), ptr(cursor.ptr), ptr(rows.ptr), ptr(lay.cu), ptr(lay.blockBase), i32(lay.nseq), i64(T), i32(Hq), i32(rc.topk), i32(NB),
+      ]);
+      this.#launch('collect.cu', 'collect_sort', geo.sortLaunch(Hq * NB), [
         ptr(indices.ptr), ptr(offsets.ptr), ptr(rows.ptr), ptr(lay.cu), ptr(lay.blockBase), i32(lay.nseq), i32(Hq), i32(rc.topk), i32(NB),
         i32(rc.blockSize), i32(rc.causal ? 1 : 0),
       ]);
@@ -279,17 +314,27 @@ export class CudaBackendImpl implements CudaBackend {
     checkRouting(r, NAME, shape, rc);
     const rs = this.#routingFor(r, layout);
     const p = this.#problem(shape, rc, seqs, layout);
-    this.#fits('forward()', opBytes(p).forward);
     const { T, Hq, Hkv, D } = shape;
+    const fast = this.usesTensorCores(shape.dtype, D);
+    this.#fits('forward()', opBytes(p).forward + (fast ? T * Hq * D * 4 : 0));
     const [qb, kb, vb] = [this.#buf('q', q), this.#buf('k', k), this.#buf('v', v)];
     const lay = this.#layout(layout, rc.blockSize);
     const out = this.#alloc(T * Hq * D * dtypeBytes(shape.dtype));
     const lse = this.#alloc(T * Hq * 4);
     try {
-      this.#launch('forward.cu', `forward_${DT[shape.dtype].suffix}`, geo.forwardLaunch(T, Hq, D), [
-        ptr(qb.ptr), ptr(kb.ptr), ptr(vb.ptr), ptr(rs.indices.ptr), ptr(out.ptr), ptr(lse.ptr), ptr(lay.cu), i32(lay.nseq),
-        i32(T), i32(Hq), i32(Hkv), i32(D), i32(rc.blockSize), i32(rc.topk), i32(rc.causal ? 1 : 0), f32(rc.scale),
-      ]);
+      if (fast) {
+        const w = this.#windows(layout, rc.topk, Hq);
+        const acc = this.#slot('acc', T * Hq * D * 4);
+        this.#launch('forward.cu', `forward_tc_d${D}_${DT[shape.dtype].suffix}`, geo.windowLaunch('forward_tc', w.count, Hq, geo.forwardTcShared(D, w.rows), this.#sharedOptIn), [
+          ptr(qb.ptr), ptr(kb.ptr), ptr(vb.ptr), ptr(rs.indices.ptr), ptr(out.ptr), ptr(lse.ptr), ptr(acc.ptr), ptr(lay.cu), ptr(w.base), i32(lay.nseq),
+          i32(Hq), i32(Hkv), i32(rc.blockSize), i32(rc.topk), i32(rc.causal ? 1 : 0), f32(rc.scale), i32(w.rows),
+        ]);
+      } else {
+        this.#launch('forward.cu', `forward_${DT[shape.dtype].suffix}`, geo.forwardLaunch(T, Hq, D), [
+          ptr(qb.ptr), ptr(kb.ptr), ptr(vb.ptr), ptr(rs.indices.ptr), ptr(out.ptr), ptr(lse.ptr), ptr(lay.cu), i32(lay.nseq),
+          i32(T), i32(Hq), i32(Hkv), i32(D), i32(rc.blockSize), i32(rc.topk), i32(rc.causal ? 1 : 0), f32(rc.scale),
+        ]);
+      }
       this.#drv.synchronize();
     } catch (e) {
       this.#release(out);
@@ -309,8 +354,9 @@ export class CudaBackendImpl implements CudaBackend {
     checkRouting(r, NAME, shape, rc);
     const rs = this.#routingFor(r, layout);
     const p = this.#problem(shape, rc, seqs, layout);
-    this.#fits('backward()', opBytes(p).backward);
     const { T, Hq, Hkv, D } = shape;
+    const fast = this.usesTensorCores(shape.dtype, D);
+    this.#fits('backward()', opBytes(p).backward + (fast ? T * Hq * D * 4 : 0));
     const [qb, kb, vb] = [this.#buf('q', q), this.#buf('k', k), this.#buf('v', v)];
     const [ob, lb, gb] = [this.#buf('out', out), this.#buf('lse', lse), this.#buf('dOut', dOut)];
     const lay = this.#layout(layout, rc.blockSize);
@@ -322,6 +368,21 @@ export class CudaBackendImpl implements CudaBackend {
     const dv = this.#alloc(T * Hkv * D * eb);
     try {
       this.#launch('backward.cu', `delta_${sfx}`, geo.deltaLaunch(T, Hq), [ptr(ob.ptr), ptr(gb.ptr), ptr(delta.ptr), i64(T * Hq), i32(D)]);
+      if (fast) {
+        const L = geo.dkdvTcLaunch(seqs.totalBlocks, rc.blockSize, Hkv, D, this.#sharedOptIn);
+        this.#launch('backward.cu', `dkdv_tc_d${D}_${sfx}`, L, [
+          ptr(qb.ptr), ptr(kb.ptr), ptr(vb.ptr), ptr(gb.ptr), ptr(lb.ptr), ptr(delta.ptr), ptr(rs.offsets.ptr), ptr(rs.rows.ptr), ptr(dk.ptr), ptr(dv.ptr),
+          ptr(lay.cu), ptr(lay.blockBase), i32(lay.nseq), i32(Hq), i32(Hkv), i32(rc.blockSize), i32(seqs.totalBlocks), i32(rc.causal ? 1 : 0), f32(rc.scale), i32(L.nsub),
+        ]);
+        const w = this.#windows(layout, rc.topk, Hq);
+        const acc = this.#slot('acc', T * Hq * D * 4);
+        this.#launch('backward.cu', `dq_tc_d${D}_${sfx}`, geo.windowLaunch('dq_tc', w.count, Hq, geo.dqTcShared(D), this.#sharedOptIn), [
+          ptr(qb.ptr), ptr(kb.ptr), ptr(vb.ptr), ptr(gb.ptr), ptr(lb.ptr), ptr(delta.ptr), ptr(rs.indices.ptr), ptr(dq.ptr), ptr(acc.ptr), ptr(lay.cu), ptr(w.base),
+          i32(lay.nseq), i32(Hq), i32(Hkv), i32(rc.blockSize), i32(rc.topk), i32(rc.causal ? 1 : 0), f32(rc.scale), i32(w.rows),
+        ]);
+        this.#drv.synchronize();
+        return { dq: this.#wrap(shape.dtype, [T, Hq, D], dq), dk: this.#wrap(shape.dtype, [T, Hkv, D], dk), dv: this.#wrap(shape.dtype, [T, Hkv, D], dv) };
+      }
       const L = geo.dkdvLaunch(Hkv, seqs.totalBlocks, rc.blockSize, D);
       this.#launch('backward.cu', `dkdv_${sfx}`, L, [
         ptr(qb.ptr), ptr(kb.ptr), ptr(vb.ptr), ptr(gb.ptr), ptr(lb.ptr), ptr(delta.ptr), ptr(rs.offsets.ptr), ptr(rs.rows.ptr), ptr(dk.ptr), ptr(dv.ptr),
@@ -464,6 +525,15 @@ export class CudaBackendImpl implements CudaBackend {
     };
   }
 
+  /** Query windows of the tensor-core kernels: rows per window, their count and the per-sequence base table. */
+  #windows(layout: Layout, topk: number, Hq: number): { rows: number; count: number; base: bigint } {
+    const cu = layout.cuSeqlens;
+    const lens = Array.from({ length: cu.length - 1 }, (_, s) => cu[s + 1]! - cu[s]!);
+    const rows = geo.windowRows(topk, lens, Hq, this.device.sms);
+    const base = geo.windowBase(cu, rows);
+    return { rows, count: base[base.length - 1]!, base: this.#small('winBase', base) };
+  }
+
   #wrap(dtype: DType, shape: readonly number[], b: Buf): DeviceTensor {
     const t: DeviceTensor = Object.freeze({ backend: NAME, dtype, shape: Object.freeze([...shape]) });
     this.#tensors.set(t, b);
@@ -516,8 +586,18 @@ export class CudaBackendImpl implements CudaBackend {
 
   #launch(file: KernelFile, name: string, L: geo.Launch, args: readonly KernelArg[]): void {
     const f = this.#function(file, name);
+    if (L.shared > geo.LIMITS.sharedDefault && (this.#sharedSet.get(f) ?? 0) < L.shared) {
+      // the opt-in maximum for this launch's dynamic size (the kernel's static shared memory counts too)
+      this.#drv.setMaxDynamicShared(f, L.shared);
+      this.#sharedSet.set(f, L.shared);
+    }
     packParams(args, this.#params.values);
+    const t0 = this.profiling ? performance.now() : 0;
     this.#drv.launch(name, f, L.grid, L.block, L.shared, this.#params.ptr);
+    if (this.profiling) {
+      this.#drv.synchronize();
+      this.#profile.set(name, (this.#profile.get(name) ?? 0) + performance.now() - t0);
+    }
   }
 }
 

@@ -39,11 +39,11 @@ export const K = Object.freeze({
 
 const f32 = 4;
 
-function check(what: string, launch: Launch): Launch {
+function check(what: string, launch: Launch, sharedMax: number = LIMITS.sharedDefault): Launch {
   const [gx, gy, gz] = launch.grid;
   const [bx, by, bz] = launch.block;
   const ok = [gx, gy, gz, bx, by, bz].every((x) => Number.isInteger(x) && x >= 1) && gx <= LIMITS.maxGridX && gy <= LIMITS.maxGridYZ &&
-    gz <= LIMITS.maxGridYZ && bx * by * bz <= LIMITS.maxThreads && launch.shared <= LIMITS.sharedDefault && launch.shared >= 0;
+    gz <= LIMITS.maxGridYZ && bx * by * bz <= LIMITS.maxThreads && launch.shared <= sharedMax && launch.shared >= 0;
   if (!ok) {
     throw new MobaError('E_UNSUPPORTED', `launch of ${what} exceeds the device limits: grid [${launch.grid.join(', ')}], block [${launch.block.join(', ')}], shared ${launch.shared} B`, 'launch');
   }
@@ -136,14 +136,89 @@ export function scanLaunch(): Launch {
   return check('collect_scan', { grid: [1, 1, 1], block: [K.scanThreads, 1, 1], shared: 0 });
 }
 
-export function scatterLaunch(lists: number): Launch {
-  return strided('collect_scatter', lists, K.scatterThreads, 1);
-}
-
 export function kconvDwLaunch(C: number): Launch {
   return strided('kconv_dw', C, K.dwThreads, 1);
 }
 
 function checkHeadDim(D: number): void {
   if (!Number.isInteger(D) || D < 1 || D > K.maxHeadDim) throw new MobaError('E_UNSUPPORTED', `head dim D = ${D} is not supported by the CUDA kernels: allowed 1..${K.maxHeadDim}`, 'D');
+}
+
+// ------------------------------------------------------------------ tensor-core paths (forward.cu / backward.cu *_tc_*)
+
+/** Constants of mma.cuh / window.cuh / the *_tc kernels. */
+export const TC = Object.freeze({
+  warps: 4,
+  chunkRows: 64, // CH: gathered rows per chunk (forward, dq)
+  fwdKeys: 64, // forward key tile
+  dqKeys: 32, // dq key tile
+  kvTile: 64, // dkdv keys per CTA
+  kvRows: 32, // dkdv RC: gathered rows per chunk
+  pad: 8, // PAD: 16-bit elements of row padding
+  listCap: 16384, // LIST_CAP
+  maxWindow: 2048, // largest query window (rows)
+  nbr: 1024, // NBR: key blocks per list-building pass
+  headDims: Object.freeze([64, 128]),
+});
+
+const tileBytes = (rows: number, D: number): number => rows * (D + TC.pad) * 2;
+const listBytes = (): number => TC.listCap * 2 + TC.nbr * 4 + (TC.nbr + 1) * 4;
+
+/** Dynamic shared bytes of forward_tc for head dim D and windows of BQ rows. */
+export function forwardTcShared(D: number, BQ: number): number {
+  return tileBytes(TC.chunkRows, D) + 2 * tileBytes(TC.fwdKeys, D) + listBytes() + 2 * BQ * f32 + TC.chunkRows * 4;
+}
+
+/** Dynamic shared bytes of dq_tc. */
+export function dqTcShared(D: number): number {
+  return 2 * tileBytes(TC.chunkRows, D) + 2 * tileBytes(TC.dqKeys, D) + listBytes() + 3 * TC.chunkRows * 4;
+}
+
+/** Dynamic shared bytes of dkdv_tc. */
+export function dkdvTcShared(D: number): number {
+  return 2 * tileBytes(TC.kvTile, D) + 2 * tileBytes(TC.kvRows, D) + 3 * TC.kvRows * 4;
+}
+
+/** Whether the tensor-core kernels take this problem (16-bit dtype, D 64/128, enough opt-in shared memory). */
+export function tcEligible(dtype: string, D: number, sharedOptIn: number): boolean {
+  return (dtype === 'f16' || dtype === 'bf16') && TC.headDims.includes(D) &&
+    Math.max(forwardTcShared(D, TC.maxWindow), dqTcShared(D), dkdvTcShared(D)) + 1024 <= sharedOptIn;
+}
+
+/**
+ * Rows of a query window (forward_tc, dq_tc): as large as the list capacity allows (rows · topk ≤
+ * LIST_CAP, at most 2048: more rows share each key block's K/V loads), halved while the grid would not
+ * give every SM two CTAs (down to 128 rows), and never much longer than the longest sequence.
+ */
+export function windowRows(topk: number, seqLens: readonly number[], Hq: number, sms: number): number {
+  let bq = TC.maxWindow;
+  while (bq > 64 && bq * topk > TC.listCap) bq >>= 1;
+  const maxLen = Math.max(1, ...seqLens);
+  while (bq > 64 && bq / 2 >= maxLen) bq >>= 1;
+  const ctas = (b: number): number => seqLens.reduce((n, len) => n + Math.ceil(len / b), 0) * Hq;
+  while (bq > 128 && ctas(bq) < 2 * sms) bq >>= 1;
+  return bq;
+}
+
+/** Windows before each sequence (length nseq + 1): `winBase[s]`, the last entry is the total. */
+export function windowBase(cuSeqlens: Int32Array, rows: number): Int32Array {
+  const out = new Int32Array(cuSeqlens.length);
+  for (let s = 0; s + 1 < cuSeqlens.length; s++) out[s + 1] = out[s]! + Math.ceil((cuSeqlens[s + 1]! - cuSeqlens[s]!) / rows);
+  return out;
+}
+
+/** forward_tc / dq_tc: one CTA per (window, query head). */
+export function windowLaunch(what: string, windows: number, Hq: number, shared: number, sharedOptIn: number): Launch {
+  return check(what, { grid: [Math.max(1, windows), Hq, 1], block: [TC.warps * 32, 1, 1], shared }, sharedOptIn);
+}
+
+/** dkdv_tc: one CTA per (64-key tile of a key block, kv head). */
+export function dkdvTcLaunch(totalBlocks: number, blockSize: number, Hkv: number, D: number, sharedOptIn: number): Launch & { nsub: number } {
+  const nsub = Math.ceil(blockSize / TC.kvTile);
+  return { ...check('dkdv_tc', { grid: [Math.max(1, totalBlocks * nsub), Hkv, 1], block: [TC.warps * 32, 1, 1], shared: dkdvTcShared(D) }, sharedOptIn), nsub };
+}
+
+/** collect_sort: one CTA per list, grid-strided. */
+export function sortLaunch(lists: number): Launch {
+  return strided('collect_sort', lists, K.scatterThreads, 1);
 }

@@ -90,14 +90,16 @@ describe('compilation inputs and the cubin cache', () => {
     const want: Record<string, string[]> = {
       'kconv.cu': ['kconv_forward', 'kconv_dz', 'kconv_dk', 'kconv_dw'], 'route.cu': ['route'], 'forward.cu': ['forward'], 'backward.cu': ['delta', 'dkdv', 'dq'],
     };
+    const tc: Record<string, string[]> = { 'forward.cu': ['forward_tc'], 'backward.cu': ['dq_tc', 'dkdv_tc'] };
     for (const f of files) {
       const src = kernelSource(f);
       expect(src).not.toMatch(/#include\s+"/);
       expect(src).toContain('namespace moba');
       for (const k of want[f] ?? []) expect(src).toContain(`${k}_##N(`);
+      for (const k of tc[f] ?? []) expect(src).toContain(`${k}_d##D##_##N(`);
     }
     expect(kernelSource('route.cu')).toContain('extern "C" __global__ void centroids(');
-    for (const k of ['collect_count', 'collect_scan', 'collect_scatter']) expect(kernelSource('collect.cu')).toMatch(new RegExp(`__global__ void (__launch_bounds__\\(\\d+\\) )?${k}\\(`));
+    for (const k of ['collect_count', 'collect_scan', 'collect_fill', 'collect_sort']) expect(kernelSource('collect.cu')).toMatch(new RegExp(`__global__ void (__launch_bounds__\\(\\d+\\) )?${k}\\(`));
     expect(() => kernelSource('missing.cu')).toThrow(/MOBA_CUDA_KERNELS/);
   });
   it('compileCached compiles once and then reads the cubin back from disk', () => {
@@ -205,9 +207,39 @@ describe('launch geometry', () => {
     expect(geo.elementwiseLaunch('x', 1000).grid[0]).toBe(4);
     expect(geo.elementwiseLaunch('x', 0).grid[0]).toBe(1);
     expect(geo.scanLaunch().block[0]).toBe(1024);
-    expect(geo.scatterLaunch(33).grid[0]).toBe(33);
+    expect(geo.sortLaunch(33).grid[0]).toBe(33);
     expect(geo.kconvDwLaunch(2048).block[0]).toBe(256);
     expect(geo.centroidsLaunch(10, 2048).grid).toEqual([10, 16, 1]);
+  });
+});
+
+describe('tensor-core launch geometry', () => {
+  it('takes f16/bf16 with D 64/128 when the opt-in shared memory allows, nothing else', () => {
+    const h200 = 227 * 1024;
+    for (const D of [64, 128]) for (const dt of ['f16', 'bf16']) expect(geo.tcEligible(dt, D, h200)).toBe(true);
+    expect(geo.tcEligible('f32', 128, h200)).toBe(false);
+    expect(geo.tcEligible('bf16', 96, h200)).toBe(false);
+    expect(geo.tcEligible('bf16', 128, 48 * 1024)).toBe(false);
+    expect(2 * geo.forwardTcShared(128, geo.TC.maxWindow)).toBeLessThanOrEqual(227 * 1024); // two CTAs per H200 SM
+  });
+  it('windows keep rows · topk within the list capacity and give every SM work', () => {
+    expect(geo.windowRows(8, [32768, 32768], 16, 132)).toBe(2048);
+    expect(geo.windowRows(64, [32768], 16, 132)).toBe(256);
+    expect(geo.windowRows(8, [8192, 8192], 16, 132)).toBe(512); // 256 CTAs at 1024 rows < 2 per SM
+    expect(geo.windowRows(8, [100], 1, 132)).toBe(128);
+    fc.assert(fc.property(fc.integer({ min: 1, max: 64 }), fc.array(fc.integer({ min: 1, max: 1 << 20 }), { minLength: 1, maxLength: 4 }), (k, lens) => {
+      const r = geo.windowRows(k, lens, 4, 132);
+      return r * k <= geo.TC.listCap && r >= 64 && r <= geo.TC.maxWindow;
+    }));
+    expect(Array.from(geo.windowBase(Int32Array.from([0, 1000, 1000, 3100]), 1024))).toEqual([0, 1, 1, 4]);
+  });
+  it('dkdv_tc covers every key of a block with 64-key tiles; launches check the opt-in limit', () => {
+    const L = geo.dkdvTcLaunch(100, 128, 4, 128, 227 * 1024);
+    expect(L.nsub).toBe(2);
+    expect(L.grid).toEqual([200, 4, 1]);
+    expect(geo.dkdvTcLaunch(10, 100, 1, 64, 227 * 1024).nsub).toBe(2);
+    expect(() => geo.windowLaunch('forward_tc', 10, 16, 200 * 1024, 99 * 1024)).toThrow(MobaError);
+    expect(geo.windowLaunch('forward_tc', 10, 16, geo.forwardTcShared(128, 2048), 227 * 1024).grid).toEqual([10, 16, 1]);
   });
 });
 
@@ -217,7 +249,7 @@ describe('device-memory planning', () => {
     const b = opBytes(p);
     expect(b.forward).toBe(9 * 4 + 8192 * 16 * 128 * 2 + 8192 * 16 * 4);
     expect(b.backward).toBe(9 * 4 + 8192 * 16 * 4 + 3 * 8192 * 16 * 128 * 2);
-    expect(b.route).toBe(9 * 4 + 64 * 16 * 128 * 4 + 8192 * 16 * 8 * 8 + (16 * 64 + 1) * 4);
+    expect(b.route).toBe(9 * 4 + 64 * 16 * 128 * 4 + 8192 * 16 * 8 * 8 + (2 * 16 * 64 + 1) * 4);
     expect(opBytes({ ...p, dtype: 'f32' }).forward).toBeGreaterThan(b.forward);
   });
   it('E_MEMORY before allocating when the op does not fit; int32 routing limits', () => {
