@@ -1,0 +1,30 @@
+/**
+ * The WGSL prelude every kernel of this backend starts with: one uniform `Params` struct (filled by
+ * `params()` in launch.ts, same word order), the geometry buffer accessors, and numeric helpers.
+ */
+export const commonWgsl = /* wgsl */ `
+struct Params {
+  T: u32, Hq: u32, Hkv: u32, D: u32,
+  blockSize: u32, topk: u32, causal: u32, gridX: u32,
+  nItems: u32, seqsOff: u32, rowSeqOff: u32, qTilesOff: u32,
+  kTilesOff: u32, blocksOff: u32, totalBlocks: u32, scaleLog2: f32,
+  scale: f32, nSeqs: u32, width: u32, mode: u32,
+  negInfBits: u32,  // 0xff800000: −∞ must come from a runtime value (constant expressions reject it)
+  nanBits: u32,     // 0x7fc00000: a quiet NaN, likewise
+}
+
+const LOG2E: f32 = 1.4426950408889634;  // 1 / ln 2: scores are kept in the log2 domain (exp2 is the native op)
+const LN2: f32 = 0.6931471805599453;
+
+fn negInf() -> f32 { return bitcast<f32>(P.negInfBits); }
+
+// NaN test on the bits: a compiler may fold "x != x" away under fast-math assumptions.
+fn isNan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
+
+// A quiet NaN from bits. WGSL lets compilers assume no NaN (lavapipe's exp2 and max() turn NaN into finite
+// values), so NaN inputs are tracked with isNan() on raw scores and written back explicitly.
+fn nanF() -> f32 { return bitcast<f32>(P.nanBits); }
+
+// Work items beyond 65535 workgroups are folded into y; the launcher sets P.gridX to the x extent.
+fn itemOf(wid: vec3<u32>) -> u32 { return wid.x + wid.y * P.gridX; }
+`;

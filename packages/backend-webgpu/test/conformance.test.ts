@@ -1,0 +1,4 @@
+import { describeConformance } from '@moba/testkit/vitest';
+import { createWebGpuBackend } from '../src/index.js';
+
+describeConformance('webgpu', () => createWebGpuBackend());

@@ -1,0 +1,108 @@
+/**
+ * Lifecycle and leaks (issue 3, "Limits and faults"): backends created and destroyed many times, and many
+ * problems on one backend, leave no live GPU buffers behind. Every backend runs a real problem (kconv, route,
+ * forward, backward, readback) so each op's temporaries are exercised. The adapter is only touched inside
+ * tests (never at module top level); a missing adapter skips, unless MOBA_REQUIRE names webgpu.
+ */
+import { type Backend, type DeviceTensor, MobaError, hostTensor, uniformSeqlens } from '@moba/core';
+import { isRequired } from '@moba/testkit/vitest';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { type WebGpuBackend, createWebGpuBackend, liveBufferCount } from '../src/index.js';
+
+const T = 16;
+const H = 2;
+const D = 8;
+const W = 3;
+const cfg = { blockSize: 4, topk: 2 };
+const layout = { cuSeqlens: uniformSeqlens(2, T / 2) };
+const data = Float32Array.from({ length: T * H * D }, (_, i) => Math.sin(0.37 * i));
+const weight = Float32Array.from({ length: H * D * W }, (_, i) => 0.1 * Math.cos(i));
+
+/** One small problem through every op; disposes everything it made and returns the output's first values. */
+async function runProblem(b: Backend): Promise<Float32Array> {
+  const made: DeviceTensor[] = [];
+  const own = <X extends DeviceTensor>(t: X): X => (made.push(t), t);
+  const q = own(await b.upload(hostTensor('f32', [T, H, D], data)));
+  const w = own(await b.upload(hostTensor('f32', [H * D, W], weight)));
+  const k = own(await b.kconv(q, w, layout));
+  const r = await b.route(q, k, layout, cfg);
+  try {
+    const f = await b.forward(q, k, q, r, layout, cfg);
+    own(f.out);
+    own(f.lse);
+    const g = await b.backward(q, k, q, f.out, f.lse, q, r, layout, cfg);
+    own(g.dq);
+    own(g.dk);
+    own(g.dv);
+    const kb = await b.kconvBackward(q, w, g.dk, layout);
+    own(kb.dk);
+    own(kb.dw);
+    await b.routingIndices(r);
+    return (await b.download(f.out)).data.slice(0, 4) as Float32Array;
+  } finally {
+    b.dispose(r, ...made);
+  }
+}
+
+describe('webgpu lifecycle', () => {
+  let unavailable: string | null = null;
+  beforeAll(async () => {
+    try {
+      await (await createWebGpuBackend()).destroy();
+    } catch (e) {
+      if (!(e instanceof MobaError && e.code === 'E_DEVICE')) throw e;
+      unavailable = e.message;
+      if (isRequired('webgpu')) throw new Error(`webgpu is required (MOBA_REQUIRE) but unavailable: ${e.message}`);
+    }
+  });
+
+  it('creates and destroys 100 backends, each on its own device, without live-buffer growth', async (t) => {
+    if (unavailable) return t.skip(unavailable);
+    const base = liveBufferCount();
+    let first: Float32Array | null = null;
+    for (let i = 0; i < 100; i++) {
+      const b = await createWebGpuBackend();
+      const out = await runProblem(b);
+      first ??= out;
+      expect(out).toEqual(first); // same answer on every fresh device
+      await b.destroy();
+      expect(b.liveBuffers).toBe(0);
+      expect(liveBufferCount()).toBe(base);
+    }
+  }, 300_000);
+
+  it('runs 100 problems on one backend with dispose: live buffers stay flat; use after destroy is E_DEVICE', async (t) => {
+    if (unavailable) return t.skip(unavailable);
+    const b = await createWebGpuBackend();
+    await runProblem(b); // creates the lazily made placeholders
+    const steady = b.liveBuffers;
+    for (let i = 0; i < 100; i++) {
+      await runProblem(b);
+      expect(b.liveBuffers).toBe(steady);
+    }
+    await b.destroy();
+    expect(b.liveBuffers).toBe(0);
+    await expect(b.upload(hostTensor('f32', [1, 1, 1]))).rejects.toMatchObject({ code: 'E_DEVICE' });
+  }, 300_000);
+
+  it('100 backends on a caller-owned device: destroy() frees their buffers and leaves the device usable', async (t) => {
+    if (unavailable) return t.skip(unavailable);
+    const owner: WebGpuBackend = await createWebGpuBackend();
+    try {
+      const base = liveBufferCount();
+      const expected = await runProblem(owner);
+      for (let i = 0; i < 100; i++) {
+        const b = await createWebGpuBackend({ device: owner.device });
+        const held = await b.upload(hostTensor('f32', [T, H, D], data)); // left for destroy() to free
+        expect(held.shape).toEqual([T, H, D]);
+        expect(await runProblem(b)).toEqual(expected);
+        await b.destroy();
+        expect(b.liveBuffers).toBe(0);
+      }
+      expect(liveBufferCount()).toBe(base + owner.liveBuffers); // only the owner's placeholders remain
+      expect(await runProblem(owner)).toEqual(expected); // the shared device was not destroyed
+    } finally {
+      await owner.destroy();
+    }
+  }, 300_000);
+});
