@@ -159,187 +159,42 @@ MOBA_DTYPES(BACKWARD_ENTRIES)
 // ---------------------------------------------------------------------------------------------------
 // Tensor-core backward (f16/bf16, D = 64 or 128). P and dS are recomputed from lse and Δ, rounded to 16
 // bits only as mma operands (as in FlashAttention); all sums are f32. Deterministic: no float atomics.
-//  dq_tc:   query-major like forward_tc (window.cuh): per key block, gathered chunks of 64 window rows;
-//           a warp owns 16 rows: S = Q·Kᵀ, dP = dO·Vᵀ, P = exp2(S·scale·log2e − lse·log2e),
-//           dS = P ∘ (dP − Δ), dQ += dS·K. The f32 dQ rows live in `acc` (this CTA's rows only).
 //  dkdv_tc: one CTA per (64-key tile of a key block, kv head); a warp owns 16 keys and walks the block's
-//           collected query lists of every query head of the group, 32 rows at a time:
-//           Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, dV += Pᵀ·dO, dK += dSᵀ·Q; written once, dK scaled.
+//           collected query lists of every query head of the group, 32 rows at a time (cp.async double
+//           buffered): Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, dV += Pᵀ·dO, dK += dSᵀ·Q; written once, dK scaled. The same
+//           dS (through shared memory) gives the chunk rows' dQ contribution of this key tile, dS·K, stored
+//           as an f32 partial per (row, routing slot, key tile): K and V are read once per key block.
+//  dq_reduce: a row's partials summed in slot order, then tile order; scaled, stored once.
 #include "mma.cuh"
-#include "window.cuh"
 
 constexpr int TC_WARPS = 4;
-constexpr int CH = TC_WARPS * 16;  // dq: gathered rows per chunk
 constexpr int RC = 32;             // dkdv: gathered rows per chunk
 constexpr int KV_TILE = TC_WARPS * 16;
 
 #ifndef MOBA_NO_HALF
-template <typename T, int D, int KT>
-struct DqSmem {
-  T *q, *dout, *k, *v;
-  float *lse2, *dl;  // per chunk row: lse·log2e, Δ
-  int* row;
-  WindowLists L;
-  __device__ DqSmem(char* p) {
-    q = (T*)p; p += CH * (D + PAD) * sizeof(T);
-    dout = (T*)p; p += CH * (D + PAD) * sizeof(T);
-    k = (T*)p; p += KT * (D + PAD) * sizeof(T);
-    v = (T*)p; p += KT * (D + PAD) * sizeof(T);
-    L.rows = (unsigned short*)p; p += LIST_CAP * sizeof(unsigned short);
-    lse2 = (float*)p; p += CH * sizeof(float);
-    dl = (float*)p; p += CH * sizeof(float);
-    row = (int*)p; p += CH * sizeof(int);
-    L.cursor = (int*)p; p += NBR * sizeof(int);
-    L.start = (int*)p;
-  }
-};
+constexpr int DS_LD = RC + PAD;  // row stride of the dS tile [key][chunk row]
 
-// One warp, one KT-key tile: dQ of its 16 rows += dS·K.
-template <typename T, int D, int KT>
-__device__ __forceinline__ void dq_tile(const DqSmem<T, D, KT>& sm, float (*dq)[4], const int* trow, const float* lse2, const float* dl,
-                                        int kt0, int kend, int causal, float sl2) {
-  const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, cq = lane % 4;
-  constexpr int LD = D + PAD;
-  float s[KT / 8][4], dp[KT / 8][4];
-#pragma unroll
-  for (int n = 0; n < KT / 8; ++n)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) s[n][e] = dp[n][e] = 0.f;
-#pragma unroll
-  for (int kk = 0; kk < D / 16; ++kk) {  // S = Q·Kᵀ, dP = dO·Vᵀ
-    unsigned a[4], ad[4];
-    frag_a(a, sm.q, LD, warp * 16, kk * 16);
-    frag_a(ad, sm.dout, LD, warp * 16, kk * 16);
-#pragma unroll
-    for (int np = 0; np < KT / 16; ++np) {
-      unsigned b[4];
-      frag_b_nk(b, sm.k, LD, np * 16, kk * 16);
-      mma(T(), s[2 * np], a, b);
-      mma(T(), s[2 * np + 1], a, b + 2);
-      frag_b_nk(b, sm.v, LD, np * 16, kk * 16);
-      mma(T(), dp[2 * np], ad, b);
-      mma(T(), dp[2 * np + 1], ad, b + 2);
-    }
-  }
-#pragma unroll
-  for (int n = 0; n < KT / 8; ++n)
-#pragma unroll
-    for (int e = 0; e < 4; ++e) {  // dS (kept in s)
-      const int key = kt0 + n * 8 + 2 * cq + (e & 1), t = trow[e / 2];
-      const bool ok = t >= 0 && key < kend && (!causal || key <= t);
-      const float p = exp2f(s[n][e] * sl2 - lse2[e / 2]);
-      s[n][e] = ok ? p * (dp[n][e] - dl[e / 2]) : 0.f;
-    }
-#pragma unroll
-  for (int kk = 0; kk < KT / 16; ++kk) {  // dQ += dS·K
-    unsigned a[4];
-    a[0] = pack2(T(), s[2 * kk][0], s[2 * kk][1]);
-    a[1] = pack2(T(), s[2 * kk][2], s[2 * kk][3]);
-    a[2] = pack2(T(), s[2 * kk + 1][0], s[2 * kk + 1][1]);
-    a[3] = pack2(T(), s[2 * kk + 1][2], s[2 * kk + 1][3]);
-#pragma unroll
-    for (int np = 0; np < D / 16; ++np) {
-      unsigned b[4];
-      frag_b_kn(b, sm.k, LD, kk * 16, np * 16);
-      mma(T(), dq[2 * np], a, b);
-      mma(T(), dq[2 * np + 1], a, b + 2);
-    }
-  }
-}
-
-template <typename T, int D, int KT>
-__device__ void dq_chunk(const DqSmem<T, D, KT>& sm, const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* dlt,
-                         float* acc, const Window& w, const unsigned short* lrows, int n, int p0, int p1, int Hq, int h, int Hkv, int kvh,
-                         int causal, float sl2) {
-  const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, g = lane / 4, cq = lane % 4;
-  __syncthreads();  // the previous chunk is done with row ids, Q, dO, K and V
-  if (threadIdx.x < CH) {
-    const int lr = threadIdx.x < n ? (int)lrows[threadIdx.x] : -1;
-    sm.row[threadIdx.x] = lr;
-    const i64 rw = (i64)(w.w0 + lr) * Hq + h;
-    sm.lse2[threadIdx.x] = lr >= 0 ? lse[rw] * LOG2E : INFINITY;
-    sm.dl[threadIdx.x] = lr >= 0 ? dlt[rw] : 0.f;
-  }
-  __syncthreads();
-  stage_rows<D>(sm.q, CH, n, q, [&](int r) { return ((i64)(w.w0 + sm.row[r]) * Hq + h) * D; });
-  stage_rows<D>(sm.dout, CH, n, dout, [&](int r) { return ((i64)(w.w0 + sm.row[r]) * Hq + h) * D; });
-  int trow[2];
-  float dq[D / 8][4], l2[2], dl[2];
-  for (int r = 0; r < 2; ++r) {
-    const int cr = warp * 16 + g + 8 * r, lr = sm.row[cr];
-    trow[r] = lr >= 0 ? w.w0 + lr : -1;
-    l2[r] = sm.lse2[cr];
-    dl[r] = sm.dl[cr];
-#pragma unroll
-    for (int nn = 0; nn < D / 8; ++nn) {
-      float2 x = make_float2(0.f, 0.f);
-      if (lr >= 0) x = *reinterpret_cast<const float2*>(acc + ((i64)trow[r] * Hq + h) * D + nn * 8 + 2 * cq);
-      dq[nn][2 * r] = x.x;
-      dq[nn][2 * r + 1] = x.y;
-    }
-  }
-  for (int kt0 = p0; kt0 < p1; kt0 += KT) {
-    const int nk = min(KT, p1 - kt0);
-    __syncthreads();  // Q, dO staged; the previous tile's K, V are no longer read
-    stage_rows<D>(sm.k, KT, nk, k, [&](int r) { return ((i64)(kt0 + r) * Hkv + kvh) * D; });
-    stage_rows<D>(sm.v, KT, nk, v, [&](int r) { return ((i64)(kt0 + r) * Hkv + kvh) * D; });
-    __syncthreads();
-    dq_tile<T, D, KT>(sm, dq, trow, l2, dl, kt0, p1, causal, sl2);
-  }
-  for (int r = 0; r < 2; ++r) {
-    if (trow[r] < 0) continue;
-#pragma unroll
-    for (int nn = 0; nn < D / 8; ++nn)
-      *reinterpret_cast<float2*>(acc + ((i64)trow[r] * Hq + h) * D + nn * 8 + 2 * cq) = make_float2(dq[nn][2 * r], dq[nn][2 * r + 1]);
-  }
-}
-
-template <typename T, int D, int KT>
-__device__ void dq_tc(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* dlt, const int* indices, T* dqo,
-                      float* acc, const int* cu, const int* win_base, int nseq, int Hq, int Hkv, int B, int topk, int causal, float scale,
-                      int BQ) {
-  extern __shared__ __align__(16) char smem_raw[];
-  const DqSmem<T, D, KT> sm(smem_raw);
-  const Window w = window_of(cu, win_base, nseq, BQ);
-  const int h = blockIdx.y, kvh = h / (Hq / Hkv);
-  const float sl2 = scale * LOG2E;
-  for (int i = threadIdx.x; i < w.nrows * (D / 4); i += blockDim.x) {
-    const int r = i / (D / 4), c = (i - r * (D / 4)) * 4;
-    *reinterpret_cast<float4*>(acc + ((i64)(w.w0 + r) * Hq + h) * D + c) = make_float4(0.f, 0.f, 0.f, 0.f);
-  }
-  const int nb = window_blocks(w, B, causal);
-  for (int j0 = 0; j0 < nb; j0 += NBR) {
-    build_lists(sm.L, indices, w, Hq, h, topk, j0);
-    for (int jj = 0; jj < NBR && j0 + jj < nb; ++jj) {
-      const int b0 = sm.L.start[jj], cnt = sm.L.start[jj + 1] - b0;
-      if (cnt == 0) continue;  // uniform
-      const int p0 = w.s0 + (j0 + jj) * B, p1 = min(p0 + B, w.s1);
-      for (int c0 = 0; c0 < cnt; c0 += CH)
-        dq_chunk<T, D, KT>(sm, q, k, v, dout, lse, dlt, acc, w, sm.L.rows + b0 + c0, min(CH, cnt - c0), p0, p1, Hq, h, Hkv, kvh, causal, sl2);
-    }
-  }
-  __syncthreads();
-  for (int i = threadIdx.x; i < w.nrows * (D / 4); i += blockDim.x) {
-    const int r = i / (D / 4), c = (i - r * (D / 4)) * 4;
-    const i64 o = ((i64)(w.w0 + r) * Hq + h) * D + c;
-    const float4 x = *reinterpret_cast<const float4*>(acc + o);
-    st(dqo, o, x.x * scale); st(dqo, o + 1, x.y * scale); st(dqo, o + 2, x.z * scale); st(dqo, o + 3, x.w * scale);
-  }
-}
-
+// dkdv_tc's shared memory as seen while working on chunk buffer `b` (0 or 1): K, V and the dS tile are
+// shared; the chunk's Q, dO and per-row values are double-buffered so that the next chunk loads (cp.async)
+// while this one is computed.
 template <typename T, int D>
 struct DkdvSmem {
-  T *k, *v, *q, *dout;
+  T *k, *v, *ds, *q, *dout;
   float *lse2, *dl;
-  int* tok;  // chunk row -> token (-1: padding)
-  __device__ DkdvSmem(char* p) {
+  int* tok;   // chunk row -> token (-1: padding)
+  int* slot;  // chunk row -> position of this key block in the row's routing indices (its dQ partial)
+  static constexpr int BUF = 2 * RC * (D + PAD) * sizeof(T) + 4 * RC * sizeof(int);  // bytes of one chunk buffer
+  __device__ DkdvSmem(char* p, int b) {
     k = (T*)p; p += KV_TILE * (D + PAD) * sizeof(T);
     v = (T*)p; p += KV_TILE * (D + PAD) * sizeof(T);
+    ds = (T*)p; p += KV_TILE * DS_LD * sizeof(T);
+    p += b * BUF;
     q = (T*)p; p += RC * (D + PAD) * sizeof(T);
     dout = (T*)p; p += RC * (D + PAD) * sizeof(T);
     lse2 = (float*)p; p += RC * sizeof(float);
     dl = (float*)p; p += RC * sizeof(float);
-    tok = (int*)p;
+    tok = (int*)p; p += RC * sizeof(int);
+    slot = (int*)p;
   }
 };
 
@@ -347,7 +202,7 @@ struct DkdvSmem {
 template <typename T, int D>
 __device__ __forceinline__ void dkdv_rows(const DkdvSmem<T, D>& sm, float (*dk)[4], float (*dv)[4], const int* key, int kend, int causal,
                                           float sl2) {
-  const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, cq = lane % 4;
+  const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, g = lane / 4, cq = lane % 4;
   constexpr int LD = D + PAD;
   float s[RC / 8][4], dp[RC / 8][4];
 #pragma unroll
@@ -391,6 +246,13 @@ __device__ __forceinline__ void dkdv_rows(const DkdvSmem<T, D>& sm, float (*dk)[
     ad[1] = pack2(T(), dp[2 * kk][2], dp[2 * kk][3]);
     ad[2] = pack2(T(), dp[2 * kk + 1][0], dp[2 * kk + 1][1]);
     ad[3] = pack2(T(), dp[2 * kk + 1][2], dp[2 * kk + 1][3]);
+    {  // dS, rounded as the mma operand, also to shared memory for dQ (dq_partial)
+      T* d = sm.ds + (warp * 16 + g) * DS_LD + kk * 16 + 2 * cq;
+      *reinterpret_cast<unsigned*>(d) = ad[0];
+      *reinterpret_cast<unsigned*>(d + 8 * DS_LD) = ad[1];
+      *reinterpret_cast<unsigned*>(d + 8) = ad[2];
+      *reinterpret_cast<unsigned*>(d + 8 * DS_LD + 8) = ad[3];
+    }
 #pragma unroll
     for (int np = 0; np < D / 16; ++np) {
       unsigned b[4];
@@ -404,43 +266,89 @@ __device__ __forceinline__ void dkdv_rows(const DkdvSmem<T, D>& sm, float (*dk)[
   }
 }
 
-// Stages chunk rows [c0, c0 + n) of a collected list: tokens, lse·log2e, Δ, then Q (zero for a NaN row,
-// so its 0-weighted pairs cannot spread NaN to keys it does not attend) and dO.
+// dQ of the chunk's RC rows from this CTA's key tile, dQ_part = dS·K (unscaled), once every warp has put
+// its dS into sm.ds; warp w computes columns [w·D/4, (w + 1)·D/4) of all RC rows and stores them, f32,
+// as the partial of (row, slot of this key block, key tile `sub`). Each partial has one writer;
+// dq_reduce sums them in a fixed order.
 template <typename T, int D>
-__device__ void dkdv_stage(const DkdvSmem<T, D>& sm, const T* q, const T* dout, const float* lse, const float* dlt, const int* list, int n,
-                           int Hq, int h) {
-  __syncthreads();  // the previous chunk is no longer read
+__device__ __forceinline__ void dq_partial(const DkdvSmem<T, D>& sm, float* part, int Hs, int hl, int topk, int nsub, int sub) {
+  constexpr int LD = D + PAD, NW = D / TC_WARPS;  // columns per warp
+  const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, g = lane / 4, cq = lane % 4;
+  __syncthreads();  // sm.ds is complete
+  float acc[RC / 16][NW / 8][4];
+#pragma unroll
+  for (int m = 0; m < RC / 16; ++m)
+#pragma unroll
+    for (int n = 0; n < NW / 8; ++n)
+#pragma unroll
+      for (int e = 0; e < 4; ++e) acc[m][n][e] = 0.f;
+#pragma unroll
+  for (int kk = 0; kk < KV_TILE / 16; ++kk) {
+    unsigned a[RC / 16][4];
+#pragma unroll
+    for (int m = 0; m < RC / 16; ++m)  // A = dSᵀ: sm.ds is [key][row], so a transposed load
+      ldsm_x4_t(a[m], sm.ds + (kk * 16 + (lane / 16) * 8 + lane % 8) * DS_LD + m * 16 + ((lane / 8) % 2) * 8);
+#pragma unroll
+    for (int np = 0; np < NW / 16; ++np) {
+      unsigned b[4];
+      frag_b_kn(b, sm.k, LD, kk * 16, warp * NW + np * 16);
+#pragma unroll
+      for (int m = 0; m < RC / 16; ++m) {
+        mma(T(), acc[m][2 * np], a[m], b);
+        mma(T(), acc[m][2 * np + 1], a[m], b + 2);
+      }
+    }
+  }
+#pragma unroll
+  for (int m = 0; m < RC / 16; ++m)
+#pragma unroll
+    for (int r = 0; r < 2; ++r) {
+      const int row = m * 16 + g + 8 * r, t = sm.tok[row];
+      if (t < 0) continue;
+      float* o = part + ((((i64)t * Hs + hl) * topk + sm.slot[row]) * nsub + sub) * D + warp * NW + 2 * cq;
+#pragma unroll
+      for (int n = 0; n < NW / 8; ++n) *reinterpret_cast<float2*>(o + n * 8) = make_float2(acc[m][n][2 * r], acc[m][n][2 * r + 1]);
+    }
+}
+
+// Starts loading chunk rows [0, n) of a collected list into a chunk buffer: tokens, slots, lse·log2e and Δ
+// by plain stores; Q (zero for a NaN row, so its 0-weighted pairs cannot spread NaN to keys it does not
+// attend) and dO by cp.async, committed as one group. Visible after cp_async_wait and a barrier.
+template <typename T, int D>
+__device__ void dkdv_issue(const DkdvSmem<T, D>& sm, const T* q, const T* dout, const float* lse, const float* dlt, const int* list, int n,
+                           int Hq, int h, const int* indices, int topk, int jl) {
   if (threadIdx.x < RC) {
     const int t = threadIdx.x < n ? list[threadIdx.x] : -1;
     const i64 rw = (i64)t * Hq + h;
+    int p = 0;
+#pragma unroll 8
+    for (int i = 0; i < topk; ++i)
+      if (t >= 0 && indices[rw * topk + i] == jl) p = i;
+    sm.slot[threadIdx.x] = p;
     sm.tok[threadIdx.x] = t;
     sm.lse2[threadIdx.x] = t >= 0 ? lse[rw] * LOG2E : INFINITY;
     sm.dl[threadIdx.x] = t >= 0 ? dlt[rw] : 0.f;
   }
-  __syncthreads();
   constexpr int V = D / 8;
   for (int i = threadIdx.x; i < RC * V; i += blockDim.x) {
     const int r = i / V, c = (i - r * V) * 8;
-    uint4 x = make_uint4(0u, 0u, 0u, 0u), y = x;
-    if (r < n) {
-      const i64 o = ((i64)sm.tok[r] * Hq + h) * D + c;
-      if (sm.lse2[r] == sm.lse2[r]) x = *reinterpret_cast<const uint4*>(q + o);
-      y = *reinterpret_cast<const uint4*>(dout + o);
-    }
-    *reinterpret_cast<uint4*>(sm.q + r * (D + PAD) + c) = x;
-    *reinterpret_cast<uint4*>(sm.dout + r * (D + PAD) + c) = y;
+    const int t = r < n ? list[r] : -1;
+    const i64 o = t >= 0 ? ((i64)t * Hq + h) * D + c : 0;
+    const float l = t >= 0 ? lse[(i64)t * Hq + h] : 0.f;
+    cp_async16(sm.q + r * (D + PAD) + c, q + o, t >= 0 && l == l);
+    cp_async16(sm.dout + r * (D + PAD) + c, dout + o, t >= 0);
   }
-  __syncthreads();
+  cp_async_commit();
 }
 
 template <typename T, int D>
 __device__ void dkdv_tc(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* dlt, const int* offsets,
-                        const int* rows, T* dko, T* dvo, const int* cu, const int* block_base, int nseq, int Hq, int Hkv, int B, int NB,
-                        int causal, float scale, int nsub) {
+                        const int* rows, T* dko, T* dvo, const int* indices, float* part, const int* cu, const int* block_base, int nseq,
+                        int Hq, int Hkv, int B, int NB, int topk, int causal, float scale, int nsub, int kv0) {
   extern __shared__ __align__(16) char smem_raw[];
-  const DkdvSmem<T, D> sm(smem_raw);
+  const DkdvSmem<T, D> sm(smem_raw, 0);
   const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, g = lane / 4, cq = lane % 4;
-  const int kvh = blockIdx.y, G = Hq / Hkv;
+  const int kvh = kv0 + blockIdx.y, G = Hq / Hkv, Hs = gridDim.y * G;  // this launch's kv heads: [kv0, kv0 + gridDim.y)
   const int gb = blockIdx.x / nsub, sub = blockIdx.x - gb * nsub, s = upper_index(block_base, nseq, gb);
   const int bstart = cu[s] + (gb - block_base[s]) * B, bend = min(bstart + B, cu[s + 1]);
   const int k0 = bstart + sub * KV_TILE, k1 = min(k0 + KV_TILE, bend);
@@ -454,12 +362,29 @@ __device__ void dkdv_tc(const T* q, const T* k, const T* v, const T* dout, const
 #pragma unroll
     for (int e = 0; e < 4; ++e) dk[n][e] = dv[n][e] = 0.f;
   const float sl2 = scale * LOG2E;
-  for (int h = kvh * G; h < (kvh + 1) * G; ++h) {
-    const int lb = offsets[(i64)h * NB + gb], le = offsets[(i64)h * NB + gb + 1];
-    for (int c0 = lb; c0 < le; c0 += RC) {
-      dkdv_stage<T, D>(sm, q, dout, lse, dlt, rows + c0, min(RC, le - c0), Hq, h);
-      dkdv_rows<T, D>(sm, dk, dv, key, k1, causal, sl2);
+  // the chunks: every query head of the group, its list for this block in RC-row pieces; chunk i + 1 loads
+  // into the other buffer while chunk i is computed
+  const int hend = (kvh + 1) * G, jl = gb - block_base[s];
+  int h = kvh * G, c0 = offsets[(i64)h * NB + gb], le = offsets[(i64)h * NB + gb + 1];
+  auto next = [&](int& hh, int& cc, int& ee) {  // first non-empty chunk at or after (hh, cc)
+    while (hh < hend && cc >= ee) {
+      if (++hh < hend) { cc = offsets[(i64)hh * NB + gb]; ee = offsets[(i64)hh * NB + gb + 1]; }
     }
+  };
+  next(h, c0, le);
+  if (h < hend) dkdv_issue<T, D>(sm, q, dout, lse, dlt, rows + c0, min(RC, le - c0), Hq, h, indices, topk, jl);
+  for (int b = 0; h < hend; b ^= 1) {
+    const DkdvSmem<T, D> cur(smem_raw, b), nxt(smem_raw, b ^ 1);
+    int hn = h, cn = c0 + RC, en = le;
+    next(hn, cn, en);
+    if (hn < hend) dkdv_issue<T, D>(nxt, q, dout, lse, dlt, rows + cn, min(RC, en - cn), Hq, hn, indices, topk, jl);
+    else cp_async_commit();  // an empty group keeps the count
+    cp_async_wait<1>();  // this chunk's group is complete (the next one may still be in flight)
+    __syncthreads();     // ... for every thread; K, V (first chunk) and the plain stores too
+    dkdv_rows<T, D>(cur, dk, dv, key, k1, causal, sl2);
+    dq_partial<T, D>(cur, part, Hs, h - kv0 * G, topk, nsub, sub);
+    __syncthreads();  // buffer b and the dS tile are no longer read
+    h = hn; c0 = cn; le = en;
   }
   for (int r = 0; r < 2; ++r) {
     if (key[r] >= k1) continue;
@@ -472,19 +397,61 @@ __device__ void dkdv_tc(const T* q, const T* k, const T* v, const T* dout, const
   }
 }
 
+// dQ of query heads [h0, h0 + Hs) from the partials of dkdv_tc: per (row, head), the sum over the routing
+// slots in order and, within a slot, over the key tiles of that block in order; scaled, stored once.
+template <typename T>
+__device__ void dq_reduce(const float* part, const int* indices, T* dqo, const int* cu, int nseq, i64 T_, int Hq, int h0, int Hs, int D,
+                          int B, int topk, int nsub, float scale) {
+  const int C4 = D / 4;
+  const i64 n = T_ * Hs * C4;
+  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+    const int c = (int)(i % C4) * 4;
+    const i64 rest = i / C4, t = rest / Hs;
+    const int hl = (int)(rest - t * Hs), s = upper_index(cu, nseq, t), len = cu[s + 1] - cu[s];
+    const i64 rw = t * Hq + h0 + hl;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int p0 = 0; p0 < topk; p0 += 8) {  // 8 slots at a time: their loads are issued together
+      int tiles[8];
+      float4 x[8][2];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        const int j = p0 + u < topk ? indices[rw * topk + p0 + u] : -1;
+        tiles[u] = j < 0 ? 0 : (min(B, len - j * B) + KV_TILE - 1) / KV_TILE;
+      }
+#pragma unroll
+      for (int u = 0; u < 8; ++u)
+#pragma unroll
+        for (int sub = 0; sub < 2; ++sub)
+          x[u][sub] = sub < tiles[u] ? *reinterpret_cast<const float4*>(part + (((t * Hs + hl) * topk + p0 + u) * nsub + sub) * D + c)
+                                     : make_float4(0.f, 0.f, 0.f, 0.f);
+#pragma unroll
+      for (int u = 0; u < 8; ++u)
+        for (int sub = 0; sub < tiles[u]; ++sub) {  // slot order, then tile order: fixed
+          const float4 y = sub < 2 ? x[u][sub] : *reinterpret_cast<const float4*>(part + (((t * Hs + hl) * topk + p0 + u) * nsub + sub) * D + c);
+          acc.x += y.x; acc.y += y.y; acc.z += y.z; acc.w += y.w;
+        }
+    }
+    const i64 o = rw * D + c;
+    st(dqo, o, acc.x * scale); st(dqo, o + 1, acc.y * scale); st(dqo, o + 2, acc.z * scale); st(dqo, o + 3, acc.w * scale);
+  }
+}
+
+#define DQ_REDUCE_ENTRY(N, T)                                                                                          \
+  extern "C" __global__ void dq_reduce_##N(const float* part, const int* indices, T* dqo, const int* cu, int nseq,     \
+                                           long long T_, int Hq, int h0, int Hs, int D, int B, int topk, int nsub,      \
+                                           float scale) {                                                               \
+    dq_reduce<T>(part, indices, dqo, cu, nseq, T_, Hq, h0, Hs, D, B, topk, nsub, scale);                               \
+  }
+DQ_REDUCE_ENTRY(f16, __half)
+DQ_REDUCE_ENTRY(bf16, __nv_bfloat16)
+
 #define BACKWARD_TC_ENTRIES(N, T, D)                                                                                         \
-  extern "C" __global__ void __launch_bounds__(TC_WARPS * WARP) dq_tc_d##D##_##N(                                            \
-      const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* dlt, const int* indices, T* dqo,     \
-      float* acc, const int* cu, const int* win_base, int nseq, int Hq, int Hkv, int B, int topk, int causal, float scale,   \
-      int BQ) {                                                                                                              \
-    dq_tc<T, D, 32>(q, k, v, dout, lse, dlt, indices, dqo, acc, cu, win_base, nseq, Hq, Hkv, B, topk, causal, scale, BQ);    \
-  }                                                                                                                          \
   extern "C" __global__ void __launch_bounds__(TC_WARPS * WARP) dkdv_tc_d##D##_##N(                                          \
       const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* dlt, const int* offsets,             \
-      const int* rows, T* dko, T* dvo, const int* cu, const int* block_base, int nseq, int Hq, int Hkv, int B, int NB,       \
-      int causal, float scale, int nsub) {                                                                                   \
-    dkdv_tc<T, D>(q, k, v, dout, lse, dlt, offsets, rows, dko, dvo, cu, block_base, nseq, Hq, Hkv, B, NB, causal, scale,     \
-                  nsub);                                                                                                     \
+      const int* rows, T* dko, T* dvo, const int* indices, float* part, const int* cu, const int* block_base, int nseq,      \
+      int Hq, int Hkv, int B, int NB, int topk, int causal, float scale, int nsub, int kv0) {                                \
+    dkdv_tc<T, D>(q, k, v, dout, lse, dlt, offsets, rows, dko, dvo, indices, part, cu, block_base, nseq, Hq, Hkv, B, NB,     \
+                  topk, causal, scale, nsub, kv0);                                                                           \
   }
 BACKWARD_TC_ENTRIES(f16, __half, 64)
 BACKWARD_TC_ENTRIES(f16, __half, 128)

@@ -113,7 +113,7 @@ struct FwdSmem {
 // One warp, one KT-key tile: the online-softmax update of its 16 rows (o, m, l in registers).
 // keys [kt0, kt0 + KT) of the tile, valid below kend; trow[0..1]: token of rows g and g + 8 (-1: padding).
 template <typename T, int D, int KT>
-__device__ __forceinline__ void fwd_tile(const FwdSmem<T, D, KT>& sm, float (*o)[4], float* m, float* l, const int* trow, int kt0,
+__device__ __forceinline__ void fwd_tile(const T* sq, const T* sk, const T* sv, float (*o)[4], float* m, float* l, const int* trow, int kt0,
                                          int kend, int causal, float sl2) {
   const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, cq = lane % 4;
   constexpr int LD = D + PAD;
@@ -123,11 +123,11 @@ __device__ __forceinline__ void fwd_tile(const FwdSmem<T, D, KT>& sm, float (*o)
 #pragma unroll
   for (int kk = 0; kk < D / 16; ++kk) {  // S = Q·Kᵀ
     unsigned a[4];
-    frag_a(a, sm.q, LD, warp * 16, kk * 16);
+    frag_a(a, sq, LD, warp * 16, kk * 16);
 #pragma unroll
     for (int np = 0; np < KT / 16; ++np) {
       unsigned b[4];
-      frag_b_nk(b, sm.k, LD, np * 16, kk * 16);
+      frag_b_nk(b, sk, LD, np * 16, kk * 16);
       mma(T(), s[2 * np], a, b);
       mma(T(), s[2 * np + 1], a, b + 2);
     }
@@ -172,7 +172,7 @@ __device__ __forceinline__ void fwd_tile(const FwdSmem<T, D, KT>& sm, float (*o)
 #pragma unroll
     for (int np = 0; np < D / 16; ++np) {
       unsigned b[4];
-      frag_b_kn(b, sm.v, LD, kk * 16, np * 16);
+      frag_b_kn(b, sv, LD, kk * 16, np * 16);
       mma(T(), o[2 * np], a, b);
       mma(T(), o[2 * np + 1], a, b + 2);
     }
@@ -209,7 +209,7 @@ __device__ void fwd_chunk(const FwdSmem<T, D, KT>& sm, const T* q, const T* k, c
     stage_rows<D>(sm.k, KT, nk, k, [&](int r) { return ((i64)(kt0 + r) * Hkv + kvh) * D; });
     stage_rows<D>(sm.v, KT, nk, v, [&](int r) { return ((i64)(kt0 + r) * Hkv + kvh) * D; });
     __syncthreads();
-    fwd_tile<T, D, KT>(sm, o, m, l, trow, kt0, p1, causal, sl2);
+    fwd_tile<T, D, KT>(sm.q, sm.k, sm.v, o, m, l, trow, kt0, p1, causal, sl2);
   }
   for (int r = 0; r < 2; ++r) {
     if (lr[r] < 0) continue;
@@ -259,6 +259,167 @@ __device__ void forward_tc(const T* q, const T* k, const T* v, const int* indice
     lse[(i64)(w.w0 + r) * Hq + h] = L > 0.f ? (sm.m[r] + log2f(L)) * LN2 : (L == 0.f ? -INFINITY : NAN);
   }
 }
+
+// ---------------------------------------------------------------------------------------------------
+// Key-major forward (forward_kv + forward_reduce), used when a whole key block fits in shared memory.
+// One CTA per (key block, kv head) stages the block's K and V once, then walks the block's collected
+// query lists (every query head of the group) in chunks of CH rows: a warp owns 16 rows and runs the
+// online softmax over the block's 64-key tiles (fwd_tile). The unnormalised O and its (m, l), in log2
+// units, are stored as the partial of (row, routing slot of this block): every partial has one writer.
+// forward_reduce merges a row's partials in slot order (fixed, so deterministic): M = max m, weights
+// 2^(m - M), out = Σ w·O / Σ w·l, lse = (M + log2 Σ w·l)·ln 2. A row's K/V are read once per block
+// instead of once per (query window, block) as in forward_tc.
+template <typename T, int D>
+struct FkvSmem {  // as seen while working on chunk buffer b (0 or 1): K and V shared, Q and row data double-buffered
+  T *k, *v, *q;
+  int *tok, *slot;  // chunk row -> token (-1: padding), position of this block in the row's indices
+  static constexpr int BUF = CH * (D + PAD) * sizeof(T) + 2 * CH * sizeof(int);
+  __device__ FkvSmem(char* p, int nkeys, int b) {
+    k = (T*)p; p += nkeys * (D + PAD) * sizeof(T);
+    v = (T*)p; p += nkeys * (D + PAD) * sizeof(T);
+    p += b * BUF;
+    q = (T*)p; p += CH * (D + PAD) * sizeof(T);
+    tok = (int*)p; p += CH * sizeof(int);
+    slot = (int*)p;
+  }
+};
+
+// Starts loading chunk rows [0, n) of a collected list into a chunk buffer: tokens and slots by plain
+// stores, Q by cp.async (one committed group). Visible after cp_async_wait and a barrier.
+template <typename T, int D>
+__device__ void fkv_issue(const FkvSmem<T, D>& sm, const T* q, const int* indices, const int* list, int n, int Hq, int h, int topk, int jl) {
+  if (threadIdx.x < CH) {
+    const int t = threadIdx.x < n ? list[threadIdx.x] : -1;
+    int p = 0;
+#pragma unroll 8
+    for (int i = 0; i < topk; ++i)
+      if (t >= 0 && indices[((i64)t * Hq + h) * topk + i] == jl) p = i;
+    sm.tok[threadIdx.x] = t;
+    sm.slot[threadIdx.x] = p;
+  }
+  constexpr int V = D / 8;
+  for (int i = threadIdx.x; i < CH * V; i += blockDim.x) {
+    const int r = i / V, c = (i - r * V) * 8;
+    const int t = r < n ? list[r] : -1;
+    cp_async16(sm.q + r * (D + PAD) + c, q + (t >= 0 ? ((i64)t * Hq + h) * D + c : 0), t >= 0);
+  }
+  cp_async_commit();
+}
+
+template <typename T, int D>
+__device__ void forward_kv(const T* q, const T* k, const T* v, const int* indices, const int* offsets, const int* rows, float* part,
+                           float* part_ml, const int* cu, const int* block_base, int nseq, int Hq, int Hkv, int B, int NB, int topk,
+                           int causal, float scale, int kv0) {
+  constexpr int KT = 64, LD = D + PAD;
+  const int nkeys = (B + KT - 1) / KT * KT;
+  extern __shared__ __align__(16) char smem_raw[];
+  const FkvSmem<T, D> sm(smem_raw, nkeys, 0);
+  const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, g = lane / 4, cq = lane % 4;
+  const int gb = blockIdx.x, kvh = kv0 + blockIdx.y, G = Hq / Hkv, Hs = gridDim.y * G;
+  const int s = upper_index(block_base, nseq, gb), jl = gb - block_base[s];
+  const int bstart = cu[s] + jl * B, bend = min(bstart + B, cu[s + 1]);
+  const float sl2 = scale * LOG2E;
+  stage_rows<D>(sm.k, nkeys, bend - bstart, k, [&](int r) { return ((i64)(bstart + r) * Hkv + kvh) * D; });
+  stage_rows<D>(sm.v, nkeys, bend - bstart, v, [&](int r) { return ((i64)(bstart + r) * Hkv + kvh) * D; });
+  // the chunks: every query head of the group, its list for this block in CH-row pieces; chunk i + 1 loads
+  // into the other buffer while chunk i is computed
+  const int hend = (kvh + 1) * G;
+  int h = kvh * G, c0 = offsets[(i64)h * NB + gb], le = offsets[(i64)h * NB + gb + 1];
+  auto next = [&](int& hh, int& cc, int& ee) {  // first non-empty chunk at or after (hh, cc)
+    while (hh < hend && cc >= ee) {
+      if (++hh < hend) { cc = offsets[(i64)hh * NB + gb]; ee = offsets[(i64)hh * NB + gb + 1]; }
+    }
+  };
+  next(h, c0, le);
+  if (h < hend) fkv_issue<T, D>(sm, q, indices, rows + c0, min(CH, le - c0), Hq, h, topk, jl);
+  for (int b = 0; h < hend; b ^= 1) {
+    const FkvSmem<T, D> cur(smem_raw, nkeys, b), nxt(smem_raw, nkeys, b ^ 1);
+    int hn = h, cn = c0 + CH, en = le;
+    next(hn, cn, en);
+    if (hn < hend) fkv_issue<T, D>(nxt, q, indices, rows + cn, min(CH, en - cn), Hq, hn, topk, jl);
+    else cp_async_commit();  // an empty group keeps the count
+    cp_async_wait<1>();  // this chunk's group is complete (the next one may still be in flight)
+    __syncthreads();     // ... for every thread; K, V (first chunk) and the plain stores too
+    const int trow[2] = {cur.tok[warp * 16 + g], cur.tok[warp * 16 + g + 8]};
+    float o[D / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
+#pragma unroll
+    for (int nn = 0; nn < D / 8; ++nn) o[nn][0] = o[nn][1] = o[nn][2] = o[nn][3] = 0.f;
+    for (int kt0 = bstart; kt0 < bend; kt0 += KT)
+      fwd_tile<T, D, KT>(cur.q, sm.k + (kt0 - bstart) * LD, sm.v + (kt0 - bstart) * LD, o, m, l, trow, kt0, bend, causal, sl2);
+    for (int r = 0; r < 2; ++r) {
+      const int t = trow[r];
+      if (t < 0) continue;
+      const i64 pr = ((i64)t * Hs + (h - kv0 * G)) * topk + cur.slot[warp * 16 + g + 8 * r];
+      if (cq == 0) *reinterpret_cast<float2*>(part_ml + pr * 2) = make_float2(m[r], l[r]);
+#pragma unroll
+      for (int nn = 0; nn < D / 8; ++nn)
+        *reinterpret_cast<float2*>(part + pr * D + nn * 8 + 2 * cq) = make_float2(o[nn][2 * r], o[nn][2 * r + 1]);
+    }
+    __syncthreads();  // buffer b is no longer read
+    h = hn; c0 = cn; le = en;
+  }
+}
+
+// out and lse of query heads [h0, h0 + Hs) from forward_kv's partials; one thread per 4 channels of a row.
+template <typename T>
+__device__ void forward_reduce(const float* part, const float* part_ml, const int* indices, T* out, float* lse, i64 T_, int Hq, int h0,
+                               int Hs, int D, int topk) {
+  const int C4 = D / 4;
+  const i64 n = T_ * Hs * C4;
+  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+    const int c = (int)(i % C4) * 4;
+    const i64 rest = i / C4, t = rest / Hs;
+    const int hl = (int)(rest - t * Hs);
+    const i64 rw = t * Hq + h0 + hl, pr0 = (t * Hs + hl) * topk;
+    float M = -INFINITY;
+    for (int p = 0; p < topk; ++p)
+      if (indices[rw * topk + p] >= 0) M = fmaxf(M, part_ml[(pr0 + p) * 2]);
+    const float mu = safe_max(M);
+    float L = 0.f;
+    float4 acc = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int p0 = 0; p0 < topk; p0 += 8) {  // 8 slots at a time: their loads are issued together
+      float2 ml[8];
+      float4 x[8];
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        const bool ok = p0 + u < topk && indices[rw * topk + p0 + u] >= 0;
+        ml[u] = ok ? *reinterpret_cast<const float2*>(part_ml + (pr0 + p0 + u) * 2) : make_float2(-INFINITY, 0.f);
+        x[u] = ok ? *reinterpret_cast<const float4*>(part + (pr0 + p0 + u) * D + c) : make_float4(0.f, 0.f, 0.f, 0.f);
+      }
+#pragma unroll
+      for (int u = 0; u < 8; ++u) {
+        if (ml[u].x == -INFINITY && ml[u].y == 0.f) continue;  // an unused slot (or a block with no visible key)
+        const float w = exp2f(ml[u].x - mu);
+        L += w * ml[u].y;
+        acc.x += w * x[u].x; acc.y += w * x[u].y; acc.z += w * x[u].z; acc.w += w * x[u].w;
+      }
+    }
+    const float inv = L > 0.f ? 1.f / L : (L == 0.f ? 0.f : NAN);
+    const i64 o = rw * D + c;
+    st(out, o, acc.x * inv); st(out, o + 1, acc.y * inv); st(out, o + 2, acc.z * inv); st(out, o + 3, acc.w * inv);
+    if (c == 0) lse[rw] = L > 0.f ? (M + log2f(L)) * LN2 : (L == 0.f ? -INFINITY : NAN);
+  }
+}
+
+#define FORWARD_KV_ENTRIES(N, T, D)                                                                                     \
+  extern "C" __global__ void __launch_bounds__(TC_WARPS * WARP) forward_kv_d##D##_##N(                                  \
+      const T* q, const T* k, const T* v, const int* indices, const int* offsets, const int* rows, float* part,          \
+      float* part_ml, const int* cu, const int* block_base, int nseq, int Hq, int Hkv, int B, int NB, int topk,          \
+      int causal, float scale, int kv0) {                                                                              \
+    forward_kv<T, D>(q, k, v, indices, offsets, rows, part, part_ml, cu, block_base, nseq, Hq, Hkv, B, NB, topk, causal, \
+                     scale, kv0);                                                                                      \
+  }
+FORWARD_KV_ENTRIES(f16, __half, 64)
+FORWARD_KV_ENTRIES(f16, __half, 128)
+FORWARD_KV_ENTRIES(bf16, __nv_bfloat16, 64)
+FORWARD_KV_ENTRIES(bf16, __nv_bfloat16, 128)
+#define FORWARD_REDUCE_ENTRY(N, T)                                                                                     \
+  extern "C" __global__ void forward_reduce_##N(const float* part, const float* part_ml, const int* indices, T* out,    \
+                                                float* lse, long long T_, int Hq, int h0, int Hs, int D, int topk) {    \
+    forward_reduce<T>(part, part_ml, indices, out, lse, T_, Hq, h0, Hs, D, topk);                                     \
+  }
+FORWARD_REDUCE_ENTRY(f16, __half)
+FORWARD_REDUCE_ENTRY(bf16, __nv_bfloat16)
 
 #define FORWARD_TC_ENTRY(N, T, D)                                                                                        \
   extern "C" __global__ void __launch_bounds__(TC_WARPS * WARP) forward_tc_d##D##_##N(                                   \

@@ -75,6 +75,15 @@ __device__ __forceinline__ void frag_b_kn(unsigned* b, const T* s, int ld, int k
   ldsm_x4_t(b, s + (k0 + l % 8 + ((l / 8) % 2) * 8) * ld + n0 + (l / 16) * 8);
 }
 
+// Asynchronous 16-byte global -> shared copy (sm_80 cp.async); `valid` false writes 16 zero bytes instead
+// (src-size 0: nothing is read). Groups: commit after a batch, wait until at most N groups are pending.
+__device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0) : "memory");
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+template <int N>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
+
 // Copies `n` rows of D 16-bit elements into a shared tile of `rows` rows (rows past n are zero):
 // row r comes from src + row_off(r) elements. 16-byte vectors; D is a multiple of 8.
 template <int D, typename T, typename RowOff>

@@ -7,6 +7,7 @@
 // centroid tile: the tile is complete before anyone reads it and nobody still reads it when the next
 // one is written. Exact and deterministic: every score is one fixed-order f32 dot product.
 #include "common.cuh"
+#include "mma.cuh"
 using namespace moba;
 
 constexpr int ROUTE_ROWS = 16;  // query rows per CTA
@@ -116,3 +117,176 @@ __device__ void route(const T* q, const float* cent, int* indices, const int* cu
     route<T>(q, cent, indices, cu, block_base, tile_base, nseq, Hq, Hkv, D, B, topk, causal, ct);                  \
   }
 MOBA_DTYPES(ROUTE_ENTRY)
+
+#ifndef MOBA_NO_HALF
+// ---------------------------------------------------------------------------------------------------
+// Tensor-core router (f16 / bf16 queries, D 64 or 128).
+//
+// Exactness: the queries are already 16-bit, so only the f32 centroids need care. centroid_split writes
+// each centroid as c = hi + lo · 2^-SHIFT with hi, lo in the query dtype (lo pre-scaled so that f16's
+// narrow exponent range does not flush it); a score is two m16n8k16 MMAs with f32 accumulation,
+// q·hi + (q·lo) · 2^-SHIFT, which leaves a relative error of about 2^-17 (bf16) / 2^-22 (f16) of the
+// centroid instead of the 2^-9 / 2^-12 of rounding it once. Every score is computed the same way on
+// every run (fixed MMA order), so routing is deterministic.
+//
+// A CTA (RTC_WARPS warps) owns RTC_ROWS consecutive query rows of one sequence and one query head; warp w
+// holds rows 16w..16w+15 as A fragments in registers for the whole kernel. Centroid tiles of RTC_CT
+// blocks (hi and lo) are staged in shared memory between two barriers (complete before anyone reads it;
+// nobody still reads it when the next one is written). Each lane of the accumulator layout sees rows g
+// and g + 8 (g = lane / 4) and columns 2c, 2c + 1 of every 8-column n-tile (c = lane % 4), so it keeps,
+// per row, its own top-k over the columns it sees (shared memory, strided so that a warp's lanes hit
+// distinct banks). Those columns arrive in ascending block order, so a tie goes to the newcomer (the
+// higher block), as in topk_offer. At the end the four lists of a row (disjoint columns) are merged by
+// (score descending, block descending): the exact top-k of the row.
+constexpr int RTC_WARPS = 4;
+constexpr int RTC_THREADS = RTC_WARPS * WARP;
+constexpr int RTC_ROWS = 16 * RTC_WARPS;  // query rows per CTA
+constexpr int RTC_CT = 32;                // centroids per shared tile
+
+__device__ __forceinline__ int split_shift(__half) { return 11; }
+__device__ __forceinline__ int split_shift(__nv_bfloat16) { return 8; }
+
+template <typename T>
+__device__ void centroid_split(const float* cent, T* hi, T* lo, i64 n) {
+  const float scale = (float)(1 << split_shift(T()));
+  for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
+    const float c = cent[i];
+    T h;
+    st(&h, 0, c);
+    const float hf = ld(&h, 0);
+    hi[i] = h;
+    st(lo, i, hf - hf == 0.f ? (c - hf) * scale : 0.f);  // an infinite hi carries the whole value
+  }
+}
+
+// Offers block j with score x (x >= thr, already checked) to one lane's list of one row: `v`/`ix` point at
+// its first slot, consecutive slots are `stride` apart; sorted by score descending, ties higher block first.
+__device__ __forceinline__ void lane_offer(float* v, int* ix, int stride, int& n, float& thr, int slots, float x, int j) {
+  if (n == slots) --n;  // x >= the last entry: it goes
+  int p = n++;
+  for (; p > 0 && v[(p - 1) * stride] <= x; --p) { v[p * stride] = v[(p - 1) * stride]; ix[p * stride] = ix[(p - 1) * stride]; }
+  v[p * stride] = x;
+  ix[p * stride] = j;
+  if (n == slots) thr = v[(slots - 1) * stride];
+}
+
+template <typename T, int D>
+__device__ void route_tc(const T* q, const T* chi, const T* clo, int* indices, const int* cu, const int* block_base,
+                         const int* tile_base, int nseq, int Hq, int Hkv, int B, int topk, int causal) {
+  constexpr int LD = D + PAD;
+  constexpr int LS = 2 * RTC_THREADS;  // stride between the slots of one lane-row list
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* sh = reinterpret_cast<T*>(smem_raw);   // [RTC_CT][LD] centroid tile, hi
+  T* sl = sh + RTC_CT * LD;                 // [RTC_CT][LD] centroid tile, lo (scaled)
+  float* lv = reinterpret_cast<float*>(sl + RTC_CT * LD);  // [slots][2][RTC_THREADS] list scores
+  const int slots = causal ? topk - 1 : topk;
+  int* li = reinterpret_cast<int*>(lv + slots * LS);        // [slots][2][RTC_THREADS] list blocks
+  int* ln = li + slots * LS;                                // [2][RTC_THREADS] list lengths
+  const int tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP, g = lane / 4, c = lane % 4;
+  const int h = blockIdx.y, kvh = h / (Hq / Hkv);
+  const int tile = gridDim.x - 1 - blockIdx.x;  // the longest (latest causal) tiles start first
+  const int s = upper_index(tile_base, nseq, tile);
+  const i64 s0 = cu[s], len = cu[s + 1] - s0;
+  const i64 r0 = s0 + (i64)(tile - tile_base[s]) * RTC_ROWS;
+  const int rows = (int)min((i64)RTC_ROWS, s0 + len - r0);
+  const int nblocks = (int)((len + B - 1) / B);
+  const int wr = warp * 16;
+
+  // the warp's 16 query rows as A fragments: a[i] holds row g + 8 (i % 2), columns 2c + 8 (i / 2)
+  unsigned qa[D / 16][4];
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int r = wr + g + (i % 2) * 8, col = ks * 16 + 2 * c + (i / 2) * 8;
+      qa[ks][i] = r < rows ? *reinterpret_cast<const unsigned*>(q + ((r0 + r) * Hq + h) * D + col) : 0u;
+    }
+  // per lane: rows g (half 0) and g + 8 (half 1) of the warp; their eligible blocks (0 past the tile)
+  int elig[2], n[2] = {0, 0};
+  float thr[2] = {-INFINITY, -INFINITY};
+#pragma unroll
+  for (int hf = 0; hf < 2; ++hf) {
+    const int r = wr + g + 8 * hf;
+    elig[hf] = r >= rows ? 0 : causal ? (int)((r0 + r - s0) / B) : nblocks;
+  }
+  const float lo_scale = 1.f / (float)(1 << split_shift(T()));
+  const int elig_max = causal ? (int)((r0 + rows - 1 - s0) / B) : nblocks;
+  const i64 cbase = (i64)block_base[s] * Hkv + kvh;  // centroid row of block 0 of this sequence and kv head
+  for (int c0 = 0; slots > 0 && c0 < elig_max; c0 += RTC_CT) {
+    const int nc = min(RTC_CT, elig_max - c0);
+    __syncthreads();  // nobody still reads the previous tile
+    stage_rows<D>(sh, RTC_CT, nc, chi, [&](int r) { return (cbase + (i64)(c0 + r) * Hkv) * D; });
+    stage_rows<D>(sl, RTC_CT, nc, clo, [&](int r) { return (cbase + (i64)(c0 + r) * Hkv) * D; });
+    __syncthreads();  // the tile is complete
+    if (wr >= rows) continue;
+    for (int np = 0; np * 16 < nc; ++np) {
+      float ah[2][4] = {}, al[2][4] = {};
+#pragma unroll
+      for (int ks = 0; ks < D / 16; ++ks) {
+        unsigned b[4];
+        frag_b_nk(b, sh, LD, np * 16, ks * 16);
+        mma(T(), ah[0], qa[ks], b);
+        mma(T(), ah[1], qa[ks], b + 2);
+        frag_b_nk(b, sl, LD, np * 16, ks * 16);
+        mma(T(), al[0], qa[ks], b);
+        mma(T(), al[1], qa[ks], b + 2);
+      }
+#pragma unroll
+      for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+        for (int e = 0; e < 4; ++e) {
+          const int hf = e / 2, j = c0 + np * 16 + nt * 8 + 2 * c + e % 2;
+          const float x = ah[nt][e] + al[nt][e] * lo_scale;
+          if (j < elig[hf] && x > -INFINITY && x >= thr[hf])  // NaN fails every comparison: never selected
+            lane_offer(lv + hf * RTC_THREADS + tid, li + hf * RTC_THREADS + tid, LS, n[hf], thr[hf], slots, x, j);
+        }
+    }
+  }
+  ln[tid] = n[0];
+  ln[RTC_THREADS + tid] = n[1];
+  __syncthreads();
+  // merge: thread r < rows takes row r (warp r / 16, half (r % 16) / 8, lanes 4 g .. 4 g + 3)
+  const int r = tid;
+  if (r >= rows) return;
+  const int hf = (r % 16) / 8, t0 = (r / 16) * WARP + (r % 8) * 4;
+  int pos[4] = {0, 0, 0, 0};
+  int sel[64];
+  int m = 0;
+  for (; m < slots; ++m) {
+    int best = -1, bj = -1;
+    float bv = 0.f;
+    for (int l = 0; l < 4; ++l) {
+      const int o = hf * RTC_THREADS + t0 + l;
+      if (pos[l] >= ln[o]) continue;
+      const float v = lv[pos[l] * LS + o];
+      const int j = li[pos[l] * LS + o];
+      if (best < 0 || v > bv || (v == bv && j > bj)) { best = l; bv = v; bj = j; }
+    }
+    if (best < 0) break;
+    ++pos[best];
+    sel[m] = bj;
+  }
+  if (causal) sel[m++] = (int)((r0 + r - s0) / B);
+  for (int i = 1; i < m; ++i)  // insertion sort, m <= 64
+    for (int p = i; p > 0 && sel[p - 1] > sel[p]; --p) { int t = sel[p]; sel[p] = sel[p - 1]; sel[p - 1] = t; }
+  int* o = indices + ((r0 + r) * Hq + h) * topk;
+  for (int i = 0; i < topk; ++i) o[i] = i < m ? sel[i] : -1;
+}
+
+#define CENTROID_SPLIT_ENTRY(N, T)                                                                \
+  extern "C" __global__ void centroid_split_##N(const float* cent, T* hi, T* lo, long long n) {     \
+    centroid_split<T>(cent, hi, lo, n);                                                           \
+  }
+#define ROUTE_TC_ENTRY(D, N, T)                                                                                   \
+  extern "C" __global__ void __launch_bounds__(RTC_THREADS) route_tc_d##D##_##N(                                  \
+      const T* q, const T* chi, const T* clo, int* indices, const int* cu, const int* block_base,                 \
+      const int* tile_base, int nseq, int Hq, int Hkv, int B, int topk, int causal) {                            \
+    route_tc<T, D>(q, chi, clo, indices, cu, block_base, tile_base, nseq, Hq, Hkv, B, topk, causal);              \
+  }
+CENTROID_SPLIT_ENTRY(f16, __half)
+CENTROID_SPLIT_ENTRY(bf16, __nv_bfloat16)
+ROUTE_TC_ENTRY(64, f16, __half)
+ROUTE_TC_ENTRY(64, bf16, __nv_bfloat16)
+ROUTE_TC_ENTRY(128, f16, __half)
+ROUTE_TC_ENTRY(128, bf16, __nv_bfloat16)
+#endif

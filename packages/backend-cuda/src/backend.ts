@@ -224,11 +224,26 @@ export class CudaBackendImpl implements CudaBackend {
     ]);
     const indices = this.#alloc(T * Hq * rc.topk * 4);
     try {
-      const L = geo.routeLaunch(lay.nTiles, Hq, D, rc.topk);
-      this.#launch('route.cu', `route_${DT[shape.dtype].suffix}`, L, [
-        ptr(qb.ptr), ptr(cent.ptr), ptr(indices.ptr), ptr(lay.cu), ptr(lay.blockBase), ptr(lay.tileBase),
-        i32(lay.nseq), i32(Hq), i32(Hkv), i32(D), i32(rc.blockSize), i32(rc.topk), i32(rc.causal ? 1 : 0), i32(L.ct),
-      ]);
+      const sfx = DT[shape.dtype].suffix;
+      const tcTiles = geo.routeTileBase(layout.cuSeqlens, geo.K.routeTcRows);
+      const tc = this.#fast ? geo.routeTcLaunch(tcTiles[tcTiles.length - 1]!, Hq, shape.dtype, D, rc.topk, rc.causal, this.#sharedOptIn) : null;
+      if (tc) {
+        // tensor cores: each f32 centroid as a 16-bit hi + lo pair (route.cu, centroid_split), then the fused router
+        const n = seqs.totalBlocks * Hkv * D;
+        const split = this.#slot('centroidSplit', Math.max(4, n * 4));
+        const lo = split.ptr + BigInt(n * 2);
+        this.#launch('route.cu', `centroid_split_${sfx}`, geo.elementwiseLaunch('centroid_split', n), [ptr(cent.ptr), ptr(split.ptr), ptr(lo), i64(n)]);
+        this.#launch('route.cu', `route_tc_d${D}_${sfx}`, tc, [
+          ptr(qb.ptr), ptr(split.ptr), ptr(lo), ptr(indices.ptr), ptr(lay.cu), ptr(lay.blockBase), ptr(this.#small('tcTileBase', tcTiles)),
+          i32(lay.nseq), i32(Hq), i32(Hkv), i32(rc.blockSize), i32(rc.topk), i32(rc.causal ? 1 : 0),
+        ]);
+      } else {
+        const L = geo.routeLaunch(lay.nTiles, Hq, D, rc.topk);
+        this.#launch('route.cu', `route_${sfx}`, L, [
+          ptr(qb.ptr), ptr(cent.ptr), ptr(indices.ptr), ptr(lay.cu), ptr(lay.blockBase), ptr(lay.tileBase),
+          i32(lay.nseq), i32(Hq), i32(Hkv), i32(D), i32(rc.blockSize), i32(rc.topk), i32(rc.causal ? 1 : 0), i32(L.ct),
+        ]);
+      }
       return this.#collect(indices, T, Hq, rc, seqs, layout, lay);
     } catch (e) {
       this.#release(indices);
@@ -316,13 +331,31 @@ export class CudaBackendImpl implements CudaBackend {
     const p = this.#problem(shape, rc, seqs, layout);
     const { T, Hq, Hkv, D } = shape;
     const fast = this.usesTensorCores(shape.dtype, D);
-    this.#fits('forward()', opBytes(p).forward + (fast ? T * Hq * D * 4 : 0));
+    const kvL = fast ? geo.forwardKvLaunch(seqs.totalBlocks, rc.blockSize, Hkv, D, this.#sharedOptIn) : null;
+    const plan = geo.fwdPartPlan(T, Hq, Hkv, D, rc.topk);
+    this.#fits('forward()', opBytes(p).forward + (kvL ? plan.bytes : fast ? T * Hq * D * 4 : 0));
     const [qb, kb, vb] = [this.#buf('q', q), this.#buf('k', k), this.#buf('v', v)];
     const lay = this.#layout(layout, rc.blockSize);
     const out = this.#alloc(T * Hq * D * dtypeBytes(shape.dtype));
     const lse = this.#alloc(T * Hq * 4);
     try {
-      if (fast) {
+      if (kvL) {
+        // key-major: per key block, partial O, m, l of every row that selected it (forward_kv), then a fixed-order
+        // merge per row (forward_reduce); kv heads in groups so that the partials fit their budget
+        const part = this.#slot('fwdPart', plan.bytes);
+        const ml = part.ptr + BigInt(plan.mlOffset);
+        const G = Hq / Hkv, sfx = DT[shape.dtype].suffix;
+        for (let kv0 = 0; kv0 < Hkv; kv0 += plan.kvPerLaunch) {
+          const m = Math.min(plan.kvPerLaunch, Hkv - kv0);
+          this.#launch('forward.cu', `forward_kv_d${D}_${sfx}`, { ...kvL, grid: [kvL.grid[0], m, 1] }, [
+            ptr(qb.ptr), ptr(kb.ptr), ptr(vb.ptr), ptr(rs.indices.ptr), ptr(rs.offsets.ptr), ptr(rs.rows.ptr), ptr(part.ptr), ptr(ml), ptr(lay.cu), ptr(lay.blockBase),
+            i32(lay.nseq), i32(Hq), i32(Hkv), i32(rc.blockSize), i32(seqs.totalBlocks), i32(rc.topk), i32(rc.causal ? 1 : 0), f32(rc.scale), i32(kv0),
+          ]);
+          this.#launch('forward.cu', `forward_reduce_${sfx}`, geo.elementwiseLaunch('forward_reduce', T * m * G * (D / 4)), [
+            ptr(part.ptr), ptr(ml), ptr(rs.indices.ptr), ptr(out.ptr), ptr(lse.ptr), i64(T), i32(Hq), i32(kv0 * G), i32(m * G), i32(D), i32(rc.topk),
+          ]);
+        }
+      } else if (fast) {
         const w = this.#windows(layout, rc.topk, Hq);
         const acc = this.#slot('acc', T * Hq * D * 4);
         this.#launch('forward.cu', `forward_tc_d${D}_${DT[shape.dtype].suffix}`, geo.windowLaunch('forward_tc', w.count, Hq, geo.forwardTcShared(D, w.rows), this.#sharedOptIn), [
@@ -356,7 +389,8 @@ export class CudaBackendImpl implements CudaBackend {
     const p = this.#problem(shape, rc, seqs, layout);
     const { T, Hq, Hkv, D } = shape;
     const fast = this.usesTensorCores(shape.dtype, D);
-    this.#fits('backward()', opBytes(p).backward + (fast ? T * Hq * D * 4 : 0));
+    const plan = fast ? geo.dqPartPlan(T, Hq, Hkv, D, rc.topk, Math.ceil(rc.blockSize / geo.TC.kvTile)) : { kvPerLaunch: Hkv, bytes: 0 };
+    this.#fits('backward()', opBytes(p).backward + plan.bytes);
     const [qb, kb, vb] = [this.#buf('q', q), this.#buf('k', k), this.#buf('v', v)];
     const [ob, lb, gb] = [this.#buf('out', out), this.#buf('lse', lse), this.#buf('dOut', dOut)];
     const lay = this.#layout(layout, rc.blockSize);
@@ -369,17 +403,23 @@ export class CudaBackendImpl implements CudaBackend {
     try {
       this.#launch('backward.cu', `delta_${sfx}`, geo.deltaLaunch(T, Hq), [ptr(ob.ptr), ptr(gb.ptr), ptr(delta.ptr), i64(T * Hq), i32(D)]);
       if (fast) {
+        // dK, dV and per-(row, slot, key tile) dQ partials per key block (dkdv_tc), then a fixed-order sum per
+        // row (dq_reduce); kv heads in groups so that the partials fit their budget (geometry.dqPartPlan)
         const L = geo.dkdvTcLaunch(seqs.totalBlocks, rc.blockSize, Hkv, D, this.#sharedOptIn);
-        this.#launch('backward.cu', `dkdv_tc_d${D}_${sfx}`, L, [
-          ptr(qb.ptr), ptr(kb.ptr), ptr(vb.ptr), ptr(gb.ptr), ptr(lb.ptr), ptr(delta.ptr), ptr(rs.offsets.ptr), ptr(rs.rows.ptr), ptr(dk.ptr), ptr(dv.ptr),
-          ptr(lay.cu), ptr(lay.blockBase), i32(lay.nseq), i32(Hq), i32(Hkv), i32(rc.blockSize), i32(seqs.totalBlocks), i32(rc.causal ? 1 : 0), f32(rc.scale), i32(L.nsub),
-        ]);
-        const w = this.#windows(layout, rc.topk, Hq);
-        const acc = this.#slot('acc', T * Hq * D * 4);
-        this.#launch('backward.cu', `dq_tc_d${D}_${sfx}`, geo.windowLaunch('dq_tc', w.count, Hq, geo.dqTcShared(D), this.#sharedOptIn), [
-          ptr(qb.ptr), ptr(kb.ptr), ptr(vb.ptr), ptr(gb.ptr), ptr(lb.ptr), ptr(delta.ptr), ptr(rs.indices.ptr), ptr(dq.ptr), ptr(acc.ptr), ptr(lay.cu), ptr(w.base),
-          i32(lay.nseq), i32(Hq), i32(Hkv), i32(rc.blockSize), i32(rc.topk), i32(rc.causal ? 1 : 0), f32(rc.scale), i32(w.rows),
-        ]);
+        const part = this.#slot('dqPart', plan.bytes);
+        const G = Hq / Hkv;
+        for (let kv0 = 0; kv0 < Hkv; kv0 += plan.kvPerLaunch) {
+          const m = Math.min(plan.kvPerLaunch, Hkv - kv0);
+          this.#launch('backward.cu', `dkdv_tc_d${D}_${sfx}`, { ...L, grid: [L.grid[0], m, 1] }, [
+            ptr(qb.ptr), ptr(kb.ptr), ptr(vb.ptr), ptr(gb.ptr), ptr(lb.ptr), ptr(delta.ptr), ptr(rs.offsets.ptr), ptr(rs.rows.ptr), ptr(dk.ptr), ptr(dv.ptr),
+            ptr(rs.indices.ptr), ptr(part.ptr), ptr(lay.cu), ptr(lay.blockBase), i32(lay.nseq), i32(Hq), i32(Hkv), i32(rc.blockSize), i32(seqs.totalBlocks),
+            i32(rc.topk), i32(rc.causal ? 1 : 0), f32(rc.scale), i32(L.nsub), i32(kv0),
+          ]);
+          this.#launch('backward.cu', `dq_reduce_${sfx}`, geo.elementwiseLaunch('dq_reduce', T * m * G * (D / 4)), [
+            ptr(part.ptr), ptr(rs.indices.ptr), ptr(dq.ptr), ptr(lay.cu), i32(lay.nseq), i64(T), i32(Hq), i32(kv0 * G), i32(m * G), i32(D),
+            i32(rc.blockSize), i32(rc.topk), i32(L.nsub), f32(rc.scale),
+          ]);
+        }
         this.#drv.synchronize();
         return { dq: this.#wrap(shape.dtype, [T, Hq, D], dq), dk: this.#wrap(shape.dtype, [T, Hkv, D], dk), dv: this.#wrap(shape.dtype, [T, Hkv, D], dv) };
       }

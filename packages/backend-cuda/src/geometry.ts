@@ -26,6 +26,9 @@ export const LIMITS = Object.freeze({
 export const K = Object.freeze({
   routeRows: 16, // route.cu ROUTE_ROWS
   routeThreads: 128, // route.cu ROUTE_WARPS * 32
+  routeTcRows: 64, // route.cu RTC_ROWS
+  routeTcThreads: 128, // route.cu RTC_THREADS
+  routeTcCt: 32, // route.cu RTC_CT
   rowWarps: 4, // forward.cu FWD_WARPS, backward.cu BWD_WARPS
   maxHeadDim: 256, // 8 dims per lane (MAX_DPL)
   maxTopk: 64, // route.cu sel[64]
@@ -81,10 +84,27 @@ export function routeLaunch(nTiles: number, Hq: number, D: number, topk: number)
   throw new MobaError('E_UNSUPPORTED', `route: head dim ${D} with topk ${topk} needs more shared memory than ${LIMITS.sharedDefault} B`, 'D');
 }
 
+/** Shared bytes of route_tc: hi and lo centroid tiles (16-bit, padded rows), per-lane top-k lists and their lengths. */
+export function routeTcShared(D: number, topk: number, causal: boolean): number {
+  const slots = causal ? topk - 1 : topk;
+  return 2 * K.routeTcCt * (D + 8) * 2 + slots * 2 * K.routeTcThreads * 8 + 2 * K.routeTcThreads * 4;
+}
+
+/**
+ * route_tc (f16 / bf16, D 64 or 128): one CTA per (64-row tile, query head); null when the problem is not
+ * eligible (dtype, head dim, top-k lists beyond the opt-in shared memory): the CUDA-core router then runs.
+ */
+export function routeTcLaunch(nTiles: number, Hq: number, dtype: string, D: number, topk: number, causal: boolean, sharedOptIn: number): Launch | null {
+  if ((dtype !== 'f16' && dtype !== 'bf16') || (D !== 64 && D !== 128) || topk > K.maxTopk) return null;
+  const shared = routeTcShared(D, topk, causal);
+  if (shared + 1024 > sharedOptIn) return null;
+  return check('route_tc', { grid: [Math.max(1, nTiles), Hq, 1], block: [K.routeTcThreads, 1, 1], shared }, sharedOptIn);
+}
+
 /** Row tiles of the router per sequence: `tileBase[s]` = tiles before sequence s (length nseq + 1). */
-export function routeTileBase(cuSeqlens: Int32Array): Int32Array {
+export function routeTileBase(cuSeqlens: Int32Array, rows: number = K.routeRows): Int32Array {
   const out = new Int32Array(cuSeqlens.length);
-  for (let s = 0; s + 1 < cuSeqlens.length; s++) out[s + 1] = out[s]! + Math.ceil((cuSeqlens[s + 1]! - cuSeqlens[s]!) / K.routeRows);
+  for (let s = 0; s + 1 < cuSeqlens.length; s++) out[s + 1] = out[s]! + Math.ceil((cuSeqlens[s + 1]! - cuSeqlens[s]!) / rows);
   return out;
 }
 
@@ -149,9 +169,8 @@ function checkHeadDim(D: number): void {
 /** Constants of mma.cuh / window.cuh / the *_tc kernels. */
 export const TC = Object.freeze({
   warps: 4,
-  chunkRows: 64, // CH: gathered rows per chunk (forward, dq)
+  chunkRows: 64, // CH: gathered rows per chunk (forward_tc, forward_kv)
   fwdKeys: 64, // forward key tile
-  dqKeys: 32, // dq key tile
   kvTile: 64, // dkdv keys per CTA
   kvRows: 32, // dkdv RC: gathered rows per chunk
   pad: 8, // PAD: 16-bit elements of row padding
@@ -169,24 +188,49 @@ export function forwardTcShared(D: number, BQ: number): number {
   return tileBytes(TC.chunkRows, D) + 2 * tileBytes(TC.fwdKeys, D) + listBytes() + 2 * BQ * f32 + TC.chunkRows * 4;
 }
 
-/** Dynamic shared bytes of dq_tc. */
-export function dqTcShared(D: number): number {
-  return 2 * tileBytes(TC.chunkRows, D) + 2 * tileBytes(TC.dqKeys, D) + listBytes() + 3 * TC.chunkRows * 4;
+/** Dynamic shared bytes of forward_kv: the whole key block's K and V (64-key tiles), two chunk buffers (Q, row tokens, slots). */
+export function forwardKvShared(D: number, B: number): number {
+  return 2 * tileBytes(Math.ceil(B / TC.fwdKeys) * TC.fwdKeys, D) + 2 * (tileBytes(TC.chunkRows, D) + 2 * TC.chunkRows * 4); // K, V; 2 chunk buffers
+}
+
+/** forward_kv: one CTA per (key block, kv head of the launch); null when a key block does not fit in shared memory. */
+export function forwardKvLaunch(totalBlocks: number, B: number, kvHeads: number, D: number, sharedOptIn: number): Launch | null {
+  const shared = forwardKvShared(D, B);
+  if (shared + 1024 > sharedOptIn) return null;
+  return check('forward_kv', { grid: [Math.max(1, totalBlocks), kvHeads, 1], block: [TC.warps * 32, 1, 1], shared }, sharedOptIn);
+}
+
+/** Partials of forward_kv (f32 O and (m, l) per row, head and routing slot): kv heads per launch within max(1 GiB, T·Hq·D·4). */
+export function fwdPartPlan(T: number, Hq: number, Hkv: number, D: number, topk: number): { kvPerLaunch: number; bytes: number; mlOffset: number } {
+  const rowsPerKv = T * (Hq / Hkv) * topk;
+  const perKv = rowsPerKv * (D + 2) * 4;
+  const kvPerLaunch = Math.max(1, Math.min(Hkv, Math.floor(Math.max(2 ** 30, T * Hq * D * 4) / perKv)));
+  return { kvPerLaunch, bytes: Math.max(16, kvPerLaunch * perKv), mlOffset: kvPerLaunch * rowsPerKv * D * 4 };
 }
 
 /** Dynamic shared bytes of dkdv_tc. */
 export function dkdvTcShared(D: number): number {
-  return 2 * tileBytes(TC.kvTile, D) + 2 * tileBytes(TC.kvRows, D) + 3 * TC.kvRows * 4;
+  return 2 * tileBytes(TC.kvTile, D) + TC.kvTile * (TC.kvRows + 8) * 2 + 2 * (2 * tileBytes(TC.kvRows, D) + 4 * TC.kvRows * 4); // K, V, dS; 2 chunk buffers
+}
+
+/**
+ * dQ partials of dkdv_tc (f32, one per row, head, routing slot and 64-key tile of the block): kv heads per
+ * launch so that the partial buffer stays within max(1 GiB, the T·Hq·D f32 accumulator of the earlier query-major dQ).
+ */
+export function dqPartPlan(T: number, Hq: number, Hkv: number, D: number, topk: number, nsub: number): { kvPerLaunch: number; bytes: number } {
+  const perKv = T * (Hq / Hkv) * topk * nsub * D * 4;
+  const kvPerLaunch = Math.max(1, Math.min(Hkv, Math.floor(Math.max(2 ** 30, T * Hq * D * 4) / perKv)));
+  return { kvPerLaunch, bytes: Math.max(4, kvPerLaunch * perKv) };
 }
 
 /** Whether the tensor-core kernels take this problem (16-bit dtype, D 64/128, enough opt-in shared memory). */
 export function tcEligible(dtype: string, D: number, sharedOptIn: number): boolean {
   return (dtype === 'f16' || dtype === 'bf16') && TC.headDims.includes(D) &&
-    Math.max(forwardTcShared(D, TC.maxWindow), dqTcShared(D), dkdvTcShared(D)) + 1024 <= sharedOptIn;
+    Math.max(forwardTcShared(D, TC.maxWindow), dkdvTcShared(D)) + 1024 <= sharedOptIn;
 }
 
 /**
- * Rows of a query window (forward_tc, dq_tc): as large as the list capacity allows (rows · topk ≤
+ * Rows of a query window (forward_tc): as large as the list capacity allows (rows · topk ≤
  * LIST_CAP, at most 2048: more rows share each key block's K/V loads), halved while the grid would not
  * give every SM two CTAs (down to 128 rows), and never much longer than the longest sequence.
  */
@@ -207,7 +251,7 @@ export function windowBase(cuSeqlens: Int32Array, rows: number): Int32Array {
   return out;
 }
 
-/** forward_tc / dq_tc: one CTA per (window, query head). */
+/** forward_tc: one CTA per (window, query head). */
 export function windowLaunch(what: string, windows: number, Hq: number, shared: number, sharedOptIn: number): Launch {
   return check(what, { grid: [Math.max(1, windows), Hq, 1], block: [TC.warps * 32, 1, 1], shared }, sharedOptIn);
 }

@@ -21,7 +21,7 @@ export function opBytes(p: CudaProblem): { route: number; forward: number; backw
   const small = 3 * (p.nseq + 1) * 4; // cuSeqlens, block bases, tile bases
   const routing = p.T * p.Hq * p.topk * 4 * 2 + (2 * p.Hq * p.totalBlocks + 1) * 4; // indices, rows (at most one per index), offsets, fill cursors
   return {
-    route: small + p.totalBlocks * p.Hkv * p.D * 4 + routing,
+    route: small + (p.nseq + 1) * 4 + p.totalBlocks * p.Hkv * p.D * 4 * 2 + routing, // + tensor-core tile bases, hi/lo centroid split
     forward: small + p.T * p.Hq * p.D * eb + p.T * p.Hq * 4,
     backward: small + p.T * p.Hq * 4 + p.T * p.Hq * p.D * eb + 2 * p.T * p.Hkv * p.D * eb,
   };

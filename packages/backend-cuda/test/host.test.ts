@@ -88,9 +88,10 @@ describe('compilation inputs and the cubin cache', () => {
     const files = readdirSync(kernelsDir()).filter((f) => f.endsWith('.cu')).sort();
     expect(files).toEqual(['backward.cu', 'collect.cu', 'forward.cu', 'kconv.cu', 'route.cu']);
     const want: Record<string, string[]> = {
-      'kconv.cu': ['kconv_forward', 'kconv_dz', 'kconv_dk', 'kconv_dw'], 'route.cu': ['route'], 'forward.cu': ['forward'], 'backward.cu': ['delta', 'dkdv', 'dq'],
+      'kconv.cu': ['kconv_forward', 'kconv_dz', 'kconv_dk', 'kconv_dw'], 'route.cu': ['route', 'centroid_split'], 'forward.cu': ['forward', 'forward_reduce'],
+      'backward.cu': ['delta', 'dkdv', 'dq', 'dq_reduce'],
     };
-    const tc: Record<string, string[]> = { 'forward.cu': ['forward_tc'], 'backward.cu': ['dq_tc', 'dkdv_tc'] };
+    const tc: Record<string, string[]> = { 'forward.cu': ['forward_tc', 'forward_kv'], 'backward.cu': ['dkdv_tc'], 'route.cu': ['route_tc'] };
     for (const f of files) {
       const src = kernelSource(f);
       expect(src).not.toMatch(/#include\s+"/);
@@ -176,6 +177,30 @@ describe('launch geometry', () => {
     expect(() => geo.routeLaunch(1, 1, 128, 65)).toThrow(/topk/);
     expect(() => geo.routeLaunch(1, 70000, 64, 8)).toThrow(MobaError); // grid.y limit
   });
+  it('route_tc: 64-row tiles, f16/bf16 with D 64 or 128 only, lists within the opt-in shared memory', () => {
+    const L = geo.routeTcLaunch(10, 16, 'bf16', 128, 8, true, 227 * 1024)!;
+    expect(L.grid).toEqual([10, 16, 1]);
+    expect(L.shared).toBe(2 * 32 * 136 * 2 + 7 * 2 * 128 * 8 + 2 * 128 * 4);
+    expect(geo.routeTcLaunch(10, 16, 'f32', 128, 8, true, 227 * 1024)).toBeNull();
+    expect(geo.routeTcLaunch(10, 16, 'f16', 96, 8, true, 227 * 1024)).toBeNull();
+    expect(geo.routeTcLaunch(10, 16, 'f16', 64, 64, false, 48 * 1024)).toBeNull();
+    expect(Array.from(geo.routeTileBase(Int32Array.from([0, 64, 64, 200]), geo.K.routeTcRows))).toEqual([0, 1, 1, 4]);
+  });
+  it('dQ partials: kv heads per dkdv_tc launch within max(1 GiB, T·Hq·D·4)', () => {
+    expect(geo.dqPartPlan(8192, 16, 16, 128, 8, 2)).toEqual({ kvPerLaunch: 16, bytes: 8192 * 16 * 8 * 2 * 128 * 4 });
+    expect(geo.dqPartPlan(65536, 16, 16, 128, 8, 2).kvPerLaunch).toBe(2);
+    expect(geo.dqPartPlan(2 ** 21, 16, 1, 128, 64, 2).kvPerLaunch).toBe(1);
+  });
+  it('forward_kv: a CTA per (key block, kv head) when the block fits in shared memory; partials within their budget', () => {
+    const L = geo.forwardKvLaunch(2048, 128, 4, 128, 227 * 1024)!;
+    expect(L.grid).toEqual([2048, 4, 1]);
+    expect(L.shared).toBe(2 * 128 * 136 * 2 + 2 * (64 * 136 * 2 + 2 * 64 * 4));
+    expect(geo.forwardKvLaunch(10, 1024, 1, 128, 227 * 1024)).toBeNull();
+    const p = geo.fwdPartPlan(8192, 16, 16, 128, 8);
+    expect(p.kvPerLaunch).toBe(16);
+    expect(p.mlOffset).toBe(8192 * 16 * 8 * 128 * 4);
+    expect(p.bytes).toBe(8192 * 16 * 8 * 130 * 4);
+  });
   it('route tiles and block bases per sequence', () => {
     const cu = Int32Array.from([0, 5, 5, 40]);
     expect(Array.from(geo.routeTileBase(cu))).toEqual([0, 1, 1, 4]);
@@ -249,7 +274,7 @@ describe('device-memory planning', () => {
     const b = opBytes(p);
     expect(b.forward).toBe(9 * 4 + 8192 * 16 * 128 * 2 + 8192 * 16 * 4);
     expect(b.backward).toBe(9 * 4 + 8192 * 16 * 4 + 3 * 8192 * 16 * 128 * 2);
-    expect(b.route).toBe(9 * 4 + 64 * 16 * 128 * 4 + 8192 * 16 * 8 * 8 + (2 * 16 * 64 + 1) * 4);
+    expect(b.route).toBe(12 * 4 + 2 * 64 * 16 * 128 * 4 + 8192 * 16 * 8 * 8 + (2 * 16 * 64 + 1) * 4);
     expect(opBytes({ ...p, dtype: 'f32' }).forward).toBeGreaterThan(b.forward);
   });
   it('E_MEMORY before allocating when the op does not fit; int32 routing limits', () => {
