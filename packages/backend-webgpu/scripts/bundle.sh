@@ -1,0 +1,16 @@
+#!/usr/bin/env bash
+# Bundles the WebGPU device check for the GPU machine (Dawn over Vulkan there; no Node, no internet):
+#   bash packages/backend-webgpu/scripts/bundle.sh
+# then run with carry [".device"]: source .device/enter.sh && node .device/webgpu/gpu-check.mjs
+set -euo pipefail
+root=$(cd "$(dirname "$0")/../../.." && pwd)
+cd "$root"
+shared=${MOBA_SHARED:-$root/../shared}
+bash "$shared/device/prepare.sh" packages/backend-webgpu
+mkdir -p .device/webgpu
+rm -rf .device/cases && cp -r packages/testkit/cases .device/cases
+npx -y esbuild@0.28 packages/backend-webgpu/scripts/gpu-check.ts --bundle --platform=node --format=esm \
+  --external:webgpu --conditions=@moba/source --log-level=warning \
+  --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
+  --outfile=.device/webgpu/gpu-check.mjs
+ls -la .device/webgpu/gpu-check.mjs
