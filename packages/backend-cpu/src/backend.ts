@@ -7,7 +7,7 @@ import os from 'node:os';
 import {
   type Backend, type BackwardResult, type Capabilities, type DType, type DeviceTensor, type ForwardResult, type HostTensor,
   type Layout, type MobaConfig, type ProblemShape, type Routing, type TensorLike,
-  MobaError, bf16ToF32, checkBackwardTensors, checkCaps, checkProblem, checkRouting, checkTensor, collectRouting, expectShape,
+  HandleTable, MobaError, bf16ToF32, checkBackwardTensors, checkCaps, checkProblem, checkRouting, checkRoutingLayout, checkTensor, collectRouting, expectShape,
   f16ToF32, fromFloat, hostTensor, plan, resolveConfig, sequences, validateKconvWeight, validateLayout, validateRoutingIndices,
 } from '@moba/core';
 import { KCONV_CHANNELS } from './kconv.js';
@@ -53,9 +53,8 @@ export class CpuBackendImpl implements CpuBackend {
   readonly caps: Capabilities;
   readonly threads: number;
   readonly #pool: Pool;
-  #tensors = new WeakMap<object, Float32Array>();
-  #routings = new WeakMap<object, RoutingStore>();
-  readonly #freed = new WeakSet<object>();
+  readonly #tensors = new HandleTable<Float32Array>('CPU');
+  readonly #routings = new HandleTable<RoutingStore>('CPU', 'routing', this.#tensors);
   #destroyed = false;
 
   constructor(opts: CpuBackendOptions = {}) {
@@ -208,16 +207,15 @@ export class CpuBackendImpl implements CpuBackend {
 
   dispose(...items: (DeviceTensor | Routing)[]): void {
     for (const it of items) {
-      if (it === null || typeof it !== 'object') continue;
-      if (this.#tensors.delete(it) || this.#routings.delete(it)) this.#freed.add(it);
+      if (this.#tensors.free(it) === undefined) this.#routings.free(it);
     }
   }
 
   async destroy(): Promise<void> {
     if (this.#destroyed) return;
     this.#destroyed = true;
-    this.#tensors = new WeakMap(); // drop every buffer this backend still references
-    this.#routings = new WeakMap();
+    this.#tensors.clear(); // drop every buffer this backend still references
+    this.#routings.clear();
     await this.#pool.close();
   }
 
@@ -227,36 +225,24 @@ export class CpuBackendImpl implements CpuBackend {
 
   #wrap(dtype: DType, shape: readonly number[], data: Float32Array): DeviceTensor {
     const t: DeviceTensor = Object.freeze({ backend: NAME, dtype, shape: Object.freeze([...shape]) });
-    this.#tensors.set(t, data);
+    this.#tensors.add(t, data);
     return t;
   }
 
   /** The f32 data of a tensor of this backend; another backend's or a disposed tensor is rejected. */
   #data(param: string, t: TensorLike): Float32Array {
     this.#alive();
-    const d = t !== null && typeof t === 'object' ? this.#tensors.get(t) : undefined;
-    if (d) return d;
-    if (t !== null && typeof t === 'object' && this.#freed.has(t)) throw new MobaError('E_DEVICE', `${param} was disposed`, param);
-    const owner = (t as DeviceTensor | null)?.backend;
-    throw new MobaError('E_UNSUPPORTED', `${param} is not a tensor of this CPU backend (backend: ${String(owner)}): upload it first`, param);
+    return this.#tensors.get(param, t);
   }
 
   #routing(r: Routing): RoutingStore {
     this.#alive();
-    const s = r !== null && typeof r === 'object' ? this.#routings.get(r) : undefined;
-    if (s) return s;
-    if (r !== null && typeof r === 'object' && this.#freed.has(r)) throw new MobaError('E_DEVICE', 'routing was disposed', 'routing');
-    throw new MobaError('E_UNSUPPORTED', `routing was not made by this CPU backend (backend: ${String(r?.backend)})`, 'routing');
+    return this.#routings.get('routing', r);
   }
 
   /** A routing checked to be this backend's and made for the same sequence layout. */
   #routingFor(r: Routing, layout: Layout): RoutingStore {
-    const s = this.#routing(r);
-    const cu = layout.cuSeqlens;
-    if (s.cuSeqlens.length !== cu.length || s.cuSeqlens.some((x, i) => x !== cu[i])) {
-      throw new MobaError('E_RANGE', `routing was made for cuSeqlens [${s.cuSeqlens.join(', ')}], not [${cu.join(', ')}]`, 'routing');
-    }
-    return s;
+    return checkRoutingLayout(this.#routing(r), layout);
   }
 
   #newRouting(indices: Int32Array, T: number, Hq: number, layout: Layout, rc: { topk: number; blockSize: number; causal: boolean }): Routing {
@@ -264,7 +250,7 @@ export class CpuBackendImpl implements CpuBackend {
     const c = collectRouting(indices, T, Hq, rc.topk, seqs);
     const store: RoutingStore = { indices, offsets: toShared(c.offsets), rows: toShared(c.rows), cuSeqlens: Int32Array.from(layout.cuSeqlens) };
     const r: Routing = Object.freeze({ backend: NAME, T, Hq, topk: rc.topk, blockSize: rc.blockSize, causal: rc.causal });
-    this.#routings.set(r, store);
+    this.#routings.add(r, store);
     return r;
   }
 

@@ -7,8 +7,8 @@
 import {
   type Backend, type BackwardResult, type Capabilities, type DType, type DeviceTensor, type ForwardResult, type HostTensor, type Layout,
   type MobaConfig, type ProblemShape, type ResolvedConfig, type Routing, type Sequences, type TensorLike,
-  MobaError, checkBackwardTensors, checkCaps, checkProblem, checkRouting, checkTensor, dtypeBytes, expectShape, hostTensor, numel,
-  resolveConfig, sequences, validateKconvWeight, validateLayout, validateRoutingIndices,
+  HandleTable, MobaError, checkBackwardTensors, checkCaps, checkProblem, checkRouting, checkRoutingLayout, checkTensor, dtypeBytes, expectShape,
+  hostTensor, numel, resolveConfig, sequences, validateKconvWeight, validateLayout, validateRoutingIndices,
 } from '@moba/core';
 import { archOf, compileCached, compileOptions, kernelSource } from './compile.js';
 import { CU_ATTR, CudaDriver, Nvrtc, cudaIncludeDir } from './driver.js';
@@ -74,9 +74,8 @@ export class CudaBackendImpl implements CudaBackend {
   readonly #cacheDir: string | null | undefined;
   readonly #modules = new Map<KernelFile, { mod: bigint; fns: Map<string, bigint> }>();
   readonly #params: { ptr: bigint; values: DataView; free: () => void };
-  readonly #tensors = new WeakMap<object, Buf>();
-  readonly #routings = new WeakMap<object, RoutingStore>();
-  readonly #freed = new WeakSet<object>();
+  readonly #tensors = new HandleTable<Buf>('CUDA');
+  readonly #routings = new HandleTable<RoutingStore>('CUDA', 'routing', this.#tensors);
   readonly #live = new Set<Buf>();
   readonly #workspace = new Map<string, Buf>();
   readonly #reserve: number;
@@ -150,19 +149,15 @@ export class CudaBackendImpl implements CudaBackend {
   dispose(...items: (DeviceTensor | Routing)[]): void {
     for (const it of items) {
       if (it === null || typeof it !== 'object' || this.#destroyed) continue;
-      const b = this.#tensors.get(it);
+      const b = this.#tensors.free(it);
       if (b) {
-        this.#tensors.delete(it);
         this.#gc.unregister(it);
         this.#release(b);
-        this.#freed.add(it);
       }
-      const r = this.#routings.get(it);
+      const r = this.#routings.free(it);
       if (r) {
-        this.#routings.delete(it);
         this.#gc.unregister(it);
         for (const x of [r.indices, r.offsets, r.rows]) this.#release(x);
-        this.#freed.add(it);
       }
     }
   }
@@ -314,7 +309,7 @@ export class CudaBackendImpl implements CudaBackend {
     }
     const r: Routing = Object.freeze({ backend: NAME, T, Hq, topk: rc.topk, blockSize: rc.blockSize, causal: rc.causal });
     const store: RoutingStore = { indices, offsets, rows, cuSeqlens: Int32Array.from(layout.cuSeqlens) };
-    this.#routings.set(r, store);
+    this.#routings.add(r, store);
     this.#gc.register(r, indices, r);
     this.#gc.register(r, offsets, r);
     this.#gc.register(r, rows, r);
@@ -576,34 +571,23 @@ export class CudaBackendImpl implements CudaBackend {
 
   #wrap(dtype: DType, shape: readonly number[], b: Buf): DeviceTensor {
     const t: DeviceTensor = Object.freeze({ backend: NAME, dtype, shape: Object.freeze([...shape]) });
-    this.#tensors.set(t, b);
+    this.#tensors.add(t, b);
     this.#gc.register(t, b, t);
     return t;
   }
 
   #buf(param: string, t: TensorLike): Buf {
     this.#alive();
-    const b = t !== null && typeof t === 'object' ? this.#tensors.get(t) : undefined;
-    if (b) return b;
-    if (t !== null && typeof t === 'object' && this.#freed.has(t)) throw new MobaError('E_DEVICE', `${param} was disposed`, param);
-    throw new MobaError('E_UNSUPPORTED', `${param} is not a tensor of this CUDA backend (backend: ${String((t as DeviceTensor | null)?.backend)}): upload it first`, param);
+    return this.#tensors.get(param, t);
   }
 
   #routing(r: Routing): RoutingStore {
     this.#alive();
-    const s = r !== null && typeof r === 'object' ? this.#routings.get(r) : undefined;
-    if (s) return s;
-    if (r !== null && typeof r === 'object' && this.#freed.has(r)) throw new MobaError('E_DEVICE', 'routing was disposed', 'routing');
-    throw new MobaError('E_UNSUPPORTED', `routing was not made by this CUDA backend (backend: ${String(r?.backend)})`, 'routing');
+    return this.#routings.get('routing', r);
   }
 
   #routingFor(r: Routing, layout: Layout): RoutingStore {
-    const s = this.#routing(r);
-    const cu = layout.cuSeqlens;
-    if (s.cuSeqlens.length !== cu.length || s.cuSeqlens.some((x, i) => x !== cu[i])) {
-      throw new MobaError('E_RANGE', `routing was made for cuSeqlens [${s.cuSeqlens.join(', ')}], not [${cu.join(', ')}]`, 'routing');
-    }
-    return s;
+    return checkRoutingLayout(this.#routing(r), layout);
   }
 
   #function(file: KernelFile, name: string): bigint {

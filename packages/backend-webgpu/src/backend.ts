@@ -8,8 +8,8 @@
 import {
   type Backend, type BackwardResult, type Capabilities, type DType, type DeviceTensor, type ForwardResult, type HostTensor,
   type Layout, type MobaConfig, type Routing, type Sequences, type TensorLike,
-  MobaError, checkBackwardTensors, checkCaps, checkProblem, checkRouting, checkTensor, expectShape, fromFloat, hostTensor,
-  numel, resolveConfig, sequences, toFloat32, validateKconvWeight, validateLayout, validateRoutingIndices,
+  HandleTable, MobaError, checkBackwardTensors, checkCaps, checkProblem, checkRouting, checkRoutingLayout, checkTensor, expectShape, fromFloat,
+  hostTensor, numel, resolveConfig, sequences, toFloat32, validateKconvWeight, validateLayout, validateRoutingIndices,
 } from '@moba/core';
 import { encodeBackward } from './backward.js';
 import type { GpuContext } from './device.js';
@@ -39,9 +39,8 @@ export class WebGpuBackendImpl implements WebGpuBackend {
   readonly name = NAME;
   readonly caps: Capabilities;
   readonly #ctx: GpuContext;
-  #tensors = new WeakMap<object, GPUBuffer>();
-  #routings = new WeakMap<object, RoutingStore>();
-  readonly #freed = new WeakSet<object>();
+  readonly #tensors = new HandleTable<GPUBuffer>('WebGPU');
+  readonly #routings = new HandleTable<RoutingStore>('WebGPU', 'routing', this.#tensors);
   #destroyed = false;
 
   constructor(ctx: GpuContext, memoryBytes: number) {
@@ -206,28 +205,21 @@ export class WebGpuBackendImpl implements WebGpuBackend {
 
   dispose(...items: (DeviceTensor | Routing)[]): void {
     for (const it of items) {
-      if (it === null || typeof it !== 'object') continue;
-      const buf = this.#tensors.get(it);
+      const buf = this.#tensors.free(it);
       if (buf) {
-        this.#tensors.delete(it);
         this.#ctx.free(buf);
-        this.#freed.add(it);
         continue;
       }
-      const r = this.#routings.get(it);
-      if (r) {
-        this.#routings.delete(it);
-        this.#ctx.free(r.indices, r.collected ?? undefined);
-        this.#freed.add(it);
-      }
+      const r = this.#routings.free(it);
+      if (r) this.#ctx.free(r.indices, r.collected ?? undefined);
     }
   }
 
   async destroy(): Promise<void> {
     if (this.#destroyed) return;
     this.#destroyed = true;
-    this.#tensors = new WeakMap();
-    this.#routings = new WeakMap();
+    this.#tensors.clear();
+    this.#routings.clear();
     this.#ctx.destroy();
   }
 
@@ -256,41 +248,29 @@ export class WebGpuBackendImpl implements WebGpuBackend {
 
   #wrap(dtype: DType, shape: readonly number[], buf: GPUBuffer): DeviceTensor {
     const t: DeviceTensor = Object.freeze({ backend: NAME, dtype, shape: Object.freeze([...shape]) });
-    this.#tensors.set(t, buf);
+    this.#tensors.add(t, buf);
     return t;
   }
 
   /** The buffer of a tensor of this backend; another backend's or a disposed tensor is rejected. */
   #buffer(param: string, t: TensorLike): GPUBuffer {
     this.#alive();
-    const b = t !== null && typeof t === 'object' ? this.#tensors.get(t) : undefined;
-    if (b) return b;
-    if (t !== null && typeof t === 'object' && this.#freed.has(t)) throw new MobaError('E_DEVICE', `${param} was disposed`, param);
-    const owner = (t as DeviceTensor | null)?.backend;
-    throw new MobaError('E_UNSUPPORTED', `${param} is not a tensor of this WebGPU backend (backend: ${String(owner)}): upload it first`, param);
+    return this.#tensors.get(param, t);
   }
 
   #routing(r: Routing): RoutingStore {
     this.#alive();
-    const s = r !== null && typeof r === 'object' ? this.#routings.get(r) : undefined;
-    if (s) return s;
-    if (r !== null && typeof r === 'object' && this.#freed.has(r)) throw new MobaError('E_DEVICE', 'routing was disposed', 'routing');
-    throw new MobaError('E_UNSUPPORTED', `routing was not made by this WebGPU backend (backend: ${String(r?.backend)})`, 'routing');
+    return this.#routings.get('routing', r);
   }
 
   /** A routing checked to be this backend's and made for the same sequence layout. */
   #routingFor(r: Routing, layout: Layout): RoutingStore {
-    const s = this.#routing(r);
-    const cu = layout.cuSeqlens;
-    if (s.cuSeqlens.length !== cu.length || s.cuSeqlens.some((x, i) => x !== cu[i])) {
-      throw new MobaError('E_RANGE', `routing was made for cuSeqlens [${s.cuSeqlens.join(', ')}], not [${cu.join(', ')}]`, 'routing');
-    }
-    return s;
+    return checkRoutingLayout(this.#routing(r), layout);
   }
 
   #newRouting(indices: GPUBuffer, T: number, Hq: number, layout: Layout, rc: { topk: number; blockSize: number; causal: boolean }): Routing {
     const r: Routing = Object.freeze({ backend: NAME, T, Hq, topk: rc.topk, blockSize: rc.blockSize, causal: rc.causal });
-    this.#routings.set(r, { indices, collected: null, cuSeqlens: Int32Array.from(layout.cuSeqlens) });
+    this.#routings.add(r, { indices, collected: null, cuSeqlens: Int32Array.from(layout.cuSeqlens) });
     return r;
   }
 

@@ -8,5 +8,6 @@ export * from './routing.js';
 export * from './plan.js';
 export * from './compare.js';
 export * from './backend.js';
+export * from './handles.js';
 export * from './moba.js';
 export * from './interop.js';

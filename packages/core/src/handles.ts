@@ -1,0 +1,77 @@
+/**
+ * Handle bookkeeping shared by the backends: the opaque objects a backend gives out (device tensors,
+ * routings) map to its own data; a disposed handle is refused with E_DEVICE and another backend's (or
+ * anything else) with E_UNSUPPORTED. Handles are held weakly, so an unreachable handle's data can be
+ * collected (and a backend's FinalizationRegistry on the handle still fires).
+ */
+import type { Layout } from './config.js';
+import { MobaError } from './errors.js';
+
+/** What the handles of a table are, for the messages: `tensor` ("upload it first") or `routing`. */
+export type HandleKind = 'tensor' | 'routing';
+
+export class HandleTable<V> {
+  #values = new WeakMap<object, V>();
+  readonly #freed: WeakSet<object>;
+
+  /**
+   * @param backend the backend's display name in messages (`'CPU'`, `'WebGPU'`, `'CUDA'`)
+   * @param kind what the handles are
+   * @param sibling another table whose disposed handles count as disposed here too (a backend's tensors
+   *   and routings share one "freed" set, so a disposed routing passed as a tensor still reads "was disposed")
+   */
+  constructor(readonly backend: string, readonly kind: HandleKind = 'tensor', sibling?: HandleTable<unknown>) {
+    this.#freed = sibling ? sibling.#freed : new WeakSet();
+  }
+
+  /** Registers a new handle. */
+  add(handle: object, value: V): void {
+    this.#values.set(handle, value);
+  }
+
+  /** The live value of `handle`, or undefined (never throws). */
+  peek(handle: unknown): V | undefined {
+    return isObject(handle) ? this.#values.get(handle) : undefined;
+  }
+
+  /** The value of `handle`; E_DEVICE when it was disposed, E_UNSUPPORTED when it is not one of this table's. */
+  get(param: string, handle: unknown): V {
+    const v = this.peek(handle);
+    if (v !== undefined) return v;
+    if (isObject(handle) && this.#freed.has(handle)) throw new MobaError('E_DEVICE', `${param} was disposed`, param);
+    const owner = String(isObject(handle) ? (handle as { backend?: unknown }).backend : undefined);
+    if (this.kind === 'routing') throw new MobaError('E_UNSUPPORTED', `${param} was not made by this ${this.backend} backend (backend: ${owner})`, param);
+    throw new MobaError('E_UNSUPPORTED', `${param} is not a tensor of this ${this.backend} backend (backend: ${owner}): upload it first`, param);
+  }
+
+  /**
+   * Forgets `handle` and returns its value the first time (the caller frees what it holds); undefined for a
+   * handle already freed or not of this table, so dispose is idempotent. Later `get`s of it give E_DEVICE.
+   */
+  free(handle: unknown): V | undefined {
+    const v = this.peek(handle);
+    if (v === undefined) return undefined;
+    this.#values.delete(handle as object);
+    this.#freed.add(handle as object);
+    return v;
+  }
+
+  /** Forgets every handle (on destroy), dropping the table's references to their values. */
+  clear(): void {
+    this.#values = new WeakMap();
+  }
+}
+
+/** E_RANGE unless a routing made for `store.cuSeqlens` is used with the same sequence layout; returns `store`. */
+export function checkRoutingLayout<S extends { readonly cuSeqlens: Int32Array }>(store: S, layout: Layout): S {
+  const made = store.cuSeqlens;
+  const cu = layout.cuSeqlens;
+  if (made.length !== cu.length || made.some((x, i) => x !== cu[i])) {
+    throw new MobaError('E_RANGE', `routing was made for cuSeqlens [${made.join(', ')}], not [${cu.join(', ')}]`, 'routing');
+  }
+  return store;
+}
+
+function isObject(x: unknown): x is object {
+  return x !== null && typeof x === 'object';
+}
