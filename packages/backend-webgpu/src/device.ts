@@ -20,19 +20,22 @@ const WANTED_LIMITS = [
  * The `navigator.gpu` of a browser, or a new Dawn instance in Node (`null` when neither exists).
  * Dawn's object must stay referenced while any device made from it is in use: once it is garbage-collected,
  * Dawn's instance goes away under the device and the process crashes or hangs at the next GPU wait (see
- * docs/webgpu.md). `openDevice` returns it so that the GpuContext can hold it until `destroy()`.
+ * docs/webgpu.md). In Node one Dawn instance is made per process and kept for its whole life: releasing an
+ * instance after its device is destroyed still crashed now and then (a native `std::system_error` when the
+ * collector ran while Dawn's threads were winding down), and one shared instance cannot be collected at all.
  */
 export async function getGpu(): Promise<GPU | null> {
   const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
   if (nav?.gpu) return nav.gpu;
   if (typeof process === 'undefined' || !process.versions?.node) return null;
-  try {
-    const mod = (await import('webgpu')) as { create(opts: string[]): GPU };
-    return mod.create([]);
-  } catch {
-    return null;
-  }
+  dawn ??= import('webgpu')
+    .then((mod: { create(opts: string[]): GPU }) => mod.create([]))
+    .catch(() => null);
+  return dawn;
 }
+
+/** The process's Dawn instance (Node only), created on first use and never released. */
+let dawn: Promise<GPU | null> | undefined;
 
 /** A device and the GPU object it came from (keep both referenced while the device is in use). */
 export interface OpenedDevice {
