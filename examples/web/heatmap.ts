@@ -5,29 +5,7 @@
  * summed over heads and sequences), binned to at most `maxCells` per side, on a log colour scale so the
  * sparse past selections stay visible next to the always-selected diagonal.
  */
-import type { Sequences } from '@moba/core';
-
-/** Selection counts `[nb, nb]`: `counts[qb · nb + kb]` = (query row, head) pairs of query block qb that chose kb. */
-export interface RoutingCounts {
-  readonly nb: number;
-  readonly counts: Float64Array;
-}
-
-/** Counts selections from `[T, Hq, topk]` indices (-1 padded). */
-export function routingCounts(indices: Int32Array, Hq: number, topk: number, seqs: Sequences, blockSize: number): RoutingCounts {
-  const nb = seqs.maxBlocks;
-  const counts = new Float64Array(nb * nb);
-  for (const s of seqs.seqs) {
-    for (let t = s.start; t < s.start + s.len; t++) {
-      const qb = Math.floor((t - s.start) / blockSize);
-      for (let i = 0; i < Hq * topk; i++) {
-        const kb = indices[t * Hq * topk + i]!;
-        if (kb >= 0) counts[qb * nb + kb]!++;
-      }
-    }
-  }
-  return { nb, counts };
-}
+import type { RoutingCounts, Sequences } from '@moba/core';
 
 /**
  * The fraction of causal (query, key) pairs the routing attends: for every row and head, the keys of its

@@ -4,10 +4,10 @@
  * heatmap on a canvas and the time of every phase. Without a WebGPU adapter it falls back to the CPU backend
  * (one thread, in the page) and says so. Served by `pnpm demo:web` (serve.ts).
  */
-import { type Backend, type DeviceTensor, type HostTensor, type MobaConfig, MobaError, Rng, hostTensor, moba, mobaBackward, sequences } from '@moba/core';
+import { type Backend, type DeviceTensor, type HostTensor, type MobaConfig, MobaError, Rng, hostTensor, moba, mobaBackward, routingCounts, sequences } from '@moba/core';
 import { createCpuBackend } from '@moba/backend-cpu';
 import { createWebGpuBackend } from '@moba/backend-webgpu';
-import { attendedFraction, drawHeatmap, routingCounts } from './heatmap.js';
+import { attendedFraction, drawHeatmap } from './heatmap.js';
 
 /** Fixed problem dimensions (the controls set the rest). */
 const HEADS = 4;

@@ -123,3 +123,25 @@ export function routingToMask(indices: Int32Array, T: number, Hq: number, seqs: 
   }
   return mask;
 }
+
+/** Selection counts `[nb, nb]`: `counts[qb · nb + kb]` = (query row, head) pairs of query block qb that chose kb. */
+export interface RoutingCounts {
+  readonly nb: number;
+  readonly counts: Float64Array;
+}
+
+/** Counts selections from `[T, Hq, topk]` indices (-1 padded): the data of the routing heatmaps (CLI SVG, web canvas). */
+export function routingCounts(indices: Int32Array, Hq: number, topk: number, seqs: Sequences, blockSize: number): RoutingCounts {
+  const nb = seqs.maxBlocks;
+  const counts = new Float64Array(nb * nb);
+  for (const s of seqs.seqs) {
+    for (let t = s.start; t < s.start + s.len; t++) {
+      const qb = Math.floor((t - s.start) / blockSize);
+      for (let i = 0; i < Hq * topk; i++) {
+        const kb = indices[t * Hq * topk + i]!;
+        if (kb >= 0) counts[qb * nb + kb]!++;
+      }
+    }
+  }
+  return { nb, counts };
+}

@@ -9,11 +9,11 @@ import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import {
   type Backend, type DType, type DeviceTensor, type HostTensor, type Layout, type MobaConfig, type ProblemShape, type Routing,
-  Rng, fromFloat, hostTensor, moba, mobaBackward, plan, resolveConfig, sequences,
+  Rng, fromFloat, hostTensor, moba, mobaBackward, plan, resolveConfig, sequences, routingCounts,
 } from '@moba/core';
 import { type BackendKind, createBackend } from './backends.js';
 import { type RoutingCheck, sampleRows, spotCheck } from './check.js';
-import { heatmapSvg, routingCounts } from './heatmap.js';
+import { heatmapSvg } from './heatmap.js';
 import { Progress } from './progress.js';
 
 /** What `moba demo` runs; the CLI flags map one to one. */
