@@ -159,31 +159,48 @@ MOBA_DTYPES(BACKWARD_ENTRIES)
 // ---------------------------------------------------------------------------------------------------
 // Tensor-core backward (f16/bf16, D = 64 or 128). P and dS are recomputed from lse and Δ, rounded to 16
 // bits only as mma operands (as in FlashAttention); all sums are f32. Deterministic: no float atomics.
-//  dkdv_tc: one CTA per (64-key tile of a key block, kv head); a warp owns 16 keys and walks the block's
-//           collected query lists of every query head of the group, 32 rows at a time (cp.async double
-//           buffered): Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ, dV += Pᵀ·dO, dK += dSᵀ·Q; written once, dK scaled. The same
-//           dS (through shared memory) gives the chunk rows' dQ contribution of this key tile, dS·K, stored
-//           as an f32 partial per (row, routing slot, key tile): K and V are read once per key block.
+//  dkdv_tc: one CTA of NW warps per (key tile of NW·16 keys of a key block, kv head); NW = 8 (128 keys, a
+//           whole block of 128) for D = 128 and B >= 128, else 4 (64 keys). A warp owns 16 keys and walks
+//           the block's collected query lists of every query head of the group, 32 rows at a time (cp.async
+//           double buffered, K/V loads overlapped with the first chunk): Sᵀ = K·Qᵀ, dPᵀ = V·dOᵀ,
+//           dV += Pᵀ·dO, dK += dSᵀ·Q; written once, dK scaled. The same dS (through shared memory) gives
+//           the chunk rows' dQ contribution of this key tile, dS·K, stored as an f32 partial per (row,
+//           routing slot, key tile): K and V are read once per key block, and with whole-block tiles a
+//           row has one partial per slot (half the partial traffic of 64-key tiles).
 //  dq_reduce: a row's partials summed in slot order, then tile order; scaled, stored once.
 #include "mma.cuh"
 
-constexpr int TC_WARPS = 4;
 constexpr int RC = 32;             // dkdv: gathered rows per chunk
-constexpr int KV_TILE = TC_WARPS * 16;
+
+// Per entry e of the block-major lists (rows[e] = token t of list (head h, block g), slots[e] = its routing
+// slot), what dkdv_tc needs of that row, gathered once so that its chunk loop issues no dependent global
+// loads: {t, slot, lse·log2e, Δ}. One CTA per list (grid-strided).
+extern "C" __global__ void __launch_bounds__(256) dkdv_meta(const int* offsets, const int* rows, const int* slots, const float* lse,
+                                                            const float* dlt, int Hq, int NB, int4* meta) {
+  for (i64 list = blockIdx.x; list < (i64)Hq * NB; list += gridDim.x) {
+    const int h = (int)(list / NB), begin = offsets[list], end = offsets[list + 1];
+    for (int e = begin + threadIdx.x; e < end; e += blockDim.x) {
+      const int t = rows[e];
+      const i64 rw = (i64)t * Hq + h;
+      meta[e] = make_int4(t, slots[e], __float_as_int(lse[rw] * LOG2E), __float_as_int(dlt[rw]));
+    }
+  }
+}
 
 #ifndef MOBA_NO_HALF
 constexpr int DS_LD = RC + PAD;  // row stride of the dS tile [key][chunk row]
 
 // dkdv_tc's shared memory as seen while working on chunk buffer `b` (0 or 1): K, V and the dS tile are
-// shared; the chunk's Q, dO and per-row values are double-buffered so that the next chunk loads (cp.async)
-// while this one is computed.
-template <typename T, int D>
+// shared; the chunk's Q, dO and per-row values (dkdv_meta's entries) are double-buffered so that the next
+// chunk loads (cp.async) while this one is computed.
+template <typename T, int D, int NW>
 struct DkdvSmem {
+  static constexpr int KV_TILE = NW * 16;
+  static constexpr int RPT = RC * (D / 8) / (NW * WARP);  // chunk rows per thread in the Q/dO copy
+  static_assert(RPT * NW * WARP == RC * (D / 8), "the Q/dO copy gives every thread the same number of rows");
   T *k, *v, *ds, *q, *dout;
-  float *lse2, *dl;
-  int* tok;   // chunk row -> token (-1: padding)
-  int* slot;  // chunk row -> position of this key block in the row's routing indices (its dQ partial)
-  static constexpr int BUF = 2 * RC * (D + PAD) * sizeof(T) + 4 * RC * sizeof(int);  // bytes of one chunk buffer
+  int4* meta;  // chunk row -> {token (-1: padding), routing slot (its dQ partial), lse·log2e, Δ}
+  static constexpr int BUF = 2 * RC * (D + PAD) * sizeof(T) + RC * sizeof(int4);  // bytes of one chunk buffer
   __device__ DkdvSmem(char* p, int b) {
     k = (T*)p; p += KV_TILE * (D + PAD) * sizeof(T);
     v = (T*)p; p += KV_TILE * (D + PAD) * sizeof(T);
@@ -191,16 +208,13 @@ struct DkdvSmem {
     p += b * BUF;
     q = (T*)p; p += RC * (D + PAD) * sizeof(T);
     dout = (T*)p; p += RC * (D + PAD) * sizeof(T);
-    lse2 = (float*)p; p += RC * sizeof(float);
-    dl = (float*)p; p += RC * sizeof(float);
-    tok = (int*)p; p += RC * sizeof(int);
-    slot = (int*)p;
+    meta = (int4*)p;
   }
 };
 
 // One warp, one chunk of RC query rows: dV, dK of its 16 keys (rows g, g + 8 of the warp's key slice).
-template <typename T, int D>
-__device__ __forceinline__ void dkdv_rows(const DkdvSmem<T, D>& sm, float (*dk)[4], float (*dv)[4], const int* key, int kend, int causal,
+template <typename T, int D, int NW>
+__device__ __forceinline__ void dkdv_rows(const DkdvSmem<T, D, NW>& sm, float (*dk)[4], float (*dv)[4], const int* key, int kend, int causal,
                                           float sl2) {
   const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, g = lane / 4, cq = lane % 4;
   constexpr int LD = D + PAD;
@@ -229,10 +243,11 @@ __device__ __forceinline__ void dkdv_rows(const DkdvSmem<T, D>& sm, float (*dk)[
   for (int n = 0; n < RC / 8; ++n)
 #pragma unroll
     for (int e = 0; e < 4; ++e) {  // P (in s) and dS (in dp); columns are query rows
-      const int c = n * 8 + 2 * cq + (e & 1), t = sm.tok[c], kp = key[e / 2];
-      const bool ok = t >= 0 && kp < kend && (!causal || kp <= t);
-      const float p = ok ? exp2f(s[n][e] * sl2 - sm.lse2[c]) : 0.f;
-      dp[n][e] = ok ? p * (dp[n][e] - sm.dl[c]) : 0.f;
+      const int c = n * 8 + 2 * cq + (e & 1), kp = key[e / 2];
+      const int4 mt = sm.meta[c];
+      const bool ok = mt.x >= 0 && kp < kend && (!causal || kp <= mt.x);
+      const float p = ok ? exp2f(s[n][e] * sl2 - __int_as_float(mt.z)) : 0.f;
+      dp[n][e] = ok ? p * (dp[n][e] - __int_as_float(mt.w)) : 0.f;
       s[n][e] = p;
     }
 #pragma unroll
@@ -267,31 +282,32 @@ __device__ __forceinline__ void dkdv_rows(const DkdvSmem<T, D>& sm, float (*dk)[
 }
 
 // dQ of the chunk's RC rows from this CTA's key tile, dQ_part = dS·K (unscaled), once every warp has put
-// its dS into sm.ds; warp w computes columns [w·D/4, (w + 1)·D/4) of all RC rows and stores them, f32,
+// its dS into sm.ds; warp w computes columns [w·D/NW, (w + 1)·D/NW) of all RC rows and stores them, f32,
 // as the partial of (row, slot of this key block, key tile `sub`). Each partial has one writer;
 // dq_reduce sums them in a fixed order.
-template <typename T, int D>
-__device__ __forceinline__ void dq_partial(const DkdvSmem<T, D>& sm, float* part, int Hs, int hl, int topk, int nsub, int sub) {
-  constexpr int LD = D + PAD, NW = D / TC_WARPS;  // columns per warp
+template <typename T, int D, int NW>
+__device__ __forceinline__ void dq_partial(const DkdvSmem<T, D, NW>& sm, float* part, int Hs, int hl, int topk, int nsub, int sub) {
+  constexpr int LD = D + PAD, NC = D / NW;  // columns per warp
+  static_assert(NC % 16 == 0, "dq_partial: a warp's columns come in pairs of 8-column n-tiles");
   const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, g = lane / 4, cq = lane % 4;
   __syncthreads();  // sm.ds is complete
-  float acc[RC / 16][NW / 8][4];
+  float acc[RC / 16][NC / 8][4];
 #pragma unroll
   for (int m = 0; m < RC / 16; ++m)
 #pragma unroll
-    for (int n = 0; n < NW / 8; ++n)
+    for (int n = 0; n < NC / 8; ++n)
 #pragma unroll
       for (int e = 0; e < 4; ++e) acc[m][n][e] = 0.f;
 #pragma unroll
-  for (int kk = 0; kk < KV_TILE / 16; ++kk) {
+  for (int kk = 0; kk < NW; ++kk) {  // the tile's NW·16 keys
     unsigned a[RC / 16][4];
 #pragma unroll
     for (int m = 0; m < RC / 16; ++m)  // A = dSᵀ: sm.ds is [key][row], so a transposed load
       ldsm_x4_t(a[m], sm.ds + (kk * 16 + (lane / 16) * 8 + lane % 8) * DS_LD + m * 16 + ((lane / 8) % 2) * 8);
 #pragma unroll
-    for (int np = 0; np < NW / 16; ++np) {
+    for (int np = 0; np < NC / 16; ++np) {
       unsigned b[4];
-      frag_b_kn(b, sm.k, LD, kk * 16, warp * NW + np * 16);
+      frag_b_kn(b, sm.k, LD, kk * 16, warp * NC + np * 16);
 #pragma unroll
       for (int m = 0; m < RC / 16; ++m) {
         mma(T(), acc[m][2 * np], a[m], b);
@@ -303,58 +319,69 @@ __device__ __forceinline__ void dq_partial(const DkdvSmem<T, D>& sm, float* part
   for (int m = 0; m < RC / 16; ++m)
 #pragma unroll
     for (int r = 0; r < 2; ++r) {
-      const int row = m * 16 + g + 8 * r, t = sm.tok[row];
+      const int row = m * 16 + g + 8 * r, t = sm.meta[row].x;
       if (t < 0) continue;
-      float* o = part + ((((i64)t * Hs + hl) * topk + sm.slot[row]) * nsub + sub) * D + warp * NW + 2 * cq;
+      float* o = part + ((((i64)t * Hs + hl) * topk + sm.meta[row].y) * nsub + sub) * D + warp * NC + 2 * cq;
 #pragma unroll
-      for (int n = 0; n < NW / 8; ++n) *reinterpret_cast<float2*>(o + n * 8) = make_float2(acc[m][n][2 * r], acc[m][n][2 * r + 1]);
+      for (int n = 0; n < NC / 8; ++n) *reinterpret_cast<float2*>(o + n * 8) = make_float2(acc[m][n][2 * r], acc[m][n][2 * r + 1]);
     }
 }
 
-// Starts loading chunk rows [0, n) of a collected list into a chunk buffer: tokens, slots, lse·log2e and Δ
-// by plain stores; Q (zero for a NaN row, so its 0-weighted pairs cannot spread NaN to keys it does not
-// attend) and dO by cp.async, committed as one group. Visible after cp_async_wait and a barrier.
-template <typename T, int D>
-__device__ void dkdv_issue(const DkdvSmem<T, D>& sm, const T* q, const T* dout, const float* lse, const float* dlt, const int* list, int n,
-                           int Hq, int h, const int* indices, int topk, int jl) {
+// Starts loading chunk rows [0, n) (list entries meta[0, n)) into a chunk buffer by cp.async, one
+// committed group: the entries themselves, Q (zero for a NaN row, whose lse is NaN, so that its 0-weighted
+// pairs cannot spread NaN to keys it does not attend) and dO. Padding rows get token -1 by plain stores.
+// `pt`/`pl`: token and lse·log2e of this thread's rows of the Q/dO copy, loaded one chunk ahead (dkdv_ahead).
+// Visible after cp_async_wait and a barrier.
+template <typename T, int D, int NW>
+__device__ void dkdv_issue(const DkdvSmem<T, D, NW>& sm, const T* q, const T* dout, const int4* meta, int n, int Hq, int h,
+                           const int* pt, const float* pl) {
+  constexpr int V = D / 8, RPT = DkdvSmem<T, D, NW>::RPT;
   if (threadIdx.x < RC) {
-    const int t = threadIdx.x < n ? list[threadIdx.x] : -1;
-    const i64 rw = (i64)t * Hq + h;
-    int p = 0;
-#pragma unroll 8
-    for (int i = 0; i < topk; ++i)
-      if (t >= 0 && indices[rw * topk + i] == jl) p = i;
-    sm.slot[threadIdx.x] = p;
-    sm.tok[threadIdx.x] = t;
-    sm.lse2[threadIdx.x] = t >= 0 ? lse[rw] * LOG2E : INFINITY;
-    sm.dl[threadIdx.x] = t >= 0 ? dlt[rw] : 0.f;
+    if ((int)threadIdx.x < n) cp_async16(sm.meta + threadIdx.x, meta + threadIdx.x, true);
+    else sm.meta[threadIdx.x] = make_int4(-1, 0, __float_as_int(INFINITY), 0);
   }
-  constexpr int V = D / 8;
-  for (int i = threadIdx.x; i < RC * V; i += blockDim.x) {
-    const int r = i / V, c = (i - r * V) * 8;
-    const int t = r < n ? list[r] : -1;
-    const i64 o = t >= 0 ? ((i64)t * Hq + h) * D + c : 0;
-    const float l = t >= 0 ? lse[(i64)t * Hq + h] : 0.f;
-    cp_async16(sm.q + r * (D + PAD) + c, q + o, t >= 0 && l == l);
-    cp_async16(sm.dout + r * (D + PAD) + c, dout + o, t >= 0);
+#pragma unroll
+  for (int u = 0; u < RPT; ++u) {
+    const int i = threadIdx.x + u * NW * WARP, r = i / V, c = (i - r * V) * 8;
+    const bool ok = r < n;
+    const i64 o = ok ? ((i64)pt[u] * Hq + h) * D + c : 0;
+    cp_async16(sm.q + r * (D + PAD) + c, q + o, ok && pl[u] == pl[u]);
+    cp_async16(sm.dout + r * (D + PAD) + c, dout + o, ok);
   }
   cp_async_commit();
 }
 
-template <typename T, int D>
-__device__ void dkdv_tc(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* dlt, const int* offsets,
-                        const int* rows, T* dko, T* dvo, const int* indices, float* part, const int* cu, const int* block_base, int nseq,
-                        int Hq, int Hkv, int B, int NB, int topk, int causal, float scale, int nsub, int kv0) {
+// Loads (into registers, no wait) the token and lse·log2e of this thread's Q/dO-copy rows of the chunk
+// at list entries [c0, min(c0 + RC, end)); rows past the end are not read.
+template <int D, int NW>
+__device__ __forceinline__ void dkdv_ahead(const int4* meta, int c0, int end, int* pt, float* pl) {
+  constexpr int V = D / 8, RPT = RC * V / (NW * WARP);
+#pragma unroll
+  for (int u = 0; u < RPT; ++u) {
+    const int e = c0 + (int)(threadIdx.x + u * NW * WARP) / V;
+    const int* m = reinterpret_cast<const int*>(meta + (e < end ? e : 0));
+    pt[u] = e < end ? m[0] : 0;
+    pl[u] = e < end ? __int_as_float(m[2]) : 0.f;
+  }
+}
+
+template <typename T, int D, int NW>
+__device__ void dkdv_tc(const T* q, const T* k, const T* v, const T* dout, const int4* meta, const int* offsets, T* dko, T* dvo,
+                        float* part, const int* cu, const int* block_base, int nseq, int Hq, int Hkv, int B, int NB, int topk, int causal,
+                        float scale, int nsub, int kv0) {
   extern __shared__ __align__(16) char smem_raw[];
-  const DkdvSmem<T, D> sm(smem_raw, 0);
+  using Smem = DkdvSmem<T, D, NW>;
+  constexpr int KV_TILE = Smem::KV_TILE;
+  const Smem sm(smem_raw, 0);
   const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, g = lane / 4, cq = lane % 4;
   const int kvh = kv0 + blockIdx.y, G = Hq / Hkv, Hs = gridDim.y * G;  // this launch's kv heads: [kv0, kv0 + gridDim.y)
   const int gb = blockIdx.x / nsub, sub = blockIdx.x - gb * nsub, s = upper_index(block_base, nseq, gb);
   const int bstart = cu[s] + (gb - block_base[s]) * B, bend = min(bstart + B, cu[s + 1]);
   const int k0 = bstart + sub * KV_TILE, k1 = min(k0 + KV_TILE, bend);
   if (k0 >= k1) return;  // past the end of a partial block (uniform)
-  stage_rows<D>(sm.k, KV_TILE, k1 - k0, k, [&](int r) { return ((i64)(k0 + r) * Hkv + kvh) * D; });
-  stage_rows<D>(sm.v, KV_TILE, k1 - k0, v, [&](int r) { return ((i64)(k0 + r) * Hkv + kvh) * D; });
+  // K and V by cp.async, in the first chunk's group (complete at its cp_async_wait)
+  stage_rows_async<D>(sm.k, KV_TILE, k1 - k0, k, [&](int r) { return ((i64)(k0 + r) * Hkv + kvh) * D; });
+  stage_rows_async<D>(sm.v, KV_TILE, k1 - k0, v, [&](int r) { return ((i64)(k0 + r) * Hkv + kvh) * D; });
   const int key[2] = {k0 + warp * 16 + g, k0 + warp * 16 + g + 8};
   float dk[D / 8][4], dv[D / 8][4];
 #pragma unroll
@@ -363,29 +390,42 @@ __device__ void dkdv_tc(const T* q, const T* k, const T* v, const T* dout, const
     for (int e = 0; e < 4; ++e) dk[n][e] = dv[n][e] = 0.f;
   const float sl2 = scale * LOG2E;
   // the chunks: every query head of the group, its list for this block in RC-row pieces; chunk i + 1 loads
-  // into the other buffer while chunk i is computed
-  const int hend = (kvh + 1) * G, jl = gb - block_base[s];
+  // into the other buffer while chunk i is computed, and the tokens of chunk i + 2 load into registers
+  const int hend = (kvh + 1) * G;
+  constexpr int RPT = Smem::RPT;
   int h = kvh * G, c0 = offsets[(i64)h * NB + gb], le = offsets[(i64)h * NB + gb + 1];
   auto next = [&](int& hh, int& cc, int& ee) {  // first non-empty chunk at or after (hh, cc)
     while (hh < hend && cc >= ee) {
       if (++hh < hend) { cc = offsets[(i64)hh * NB + gb]; ee = offsets[(i64)hh * NB + gb + 1]; }
     }
   };
+  int pt[RPT];
+  float pl[RPT];
   next(h, c0, le);
-  if (h < hend) dkdv_issue<T, D>(sm, q, dout, lse, dlt, rows + c0, min(RC, le - c0), Hq, h, indices, topk, jl);
+  if (h < hend) {
+    dkdv_ahead<D, NW>(meta, c0, le, pt, pl);
+    dkdv_issue<T, D, NW>(sm, q, dout, meta + c0, min(RC, le - c0), Hq, h, pt, pl);
+  }
+  int hn = h, cn = c0 + RC, en = le;
+  next(hn, cn, en);
+  if (hn < hend) dkdv_ahead<D, NW>(meta, cn, en, pt, pl);
   for (int b = 0; h < hend; b ^= 1) {
-    const DkdvSmem<T, D> cur(smem_raw, b), nxt(smem_raw, b ^ 1);
-    int hn = h, cn = c0 + RC, en = le;
-    next(hn, cn, en);
-    if (hn < hend) dkdv_issue<T, D>(nxt, q, dout, lse, dlt, rows + cn, min(RC, en - cn), Hq, hn, indices, topk, jl);
+    const Smem cur(smem_raw, b), nxt(smem_raw, b ^ 1);
+    if (hn < hend) dkdv_issue<T, D, NW>(nxt, q, dout, meta + cn, min(RC, en - cn), Hq, hn, pt, pl);
     else cp_async_commit();  // an empty group keeps the count
+    int h2 = hn, c2 = cn + RC, e2 = en;
+    next(h2, c2, e2);
+    if (h2 < hend) dkdv_ahead<D, NW>(meta, c2, e2, pt, pl);
     cp_async_wait<1>();  // this chunk's group is complete (the next one may still be in flight)
-    __syncthreads();     // ... for every thread; K, V (first chunk) and the plain stores too
-    dkdv_rows<T, D>(cur, dk, dv, key, k1, causal, sl2);
-    dq_partial<T, D>(cur, part, Hs, h - kv0 * G, topk, nsub, sub);
+    __syncthreads();     // ... for every thread; K, V (first chunk) and the padding rows' plain stores too
+    dkdv_rows<T, D, NW>(cur, dk, dv, key, k1, causal, sl2);
+    dq_partial<T, D, NW>(cur, part, Hs, h - kv0 * G, topk, nsub, sub);
     __syncthreads();  // buffer b and the dS tile are no longer read
     h = hn; c0 = cn; le = en;
+    hn = h2; cn = c2; en = e2;
   }
+  cp_async_commit();  // K/V's group was never waited for when the block has no rows
+  cp_async_wait<0>();
   for (int r = 0; r < 2; ++r) {
     if (key[r] >= k1) continue;
     const i64 o = ((i64)key[r] * Hkv + kvh) * D + 2 * cq;
@@ -397,11 +437,12 @@ __device__ void dkdv_tc(const T* q, const T* k, const T* v, const T* dout, const
   }
 }
 
-// dQ of query heads [h0, h0 + Hs) from the partials of dkdv_tc: per (row, head), the sum over the routing
-// slots in order and, within a slot, over the key tiles of that block in order; scaled, stored once.
+// dQ of query heads [h0, h0 + Hs) from the partials of dkdv_tc (key tiles of kvt keys, nsub per block):
+// per (row, head), the sum over the routing slots in order and, within a slot, over the key tiles of that
+// block in order; scaled, stored once.
 template <typename T>
 __device__ void dq_reduce(const float* part, const int* indices, T* dqo, const int* cu, int nseq, i64 T_, int Hq, int h0, int Hs, int D,
-                          int B, int topk, int nsub, float scale) {
+                          int B, int topk, int nsub, int kvt, float scale) {
   const int C4 = D / 4;
   const i64 n = T_ * Hs * C4;
   for (i64 i = (i64)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += (i64)gridDim.x * blockDim.x) {
@@ -416,7 +457,7 @@ __device__ void dq_reduce(const float* part, const int* indices, T* dqo, const i
 #pragma unroll
       for (int u = 0; u < 8; ++u) {
         const int j = p0 + u < topk ? indices[rw * topk + p0 + u] : -1;
-        tiles[u] = j < 0 ? 0 : (min(B, len - j * B) + KV_TILE - 1) / KV_TILE;
+        tiles[u] = j < 0 ? 0 : (min(B, len - j * B) + kvt - 1) / kvt;
       }
 #pragma unroll
       for (int u = 0; u < 8; ++u)
@@ -439,22 +480,25 @@ __device__ void dq_reduce(const float* part, const int* indices, T* dqo, const i
 #define DQ_REDUCE_ENTRY(N, T)                                                                                          \
   extern "C" __global__ void dq_reduce_##N(const float* part, const int* indices, T* dqo, const int* cu, int nseq,     \
                                            long long T_, int Hq, int h0, int Hs, int D, int B, int topk, int nsub,      \
-                                           float scale) {                                                               \
-    dq_reduce<T>(part, indices, dqo, cu, nseq, T_, Hq, h0, Hs, D, B, topk, nsub, scale);                               \
+                                           int kvt, float scale) {                                                      \
+    dq_reduce<T>(part, indices, dqo, cu, nseq, T_, Hq, h0, Hs, D, B, topk, nsub, kvt, scale);                          \
   }
 DQ_REDUCE_ENTRY(f16, __half)
 DQ_REDUCE_ENTRY(bf16, __nv_bfloat16)
 
-#define BACKWARD_TC_ENTRIES(N, T, D)                                                                                         \
-  extern "C" __global__ void __launch_bounds__(TC_WARPS * WARP) dkdv_tc_d##D##_##N(                                          \
-      const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* dlt, const int* offsets,             \
-      const int* rows, T* dko, T* dvo, const int* indices, float* part, const int* cu, const int* block_base, int nseq,      \
-      int Hq, int Hkv, int B, int NB, int topk, int causal, float scale, int nsub, int kv0) {                                \
-    dkdv_tc<T, D>(q, k, v, dout, lse, dlt, offsets, rows, dko, dvo, indices, part, cu, block_base, nseq, Hq, Hkv, B, NB,     \
-                  topk, causal, scale, nsub, kv0);                                                                           \
+// dkdv_tc_d{D}_{dtype}: 4 warps, 64-key tiles; dkdv_tc8_d128_{dtype}: 8 warps, 128-key tiles (D = 128).
+#define BACKWARD_TC_ENTRIES(N, T, D, NW, TAG)                                                                                \
+  extern "C" __global__ void __launch_bounds__(NW * WARP) dkdv_##TAG##_d##D##_##N(                                           \
+      const T* q, const T* k, const T* v, const T* dout, const int4* meta, const int* offsets, T* dko, T* dvo, float* part,   \
+      const int* cu, const int* block_base, int nseq, int Hq, int Hkv, int B, int NB, int topk, int causal, float scale,     \
+      int nsub, int kv0) {                                                                                                   \
+    dkdv_tc<T, D, NW>(q, k, v, dout, meta, offsets, dko, dvo, part, cu, block_base, nseq, Hq, Hkv, B, NB, topk, causal,     \
+                      scale, nsub, kv0);                                                                                     \
   }
-BACKWARD_TC_ENTRIES(f16, __half, 64)
-BACKWARD_TC_ENTRIES(f16, __half, 128)
-BACKWARD_TC_ENTRIES(bf16, __nv_bfloat16, 64)
-BACKWARD_TC_ENTRIES(bf16, __nv_bfloat16, 128)
+BACKWARD_TC_ENTRIES(f16, __half, 64, 4, tc)
+BACKWARD_TC_ENTRIES(f16, __half, 128, 4, tc)
+BACKWARD_TC_ENTRIES(bf16, __nv_bfloat16, 64, 4, tc)
+BACKWARD_TC_ENTRIES(bf16, __nv_bfloat16, 128, 4, tc)
+BACKWARD_TC_ENTRIES(f16, __half, 128, 8, tc8)
+BACKWARD_TC_ENTRIES(bf16, __nv_bfloat16, 128, 8, tc8)
 #endif

@@ -140,3 +140,22 @@ extern "C" __global__ void __launch_bounds__(256) collect_sort(const int* indice
     for (int i = threadIdx.x; i < n; i += blockDim.x) rows[begin + i] = sbuf[i];
   }
 }
+
+// Routing slot of every list entry: slots[e] = the position i of block g in row rows[e]'s indices (head h)
+// for list (h, g). One CTA per list (grid-strided); the attention kernels read it with the rows instead of
+// searching the indices (dependent loads) inside their chunk loops.
+extern "C" __global__ void __launch_bounds__(256) collect_slots(const int* indices, const int* offsets, const int* rows, int* slots,
+                                                                const int* block_base, int nseq, int Hq, int topk, int NB) {
+  for (i64 list = blockIdx.x; list < (i64)Hq * NB; list += gridDim.x) {
+    const int h = (int)(list / NB), g = (int)(list - (i64)h * NB);
+    const int jl = g - block_base[upper_index(block_base, nseq, g)];
+    const int begin = offsets[list], end = offsets[list + 1];
+    for (int e = begin + threadIdx.x; e < end; e += blockDim.x) {
+      const int* ix = indices + ((i64)rows[e] * Hq + h) * topk;
+      int slot = 0;
+      for (int i = 0; i < topk; ++i)
+        if (ix[i] == jl) slot = i;
+      slots[e] = slot;
+    }
+  }
+}

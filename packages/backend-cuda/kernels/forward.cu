@@ -284,30 +284,45 @@ struct FkvSmem {  // as seen while working on chunk buffer b (0 or 1): K and V s
   }
 };
 
-// Starts loading chunk rows [0, n) of a collected list into a chunk buffer: tokens and slots by plain
-// stores, Q by cp.async (one committed group). Visible after cp_async_wait and a barrier.
+// Starts loading chunk rows [0, n) (list entries [0, n) of `list`/`slots`) into a chunk buffer by cp.async,
+// one committed group: tokens, slots and Q; padding rows get token -1 by plain stores. `pt`: the tokens of
+// this thread's rows of the Q copy, loaded one chunk ahead (fkv_ahead). Visible after cp_async_wait and a
+// barrier.
 template <typename T, int D>
-__device__ void fkv_issue(const FkvSmem<T, D>& sm, const T* q, const int* indices, const int* list, int n, int Hq, int h, int topk, int jl) {
+__device__ void fkv_issue(const FkvSmem<T, D>& sm, const T* q, const int* list, const int* slots, int n, int Hq, int h, const int* pt) {
+  constexpr int V = D / 8, RPT = CH * V / (TC_WARPS * WARP);
   if (threadIdx.x < CH) {
-    const int t = threadIdx.x < n ? list[threadIdx.x] : -1;
-    int p = 0;
-#pragma unroll 8
-    for (int i = 0; i < topk; ++i)
-      if (t >= 0 && indices[((i64)t * Hq + h) * topk + i] == jl) p = i;
-    sm.tok[threadIdx.x] = t;
-    sm.slot[threadIdx.x] = p;
+    if ((int)threadIdx.x < n) {
+      cp_async4(sm.tok + threadIdx.x, list + threadIdx.x);
+      cp_async4(sm.slot + threadIdx.x, slots + threadIdx.x);
+    } else {
+      sm.tok[threadIdx.x] = -1;
+      sm.slot[threadIdx.x] = 0;
+    }
   }
-  constexpr int V = D / 8;
-  for (int i = threadIdx.x; i < CH * V; i += blockDim.x) {
-    const int r = i / V, c = (i - r * V) * 8;
-    const int t = r < n ? list[r] : -1;
-    cp_async16(sm.q + r * (D + PAD) + c, q + (t >= 0 ? ((i64)t * Hq + h) * D + c : 0), t >= 0);
+#pragma unroll
+  for (int u = 0; u < RPT; ++u) {
+    const int i = threadIdx.x + u * TC_WARPS * WARP, r = i / V, c = (i - r * V) * 8;
+    cp_async16(sm.q + r * (D + PAD) + c, q + (r < n ? ((i64)pt[u] * Hq + h) * D + c : 0), r < n);
   }
   cp_async_commit();
 }
 
+// Loads (into registers, no wait) the tokens of this thread's Q-copy rows of the chunk at list entries
+// [c0, min(c0 + CH, end)).
+template <int D>
+__device__ __forceinline__ void fkv_ahead(const int* list, int c0, int end, int* pt) {
+  constexpr int V = D / 8, RPT = CH * V / (TC_WARPS * WARP);
+  static_assert(RPT * TC_WARPS * WARP == CH * V, "the Q copy gives every thread the same number of rows");
+#pragma unroll
+  for (int u = 0; u < RPT; ++u) {
+    const int e = c0 + (int)(threadIdx.x + u * TC_WARPS * WARP) / V;
+    pt[u] = e < end ? list[e] : 0;
+  }
+}
+
 template <typename T, int D>
-__device__ void forward_kv(const T* q, const T* k, const T* v, const int* indices, const int* offsets, const int* rows, float* part,
+__device__ void forward_kv(const T* q, const T* k, const T* v, const int* slots, const int* offsets, const int* rows, float* part,
                            float* part_ml, const int* cu, const int* block_base, int nseq, int Hq, int Hkv, int B, int NB, int topk,
                            int causal, float scale, int kv0) {
   constexpr int KT = 64, LD = D + PAD;
@@ -319,10 +334,11 @@ __device__ void forward_kv(const T* q, const T* k, const T* v, const int* indice
   const int s = upper_index(block_base, nseq, gb), jl = gb - block_base[s];
   const int bstart = cu[s] + jl * B, bend = min(bstart + B, cu[s + 1]);
   const float sl2 = scale * LOG2E;
-  stage_rows<D>(sm.k, nkeys, bend - bstart, k, [&](int r) { return ((i64)(bstart + r) * Hkv + kvh) * D; });
-  stage_rows<D>(sm.v, nkeys, bend - bstart, v, [&](int r) { return ((i64)(bstart + r) * Hkv + kvh) * D; });
+  // K and V by cp.async, in the first chunk's group (complete at its cp_async_wait)
+  stage_rows_async<D>(sm.k, nkeys, bend - bstart, k, [&](int r) { return ((i64)(bstart + r) * Hkv + kvh) * D; });
+  stage_rows_async<D>(sm.v, nkeys, bend - bstart, v, [&](int r) { return ((i64)(bstart + r) * Hkv + kvh) * D; });
   // the chunks: every query head of the group, its list for this block in CH-row pieces; chunk i + 1 loads
-  // into the other buffer while chunk i is computed
+  // into the other buffer while chunk i is computed, and the tokens of chunk i + 2 load into registers
   const int hend = (kvh + 1) * G;
   int h = kvh * G, c0 = offsets[(i64)h * NB + gb], le = offsets[(i64)h * NB + gb + 1];
   auto next = [&](int& hh, int& cc, int& ee) {  // first non-empty chunk at or after (hh, cc)
@@ -330,16 +346,24 @@ __device__ void forward_kv(const T* q, const T* k, const T* v, const int* indice
       if (++hh < hend) { cc = offsets[(i64)hh * NB + gb]; ee = offsets[(i64)hh * NB + gb + 1]; }
     }
   };
+  int pt[CH * (D / 8) / (TC_WARPS * WARP)];
   next(h, c0, le);
-  if (h < hend) fkv_issue<T, D>(sm, q, indices, rows + c0, min(CH, le - c0), Hq, h, topk, jl);
+  if (h < hend) {
+    fkv_ahead<D>(rows, c0, le, pt);
+    fkv_issue<T, D>(sm, q, rows + c0, slots + c0, min(CH, le - c0), Hq, h, pt);
+  }
+  int hn = h, cn = c0 + CH, en = le;
+  next(hn, cn, en);
+  if (hn < hend) fkv_ahead<D>(rows, cn, en, pt);
   for (int b = 0; h < hend; b ^= 1) {
     const FkvSmem<T, D> cur(smem_raw, nkeys, b), nxt(smem_raw, nkeys, b ^ 1);
-    int hn = h, cn = c0 + CH, en = le;
-    next(hn, cn, en);
-    if (hn < hend) fkv_issue<T, D>(nxt, q, indices, rows + cn, min(CH, en - cn), Hq, hn, topk, jl);
+    if (hn < hend) fkv_issue<T, D>(nxt, q, rows + cn, slots + cn, min(CH, en - cn), Hq, hn, pt);
     else cp_async_commit();  // an empty group keeps the count
+    int h2 = hn, c2 = cn + CH, e2 = en;
+    next(h2, c2, e2);
+    if (h2 < hend) fkv_ahead<D>(rows, c2, e2, pt);
     cp_async_wait<1>();  // this chunk's group is complete (the next one may still be in flight)
-    __syncthreads();     // ... for every thread; K, V (first chunk) and the plain stores too
+    __syncthreads();     // ... for every thread; K, V (first chunk) and the padding rows' plain stores too
     const int trow[2] = {cur.tok[warp * 16 + g], cur.tok[warp * 16 + g + 8]};
     float o[D / 8][4], m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 #pragma unroll
@@ -357,7 +381,10 @@ __device__ void forward_kv(const T* q, const T* k, const T* v, const int* indice
     }
     __syncthreads();  // buffer b is no longer read
     h = hn; c0 = cn; le = en;
+    hn = h2; cn = c2; en = e2;
   }
+  cp_async_commit();  // K/V's group was never waited for when the block has no rows
+  cp_async_wait<0>();
 }
 
 // out and lse of query heads [h0, h0 + Hs) from forward_kv's partials; one thread per 4 channels of a row.
@@ -403,10 +430,10 @@ __device__ void forward_reduce(const float* part, const float* part_ml, const in
 
 #define FORWARD_KV_ENTRIES(N, T, D)                                                                                     \
   extern "C" __global__ void __launch_bounds__(TC_WARPS * WARP) forward_kv_d##D##_##N(                                  \
-      const T* q, const T* k, const T* v, const int* indices, const int* offsets, const int* rows, float* part,          \
+      const T* q, const T* k, const T* v, const int* slots, const int* offsets, const int* rows, float* part,            \
       float* part_ml, const int* cu, const int* block_base, int nseq, int Hq, int Hkv, int B, int NB, int topk,          \
       int causal, float scale, int kv0) {                                                                              \
-    forward_kv<T, D>(q, k, v, indices, offsets, rows, part, part_ml, cu, block_base, nseq, Hq, Hkv, B, NB, topk, causal, \
+    forward_kv<T, D>(q, k, v, slots, offsets, rows, part, part_ml, cu, block_base, nseq, Hq, Hkv, B, NB, topk, causal, \
                      scale, kv0);                                                                                      \
   }
 FORWARD_KV_ENTRIES(f16, __half, 64)

@@ -80,6 +80,10 @@ __device__ __forceinline__ void frag_b_kn(unsigned* b, const T* s, int ld, int k
 __device__ __forceinline__ void cp_async16(void* dst, const void* src, bool valid) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(smem_addr(dst)), "l"(src), "r"(valid ? 16 : 0) : "memory");
 }
+// 4-byte variant (through L1; cp.async.cg takes 16 bytes only).
+__device__ __forceinline__ void cp_async4(void* dst, const void* src) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 4;\n" ::"r"(smem_addr(dst)), "l"(src) : "memory");
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
 template <int N>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(N) : "memory"); }
@@ -94,6 +98,17 @@ __device__ __forceinline__ void stage_rows(T* s, int rows, int n, const T* src, 
     uint4 x = make_uint4(0u, 0u, 0u, 0u);
     if (r < n) x = *reinterpret_cast<const uint4*>(src + row_off(r) + c);
     *reinterpret_cast<uint4*>(s + r * (D + PAD) + c) = x;
+  }
+}
+
+// stage_rows by cp.async (16-byte vectors, rows past n zero-filled); the caller commits the group and
+// waits for it (cp_async_wait + a barrier) before reading the tile.
+template <int D, typename T, typename RowOff>
+__device__ __forceinline__ void stage_rows_async(T* s, int rows, int n, const T* src, RowOff row_off) {
+  constexpr int V = D / 8;
+  for (int i = threadIdx.x; i < rows * V; i += blockDim.x) {
+    const int r = i / V, c = (i - r * V) * 8;
+    cp_async16(s + r * (D + PAD) + c, r < n ? src + row_off(r) + c : src, r < n);
   }
 }
 

@@ -36,6 +36,13 @@ export interface CudaBackend extends Backend {
   /** Free and total device memory now. */
   memoryInfo(): { free: number; total: number };
   /**
+   * This backend's own device allocations (tensors, routings, workspace slots): bytes live now and the
+   * peak since creation or the last `resetPeakMemory()`. Counts the sizes passed to cuMemAlloc.
+   */
+  memoryStats(): { liveBytes: number; peakBytes: number };
+  /** Starts a new peak: `peakBytes` becomes the bytes live now. */
+  resetPeakMemory(): void;
+  /**
    * Profiling: while `profiling` is true every kernel launch is synchronised and its wall time added to
    * a per-kernel total (ms); `takeProfile()` returns the totals since the last call and clears them.
    */
@@ -55,6 +62,7 @@ interface RoutingStore {
   readonly indices: Buf; // [T, Hq, topk] int32
   readonly offsets: Buf; // [Hq·NB + 1] int32
   readonly rows: Buf; // [nnz] int32
+  readonly slots: Buf; // [nnz] int32: routing slot of each entry (collect_slots)
   readonly cuSeqlens: Int32Array;
 }
 
@@ -91,6 +99,8 @@ export class CudaBackendImpl implements CudaBackend {
   readonly #sharedSet = new Map<bigint, number>();
   #profile = new Map<string, number>();
   profiling = false;
+  #liveBytes = 0;
+  #peakBytes = 0;
 
   constructor(opts: CudaBackendOptions = {}) {
     const ordinal = opts.ordinal ?? 0;
@@ -157,7 +167,7 @@ export class CudaBackendImpl implements CudaBackend {
       const r = this.#routings.free(it);
       if (r) {
         this.#gc.unregister(it);
-        for (const x of [r.indices, r.offsets, r.rows]) this.#release(x);
+        for (const x of [r.indices, r.offsets, r.rows, r.slots]) this.#release(x);
       }
     }
   }
@@ -190,6 +200,14 @@ export class CudaBackendImpl implements CudaBackend {
   memoryInfo(): { free: number; total: number } {
     this.#alive();
     return this.#drv.memInfo();
+  }
+
+  memoryStats(): { liveBytes: number; peakBytes: number } {
+    return { liveBytes: this.#liveBytes, peakBytes: this.#peakBytes };
+  }
+
+  resetPeakMemory(): void {
+    this.#peakBytes = this.#liveBytes;
   }
 
   takeProfile(): Record<string, number> {
@@ -283,6 +301,7 @@ export class CudaBackendImpl implements CudaBackend {
     const n = Hq * NB + 1;
     const offsets = this.#alloc(n * 4);
     let rows: Buf | null = null;
+    let slots: Buf | null = null;
     try {
       this.#drv.memsetD8(offsets.ptr, 0, n * 4);
       this.#launch('collect.cu', 'collect_count', geo.elementwiseLaunch('collect_count', T * Hq * rc.topk), [
@@ -301,18 +320,21 @@ export class CudaBackendImpl implements CudaBackend {
         ptr(indices.ptr), ptr(offsets.ptr), ptr(rows.ptr), ptr(lay.cu), ptr(lay.blockBase), i32(lay.nseq), i32(Hq), i32(rc.topk), i32(NB),
         i32(rc.blockSize), i32(rc.causal ? 1 : 0),
       ]);
+      slots = this.#alloc(rows.bytes);
+      this.#launch('collect.cu', 'collect_slots', geo.sortLaunch(Hq * NB), [
+        ptr(indices.ptr), ptr(offsets.ptr), ptr(rows.ptr), ptr(slots.ptr), ptr(lay.blockBase), i32(lay.nseq), i32(Hq), i32(rc.topk), i32(NB),
+      ]);
       this.#drv.synchronize();
     } catch (e) {
       this.#release(offsets);
       if (rows) this.#release(rows);
+      if (slots) this.#release(slots);
       throw e;
     }
     const r: Routing = Object.freeze({ backend: NAME, T, Hq, topk: rc.topk, blockSize: rc.blockSize, causal: rc.causal });
-    const store: RoutingStore = { indices, offsets, rows, cuSeqlens: Int32Array.from(layout.cuSeqlens) };
+    const store: RoutingStore = { indices, offsets, rows, slots, cuSeqlens: Int32Array.from(layout.cuSeqlens) };
     this.#routings.add(r, store);
-    this.#gc.register(r, indices, r);
-    this.#gc.register(r, offsets, r);
-    this.#gc.register(r, rows, r);
+    for (const b of [indices, offsets, rows, slots]) this.#gc.register(r, b, r);
     return r;
   }
 
@@ -343,7 +365,7 @@ export class CudaBackendImpl implements CudaBackend {
         for (let kv0 = 0; kv0 < Hkv; kv0 += plan.kvPerLaunch) {
           const m = Math.min(plan.kvPerLaunch, Hkv - kv0);
           this.#launch('forward.cu', `forward_kv_d${D}_${sfx}`, { ...kvL, grid: [kvL.grid[0], m, 1] }, [
-            ptr(qb.ptr), ptr(kb.ptr), ptr(vb.ptr), ptr(rs.indices.ptr), ptr(rs.offsets.ptr), ptr(rs.rows.ptr), ptr(part.ptr), ptr(ml), ptr(lay.cu), ptr(lay.blockBase),
+            ptr(qb.ptr), ptr(kb.ptr), ptr(vb.ptr), ptr(rs.slots.ptr), ptr(rs.offsets.ptr), ptr(rs.rows.ptr), ptr(part.ptr), ptr(ml), ptr(lay.cu), ptr(lay.blockBase),
             i32(lay.nseq), i32(Hq), i32(Hkv), i32(rc.blockSize), i32(seqs.totalBlocks), i32(rc.topk), i32(rc.causal ? 1 : 0), f32(rc.scale), i32(kv0),
           ]);
           this.#launch('forward.cu', `forward_reduce_${sfx}`, geo.elementwiseLaunch('forward_reduce', T * m * G * (D / 4)), [
@@ -384,8 +406,10 @@ export class CudaBackendImpl implements CudaBackend {
     const p = this.#problem(shape, rc, seqs, layout);
     const { T, Hq, Hkv, D } = shape;
     const fast = this.usesTensorCores(shape.dtype, D);
-    const plan = fast ? geo.dqPartPlan(T, Hq, Hkv, D, rc.topk, Math.ceil(rc.blockSize / geo.TC.kvTile)) : { kvPerLaunch: Hkv, bytes: 0 };
-    this.#fits('backward()', opBytes(p).backward + plan.bytes);
+    const tcL = fast ? geo.dkdvTcLaunch(seqs.totalBlocks, rc.blockSize, Hkv, D, this.#sharedOptIn) : null;
+    const plan = tcL ? geo.dqPartPlan(T, Hq, Hkv, D, rc.topk, tcL.nsub) : { kvPerLaunch: Hkv, bytes: 0 };
+    const metaBytes = tcL ? rs.rows.bytes * 4 : 0; // dkdv_meta: 16 bytes per list entry
+    this.#fits('backward()', opBytes(p).backward + plan.bytes + metaBytes);
     const [qb, kb, vb] = [this.#buf('q', q), this.#buf('k', k), this.#buf('v', v)];
     const [ob, lb, gb] = [this.#buf('out', out), this.#buf('lse', lse), this.#buf('dOut', dOut)];
     const lay = this.#layout(layout, rc.blockSize);
@@ -397,22 +421,27 @@ export class CudaBackendImpl implements CudaBackend {
     const dv = this.#alloc(T * Hkv * D * eb);
     try {
       this.#launch('backward.cu', `delta_${sfx}`, geo.deltaLaunch(T, Hq), [ptr(ob.ptr), ptr(gb.ptr), ptr(delta.ptr), i64(T * Hq), i32(D)]);
-      if (fast) {
-        // dK, dV and per-(row, slot, key tile) dQ partials per key block (dkdv_tc), then a fixed-order sum per
-        // row (dq_reduce); kv heads in groups so that the partials fit their budget (geometry.dqPartPlan)
-        const L = geo.dkdvTcLaunch(seqs.totalBlocks, rc.blockSize, Hkv, D, this.#sharedOptIn);
+      if (tcL) {
+        // the list entries' rows, slots, lse and Δ gathered once (dkdv_meta); dK, dV and per-(row, slot, key
+        // tile) dQ partials per key block (dkdv_tc), then a fixed-order sum per row (dq_reduce); kv heads in
+        // groups so that the partials fit their budget (geometry.dqPartPlan)
+        const L = tcL;
+        const meta = this.#slot('dkdvMeta', metaBytes);
+        this.#launch('backward.cu', 'dkdv_meta', geo.sortLaunch(Hq * seqs.totalBlocks), [
+          ptr(rs.offsets.ptr), ptr(rs.rows.ptr), ptr(rs.slots.ptr), ptr(lb.ptr), ptr(delta.ptr), i32(Hq), i32(seqs.totalBlocks), ptr(meta.ptr),
+        ]);
         const part = this.#slot('dqPart', plan.bytes);
         const G = Hq / Hkv;
         for (let kv0 = 0; kv0 < Hkv; kv0 += plan.kvPerLaunch) {
           const m = Math.min(plan.kvPerLaunch, Hkv - kv0);
-          this.#launch('backward.cu', `dkdv_tc_d${D}_${sfx}`, { ...L, grid: [L.grid[0], m, 1] }, [
-            ptr(qb.ptr), ptr(kb.ptr), ptr(vb.ptr), ptr(gb.ptr), ptr(lb.ptr), ptr(delta.ptr), ptr(rs.offsets.ptr), ptr(rs.rows.ptr), ptr(dk.ptr), ptr(dv.ptr),
-            ptr(rs.indices.ptr), ptr(part.ptr), ptr(lay.cu), ptr(lay.blockBase), i32(lay.nseq), i32(Hq), i32(Hkv), i32(rc.blockSize), i32(seqs.totalBlocks),
-            i32(rc.topk), i32(rc.causal ? 1 : 0), f32(rc.scale), i32(L.nsub), i32(kv0),
+          this.#launch('backward.cu', `${L.kernel}_d${D}_${sfx}`, { ...L, grid: [L.grid[0], m, 1] }, [
+            ptr(qb.ptr), ptr(kb.ptr), ptr(vb.ptr), ptr(gb.ptr), ptr(meta.ptr), ptr(rs.offsets.ptr), ptr(dk.ptr), ptr(dv.ptr), ptr(part.ptr),
+            ptr(lay.cu), ptr(lay.blockBase), i32(lay.nseq), i32(Hq), i32(Hkv), i32(rc.blockSize), i32(seqs.totalBlocks), i32(rc.topk),
+            i32(rc.causal ? 1 : 0), f32(rc.scale), i32(L.nsub), i32(kv0),
           ]);
           this.#launch('backward.cu', `dq_reduce_${sfx}`, geo.elementwiseLaunch('dq_reduce', T * m * G * (D / 4)), [
             ptr(part.ptr), ptr(rs.indices.ptr), ptr(dq.ptr), ptr(lay.cu), i32(lay.nseq), i64(T), i32(Hq), i32(kv0 * G), i32(m * G), i32(D),
-            i32(rc.blockSize), i32(rc.topk), i32(L.nsub), f32(rc.scale),
+            i32(rc.blockSize), i32(rc.topk), i32(L.nsub), i32(L.kvTile), f32(rc.scale),
           ]);
         }
         this.#drv.synchronize();
@@ -514,12 +543,15 @@ export class CudaBackendImpl implements CudaBackend {
   #alloc(bytes: number): Buf {
     const b: Buf = { ptr: this.#drv.memAlloc(Math.max(bytes, 16)), bytes, freed: false };
     this.#live.add(b);
+    this.#liveBytes += Math.max(bytes, 16);
+    this.#peakBytes = Math.max(this.#peakBytes, this.#liveBytes);
     return b;
   }
 
   #freeQuietly(b: Buf): void {
     if (b.freed) return;
     b.freed = true;
+    this.#liveBytes -= Math.max(b.bytes, 16);
     try { this.#drv.memFree(b.ptr); } catch { /* the context may be gone */ }
   }
 
@@ -527,6 +559,7 @@ export class CudaBackendImpl implements CudaBackend {
     if (b.freed || this.#destroyed) return;
     this.#live.delete(b);
     b.freed = true;
+    this.#liveBytes -= Math.max(b.bytes, 16);
     this.#drv.memFree(b.ptr);
   }
 

@@ -171,7 +171,7 @@ export const TC = Object.freeze({
   warps: 4,
   chunkRows: 64, // CH: gathered rows per chunk (forward_tc, forward_kv)
   fwdKeys: 64, // forward key tile
-  kvTile: 64, // dkdv keys per CTA
+  kvTile: 64, // dkdv_tc keys per CTA (4 warps); dkdv_tc8: 128 keys (8 warps, D = 128)
   kvRows: 32, // dkdv RC: gathered rows per chunk
   pad: 8, // PAD: 16-bit elements of row padding
   listCap: 16384, // LIST_CAP
@@ -209,8 +209,8 @@ export function fwdPartPlan(T: number, Hq: number, Hkv: number, D: number, topk:
 }
 
 /** Dynamic shared bytes of dkdv_tc. */
-export function dkdvTcShared(D: number): number {
-  return 2 * tileBytes(TC.kvTile, D) + TC.kvTile * (TC.kvRows + 8) * 2 + 2 * (2 * tileBytes(TC.kvRows, D) + 4 * TC.kvRows * 4); // K, V, dS; 2 chunk buffers
+export function dkdvTcShared(D: number, kvTile: number = TC.kvTile): number {
+  return 2 * tileBytes(kvTile, D) + kvTile * (TC.kvRows + 8) * 2 + 2 * (2 * tileBytes(TC.kvRows, D) + 4 * TC.kvRows * 4); // K, V, dS; 2 chunk buffers
 }
 
 /**
@@ -256,10 +256,17 @@ export function windowLaunch(what: string, windows: number, Hq: number, shared: 
   return check(what, { grid: [Math.max(1, windows), Hq, 1], block: [TC.warps * 32, 1, 1], shared }, sharedOptIn);
 }
 
-/** dkdv_tc: one CTA per (64-key tile of a key block, kv head). */
-export function dkdvTcLaunch(totalBlocks: number, blockSize: number, Hkv: number, D: number, sharedOptIn: number): Launch & { nsub: number } {
-  const nsub = Math.ceil(blockSize / TC.kvTile);
-  return { ...check('dkdv_tc', { grid: [Math.max(1, totalBlocks * nsub), Hkv, 1], block: [TC.warps * 32, 1, 1], shared: dkdvTcShared(D) }, sharedOptIn), nsub };
+/**
+ * dkdv_tc: one CTA per (key tile of a key block, kv head). Whole 128-key tiles of 8 warps (`dkdv_tc8`)
+ * when D = 128, B >= 128 and they fit in shared memory (one dQ partial per routing slot instead of one
+ * per 64-key tile); otherwise 64-key tiles of 4 warps (`dkdv_tc`).
+ */
+export function dkdvTcLaunch(totalBlocks: number, blockSize: number, Hkv: number, D: number, sharedOptIn: number): Launch & { nsub: number; kvTile: number; kernel: string } {
+  const wide = D === 128 && blockSize >= 128 && dkdvTcShared(D, 128) <= sharedOptIn;
+  const kvTile = wide ? 128 : TC.kvTile;
+  const nsub = Math.ceil(blockSize / kvTile);
+  const L = check('dkdv_tc', { grid: [Math.max(1, totalBlocks * nsub), Hkv, 1], block: [(kvTile / 16) * 32, 1, 1], shared: dkdvTcShared(D, kvTile) }, sharedOptIn);
+  return { ...L, nsub, kvTile, kernel: wide ? 'dkdv_tc8' : 'dkdv_tc' };
 }
 
 /** collect_sort: one CTA per list, grid-strided. */

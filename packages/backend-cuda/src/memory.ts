@@ -19,7 +19,7 @@ export interface CudaProblem {
 export function opBytes(p: CudaProblem): { route: number; forward: number; backward: number } {
   const eb = dtypeBytes(p.dtype);
   const small = 3 * (p.nseq + 1) * 4; // cuSeqlens, block bases, tile bases
-  const routing = p.T * p.Hq * p.topk * 4 * 2 + (2 * p.Hq * p.totalBlocks + 1) * 4; // indices, rows (at most one per index), offsets, fill cursors
+  const routing = p.T * p.Hq * p.topk * 4 * 3 + (2 * p.Hq * p.totalBlocks + 1) * 4; // indices, rows and slots (at most one per index), offsets, fill cursors
   return {
     route: small + (p.nseq + 1) * 4 + p.totalBlocks * p.Hkv * p.D * 4 * 2 + routing, // + tensor-core tile bases, hi/lo centroid split
     forward: small + p.T * p.Hq * p.D * eb + p.T * p.Hq * 4,

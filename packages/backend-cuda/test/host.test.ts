@@ -91,7 +91,7 @@ describe('compilation inputs and the cubin cache', () => {
       'kconv.cu': ['kconv_forward', 'kconv_dz', 'kconv_dk', 'kconv_dw'], 'route.cu': ['route', 'centroid_split'], 'forward.cu': ['forward', 'forward_reduce'],
       'backward.cu': ['delta', 'dkdv', 'dq', 'dq_reduce'],
     };
-    const tc: Record<string, string[]> = { 'forward.cu': ['forward_tc', 'forward_kv'], 'backward.cu': ['dkdv_tc'], 'route.cu': ['route_tc'] };
+    const tc: Record<string, string[]> = { 'forward.cu': ['forward_tc', 'forward_kv'], 'route.cu': ['route_tc'] };
     for (const f of files) {
       const src = kernelSource(f);
       expect(src).not.toMatch(/#include\s+"/);
@@ -99,8 +99,14 @@ describe('compilation inputs and the cubin cache', () => {
       for (const k of want[f] ?? []) expect(src).toContain(`${k}_##N(`);
       for (const k of tc[f] ?? []) expect(src).toContain(`${k}_d##D##_##N(`);
     }
+    const bwd = kernelSource('backward.cu'); // dkdv_tc (4 warps) and dkdv_tc8 (8 warps, D = 128) for both 16-bit dtypes
+    expect(bwd).toContain('dkdv_##TAG##_d##D##_##N(');
+    for (const dt of ['f16, __half', 'bf16, __nv_bfloat16']) {
+      for (const e of ['64, 4, tc)', '128, 4, tc)', '128, 8, tc8)']) expect(bwd).toContain(`BACKWARD_TC_ENTRIES(${dt}, ${e}`);
+    }
     expect(kernelSource('route.cu')).toContain('extern "C" __global__ void centroids(');
-    for (const k of ['collect_count', 'collect_scan', 'collect_fill', 'collect_sort']) expect(kernelSource('collect.cu')).toMatch(new RegExp(`__global__ void (__launch_bounds__\\(\\d+\\) )?${k}\\(`));
+    expect(bwd).toMatch(/__global__ void (__launch_bounds__\(256\) )?dkdv_meta\(/);
+    for (const k of ['collect_count', 'collect_scan', 'collect_fill', 'collect_sort', 'collect_slots']) expect(kernelSource('collect.cu')).toMatch(new RegExp(`__global__ void (__launch_bounds__\\(\\d+\\) )?${k}\\(`));
     expect(() => kernelSource('missing.cu')).toThrow(/MOBA_CUDA_KERNELS/);
   });
   it('compileCached compiles once and then reads the cubin back from disk', () => {
@@ -258,11 +264,15 @@ describe('tensor-core launch geometry', () => {
     }));
     expect(Array.from(geo.windowBase(Int32Array.from([0, 1000, 1000, 3100]), 1024))).toEqual([0, 1, 1, 4]);
   });
-  it('dkdv_tc covers every key of a block with 64-key tiles; launches check the opt-in limit', () => {
+  it('dkdv_tc covers every key of a block (whole 128-key tiles for D 128, B >= 128); launches check the opt-in limit', () => {
     const L = geo.dkdvTcLaunch(100, 128, 4, 128, 227 * 1024);
-    expect(L.nsub).toBe(2);
-    expect(L.grid).toEqual([200, 4, 1]);
-    expect(geo.dkdvTcLaunch(10, 100, 1, 64, 227 * 1024).nsub).toBe(2);
+    expect([L.kernel, L.nsub, L.kvTile, L.block[0]]).toEqual(['dkdv_tc8', 1, 128, 256]);
+    expect(L.grid).toEqual([100, 4, 1]);
+    expect(geo.dkdvTcLaunch(100, 256, 4, 128, 227 * 1024).nsub).toBe(2);
+    const small = geo.dkdvTcLaunch(100, 128, 4, 128, geo.dkdvTcShared(128, 64)); // 128-key tiles do not fit
+    expect([small.kernel, small.nsub, small.kvTile, small.block[0]]).toEqual(['dkdv_tc', 2, 64, 128]);
+    expect(geo.dkdvTcLaunch(10, 100, 1, 64, 227 * 1024)).toMatchObject({ kernel: 'dkdv_tc', nsub: 2 });
+    expect(geo.dkdvTcLaunch(10, 64, 1, 128, 227 * 1024)).toMatchObject({ kernel: 'dkdv_tc', nsub: 1 });
     expect(() => geo.windowLaunch('forward_tc', 10, 16, 200 * 1024, 99 * 1024)).toThrow(MobaError);
     expect(geo.windowLaunch('forward_tc', 10, 16, geo.forwardTcShared(128, 2048), 227 * 1024).grid).toEqual([10, 16, 1]);
   });
@@ -274,7 +284,7 @@ describe('device-memory planning', () => {
     const b = opBytes(p);
     expect(b.forward).toBe(9 * 4 + 8192 * 16 * 128 * 2 + 8192 * 16 * 4);
     expect(b.backward).toBe(9 * 4 + 8192 * 16 * 4 + 3 * 8192 * 16 * 128 * 2);
-    expect(b.route).toBe(12 * 4 + 2 * 64 * 16 * 128 * 4 + 8192 * 16 * 8 * 8 + (2 * 16 * 64 + 1) * 4);
+    expect(b.route).toBe(12 * 4 + 2 * 64 * 16 * 128 * 4 + 8192 * 16 * 8 * 12 + (2 * 16 * 64 + 1) * 4);
     expect(opBytes({ ...p, dtype: 'f32' }).forward).toBeGreaterThan(b.forward);
   });
   it('E_MEMORY before allocating when the op does not fit; int32 routing limits', () => {
