@@ -37,9 +37,11 @@ export interface CudaBackend extends Backend {
   memoryInfo(): { free: number; total: number };
   /**
    * This backend's own device allocations (tensors, routings, workspace slots): bytes live now and the
-   * peak since creation or the last `resetPeakMemory()`. Counts the sizes passed to cuMemAlloc.
+   * peak since creation or the last `resetPeakMemory()`, counting the requested sizes; `cachedBytes`:
+   * released buffers kept for reuse (at most 16 GiB; given back when an allocation would not fit
+   * otherwise, and by destroy()).
    */
-  memoryStats(): { liveBytes: number; peakBytes: number };
+  memoryStats(): { liveBytes: number; peakBytes: number; cachedBytes: number };
   /** Starts a new peak: `peakBytes` becomes the bytes live now. */
   resetPeakMemory(): void;
   /**
@@ -67,6 +69,8 @@ interface RoutingStore {
 }
 
 const NAME = 'cuda';
+/** Most bytes of released buffers the backend keeps for reuse. */
+const POOL_CAP = 16 * 2 ** 30;
 const DT: Record<DType, { code: number; suffix: string }> = { f32: { code: 0, suffix: 'f32' }, f16: { code: 1, suffix: 'f16' }, bf16: { code: 2, suffix: 'bf16' } };
 const KERNEL_FILES = ['kconv.cu', 'route.cu', 'collect.cu', 'forward.cu', 'backward.cu'] as const;
 type KernelFile = (typeof KERNEL_FILES)[number];
@@ -101,6 +105,9 @@ export class CudaBackendImpl implements CudaBackend {
   profiling = false;
   #liveBytes = 0;
   #peakBytes = 0;
+  /** Released device buffers kept for reuse, by size (cuMemAlloc/cuMemFree cost more than small ops at 8K). */
+  readonly #pool = new Map<number, bigint[]>();
+  #pooledBytes = 0;
 
   constructor(opts: CudaBackendOptions = {}) {
     const ordinal = opts.ordinal ?? 0;
@@ -183,6 +190,7 @@ export class CudaBackendImpl implements CudaBackend {
     }
     for (const b of this.#live) this.#freeQuietly(b);
     this.#live.clear();
+    try { this.#trimPool(); } catch { /* the context may be gone */ }
     this.#workspace.clear();
     for (const { mod } of this.#modules.values()) {
       try { this.#drv.moduleUnload(mod); } catch { /* best effort */ }
@@ -202,8 +210,8 @@ export class CudaBackendImpl implements CudaBackend {
     return this.#drv.memInfo();
   }
 
-  memoryStats(): { liveBytes: number; peakBytes: number } {
-    return { liveBytes: this.#liveBytes, peakBytes: this.#peakBytes };
+  memoryStats(): { liveBytes: number; peakBytes: number; cachedBytes: number } {
+    return { liveBytes: this.#liveBytes, peakBytes: this.#peakBytes, cachedBytes: this.#pooledBytes };
   }
 
   resetPeakMemory(): void {
@@ -537,11 +545,38 @@ export class CudaBackendImpl implements CudaBackend {
 
   /** E_MEMORY before allocating when `bytes` more do not fit in free device memory. */
   #fits(what: string, bytes: number): void {
-    checkFits(what, bytes, this.#drv.memInfo().free, this.#reserve);
+    let free = this.#drv.memInfo().free;
+    if (bytes > free - this.#reserve && this.#pooledBytes > 0) {
+      this.#trimPool(); // cached buffers count as free
+      free = this.#drv.memInfo().free;
+    }
+    checkFits(what, bytes, free, this.#reserve);
+  }
+
+  /** Frees every cached buffer. */
+  #trimPool(): void {
+    for (const list of this.#pool.values()) for (const p of list) this.#drv.memFree(p);
+    this.#pool.clear();
+    this.#pooledBytes = 0;
   }
 
   #alloc(bytes: number): Buf {
-    const b: Buf = { ptr: this.#drv.memAlloc(Math.max(bytes, 16)), bytes, freed: false };
+    const size = Math.max(bytes, 16);
+    const cached = this.#pool.get(size)?.pop();
+    let p: bigint;
+    if (cached !== undefined) {
+      p = cached;
+      this.#pooledBytes -= size;
+    } else {
+      try {
+        p = this.#drv.memAlloc(size);
+      } catch (e) {
+        if (this.#pooledBytes === 0) throw e;
+        this.#trimPool(); // out of memory with buffers cached: give them back and try once more
+        p = this.#drv.memAlloc(size);
+      }
+    }
+    const b: Buf = { ptr: p, bytes, freed: false };
     this.#live.add(b);
     this.#liveBytes += Math.max(bytes, 16);
     this.#peakBytes = Math.max(this.#peakBytes, this.#liveBytes);
@@ -555,12 +590,21 @@ export class CudaBackendImpl implements CudaBackend {
     try { this.#drv.memFree(b.ptr); } catch { /* the context may be gone */ }
   }
 
+  /** Returns a buffer to the cache (every op has synchronised before its buffers can be released). */
   #release(b: Buf): void {
     if (b.freed || this.#destroyed) return;
     this.#live.delete(b);
     b.freed = true;
-    this.#liveBytes -= Math.max(b.bytes, 16);
-    this.#drv.memFree(b.ptr);
+    const size = Math.max(b.bytes, 16);
+    this.#liveBytes -= size;
+    if (this.#pooledBytes + size > POOL_CAP) {
+      this.#drv.memFree(b.ptr);
+      return;
+    }
+    const list = this.#pool.get(size);
+    if (list) list.push(b.ptr);
+    else this.#pool.set(size, [b.ptr]);
+    this.#pooledBytes += size;
   }
 
   /** A reusable workspace buffer of at least `bytes` (same-sized problems reuse it). */
