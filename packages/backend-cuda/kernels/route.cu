@@ -278,6 +278,165 @@ __device__ void route_tc(const T* q, const T* chi, const T* clo, int* indices, c
   for (int i = 0; i < topk; ++i) o[i] = i < m ? sel[i] : -1;
 }
 
+// ---------------------------------------------------------------------------------------------------
+// route_tcs: the tensor-core router with register lists (topk - causal <= RTS_K). The scores of a centroid
+// tile are computed as in route_tc (hi + lo MMAs, same fixed order, so the same values) but written to a
+// shared [row][centroid] tile; then every thread takes one half of one row's columns (thread t: row
+// t % RTC_ROWS, columns [h·RTC_CT/2, (h + 1)·RTC_CT/2) of the tile, h = t / RTC_ROWS) and walks them in
+// ascending block order against its own list in registers (RTS_K entries, sorted descending, ties: the
+// newcomer, a higher block, first): the unrolled compare-and-swap insertion runs for all offering lanes of
+// a warp together. The two halves of a row exchange their k-th scores after every tile (a lower bound on
+// the row's k-th best, so a shared filter that stays exact), and merge their lists at the end. Centroid
+// tiles are double-buffered: tile i + 1 loads (cp.async) while tile i is scored.
+constexpr int RTS_K = 8;
+constexpr int RTS_HALVES = RTC_THREADS / RTC_ROWS;  // threads per row in the selection
+static_assert(RTS_HALVES == 2 && RTC_CT % RTS_HALVES == 0, "route_tcs: two threads per row, each on half of a tile");
+
+// Offers block j with score x to a register list of RTS_K entries; entries past `slots` fall off.
+// Returns the list's `slots`-th score (-inf until that many entries arrived).
+__device__ __forceinline__ float rts_offer(float* v, int* ix, int slots, float x, int j) {
+#pragma unroll
+  for (int i = 0; i < RTS_K; ++i) {
+    const bool up = x >= v[i];
+    const float tv = v[i];
+    const int ti = ix[i];
+    v[i] = up ? x : tv;
+    ix[i] = up ? j : ti;
+    x = up ? tv : x;
+    j = up ? ti : j;
+  }
+  float kth = -INFINITY;
+#pragma unroll
+  for (int i = 0; i < RTS_K; ++i)
+    if (i == slots - 1) kth = v[i];
+  return kth;
+}
+
+template <typename T, int D>
+__device__ void route_tcs(const T* q, const T* chi, const T* clo, int* indices, const int* cu, const int* block_base,
+                          const int* tile_base, int nseq, int Hq, int Hkv, int B, int topk, int causal) {
+  constexpr int LD = D + PAD, SC = RTC_CT + 1;  // score tile row stride (odd: row owners hit distinct banks)
+  constexpr int HC = RTC_CT / RTS_HALVES;       // columns of a tile per selecting thread
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  T* sh = reinterpret_cast<T*>(smem_raw);                       // [2][RTC_CT][LD] centroid tiles, hi
+  T* sl = sh + 2 * RTC_CT * LD;                                 // [2][RTC_CT][LD] centroid tiles, lo (scaled)
+  float* sc = reinterpret_cast<float*>(sl + 2 * RTC_CT * LD);  // [RTC_ROWS][SC] scores of the tile
+  float* kth_sh = sc + RTC_ROWS * SC;                           // [RTC_THREADS] each selecting thread's k-th score
+  const int slots = causal ? topk - 1 : topk;
+  const int tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP, g = lane / 4, c = lane % 4;
+  const int h = blockIdx.y, kvh = h / (Hq / Hkv);
+  const int tile = gridDim.x - 1 - blockIdx.x;  // the longest (latest causal) tiles start first
+  const int s = upper_index(tile_base, nseq, tile);
+  const i64 s0 = cu[s], len = cu[s + 1] - s0;
+  const i64 r0 = s0 + (i64)(tile - tile_base[s]) * RTC_ROWS;
+  const int rows = (int)min((i64)RTC_ROWS, s0 + len - r0);
+  const int nblocks = (int)((len + B - 1) / B);
+  const int wr = warp * 16;
+  unsigned qa[D / 16][4];
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int r = wr + g + (i % 2) * 8, col = ks * 16 + 2 * c + (i / 2) * 8;
+      qa[ks][i] = r < rows ? *reinterpret_cast<const unsigned*>(q + ((r0 + r) * Hq + h) * D + col) : 0u;
+    }
+  // selection: thread tid takes row my_row, columns [half·HC, (half + 1)·HC) of every tile
+  const int my_row = tid % RTC_ROWS, half = tid / RTC_ROWS;
+  const int my_elig = my_row >= rows ? 0 : causal ? (int)((r0 + my_row - s0) / B) : nblocks;
+  float rv[RTS_K], thr = -INFINITY;
+  int ri[RTS_K];
+#pragma unroll
+  for (int i = 0; i < RTS_K; ++i) { rv[i] = -INFINITY; ri[i] = -1; }
+  const float lo_scale = 1.f / (float)(1 << split_shift(T()));
+  const int elig_max = causal ? (int)((r0 + rows - 1 - s0) / B) : nblocks;
+  const i64 cbase = (i64)block_base[s] * Hkv + kvh;
+  auto issue = [&](int c0, int b) {
+    const int nc = min(RTC_CT, elig_max - c0);
+    stage_rows_async<D>(sh + b * RTC_CT * LD, RTC_CT, nc, chi, [&](int r) { return (cbase + (i64)(c0 + r) * Hkv) * D; });
+    stage_rows_async<D>(sl + b * RTC_CT * LD, RTC_CT, nc, clo, [&](int r) { return (cbase + (i64)(c0 + r) * Hkv) * D; });
+    cp_async_commit();
+  };
+  kth_sh[tid] = -INFINITY;
+  if (slots > 0 && elig_max > 0) issue(0, 0);
+  for (int c0 = 0, buf = 0; slots > 0 && c0 < elig_max; c0 += RTC_CT, buf ^= 1) {
+    const int nc = min(RTC_CT, elig_max - c0);
+    // buffer buf ^ 1 was last read before the previous tile's second barrier: free to refill
+    if (c0 + RTC_CT < elig_max) issue(c0 + RTC_CT, buf ^ 1);
+    else cp_async_commit();  // an empty group keeps the count
+    cp_async_wait<1>();      // tile c0 has landed
+    __syncthreads();         // ... for every thread; and nobody still reads the score tile
+    const T* th = sh + buf * RTC_CT * LD;
+    const T* tl = sl + buf * RTC_CT * LD;
+    if (wr < rows) {
+      for (int np = 0; np * 16 < nc; ++np) {
+        float ah[2][4] = {}, al[2][4] = {};
+#pragma unroll
+        for (int ks = 0; ks < D / 16; ++ks) {
+          unsigned b[4];
+          frag_b_nk(b, th, LD, np * 16, ks * 16);
+          mma(T(), ah[0], qa[ks], b);
+          mma(T(), ah[1], qa[ks], b + 2);
+          frag_b_nk(b, tl, LD, np * 16, ks * 16);
+          mma(T(), al[0], qa[ks], b);
+          mma(T(), al[1], qa[ks], b + 2);
+        }
+#pragma unroll
+        for (int nt = 0; nt < 2; ++nt)
+#pragma unroll
+          for (int e = 0; e < 4; ++e)
+            sc[(wr + g + 8 * (e / 2)) * SC + np * 16 + nt * 8 + 2 * c + e % 2] = ah[nt][e] + al[nt][e] * lo_scale;
+      }
+    }
+    __syncthreads();  // the score tile and the other half's k-th score are complete
+    thr = fmaxf(thr, kth_sh[tid ^ RTC_ROWS]);  // the other half's k-th best: also a lower bound for the row
+    if (my_row < rows) {
+      const int n = min(nc, my_elig - c0) - half * HC;  // eligible columns of this half in the tile
+#pragma unroll 4
+      for (int jj = 0; jj < min(n, HC); ++jj) {
+        const float x = sc[my_row * SC + half * HC + jj];
+        if (x > -INFINITY && x >= thr) thr = fmaxf(thr, rts_offer(rv, ri, slots, x, c0 + half * HC + jj));  // NaN never passes
+      }
+      kth_sh[tid] = thr;  // read by the other half after the next tile's barriers
+    }
+  }
+  // merge the two halves' lists of a row: half 1 hands its list over in shared memory (the score tile)
+  __syncthreads();
+  float* mv = sc;                                           // [RTS_K][RTC_ROWS]
+  int* mi = reinterpret_cast<int*>(sc + RTS_K * RTC_ROWS);  // [RTS_K][RTC_ROWS]
+  if (half == 1) {
+#pragma unroll
+    for (int i = 0; i < RTS_K; ++i) { mv[i * RTC_ROWS + my_row] = rv[i]; mi[i * RTC_ROWS + my_row] = ri[i]; }
+  }
+  __syncthreads();
+  if (half == 1 || my_row >= rows) return;
+#pragma unroll
+  for (int i = 0; i < RTS_K; ++i) {  // insert the other half's entries by (score desc, block desc)
+    float x = mv[i * RTC_ROWS + my_row];
+    int j = mi[i * RTC_ROWS + my_row];
+    if (j < 0) continue;  // an empty entry
+#pragma unroll
+    for (int p = 0; p < RTS_K; ++p) {
+      const bool up = x > rv[p] || (x == rv[p] && j > ri[p]);
+      const float tv = rv[p];
+      const int ti = ri[p];
+      rv[p] = up ? x : tv;
+      ri[p] = up ? j : ti;
+      x = up ? tv : x;
+      j = up ? ti : j;
+    }
+  }
+  int sel[RTS_K + 1];
+  int m = 0;
+#pragma unroll
+  for (int i = 0; i < RTS_K; ++i)
+    if (i < slots && ri[i] >= 0) sel[m++] = ri[i];
+  if (causal) sel[m++] = (int)((r0 + my_row - s0) / B);
+  for (int i = 1; i < m; ++i)  // insertion sort, m <= RTS_K + 1
+    for (int p = i; p > 0 && sel[p - 1] > sel[p]; --p) { int t = sel[p]; sel[p] = sel[p - 1]; sel[p - 1] = t; }
+  int* o = indices + ((r0 + my_row) * Hq + h) * topk;
+  for (int i = 0; i < topk; ++i) o[i] = i < m ? sel[i] : -1;
+}
+
 #define CENTROID_SPLIT_ENTRY(N, T)                                                                \
   extern "C" __global__ void centroid_split_##N(const float* cent, T* hi, T* lo, long long n) {     \
     centroid_split<T>(cent, hi, lo, n);                                                           \
@@ -290,6 +449,16 @@ __device__ void route_tc(const T* q, const T* chi, const T* clo, int* indices, c
   }
 CENTROID_SPLIT_ENTRY(f16, __half)
 CENTROID_SPLIT_ENTRY(bf16, __nv_bfloat16)
+#define ROUTE_TCS_ENTRY(D, N, T)                                                                                  \
+  extern "C" __global__ void __launch_bounds__(RTC_THREADS) route_tcs_d##D##_##N(                                 \
+      const T* q, const T* chi, const T* clo, int* indices, const int* cu, const int* block_base,                 \
+      const int* tile_base, int nseq, int Hq, int Hkv, int B, int topk, int causal) {                            \
+    route_tcs<T, D>(q, chi, clo, indices, cu, block_base, tile_base, nseq, Hq, Hkv, B, topk, causal);             \
+  }
+ROUTE_TCS_ENTRY(64, f16, __half)
+ROUTE_TCS_ENTRY(64, bf16, __nv_bfloat16)
+ROUTE_TCS_ENTRY(128, f16, __half)
+ROUTE_TCS_ENTRY(128, bf16, __nv_bfloat16)
 ROUTE_TC_ENTRY(64, f16, __half)
 ROUTE_TC_ENTRY(64, bf16, __nv_bfloat16)
 ROUTE_TC_ENTRY(128, f16, __half)

@@ -254,7 +254,7 @@ export class CudaBackendImpl implements CudaBackend {
         const split = this.#slot('centroidSplit', Math.max(4, n * 4));
         const lo = split.ptr + BigInt(n * 2);
         this.#launch('route.cu', `centroid_split_${sfx}`, geo.elementwiseLaunch('centroid_split', n), [ptr(cent.ptr), ptr(split.ptr), ptr(lo), i64(n)]);
-        this.#launch('route.cu', `route_tc_d${D}_${sfx}`, tc, [
+        this.#launch('route.cu', `${tc.kernel}_d${D}_${sfx}`, tc, [
           ptr(qb.ptr), ptr(split.ptr), ptr(lo), ptr(indices.ptr), ptr(lay.cu), ptr(lay.blockBase), ptr(this.#small('tcTileBase', tcTiles)),
           i32(lay.nseq), i32(Hq), i32(Hkv), i32(rc.blockSize), i32(rc.topk), i32(rc.causal ? 1 : 0),
         ]);

@@ -29,6 +29,7 @@ export const K = Object.freeze({
   routeTcRows: 64, // route.cu RTC_ROWS
   routeTcThreads: 128, // route.cu RTC_THREADS
   routeTcCt: 32, // route.cu RTC_CT
+  routeTcsK: 8, // route.cu RTS_K: route_tcs keeps one register list of this many entries per row
   rowWarps: 4, // forward.cu FWD_WARPS, backward.cu BWD_WARPS
   maxHeadDim: 256, // 8 dims per lane (MAX_DPL)
   maxTopk: 64, // route.cu sel[64]
@@ -84,21 +85,29 @@ export function routeLaunch(nTiles: number, Hq: number, D: number, topk: number)
   throw new MobaError('E_UNSUPPORTED', `route: head dim ${D} with topk ${topk} needs more shared memory than ${LIMITS.sharedDefault} B`, 'D');
 }
 
-/** Shared bytes of route_tc: hi and lo centroid tiles (16-bit, padded rows), per-lane top-k lists and their lengths. */
+/**
+ * Shared bytes of the tensor-core router: route_tcs (register lists, when topk - causal <= routeTcsK):
+ * double-buffered hi and lo centroid tiles (16-bit, padded rows), the score tile and the k-th exchange;
+ * route_tc: one hi/lo tile pair, the per-lane top-k lists and their lengths.
+ */
 export function routeTcShared(D: number, topk: number, causal: boolean): number {
   const slots = causal ? topk - 1 : topk;
-  return 2 * K.routeTcCt * (D + 8) * 2 + slots * 2 * K.routeTcThreads * 8 + 2 * K.routeTcThreads * 4;
+  const tiles = 2 * K.routeTcCt * (D + 8) * 2;
+  if (slots <= K.routeTcsK) return 2 * tiles + K.routeTcRows * (K.routeTcCt + 1) * 4 + K.routeTcThreads * 4; // double-buffered tiles, scores, k-th exchange
+  return tiles + slots * 2 * K.routeTcThreads * 8 + 2 * K.routeTcThreads * 4;
 }
 
 /**
- * route_tc (f16 / bf16, D 64 or 128): one CTA per (64-row tile, query head); null when the problem is not
+ * Tensor-core router (f16 / bf16, D 64 or 128): one CTA per (64-row tile, query head); `route_tcs` when a
+ * row's list fits in registers (topk - causal <= routeTcsK), else `route_tc`. Null when the problem is not
  * eligible (dtype, head dim, top-k lists beyond the opt-in shared memory): the CUDA-core router then runs.
  */
-export function routeTcLaunch(nTiles: number, Hq: number, dtype: string, D: number, topk: number, causal: boolean, sharedOptIn: number): Launch | null {
+export function routeTcLaunch(nTiles: number, Hq: number, dtype: string, D: number, topk: number, causal: boolean, sharedOptIn: number): (Launch & { kernel: string }) | null {
   if ((dtype !== 'f16' && dtype !== 'bf16') || (D !== 64 && D !== 128) || topk > K.maxTopk) return null;
   const shared = routeTcShared(D, topk, causal);
   if (shared + 1024 > sharedOptIn) return null;
-  return check('route_tc', { grid: [Math.max(1, nTiles), Hq, 1], block: [K.routeTcThreads, 1, 1], shared }, sharedOptIn);
+  const kernel = (causal ? topk - 1 : topk) <= K.routeTcsK ? 'route_tcs' : 'route_tc';
+  return { ...check(kernel, { grid: [Math.max(1, nTiles), Hq, 1], block: [K.routeTcThreads, 1, 1], shared }, sharedOptIn), kernel };
 }
 
 /** Row tiles of the router per sequence: `tileBase[s]` = tiles before sequence s (length nseq + 1). */

@@ -91,7 +91,7 @@ describe('compilation inputs and the cubin cache', () => {
       'kconv.cu': ['kconv_forward', 'kconv_dz', 'kconv_dk', 'kconv_dw'], 'route.cu': ['route', 'centroid_split'], 'forward.cu': ['forward', 'forward_reduce'],
       'backward.cu': ['delta', 'dkdv', 'dq', 'dq_reduce'],
     };
-    const tc: Record<string, string[]> = { 'forward.cu': ['forward_tc', 'forward_kv'], 'route.cu': ['route_tc'] };
+    const tc: Record<string, string[]> = { 'forward.cu': ['forward_tc', 'forward_kv'], 'route.cu': ['route_tc', 'route_tcs'] };
     for (const f of files) {
       const src = kernelSource(f);
       expect(src).not.toMatch(/#include\s+"/);
@@ -186,7 +186,13 @@ describe('launch geometry', () => {
   it('route_tc: 64-row tiles, f16/bf16 with D 64 or 128 only, lists within the opt-in shared memory', () => {
     const L = geo.routeTcLaunch(10, 16, 'bf16', 128, 8, true, 227 * 1024)!;
     expect(L.grid).toEqual([10, 16, 1]);
-    expect(L.shared).toBe(2 * 32 * 136 * 2 + 7 * 2 * 128 * 8 + 2 * 128 * 4);
+    expect(L.kernel).toBe('route_tcs'); // 7 slots: one register list per row
+    expect(L.shared).toBe(2 * 2 * 32 * 136 * 2 + 64 * 33 * 4 + 128 * 4);
+    const wide = geo.routeTcLaunch(10, 16, 'bf16', 128, 16, true, 227 * 1024)!; // 15 slots: per-lane shared lists
+    expect(wide.kernel).toBe('route_tc');
+    expect(wide.shared).toBe(2 * 32 * 136 * 2 + 15 * 2 * 128 * 8 + 2 * 128 * 4);
+    expect(geo.routeTcLaunch(10, 16, 'bf16', 128, 8, false, 227 * 1024)!.kernel).toBe('route_tcs');
+    expect(geo.routeTcLaunch(10, 16, 'bf16', 128, 9, false, 227 * 1024)!.kernel).toBe('route_tc');
     expect(geo.routeTcLaunch(10, 16, 'f32', 128, 8, true, 227 * 1024)).toBeNull();
     expect(geo.routeTcLaunch(10, 16, 'f16', 96, 8, true, 227 * 1024)).toBeNull();
     expect(geo.routeTcLaunch(10, 16, 'f16', 64, 64, false, 48 * 1024)).toBeNull();
