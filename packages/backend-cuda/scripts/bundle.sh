@@ -5,6 +5,8 @@
 # in .device/kernels and the golden cases in .device/cases (the bundle finds both at ../kernels and ../cases,
 # as the sources do). Run there with carry [".device"]:
 #   source .device/enter.sh && MOBA_REQUIRE=cuda node .device/cuda/gpu-check.mjs
+# Also bundles the bench (bench/bundle.sh): .device/bench.mjs + .device/sdpa.py, run there as
+#   source .device/enter.sh && OUT=$OUT node .device/bench.mjs --backend cuda
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$root"
@@ -19,4 +21,6 @@ npx -y esbuild@0.28 packages/backend-cuda/scripts/gpu-check.ts --bundle --platfo
   --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
   --outfile=.device/cuda/gpu-check.mjs
 ls -la .device/cuda/gpu-check.mjs
+bash bench/bundle.sh
 echo "bundled: run with carry [\".device\"]: source .device/enter.sh && MOBA_REQUIRE=cuda node .device/cuda/gpu-check.mjs"
+echo "  the bench: source .device/enter.sh && OUT=\$OUT node .device/bench.mjs --backend cuda"

@@ -2,6 +2,8 @@
 # Bundles the WebGPU device check for the GPU machine (Dawn over Vulkan there; no Node, no internet):
 #   bash packages/backend-webgpu/scripts/bundle.sh
 # then run with carry [".device"]: source .device/enter.sh && node .device/webgpu/gpu-check.mjs
+# Also bundles the bench (bench/bundle.sh): .device/bench.mjs + .device/sdpa.py, run there as
+#   source .device/enter.sh && OUT=$OUT node .device/bench.mjs --backend webgpu
 set -euo pipefail
 root=$(cd "$(dirname "$0")/../../.." && pwd)
 cd "$root"
@@ -14,3 +16,4 @@ npx -y esbuild@0.28 packages/backend-webgpu/scripts/gpu-check.ts --bundle --plat
   --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
   --outfile=.device/webgpu/gpu-check.mjs
 ls -la .device/webgpu/gpu-check.mjs
+bash bench/bundle.sh

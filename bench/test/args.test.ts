@@ -1,0 +1,90 @@
+/**
+ * The bench's flags: the CPU bench keeps its flags and defaults; the GPU bench (--backend cuda|webgpu or
+ * --paper) has the paper's configuration with per-backend sizes and overrides.
+ */
+import { describe, expect, it } from 'vitest';
+import { PAPER_TOKENS, UsageError, benchMode, kLabel, parseCpuFlags, parseGpuFlags, size } from '../args.js';
+
+const K = 1024;
+
+describe('benchMode', () => {
+  it('runs the CPU bench by default and for cpu/auto, the GPU bench for cuda, webgpu and --paper', () => {
+    expect(benchMode([])).toBe('cpu');
+    expect(benchMode(['--', '--backend', 'cpu', '--quick'])).toBe('cpu');
+    expect(benchMode(['--backend=auto'])).toBe('cpu');
+    expect(benchMode(['--backend', 'cuda'])).toBe('gpu');
+    expect(benchMode(['--', '--backend=webgpu'])).toBe('gpu');
+    expect(benchMode(['--backend', 'cpu', '--paper', '--tokens', '1K'])).toBe('gpu');
+    expect(benchMode(['--tokens', 'cuda'])).toBe('cpu'); // a value is not a backend
+    expect(benchMode(['--backend', 'cuda', '--help'])).toBe('help');
+  });
+});
+
+describe('parseCpuFlags (unchanged behaviour)', () => {
+  it('has the CPU defaults', () => {
+    expect(parseCpuFlags([], '/r')).toEqual({
+      backend: 'cpu', tokens: [2048, 4096, 8192, 16384], heads: 4, headDim: 64, blockSize: 64, topk: 8, dtype: 'f32', reps: 3,
+      seed: 1, quick: false, dense: true, scaling: true, out: '/r', write: true,
+    });
+  });
+  it('--quick picks 2K, 4K and 2 reps unless given', () => {
+    const f = parseCpuFlags(['--', '--quick'], '/r');
+    expect(f !== 'help' && [f.tokens, f.reps]).toEqual([[2048, 4096], 2]);
+    const g = parseCpuFlags(['--quick', '--tokens=1K', '--reps', '5'], '/r');
+    expect(g !== 'help' && [g.tokens, g.reps]).toEqual([[1024], 5]);
+  });
+  it('rejects GPU-bench flags, bad values and unknown flags', () => {
+    expect(() => parseCpuFlags(['--batch', '2'], '/r')).toThrow(UsageError);
+    expect(() => parseCpuFlags(['--heads', '6', '--kv-heads', '4'], '/r')).toThrow(/not a multiple/);
+    expect(() => parseCpuFlags(['--dtype', 'f64'], '/r')).toThrow(/--dtype f64 is invalid/);
+    expect(() => parseCpuFlags(['--out'], '/r')).toThrow(/--out needs a folder/);
+    expect(parseCpuFlags(['-h'], '/r')).toBe('help');
+  });
+});
+
+describe('parseGpuFlags', () => {
+  it('CUDA: the paper configuration at 8K … 512K, 5 reps', () => {
+    const f = parseGpuFlags(['--backend', 'cuda'], '/r');
+    if (f === 'help') throw new Error('help');
+    expect(f.tokens).toEqual([8, 16, 32, 64, 128, 256, 512].map((k) => k * K));
+    expect([f.batch, f.heads, f.kvHeads, f.headDim, f.blockSize, f.topk, f.dtype, f.reps]).toEqual([2, 16, 16, 128, 128, 8, 'bf16', 5]);
+    expect([f.dense, f.denseMax, f.matmul, f.fma, f.python, f.timeLimitS, f.out, f.write]).toEqual([true, null, true, true, 'python3', 500, '/r', true]);
+  });
+  it('WebGPU: 8K … 128K and 3 reps; cpu: a tiny smoke preset', () => {
+    const w = parseGpuFlags(['--backend=webgpu'], '/r');
+    expect(w !== 'help' && [w.tokens, w.reps]).toEqual([[...PAPER_TOKENS.webgpu], 3]);
+    const c = parseGpuFlags(['--backend', 'cpu', '--paper'], '/r');
+    expect(c !== 'help' && [c.tokens, c.reps]).toEqual([[1024, 2048], 2]);
+  });
+  it('takes overrides; tokens sorted and deduplicated; --heads sets Hkv unless --kv-heads', () => {
+    const f = parseGpuFlags(['--backend', 'cpu', '--paper', '--tokens', '2K,1K,2K', '--heads', '2', '--reps', '1', '--threads', '1'], '/r');
+    expect(f !== 'help' && [f.tokens, f.heads, f.kvHeads, f.reps, f.threads]).toEqual([[1024, 2048], 2, 2, 1, 1]);
+    const g = parseGpuFlags(['--backend', 'cuda', '--heads', '16', '--kv-heads', '4', '--dense-max', '128K', '--time-limit', '300.5'], '/r');
+    expect(g !== 'help' && [g.heads, g.kvHeads, g.denseMax, g.timeLimitS]).toEqual([16, 4, 128 * K, 300.5]);
+  });
+  it('--quick, --no-torch, --no-dense, --no-fma, --python, $OUT and $MOBA_PYTHON', () => {
+    const q = parseGpuFlags(['--backend', 'cuda', '--quick'], '/r');
+    expect(q !== 'help' && [q.tokens, q.reps]).toEqual([[8 * K, 32 * K], 2]);
+    const n = parseGpuFlags(['--backend', 'cuda', '--no-torch', '--no-fma'], '/r', { OUT: '/out', MOBA_PYTHON: '/usr/bin/py' });
+    expect(n !== 'help' && [n.dense, n.matmul, n.fma, n.out, n.python]).toEqual([false, false, false, '/out', '/usr/bin/py']);
+    const d = parseGpuFlags(['--backend', 'webgpu', '--no-dense', '--python', 'python3.12', '--out', 'x'], '/r', { OUT: '/out' }, (p) => `/abs/${p}`);
+    expect(d !== 'help' && [d.dense, d.matmul, d.python, d.out]).toEqual([false, true, 'python3.12', '/abs/x']);
+  });
+  it('rejects bad values and unknown flags', () => {
+    expect(() => parseGpuFlags(['--backend', 'cuda', '--tokens', '8K,x'], '/r')).toThrow(/--tokens x is invalid/);
+    expect(() => parseGpuFlags(['--backend', 'cuda', '--time-limit', '0'], '/r')).toThrow(/--time-limit 0 is invalid/);
+    expect(() => parseGpuFlags(['--backend', 'cuda', '--heads', '6', '--kv-heads', '4'], '/r')).toThrow(/not a multiple/);
+    expect(() => parseGpuFlags(['--backend', 'cuda', '--no-scaling'], '/r')).toThrow(/unknown flag --no-scaling/);
+    expect(() => parseGpuFlags(['--backend', 'metal'], '/r')).toThrow(/--backend metal is invalid/);
+    expect(parseGpuFlags(['--backend', 'cuda', '--help'], '/r')).toBe('help');
+  });
+});
+
+describe('sizes', () => {
+  it('parses K suffixes and labels sizes', () => {
+    expect(size('tokens', '8K')).toBe(8192);
+    expect(size('tokens', '100')).toBe(100);
+    expect(() => size('tokens', '0')).toThrow(UsageError);
+    expect([kLabel(524288), kLabel(1000)]).toEqual(['512K', '1000']);
+  });
+});

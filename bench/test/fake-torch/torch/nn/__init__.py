@@ -1,0 +1,2 @@
+from . import attention  # noqa: F401
+from . import functional  # noqa: F401
