@@ -45,6 +45,11 @@ export interface CudaBackend extends Backend {
   /** Starts a new peak: `peakBytes` becomes the bytes live now. */
   resetPeakMemory(): void;
   /**
+   * Testing: kv heads per launch of the partial-writing kernels (forward_kv, dkdv_tc) instead of the planned
+   * number (geometry.kvPerLaunch); null (default) plans it. Results do not depend on it (bitwise).
+   */
+  kvHeadsPerLaunch: number | null;
+  /**
    * Profiling: while `profiling` is true every kernel launch is synchronised and its wall time added to
    * a per-kernel total (ms); `takeProfile()` returns the totals since the last call and clears them.
    */
@@ -105,6 +110,7 @@ export class CudaBackendImpl implements CudaBackend {
   profiling = false;
   #liveBytes = 0;
   #peakBytes = 0;
+  kvHeadsPerLaunch: number | null = null;
   /** Released device buffers kept for reuse, by size (cuMemAlloc/cuMemFree cost more than small ops at 8K). */
   readonly #pool = new Map<number, bigint[]>();
   #pooledBytes = 0;
@@ -357,17 +363,18 @@ export class CudaBackendImpl implements CudaBackend {
     const { T, Hq, Hkv, D } = shape;
     const fast = this.usesTensorCores(shape.dtype, D);
     const kvL = fast ? geo.forwardKvLaunch(seqs.totalBlocks, rc.blockSize, Hkv, D, this.#sharedOptIn) : null;
-    const plan = geo.fwdPartPlan(T, Hq, Hkv, D, rc.topk);
+    const plan = geo.fwdPartPlan(T, Hq, Hkv, D, rc.topk, seqs.totalBlocks, this.device.sms, this.kvHeadsPerLaunch);
     this.#fits('forward()', opBytes(p).forward + (kvL ? plan.bytes : fast ? T * Hq * D * 4 : 0));
     const [qb, kb, vb] = [this.#buf('q', q), this.#buf('k', k), this.#buf('v', v)];
     const lay = this.#layout(layout, rc.blockSize);
     const out = this.#alloc(T * Hq * D * dtypeBytes(shape.dtype));
     const lse = this.#alloc(T * Hq * 4);
+    const scratch: Buf[] = []; // released (to the buffer cache) when the op ends: not live during other ops
     try {
       if (kvL) {
         // key-major: per key block, partial O, m, l of every row that selected it (forward_kv), then a fixed-order
         // merge per row (forward_reduce); kv heads in groups so that the partials fit their budget
-        const part = this.#slot('fwdPart', plan.bytes);
+        const part = this.#scratch(scratch, plan.bytes);
         const ml = part.ptr + BigInt(plan.mlOffset);
         const G = Hq / Hkv, sfx = DT[shape.dtype].suffix;
         for (let kv0 = 0; kv0 < Hkv; kv0 += plan.kvPerLaunch) {
@@ -382,7 +389,7 @@ export class CudaBackendImpl implements CudaBackend {
         }
       } else if (fast) {
         const w = this.#windows(layout, rc.topk, Hq);
-        const acc = this.#slot('acc', T * Hq * D * 4);
+        const acc = this.#scratch(scratch, T * Hq * D * 4);
         this.#launch('forward.cu', `forward_tc_d${D}_${DT[shape.dtype].suffix}`, geo.windowLaunch('forward_tc', w.count, Hq, geo.forwardTcShared(D, w.rows), this.#sharedOptIn), [
           ptr(qb.ptr), ptr(kb.ptr), ptr(vb.ptr), ptr(rs.indices.ptr), ptr(out.ptr), ptr(lse.ptr), ptr(acc.ptr), ptr(lay.cu), ptr(w.base), i32(lay.nseq),
           i32(Hq), i32(Hkv), i32(rc.blockSize), i32(rc.topk), i32(rc.causal ? 1 : 0), f32(rc.scale), i32(w.rows),
@@ -398,6 +405,8 @@ export class CudaBackendImpl implements CudaBackend {
       this.#release(out);
       this.#release(lse);
       throw e;
+    } finally {
+      for (const b of scratch) this.#release(b);
     }
     return { out: this.#wrap(shape.dtype, [T, Hq, D], out), lse: this.#wrap('f32', [T, Hq], lse) };
   }
@@ -415,7 +424,7 @@ export class CudaBackendImpl implements CudaBackend {
     const { T, Hq, Hkv, D } = shape;
     const fast = this.usesTensorCores(shape.dtype, D);
     const tcL = fast ? geo.dkdvTcLaunch(seqs.totalBlocks, rc.blockSize, Hkv, D, this.#sharedOptIn) : null;
-    const plan = tcL ? geo.dqPartPlan(T, Hq, Hkv, D, rc.topk, tcL.nsub) : { kvPerLaunch: Hkv, bytes: 0 };
+    const plan = tcL ? geo.dqPartPlan(T, Hq, Hkv, D, rc.topk, tcL.nsub, seqs.totalBlocks, this.device.sms, this.kvHeadsPerLaunch) : { kvPerLaunch: Hkv, bytes: 0 };
     const metaBytes = tcL ? rs.rows.bytes * 4 : 0; // dkdv_meta: 16 bytes per list entry
     this.#fits('backward()', opBytes(p).backward + plan.bytes + metaBytes);
     const [qb, kb, vb] = [this.#buf('q', q), this.#buf('k', k), this.#buf('v', v)];
@@ -427,6 +436,7 @@ export class CudaBackendImpl implements CudaBackend {
     const dq = this.#alloc(T * Hq * D * eb);
     const dk = this.#alloc(T * Hkv * D * eb);
     const dv = this.#alloc(T * Hkv * D * eb);
+    const scratch: Buf[] = []; // released (to the buffer cache) when the op ends
     try {
       this.#launch('backward.cu', `delta_${sfx}`, geo.deltaLaunch(T, Hq), [ptr(ob.ptr), ptr(gb.ptr), ptr(delta.ptr), i64(T * Hq), i32(D)]);
       if (tcL) {
@@ -434,11 +444,11 @@ export class CudaBackendImpl implements CudaBackend {
         // tile) dQ partials per key block (dkdv_tc), then a fixed-order sum per row (dq_reduce); kv heads in
         // groups so that the partials fit their budget (geometry.dqPartPlan)
         const L = tcL;
-        const meta = this.#slot('dkdvMeta', metaBytes);
+        const meta = this.#scratch(scratch, metaBytes);
         this.#launch('backward.cu', 'dkdv_meta', geo.sortLaunch(Hq * seqs.totalBlocks), [
           ptr(rs.offsets.ptr), ptr(rs.rows.ptr), ptr(rs.slots.ptr), ptr(lb.ptr), ptr(delta.ptr), i32(Hq), i32(seqs.totalBlocks), ptr(meta.ptr),
         ]);
-        const part = this.#slot('dqPart', plan.bytes);
+        const part = this.#scratch(scratch, plan.bytes);
         const G = Hq / Hkv;
         for (let kv0 = 0; kv0 < Hkv; kv0 += plan.kvPerLaunch) {
           const m = Math.min(plan.kvPerLaunch, Hkv - kv0);
@@ -468,6 +478,8 @@ export class CudaBackendImpl implements CudaBackend {
     } catch (e) {
       for (const b of [dq, dk, dv]) this.#release(b);
       throw e;
+    } finally {
+      for (const b of scratch) this.#release(b);
     }
     return { dq: this.#wrap(shape.dtype, [T, Hq, D], dq), dk: this.#wrap(shape.dtype, [T, Hkv, D], dk), dv: this.#wrap(shape.dtype, [T, Hkv, D], dv) };
   }
@@ -605,6 +617,13 @@ export class CudaBackendImpl implements CudaBackend {
     if (list) list.push(b.ptr);
     else this.#pool.set(size, [b.ptr]);
     this.#pooledBytes += size;
+  }
+
+  /** A buffer for the current op only: listed in `scratch`, which the op releases when it ends. */
+  #scratch(scratch: Buf[], bytes: number): Buf {
+    const b = this.#alloc(bytes);
+    scratch.push(b);
+    return b;
   }
 
   /** A reusable workspace buffer of at least `bytes` (same-sized problems reuse it). */

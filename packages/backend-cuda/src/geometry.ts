@@ -209,12 +209,29 @@ export function forwardKvLaunch(totalBlocks: number, B: number, kvHeads: number,
   return check('forward_kv', { grid: [Math.max(1, totalBlocks), kvHeads, 1], block: [TC.warps * 32, 1, 1], shared }, sharedOptIn);
 }
 
-/** Partials of forward_kv (f32 O and (m, l) per row, head and routing slot): kv heads per launch within max(1 GiB, T·Hq·D·4). */
-export function fwdPartPlan(T: number, Hq: number, Hkv: number, D: number, topk: number): { kvPerLaunch: number; bytes: number; mlOffset: number } {
+/**
+ * Kv heads per launch of a kernel that writes per-(row, slot) f32 partials (`perKv` bytes per kv head).
+ * Small problems (all partials within PART_ONE_LAUNCH bytes) run in one launch: splitting them would cost
+ * speed (fewer, shorter waves) for little memory. Larger ones take as many kv heads as fit in the size of
+ * one 16-bit [T, Hq, D] tensor (peak memory), but at least enough for PART_MIN_WAVES CTAs per SM
+ * (`ctasPerKv` CTAs per kv head).
+ */
+export const PART_MIN_WAVES = 4;
+export const PART_ONE_LAUNCH = 2 ** 31;
+export function kvPerLaunch(perKv: number, Hkv: number, tensorBytes: number, ctasPerKv: number, sms: number, force: number | null = null): number {
+  if (force !== null) return Math.max(1, Math.min(Hkv, Math.floor(force)));
+  if (Hkv * perKv <= PART_ONE_LAUNCH) return Hkv;
+  const byBudget = Math.floor(tensorBytes / perKv);
+  const byWaves = Math.ceil((PART_MIN_WAVES * sms) / Math.max(1, ctasPerKv));
+  return Math.max(1, Math.min(Hkv, Math.max(byBudget, byWaves)));
+}
+
+/** Partials of forward_kv (f32 O and (m, l) per row, head and routing slot): kv heads per launch (kvPerLaunch). */
+export function fwdPartPlan(T: number, Hq: number, Hkv: number, D: number, topk: number, totalBlocks: number, sms: number, force: number | null = null): { kvPerLaunch: number; bytes: number; mlOffset: number } {
   const rowsPerKv = T * (Hq / Hkv) * topk;
   const perKv = rowsPerKv * (D + 2) * 4;
-  const kvPerLaunch = Math.max(1, Math.min(Hkv, Math.floor(Math.max(2 ** 30, T * Hq * D * 4) / perKv)));
-  return { kvPerLaunch, bytes: Math.max(16, kvPerLaunch * perKv), mlOffset: kvPerLaunch * rowsPerKv * D * 4 };
+  const kv = kvPerLaunch(perKv, Hkv, T * Hq * D * 2, totalBlocks, sms, force);
+  return { kvPerLaunch: kv, bytes: Math.max(16, kv * perKv), mlOffset: kv * rowsPerKv * D * 4 };
 }
 
 /** Dynamic shared bytes of dkdv_tc. */
@@ -222,14 +239,11 @@ export function dkdvTcShared(D: number, kvTile: number = TC.kvTile): number {
   return 2 * tileBytes(kvTile, D) + kvTile * (TC.kvRows + 8) * 2 + 2 * (2 * tileBytes(TC.kvRows, D) + 4 * TC.kvRows * 4); // K, V, dS; 2 chunk buffers
 }
 
-/**
- * dQ partials of dkdv_tc (f32, one per row, head, routing slot and 64-key tile of the block): kv heads per
- * launch so that the partial buffer stays within max(1 GiB, the T·Hq·D f32 accumulator of the earlier query-major dQ).
- */
-export function dqPartPlan(T: number, Hq: number, Hkv: number, D: number, topk: number, nsub: number): { kvPerLaunch: number; bytes: number } {
+/** dQ partials of dkdv_tc (f32, one per row, head, routing slot and key tile of the block): kv heads per launch (kvPerLaunch). */
+export function dqPartPlan(T: number, Hq: number, Hkv: number, D: number, topk: number, nsub: number, totalBlocks: number, sms: number, force: number | null = null): { kvPerLaunch: number; bytes: number } {
   const perKv = T * (Hq / Hkv) * topk * nsub * D * 4;
-  const kvPerLaunch = Math.max(1, Math.min(Hkv, Math.floor(Math.max(2 ** 30, T * Hq * D * 4) / perKv)));
-  return { kvPerLaunch, bytes: Math.max(4, kvPerLaunch * perKv) };
+  const kv = kvPerLaunch(perKv, Hkv, T * Hq * D * 2, totalBlocks * nsub, sms, force);
+  return { kvPerLaunch: kv, bytes: Math.max(4, kv * perKv) };
 }
 
 /** Whether the tensor-core kernels take this problem (16-bit dtype, D 64/128, enough opt-in shared memory). */

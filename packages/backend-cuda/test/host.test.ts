@@ -198,20 +198,32 @@ describe('launch geometry', () => {
     expect(geo.routeTcLaunch(10, 16, 'f16', 64, 64, false, 48 * 1024)).toBeNull();
     expect(Array.from(geo.routeTileBase(Int32Array.from([0, 64, 64, 200]), geo.K.routeTcRows))).toEqual([0, 1, 1, 4]);
   });
-  it('dQ partials: kv heads per dkdv_tc launch within max(1 GiB, T·Hq·D·4)', () => {
-    expect(geo.dqPartPlan(8192, 16, 16, 128, 8, 2)).toEqual({ kvPerLaunch: 16, bytes: 8192 * 16 * 8 * 2 * 128 * 4 });
-    expect(geo.dqPartPlan(65536, 16, 16, 128, 8, 2).kvPerLaunch).toBe(2);
-    expect(geo.dqPartPlan(2 ** 21, 16, 1, 128, 64, 2).kvPerLaunch).toBe(1);
+  it('partials: one launch up to 2 GiB, else kv heads within one 16-bit [T, Hq, D] tensor but at least 4 CTAs per SM', () => {
+    // 2 × 8K tokens: 16 × 67 MB of partials, one launch
+    expect(geo.dqPartPlan(16384, 16, 16, 128, 8, 1, 128, 132)).toEqual({ kvPerLaunch: 16, bytes: 16 * 16384 * 8 * 128 * 4 });
+    // 2 × 32K tokens, 512 blocks: the budget allows 1 kv head (268 MB), 4 waves of 132 SMs need 2
+    expect(geo.dqPartPlan(65536, 16, 16, 128, 8, 1, 512, 132)).toEqual({ kvPerLaunch: 2, bytes: 2 * 65536 * 8 * 128 * 4 });
+    expect(geo.dqPartPlan(65536, 16, 16, 128, 8, 2, 512, 132).kvPerLaunch).toBe(1); // 2 key tiles per block: 1024 CTAs per head
+    // 2 × 128K tokens, 2048 blocks: one kv head per launch (1 GiB of partials)
+    expect(geo.dqPartPlan(262144, 16, 16, 128, 8, 1, 2048, 132).kvPerLaunch).toBe(1);
+    expect(geo.dqPartPlan(16384, 16, 16, 128, 8, 1, 128, 132, 3).kvPerLaunch).toBe(3); // forced (testing)
+    expect(geo.dqPartPlan(2 ** 21, 16, 1, 128, 64, 2, 16384, 132).kvPerLaunch).toBe(1);
+    expect(geo.dqPartPlan(1024, 4, 4, 64, 8, 1, 8, 132).kvPerLaunch).toBe(4); // never above Hkv
+    fc.assert(fc.property(fc.integer({ min: 1, max: 1 << 24 }), fc.integer({ min: 1, max: 64 }), fc.integer({ min: 1, max: 1 << 20 }), fc.integer({ min: 1, max: 1 << 16 }), (perKv, hkv, ctas, budget) => {
+      const k = geo.kvPerLaunch(perKv, hkv, budget, ctas, 132);
+      return k >= 1 && k <= hkv && (hkv * perKv <= 2 ** 31 ? k === hkv : k * perKv <= Math.max(budget, perKv) || k * ctas <= 4 * 132 + ctas);
+    }));
   });
   it('forward_kv: a CTA per (key block, kv head) when the block fits in shared memory; partials within their budget', () => {
     const L = geo.forwardKvLaunch(2048, 128, 4, 128, 227 * 1024)!;
     expect(L.grid).toEqual([2048, 4, 1]);
     expect(L.shared).toBe(2 * 128 * 136 * 2 + 2 * (64 * 136 * 2 + 2 * 64 * 4));
     expect(geo.forwardKvLaunch(10, 1024, 1, 128, 227 * 1024)).toBeNull();
-    const p = geo.fwdPartPlan(8192, 16, 16, 128, 8);
+    const p = geo.fwdPartPlan(8192, 16, 16, 128, 8, 64, 132); // 1.1 GB of partials: one launch
     expect(p.kvPerLaunch).toBe(16);
-    expect(p.mlOffset).toBe(8192 * 16 * 8 * 128 * 4);
-    expect(p.bytes).toBe(8192 * 16 * 8 * 130 * 4);
+    expect(p.mlOffset).toBe(16 * 8192 * 8 * 128 * 4);
+    expect(p.bytes).toBe(16 * 8192 * 8 * 130 * 4);
+    expect(geo.fwdPartPlan(524288, 16, 16, 128, 8, 4096, 132).kvPerLaunch).toBe(1);
   });
   it('route tiles and block bases per sequence', () => {
     const cu = Int32Array.from([0, 5, 5, 40]);
