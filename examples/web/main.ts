@@ -68,8 +68,11 @@ async function openEngine(): Promise<Engine> {
   } catch (e) {
     why = e instanceof Error ? e.message : String(e);
   }
-  const backend = createCpuBackend({ threads: 1 });
-  return { backend, sync: async () => undefined, label: 'CPU backend (1 thread, in the page)', fallback: `WebGPU is not available here (${why}); running on the CPU backend instead.` };
+  // In a page the CPU backend has no worker threads: it runs in this thread on plain ArrayBuffers (no
+  // SharedArrayBuffer, so no cross-origin isolation is needed).
+  const backend = createCpuBackend();
+  const label = `CPU backend (${backend.threads} thread${backend.threads === 1 ? '' : 's'}, in the page)`;
+  return { backend, sync: async () => undefined, label, fallback: `WebGPU is not available here (${why}); running on the CPU backend instead.` };
 }
 
 /**

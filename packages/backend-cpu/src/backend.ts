@@ -1,9 +1,10 @@
 /**
- * The CPU backend object: device tensors (f32 in SharedArrayBuffers), routings in both forms, and
- * every Backend op validated through core before any work, then run as kernel jobs on the pool.
- * Also a dense causal baseline on the same kernels (`denseForward` / `denseBackward`).
+ * The CPU backend object: device tensors (f32; in SharedArrayBuffers only when a worker pool is used),
+ * routings in both forms, and every Backend op validated through core before any work, then run as
+ * kernel jobs on the pool. Also a dense causal baseline on the same kernels (`denseForward` /
+ * `denseBackward`). Runtime specifics (cores, memory, worker threads) come from `#host`.
  */
-import os from 'node:os';
+import { host } from '#host';
 import {
   type Backend, type BackwardResult, type Capabilities, type DType, type DeviceTensor, type ForwardResult, type HostTensor,
   type Layout, type MobaConfig, type ProblemShape, type Routing, type TensorLike,
@@ -12,10 +13,13 @@ import {
 } from '@moba/core';
 import { KCONV_CHANNELS } from './kconv.js';
 import { Pool } from './pool.js';
-import { KEY_CHUNK, geometry, headMajor, sharedF32, sharedF64, sharedI32, toShared } from './tensor.js';
+import { KEY_CHUNK, Storage, geometry, headMajor } from './tensor.js';
 
 export interface CpuBackendOptions {
-  /** Worker threads for large problems (default: available cores, at most 16); 1 runs in the calling thread. */
+  /**
+   * Worker threads for large problems (default: available cores, at most 16); 1 runs in the calling thread.
+   * Where there are no worker threads (browsers) every value runs in the calling thread and `threads` reads 1.
+   */
   threads?: number;
   /** Estimated FLOPs below which a job runs in the calling thread (default 2e7; 0 always uses workers). */
   minParallelWork?: number;
@@ -29,6 +33,7 @@ export interface DenseOptions {
 
 /** The CPU backend: the Backend contract plus a dense causal attention baseline on the same kernels. */
 export interface CpuBackend extends Backend {
+  /** Threads that run large jobs (1: the calling thread only). */
   readonly threads: number;
   /** Dense causal attention per sequence: out `[T, Hq, D]` (input dtype), lse `[T, Hq]` f32. */
   denseForward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, layout: Layout, opts?: DenseOptions): Promise<ForwardResult>;
@@ -53,23 +58,29 @@ export class CpuBackendImpl implements CpuBackend {
   readonly caps: Capabilities;
   readonly threads: number;
   readonly #pool: Pool;
+  readonly #mem: Storage;
   readonly #tensors = new HandleTable<Float32Array>('CPU');
   readonly #routings = new HandleTable<RoutingStore>('CPU', 'routing', this.#tensors);
   #destroyed = false;
 
   constructor(opts: CpuBackendOptions = {}) {
-    const cores = typeof os.availableParallelism === 'function' ? os.availableParallelism() : os.cpus().length;
-    this.threads = opts.threads === undefined ? Math.max(1, Math.min(16, cores)) : checkPositiveInt('threads', opts.threads, 256);
+    const workers = host.workers;
+    const threads = opts.threads === undefined
+      ? Math.max(1, Math.min(16, workers?.defaultCount() ?? 1))
+      : checkPositiveInt('threads', opts.threads, 256);
+    this.threads = workers ? threads : 1; // no worker threads here: the calling thread only
     const minWork = opts.minParallelWork ?? 2e7;
     if (typeof minWork !== 'number' || !(minWork >= 0)) {
       throw new MobaError('E_RANGE', `minParallelWork = ${String(minWork)} is invalid: must be a number >= 0`, 'minParallelWork');
     }
-    this.#pool = new Pool(this.threads, minWork);
+    this.#pool = new Pool(this.threads, minWork, workers?.load ?? null);
+    // shared memory only for a pool: pages without cross-origin isolation have no SharedArrayBuffer
+    this.#mem = new Storage(this.#pool.parallel);
     this.caps = Object.freeze({
       dtypes: Object.freeze(['f32', 'f16', 'bf16'] as DType[]),
       maxHeadDim: 512, maxTopk: 1024, maxBlockSize: 1 << 20,
       nonCausal: true, kconv: true, maxKconvWidth: 64,
-      memoryBytes: Math.floor(os.totalmem() / 2),
+      memoryBytes: Math.floor(host.totalMemory() / 2),
       deterministic: true,
     });
   }
@@ -77,7 +88,7 @@ export class CpuBackendImpl implements CpuBackend {
   async upload(t: HostTensor): Promise<DeviceTensor> {
     this.#alive();
     checkTensor('tensor', t);
-    const data = sharedF32(t.data.length);
+    const data = this.#mem.f32(t.data.length);
     if (t.dtype === 'f32') data.set(t.data);
     else {
       const decode = t.dtype === 'f16' ? f16ToF32 : bf16ToF32;
@@ -99,9 +110,9 @@ export class CpuBackendImpl implements CpuBackend {
     const kd = this.#data('k', k);
     const { T, Hq, Hkv, D } = shape;
     const geo = geometry(shape, seqs, rc.blockSize);
-    const centroids = sharedF32(seqs.totalBlocks * Hkv * D); // [totalBlocks, Hkv, D]
+    const centroids = this.#mem.f32(seqs.totalBlocks * Hkv * D); // [totalBlocks, Hkv, D]
     await this.#pool.run('centroids', { geo, k: kd, centroids }, seqs.totalBlocks, T * Hkv * D);
-    const indices = sharedI32(T * Hq * rc.topk); // [T, Hq, topk]
+    const indices = this.#mem.i32(T * Hq * rc.topk); // [T, Hq, topk]
     const work = plan(shape, layout, rc).flops.route;
     await this.#pool.run('route', { geo, q: qd, centroids, topk: rc.topk, causal: rc.causal, indices }, geo.nTiles * Hq, work);
     return this.#newRouting(indices, T, Hq, layout, rc);
@@ -115,7 +126,7 @@ export class CpuBackendImpl implements CpuBackend {
     validateLayout(layout, T);
     const rc = resolveConfig(cfg, 1, this.caps); // the scale is not used by a routing
     validateRoutingIndices(indices, T, Hq, sequences(layout, rc.blockSize), rc);
-    return this.#newRouting(toShared(indices), T, Hq, layout, rc);
+    return this.#newRouting(this.#mem.copyI32(indices), T, Hq, layout, rc);
   }
 
   async routingIndices(r: Routing): Promise<Int32Array> {
@@ -129,8 +140,8 @@ export class CpuBackendImpl implements CpuBackend {
     const rs = this.#routingFor(r, layout);
     const { T, Hq, D } = shape;
     const geo = geometry(shape, seqs, rc.blockSize);
-    const out = sharedF32(T * Hq * D); // [T, Hq, D]
-    const lse = sharedF32(T * Hq); // [T, Hq]
+    const out = this.#mem.f32(T * Hq * D); // [T, Hq, D]
+    const lse = this.#mem.f32(T * Hq); // [T, Hq]
     const args = {
       geo, ...this.#headMajor(shape, q, k, v), scale: rc.scale, causal: rc.causal,
       dtype: shape.dtype, topk: rc.topk, indices: rs.indices, offsets: rs.offsets, rows: rs.rows, out, lse,
@@ -162,8 +173,8 @@ export class CpuBackendImpl implements CpuBackend {
     const { shape, cfg: rc, seqs } = checkProblem(this.caps, q, k, v, layout, { blockSize: KEY_CHUNK, topk: 1, scale: opts?.scale });
     const { T, Hq, D } = shape;
     const geo = geometry(shape, seqs, KEY_CHUNK);
-    const out = sharedF32(T * Hq * D); // [T, Hq, D]
-    const lse = sharedF32(T * Hq); // [T, Hq]
+    const out = this.#mem.f32(T * Hq * D); // [T, Hq, D]
+    const lse = this.#mem.f32(T * Hq); // [T, Hq]
     const args = { geo, ...this.#headMajor(shape, q, k, v), scale: rc.scale, causal: true, dtype: shape.dtype, out, lse };
     await this.#pool.run('denseForward', args, geo.nTiles * Hq, plan(shape, layout, rc).flops.denseForward);
     return { out: this.#wrap(shape.dtype, [T, Hq, D], out), lse: this.#wrap('f32', [T, Hq], lse) };
@@ -187,7 +198,7 @@ export class CpuBackendImpl implements CpuBackend {
 
   async kconv(k: DeviceTensor, w: DeviceTensor, layout: Layout): Promise<DeviceTensor> {
     const { args, T, C, W } = this.#kconvArgs(k, w, layout);
-    const out = sharedF32(T * C); // [T, Hkv, D]
+    const out = this.#mem.f32(T * C); // [T, Hkv, D]
     await this.#pool.run('kconv', { ...args, out }, args.geo.nTiles, 2 * T * C * W);
     return this.#wrap(k.dtype, k.shape, out);
   }
@@ -197,7 +208,7 @@ export class CpuBackendImpl implements CpuBackend {
     expectShape('dkOut', dkOut, k.shape, k.dtype);
     const all = {
       ...args, dkOut: this.#data('dkOut', dkOut), wDtype: w.dtype,
-      dz: sharedF32(T * C), dk: sharedF32(T * C), dw: sharedF32(C * W), // [T, C], [T, C], [C, W]
+      dz: this.#mem.f32(T * C), dk: this.#mem.f32(T * C), dw: this.#mem.f32(C * W), // [T, C], [T, C], [C, W]
     };
     await this.#pool.run('kconvDz', all, args.geo.nTiles, 2 * T * C * W);
     await this.#pool.run('kconvDk', all, args.geo.nTiles, 2 * T * C * W);
@@ -248,7 +259,7 @@ export class CpuBackendImpl implements CpuBackend {
   #newRouting(indices: Int32Array, T: number, Hq: number, layout: Layout, rc: { topk: number; blockSize: number; causal: boolean }): Routing {
     const seqs = sequences(layout, rc.blockSize);
     const c = collectRouting(indices, T, Hq, rc.topk, seqs);
-    const store: RoutingStore = { indices, offsets: toShared(c.offsets), rows: toShared(c.rows), cuSeqlens: Int32Array.from(layout.cuSeqlens) };
+    const store: RoutingStore = { indices, offsets: this.#mem.copyI32(c.offsets), rows: this.#mem.copyI32(c.rows), cuSeqlens: Int32Array.from(layout.cuSeqlens) };
     const r: Routing = Object.freeze({ backend: NAME, T, Hq, topk: rc.topk, blockSize: rc.blockSize, causal: rc.causal });
     this.#routings.add(r, store);
     return r;
@@ -259,9 +270,9 @@ export class CpuBackendImpl implements CpuBackend {
     return {
       geo, scale, causal, dtype: shape.dtype,
       ...this.#headMajor(shape, t.q, t.k, t.v),
-      out: this.#data('out', t.out), lse: this.#data('lse', t.lse), dOut: headMajor(this.#data('dOut', t.dOut), T, Hq, D),
-      delta: sharedF64(T * Hq), // [T, Hq]
-      dq: sharedF32(T * Hq * D), dk: sharedF32(T * Hkv * D), dv: sharedF32(T * Hkv * D),
+      out: this.#data('out', t.out), lse: this.#data('lse', t.lse), dOut: headMajor(this.#mem, this.#data('dOut', t.dOut), T, Hq, D),
+      delta: this.#mem.f64(T * Hq), // [T, Hq]
+      dq: this.#mem.f32(T * Hq * D), dk: this.#mem.f32(T * Hkv * D), dv: this.#mem.f32(T * Hkv * D),
     };
   }
 
@@ -269,7 +280,7 @@ export class CpuBackendImpl implements CpuBackend {
   #headMajor(shape: ProblemShape, q: DeviceTensor, k: DeviceTensor, v: DeviceTensor): { q: Float32Array; k: Float32Array; v: Float32Array } {
     const { T, Hq, Hkv, D } = shape;
     const [qd, kd, vd] = [this.#data('q', q), this.#data('k', k), this.#data('v', v)];
-    return { q: headMajor(qd, T, Hq, D), k: headMajor(kd, T, Hkv, D), v: headMajor(vd, T, Hkv, D) };
+    return { q: headMajor(this.#mem, qd, T, Hq, D), k: headMajor(this.#mem, kd, T, Hkv, D), v: headMajor(this.#mem, vd, T, Hkv, D) };
   }
 
   #gradResult(shape: ProblemShape, a: { dq: Float32Array; dk: Float32Array; dv: Float32Array }): BackwardResult {
@@ -277,7 +288,7 @@ export class CpuBackendImpl implements CpuBackend {
     return { dq: this.#wrap(dtype, [T, Hq, D], a.dq), dk: this.#wrap(dtype, [T, Hkv, D], a.dk), dv: this.#wrap(dtype, [T, Hkv, D], a.dv) };
   }
 
-  /** Validates a kconv call (SPEC §6, §7) and builds the shared arguments. */
+  /** Validates a kconv call (SPEC §6, §7) and builds the kernel arguments. */
   #kconvArgs(k: DeviceTensor, w: DeviceTensor, layout: Layout) {
     this.#alive();
     if (!k || !Array.isArray(k.shape) || k.shape.length !== 3 || k.shape.some((s) => !Number.isInteger(s) || s < 1)) {
@@ -293,7 +304,7 @@ export class CpuBackendImpl implements CpuBackend {
     if (need > this.caps.memoryBytes) throw new MobaError('E_MEMORY', `kconv workspace of ${need} bytes exceeds this backend's limit of ${this.caps.memoryBytes}`, 'workspace');
     const wd = this.#data('kconvWeight', w);
     const kd = this.#data('k', k);
-    const wT = sharedF32(W * C); // [W, C], wT[ℓ, c] = weight[c, W−1−ℓ]
+    const wT = this.#mem.f32(W * C); // [W, C], wT[ℓ, c] = weight[c, W−1−ℓ]
     for (let c = 0; c < C; c++) for (let l = 0; l < W; l++) wT[l * C + c] = wd[c * W + (W - 1 - l)];
     const geo = geometry({ T, Hq: Hkv, Hkv, D }, sequences(layout, KEY_CHUNK), KEY_CHUNK);
     return { args: { geo, k: kd, wT, W, dtype: k.dtype }, T, C, W };

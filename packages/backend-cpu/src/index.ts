@@ -1,16 +1,21 @@
 /**
  * @moba/backend-cpu: MoBA on the CPU in plain TypeScript. f32 kernels (f16/bf16 accepted), fused
  * routing, collect-and-densify forward, deterministic backward, kconv, and worker_threads across
- * cores for large problems; plus a dense causal baseline on the same kernels for benchmarks.
+ * cores for large problems in Node; plus a dense causal baseline on the same kernels for benchmarks.
+ * Safe to import in a browser: no Node built-in is imported there (see host.ts), and kernels run in
+ * the calling thread on plain ArrayBuffers.
  */
 import { type CpuBackend, type CpuBackendOptions, CpuBackendImpl } from './backend.js';
 
 export type { CpuBackend, CpuBackendOptions, DenseOptions } from './backend.js';
 
 /**
- * Creates a CPU backend. `threads` (default: the available cores, at most 16) workers share the
- * work of problems above `minParallelWork` FLOPs (default 2e7; 0 sends everything to the workers);
- * `threads: 1` runs everything in the calling thread. Results do not depend on the thread count.
+ * Creates a CPU backend. In Node, `threads` (default: the available cores, at most 16) workers share
+ * the work of problems above `minParallelWork` FLOPs (default 2e7; 0 sends everything to the
+ * workers); they are started, and node:worker_threads loaded, by the first such job. `threads: 1`
+ * runs everything in the calling thread, as does every backend in a browser (`threads` then reads
+ * 1). Tensors are in SharedArrayBuffers only when workers may use them. Results do not depend on the
+ * thread count.
  */
 export function createCpuBackend(opts: CpuBackendOptions = {}): CpuBackend {
   return new CpuBackendImpl(opts);
@@ -19,7 +24,7 @@ export function createCpuBackend(opts: CpuBackendOptions = {}): CpuBackend {
 /** The uniform factory name every backend module exports (used by CLIs). */
 export const createBackend = createCpuBackend;
 
-/** The CPU backend runs wherever Node does. */
+/** The CPU backend runs wherever JavaScript does (Node, browsers). */
 export function isAvailable(): boolean {
   return true;
 }

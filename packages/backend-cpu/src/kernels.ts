@@ -1,6 +1,7 @@
 /**
  * The kernel table shared by the calling thread and the workers: a job names a kernel, gives its
- * arguments (shared typed arrays and numbers) and claims work items until none is left.
+ * arguments (typed arrays, shared when workers run it, and numbers) and claims work items until none
+ * is left.
  */
 import { deltaKernel, dkdvKernel, dqKernel } from './backward.js';
 import { denseDkdvKernel, denseDqKernel, denseForwardKernel } from './dense.js';
@@ -35,11 +36,18 @@ export interface JobMessage {
   readonly counter: Int32Array;
 }
 
-/** Runs a job's items in this thread, claiming them atomically from the shared counter. */
+/** Runs a job's items in this thread (a worker), claiming them atomically from the shared counter. */
 export function runJob(job: JobMessage): void {
   const claim = (): number => {
     const it = Atomics.add(job.counter, 0, 1);
     return it < job.items ? it : -1;
   };
   (KERNELS[job.kernel] as (a: unknown, c: () => number) => void)(job.args, claim);
+}
+
+/** Runs every item of a job in the calling thread, in order (no shared memory, no Atomics). */
+export function runInline<N extends KernelName>(kernel: N, args: KernelArgs<N>, items: number): void {
+  let next = 0;
+  const claim = (): number => (next < items ? next++ : -1);
+  (KERNELS[kernel] as (a: unknown, c: () => number) => void)(args, claim);
 }

@@ -1,56 +1,56 @@
 /**
- * Runs kernel jobs: in the calling thread for small work or `threads: 1`, else on worker_threads
- * sharing memory (SharedArrayBuffer) and claiming items from one atomic counter. Every output element
- * belongs to one item and each item runs the same operations wherever it runs, so results are
- * bitwise identical for any thread count. Jobs run one at a time; idle workers are unref'd.
+ * Runs kernel jobs: in the calling thread for small work or `threads: 1`, else on worker threads sharing
+ * memory (SharedArrayBuffer) and claiming items from one atomic counter. Every output element belongs to
+ * one item and each item runs the same operations wherever it runs, so results are bitwise identical for
+ * any thread count. Jobs run one at a time. The pool is lazy: the worker implementation is loaded (a dynamic
+ * import of worker_threads in Node, see host-node.ts) and workers are started by the first job that needs
+ * them, never when the module is evaluated or the backend is created.
  */
-import { readFileSync } from 'node:fs';
-import { createRequire } from 'node:module';
-import { dirname, join } from 'node:path';
-import { pathToFileURL } from 'node:url';
-import { Worker } from 'node:worker_threads';
 import { MobaError } from '@moba/core';
-import { type JobMessage, type KernelArgs, type KernelName, runJob } from './kernels.js';
+import { type JobMessage, type KernelArgs, type KernelName, runInline } from './kernels.js';
 
-interface WorkerReply {
-  readonly ok: boolean;
-  readonly message?: string;
+/** A started worker as the pool sees it (node-workers.ts makes them from worker_threads). */
+export interface PoolWorker {
+  /**
+   * Runs the items of `job` it claims; resolves when it has no more. Rejects with the reason when the
+   * worker failed, after which it is terminated and must not be used again.
+   */
+  run(job: JobMessage): Promise<void>;
+  terminate(): Promise<void>;
 }
 
-/**
- * How to start the worker. From the built `dist/` it is plain `worker.js`. From sources (this file is
- * `.ts`: under vitest or `node --import tsx`) it is `worker.ts`, which needs tsx's loader and the
- * `@moba/source` condition; Node 20 ignores `--import` in a worker's execArgv, so a small `data:`
- * bootstrap registers tsx's ESM API (the ESM build: its CJS build resolves its loader wrongly there)
- * and then imports the worker.
- */
-function workerEntry(): { url: URL; execArgv: string[] } {
-  const self = import.meta.url;
-  if (!/\.ts($|\?)/.test(self)) return { url: new URL('./worker.js', self), execArgv: [] };
-  const pkgFile = createRequire(self).resolve('tsx/package.json');
-  const pkg = JSON.parse(readFileSync(pkgFile, 'utf8')) as { exports: Record<string, { import: { default: string } }> };
-  const api = pathToFileURL(join(dirname(pkgFile), pkg.exports['./esm/api']!.import.default)).href;
-  const worker = new URL('./worker.ts', self.replace(/\?.*$/, '')).href;
-  const boot = `const { register } = await import(${JSON.stringify(api)}); register(); await import(${JSON.stringify(worker)});`;
-  return { url: new URL(`data:text/javascript,${encodeURIComponent(boot)}`), execArgv: ['--conditions=@moba/source'] };
-}
+/** Starts one idle worker (it must not keep the process alive while idle). */
+export type StartWorker = () => PoolWorker;
+
+const destroyed = (): MobaError => new MobaError('E_DEVICE', 'the CPU backend was destroyed', 'backend');
 
 export class Pool {
-  readonly #workers: Worker[] = [];
+  readonly #workers: PoolWorker[] = [];
+  readonly #load: (() => Promise<StartWorker>) | null;
+  #start: Promise<StartWorker> | null = null;
   #queue: Promise<unknown> = Promise.resolve();
   #closed = false;
 
+  /** `load` gives the worker starter (null: the calling thread only, whatever `threads` says). */
   constructor(
     readonly threads: number,
     readonly minParallelWork: number,
-  ) {}
+    load: (() => Promise<StartWorker>) | null,
+  ) {
+    this.#load = load;
+  }
+
+  /** Whether jobs may run on workers (their arrays must then be shared). */
+  get parallel(): boolean {
+    return this.threads > 1 && this.#load !== null;
+  }
 
   /** Runs `items` items of `kernel`; `work` (FLOPs or a proxy) decides whether workers are used. */
   run<N extends KernelName>(kernel: N, args: KernelArgs<N>, items: number, work: number): Promise<void> {
-    if (this.#closed) return Promise.reject(new MobaError('E_DEVICE', 'the CPU backend was destroyed', 'backend'));
+    if (this.#closed) return Promise.reject(destroyed());
     if (items <= 0) return Promise.resolve();
-    if (this.threads <= 1 || work < this.minParallelWork) {
-      runJob({ kernel, args, items, counter: new Int32Array(1) });
+    if (!this.parallel || work < this.minParallelWork) {
+      runInline(kernel, args, items);
       return Promise.resolve();
     }
     const job: JobMessage = { kernel, args, items, counter: new Int32Array(new SharedArrayBuffer(4)) };
@@ -67,50 +67,37 @@ export class Pool {
   }
 
   async #dispatch(job: JobMessage): Promise<void> {
-    if (this.#closed) throw new MobaError('E_DEVICE', 'the CPU backend was destroyed', 'backend');
+    if (this.#closed) throw destroyed();
+    const start = await this.#starter();
+    if (this.#closed) throw destroyed();
     const n = Math.min(this.threads, job.items);
-    while (this.#workers.length < n) this.#workers.push(this.#spawn());
+    while (this.#workers.length < n) this.#workers.push(start());
     const ws = this.#workers.slice(0, n);
     // wait for every worker (not just the first failure), so no worker is still busy with this job later
-    const results = await Promise.allSettled(ws.map((w) => this.#post(w, job)));
-    for (const w of ws) w.unref(); // an idle worker must not keep the process alive
-    const failed = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
-    if (failed) throw failed.reason;
-  }
-
-  #spawn(): Worker {
-    const { url, execArgv } = workerEntry();
-    const w = new Worker(url, { execArgv });
-    w.unref();
-    return w;
-  }
-
-  #post(w: Worker, job: JobMessage): Promise<void> {
-    return new Promise<void>((resolve, reject) => {
-      const done = (): void => {
-        w.off('message', onMessage);
-        w.off('error', onError);
-        w.off('exit', onExit);
-      };
-      const fail = (why: string): void => {
-        done();
-        const i = this.#workers.indexOf(w);
-        if (i >= 0) this.#workers.splice(i, 1); // a broken worker is replaced on the next job
-        void w.terminate();
-        reject(new MobaError('E_DEVICE', `CPU worker failed running ${job.kernel}: ${why}`, 'worker'));
-      };
-      const onMessage = (r: WorkerReply): void => {
-        if (!r.ok) return fail(r.message ?? 'unknown error');
-        done();
-        resolve();
-      };
-      const onError = (e: Error): void => fail(e.message);
-      const onExit = (code: number): void => fail(`exited with code ${code}`);
-      w.on('message', onMessage);
-      w.on('error', onError);
-      w.on('exit', onExit);
-      w.ref(); // keep the process alive while the job runs
-      w.postMessage(job);
+    const results = await Promise.allSettled(ws.map((w) => w.run(job)));
+    let failure: unknown = null;
+    results.forEach((r, i) => {
+      if (r.status === 'fulfilled') return;
+      const at = this.#workers.indexOf(ws[i]!);
+      if (at >= 0) this.#workers.splice(at, 1); // a broken worker is replaced on the next job
+      failure ??= r.reason;
     });
+    if (failure !== null) {
+      const why = failure instanceof Error ? failure.message : String(failure);
+      throw new MobaError('E_DEVICE', `CPU worker failed running ${job.kernel}: ${why}`, 'worker');
+    }
+  }
+
+  /** The worker starter, loaded once (a failed load is retried by the next job). */
+  #starter(): Promise<StartWorker> {
+    if (!this.#start) {
+      const load = this.#load!;
+      this.#start = load().catch((e: unknown) => {
+        this.#start = null;
+        const why = e instanceof Error ? e.message : String(e);
+        throw new MobaError('E_DEVICE', `CPU worker threads could not be loaded: ${why}`, 'worker');
+      });
+    }
+    return this.#start;
   }
 }

@@ -1,7 +1,9 @@
 /**
- * CPU storage and problem geometry. Device data is f32 in SharedArrayBuffers so workers read it
- * without copies; f16/bf16 tensors hold values already rounded to their dtype. The geometry splits
- * a packed varlen batch (SPEC §1) into query tiles `[nTiles, 3]` and key chunks `[nChunks, 4]`.
+ * CPU storage and problem geometry. Device data is f32; f16/bf16 tensors hold values already rounded
+ * to their dtype. It lives in SharedArrayBuffers when a worker pool may read and write it without
+ * copies, else in plain ArrayBuffers (a page that is not cross-origin isolated has no
+ * SharedArrayBuffer). The geometry splits a packed varlen batch (SPEC §1) into query tiles
+ * `[nTiles, 3]` and key chunks `[nChunks, 4]`.
  */
 import { type DType, type Sequences, roundTo } from '@moba/core';
 
@@ -9,32 +11,42 @@ import { type DType, type Sequences, roundTo } from '@moba/core';
 export const TILE_ROWS = 128;
 export const KEY_CHUNK = 64;
 
-export function sharedF32(n: number): Float32Array {
-  return new Float32Array(new SharedArrayBuffer(Math.max(n, 0) * 4));
-}
+/** Allocates zeroed arrays of one backend: shared (for a worker pool) or plain (the calling thread only). */
+export class Storage {
+  constructor(readonly shared: boolean) {}
 
-export function sharedF64(n: number): Float64Array {
-  return new Float64Array(new SharedArrayBuffer(Math.max(n, 0) * 8));
-}
+  f32(n: number): Float32Array {
+    return new Float32Array(this.#buffer(n * 4));
+  }
 
-export function sharedI32(n: number): Int32Array {
-  return new Int32Array(new SharedArrayBuffer(Math.max(n, 0) * 4));
-}
+  f64(n: number): Float64Array {
+    return new Float64Array(this.#buffer(n * 8));
+  }
 
-/** A shared copy of an Int32Array. */
-export function toShared(a: Int32Array): Int32Array {
-  const s = sharedI32(a.length);
-  s.set(a);
-  return s;
+  i32(n: number): Int32Array {
+    return new Int32Array(this.#buffer(n * 4));
+  }
+
+  /** A copy of `a` in this storage. */
+  copyI32(a: Int32Array): Int32Array {
+    const s = this.i32(a.length);
+    s.set(a);
+    return s;
+  }
+
+  #buffer(bytes: number): ArrayBufferLike {
+    const n = Math.max(bytes, 0);
+    return this.shared ? new SharedArrayBuffer(n) : new ArrayBuffer(n);
+  }
 }
 
 /**
- * A head-major shared copy `[H, T, D]` of `x [T, H, D]`. Attention kernels read keys and values this
- * way so that a key block of one head is one contiguous run (hardware prefetch follows it), where
+ * A head-major copy `[H, T, D]` of `x [T, H, D]` in `storage`. Attention kernels read keys and values
+ * this way so that a key block of one head is one contiguous run (hardware prefetch follows it), where
  * `[T, H, D]` would spread it over H times the memory.
  */
-export function headMajor(x: Float32Array, T: number, H: number, D: number): Float32Array {
-  const out = sharedF32(T * H * D); // [H, T, D]
+export function headMajor(storage: Storage, x: Float32Array, T: number, H: number, D: number): Float32Array {
+  const out = storage.f32(T * H * D); // [H, T, D]
   for (let t = 0; t < T; t++) {
     for (let h = 0; h < H; h++) out.set(x.subarray((t * H + h) * D, (t * H + h + 1) * D), (h * T + t) * D);
   }

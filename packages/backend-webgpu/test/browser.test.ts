@@ -5,7 +5,8 @@
  * on `navigator.gpu` with the package's golden cases; the test asserts its Report. Without chromium the suite
  * is a visible skip, unless `MOBA_REQUIRE` names webgpu (then it fails). Setup: `bash scripts/setup-chromium.sh`.
  * The web demo (examples/web) is tested here too: run on WebGPU, numbers, canvas pixels, a screenshot
- * (examples/web/screenshot.png), and the CPU fallback in a browser without WebGPU.
+ * (examples/web/screenshot.png), and the CPU fallback in a browser without WebGPU, served without cross-origin
+ * isolation (no SharedArrayBuffer). The CPU backend's own page test is packages/backend-cpu/test/browser.test.ts.
  */
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
@@ -218,16 +219,21 @@ describe('web demo (examples/web) in chromium', () => {
     }
   }, 180_000);
 
-  browserIt('falls back to the CPU backend with a visible note when WebGPU is missing', async () => {
+  browserIt('falls back to the CPU backend with a visible note when WebGPU is missing (no cross-origin isolation needed)', async () => {
     const browser = await launchChromium({ webgpu: false });
     try {
       const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
       await page.goto(server!.url);
+      // served like any static host: not cross-origin isolated, so the page has no SharedArrayBuffer
+      expect(await page.evaluate(() => [globalThis.crossOriginIsolated, typeof SharedArrayBuffer])).toEqual([false, 'undefined']);
       const s = await runDemo(page, { tokens: 512, blockSize: 32, topk: 2, kconv: 0 });
       expect(s.state, s.status).toBe('done');
+      expect(errors).toEqual([]);
       expect(s.fallback).toMatch(/WebGPU is not available.*CPU backend/);
       expect(await page.isVisible('#fallback')).toBe(true);
-      expect(s.backendLabel).toMatch(/^CPU backend/);
+      expect(s.backendLabel).toBe('CPU backend (1 thread, in the page)');
       expect(s.run?.backend).toBe('cpu');
       for (const phase of ['route', 'forward', 'backward']) expect(s.phases[phase], phase).toBeGreaterThan(0);
       expect(s.phases.kconv).toBeUndefined();

@@ -10,7 +10,7 @@ import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { extname, join, normalize, resolve, sep } from 'node:path';
-import { type BuildOptions, build } from 'esbuild';
+import { type BuildOptions, type BuildResult, build } from 'esbuild';
 import { type Browser, chromium } from 'playwright-core';
 
 /** The browser binary (override with MOBA_CHROMIUM). */
@@ -54,8 +54,8 @@ export async function bundlePage(entry: string, outdir: string, extra: Partial<B
 }
 
 /** Runs esbuild with options built elsewhere (e.g. `examples/web/build.ts`, which carries no esbuild types). */
-export async function buildWith(options: object): Promise<void> {
-  await build(options as BuildOptions);
+export async function buildWith(options: object): Promise<BuildResult> {
+  return build(options as BuildOptions);
 }
 
 /** A temporary folder, removed by the returned `remove()`. */
@@ -74,8 +74,9 @@ const TYPES: Record<string, string> = {
 };
 
 /**
- * Cross-origin isolation: without it a page has no SharedArrayBuffer, which the CPU backend's tensors use (the web
- * demo's fallback). Our pages load nothing from other origins, so isolating them costs nothing.
+ * Cross-origin isolation headers (COOP/COEP), served only with `isolated: true`: an isolated page has
+ * SharedArrayBuffer. No page here needs it (the CPU backend uses plain ArrayBuffers in a page), and serving
+ * without it is what an ordinary static host does, so that is the default.
  */
 const ISOLATION = { 'cross-origin-opener-policy': 'same-origin', 'cross-origin-embedder-policy': 'require-corp' } as const;
 
@@ -86,17 +87,21 @@ export interface StaticServer {
 
 /**
  * Serves the files under `root` on 127.0.0.1 (`port` 0, the default: a free one). `routes` answers extra paths
- * with JSON. Pages are cross-origin isolated (SharedArrayBuffer available). The server closes itself after `lifetimeMs` (default 5 minutes; `null`: never) so a crashed test
- * cannot leave it behind.
+ * with JSON. Pages are cross-origin isolated (SharedArrayBuffer available) only with `isolated: true`. The server
+ * closes itself after `lifetimeMs` (default 5 minutes; `null`: never) so a crashed test cannot leave it behind.
  */
-export async function serveStatic(root: string, opts: { port?: number; lifetimeMs?: number | null; routes?: Record<string, () => unknown> } = {}): Promise<StaticServer> {
+export async function serveStatic(
+  root: string,
+  opts: { port?: number; lifetimeMs?: number | null; routes?: Record<string, () => unknown>; isolated?: boolean } = {},
+): Promise<StaticServer> {
   const base = resolve(root);
+  const headers = opts.isolated ? ISOLATION : {};
   const server = createServer((req, res) => {
     void (async () => {
       const path = decodeURIComponent(new URL(req.url ?? '/', 'http://127.0.0.1').pathname);
       const route = opts.routes?.[path];
       if (route) {
-        res.writeHead(200, { ...ISOLATION, 'content-type': 'application/json' }).end(JSON.stringify(route()));
+        res.writeHead(200, { ...headers, 'content-type': 'application/json' }).end(JSON.stringify(route()));
         return;
       }
       const file = normalize(join(base, path.endsWith('/') ? `${path}index.html` : path));
@@ -106,7 +111,7 @@ export async function serveStatic(root: string, opts: { port?: number; lifetimeM
       }
       try {
         const body = await readFile(file);
-        res.writeHead(200, { ...ISOLATION, 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store' }).end(body);
+        res.writeHead(200, { ...headers, 'content-type': TYPES[extname(file)] ?? 'application/octet-stream', 'cache-control': 'no-store' }).end(body);
       } catch {
         res.writeHead(404, { 'content-type': 'text/plain' }).end('not found');
       }
