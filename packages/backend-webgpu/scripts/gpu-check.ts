@@ -1,26 +1,34 @@
 /**
  * The WebGPU backend's device check, bundled for the GPU machine (scripts/bundle.sh): Dawn over the
- * machine's Vulkan driver. (a) runConformance with the package's golden cases, (b) wall-clock timings of
- * route / forward / backward in the peers.md configuration (batch 2, 16 heads, D 128, bf16 inputs, B 128,
- * topk 8) at GPU_CHECK_SIZES (default 8192), median of 3 after a warm-up, each timed to queue completion. Writes `$OUT/webgpu-report.json`.
+ * machine's Vulkan driver. (a) the adapter, its limits and the tile sizes chosen for D = 128, (b) runConformance
+ * with the package's golden cases, (c) wall-clock timings of route / forward / backward in the peers.md
+ * configuration (batch 2, 16 heads, D 128, bf16 inputs, B 128, topk 8) at GPU_CHECK_SIZES (default 8192),
+ * median of 3 after a warm-up, each timed to queue completion, (d) unless GPU_CHECK_PROFILE=0, GPU time per
+ * kernel (timestamp queries, on another backend so that (c) stays unprofiled) for one route → forward (with
+ * collect) → backward at the first size. Writes `$OUT/webgpu-report.json`. (c) and (d) run with a workspace
+ * budget of GPU_CHECK_MEMORY_GB (default 96; the default budget of at most 8 GiB stops at about 64K tokens per
+ * sequence here), (a) and (b) with the defaults.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type DeviceTensor, Rng, f32ToBf16, hostTensor, plan, resolveConfig } from '@moba/core';
 import { runConformance, summaryLine } from '@moba/testkit';
-import { createWebGpuBackend } from '../src/index.js';
+import { type WebGpuBackend, createWebGpuBackend } from '../src/index.js';
+import { chooseTiles } from '../src/launch.js';
 
 const log = (s: string): void => void process.stdout.write(`${s}\n`);
 const sizes = (process.env.GPU_CHECK_SIZES ?? '8192').split(',').map(Number);
 
+const memoryBytes = Number(process.env.GPU_CHECK_MEMORY_GB ?? 96) * 2 ** 30;
+
 /** Median wall time of `f` over n runs, each ended by waiting for the GPU queue to drain. */
-async function median(n: number, f: () => Promise<void>): Promise<number> {
+async function median(device: GPUDevice, n: number, f: () => Promise<void>): Promise<number> {
   const ts: number[] = [];
-  await backend.device.queue.onSubmittedWorkDone();
+  await device.queue.onSubmittedWorkDone();
   for (let i = 0; i < n; i++) {
     const t0 = performance.now();
     await f();
-    await backend.device.queue.onSubmittedWorkDone(); // an op may return before its work finishes
+    await device.queue.onSubmittedWorkDone(); // an op may return before its work finishes
     ts.push(performance.now() - t0);
   }
   return ts.sort((a, b) => a - b)[n >> 1]!;
@@ -28,45 +36,101 @@ async function median(n: number, f: () => Promise<void>): Promise<number> {
 
 const backend = await createWebGpuBackend();
 const report: Record<string, unknown> = { date: new Date().toISOString() };
+{
+  const dev = backend.device;
+  const info = (dev as GPUDevice & { adapterInfo?: GPUAdapterInfo }).adapterInfo;
+  const lim = dev.limits;
+  const limits = {
+    maxComputeWorkgroupStorageSize: lim.maxComputeWorkgroupStorageSize, maxComputeInvocationsPerWorkgroup: lim.maxComputeInvocationsPerWorkgroup,
+    maxStorageBufferBindingSize: lim.maxStorageBufferBindingSize, maxBufferSize: lim.maxBufferSize,
+  };
+  const tiles = chooseTiles(lim, 128);
+  report.adapter = { vendor: info?.vendor, architecture: info?.architecture, description: info?.description, limits, tilesD128: tiles };
+  log(`adapter: ${info?.vendor} ${info?.architecture} ${info?.description}; ${JSON.stringify(limits)}`);
+  log(`tiles (D 128): forward ${JSON.stringify(tiles.forward)}, backward ${JSON.stringify(tiles.backward)}, route ${JSON.stringify(tiles.route)}`);
+}
 const conf = process.env.GPU_CHECK_ONLY === 'timings' ? { passed: 0, failed: 0, skipped: 0, notCovered: [] as string[], results: [] } : await runConformance(backend, { onResult: (r) => log(`  ${r.ok ? (r.skipped ? '-' : '✓') : '✗'} ${r.group}: ${r.name}${r.ok ? '' : `\n${r.message}`}`) });
 report.conformance = { passed: conf.passed, failed: conf.failed, skipped: conf.skipped, notCovered: conf.notCovered };
 log(`conformance: ${summaryLine(conf)}`);
+await backend.destroy();
+
+const timer = await createWebGpuBackend({ memoryBytes });
 
 const rows: string[] = [];
 const timings: unknown[] = [];
 for (const N of sizes) {
   const batch = 2, H = 16, D = 128, T = batch * N;
   const rng = new Rng(N);
-  const rand = (): DeviceTensor | Promise<DeviceTensor> => {
+  const rand = (): Promise<DeviceTensor> => {
     const bits = new Uint16Array(T * H * D);
     for (let i = 0; i < bits.length; i++) bits[i] = f32ToBf16(rng.normal());
-    return backend.upload(hostTensor('bf16', [T, H, D], bits));
+    return timer.upload(hostTensor('bf16', [T, H, D], bits));
   };
   const [q, k, v, dOut] = [await rand(), await rand(), await rand(), await rand()];
   const layout = { cuSeqlens: Int32Array.from([0, N, T]) };
   const cfg = { blockSize: 128, topk: 8 };
   try {
-    let r = await backend.route(q, k, layout, cfg);
-    let f = await backend.forward(q, k, v, r, layout, cfg);
-    const route = await median(3, async () => { backend.dispose(r); r = await backend.route(q, k, layout, cfg); });
-    const fwd = await median(3, async () => { backend.dispose(f.out, f.lse); f = await backend.forward(q, k, v, r, layout, cfg); });
-    const bwd = await median(3, async () => { const g = await backend.backward(q, k, v, f.out, f.lse, dOut, r, layout, cfg); backend.dispose(g.dq, g.dk, g.dv); });
+    const dev = timer.device;
+    let r = await timer.route(q, k, layout, cfg);
+    let f = await timer.forward(q, k, v, r, layout, cfg);
+    const route = await median(dev, 3, async () => { timer.dispose(r); r = await timer.route(q, k, layout, cfg); });
+    const fwd = await median(dev, 3, async () => { timer.dispose(f.out, f.lse); f = await timer.forward(q, k, v, r, layout, cfg); });
+    const bwd = await median(dev, 3, async () => { const g = await timer.backward(q, k, v, f.out, f.lse, dOut, r, layout, cfg); timer.dispose(g.dq, g.dk, g.dv); });
     const p = plan({ T, Hq: H, Hkv: H, D, dtype: 'bf16' }, layout, resolveConfig(cfg, D));
     const t = { N, routeMs: route, fwdMs: fwd, bwdMs: bwd, fwdTflops: p.flops.forward / fwd / 1e9, bwdTflops: p.flops.backward / bwd / 1e9 };
     timings.push(t);
     rows.push(`| ${N / 1024}K | ${route.toFixed(1)} | ${fwd.toFixed(1)} | ${bwd.toFixed(1)} | ${(route + fwd + bwd).toFixed(1)} | ${t.fwdTflops.toFixed(2)} / ${t.bwdTflops.toFixed(2)} |`);
-    backend.dispose(r, f.out, f.lse);
+    timer.dispose(r, f.out, f.lse);
   } catch (e) {
     rows.push(`| ${N / 1024}K | failed: ${(e as Error).message.split('\n')[0]} |`);
   }
-  backend.dispose(q, k, v, dOut);
+  timer.dispose(q, k, v, dOut);
 }
+await timer.destroy();
 report.timings = timings;
+
+/** GPU ms per kernel for one route → forward (collects) → backward on a profiled backend, after a warm-up. */
+async function breakdown(N: number): Promise<[string, number][]> {
+  const b: WebGpuBackend = await createWebGpuBackend({ profile: true, memoryBytes });
+  try {
+    const batch = 2, H = 16, D = 128, T = batch * N;
+    const rng = new Rng(N);
+    const up = (): Promise<DeviceTensor> => {
+      const bits = new Uint16Array(T * H * D);
+      for (let i = 0; i < bits.length; i++) bits[i] = f32ToBf16(rng.normal());
+      return b.upload(hostTensor('bf16', [T, H, D], bits));
+    };
+    const [q, k, v, dOut] = [await up(), await up(), await up(), await up()];
+    const layout = { cuSeqlens: Int32Array.from([0, N, T]) };
+    const cfg = { blockSize: 128, topk: 8 };
+    for (let rep = 0; rep < 2; rep++) { // the first run compiles the pipelines
+      b.clearTimings();
+      const r = await b.route(q, k, layout, cfg);
+      const f = await b.forward(q, k, v, r, layout, cfg);
+      const g = await b.backward(q, k, v, f.out, f.lse, dOut, r, layout, cfg);
+      b.dispose(r, f.out, f.lse, g.dq, g.dk, g.dv);
+    }
+    b.dispose(q, k, v, dOut);
+    return [...b.timings()].sort((x, y) => y[1] - x[1]);
+  } finally {
+    await b.destroy();
+  }
+}
+
+if (process.env.GPU_CHECK_PROFILE !== '0' && sizes.length > 0) {
+  try {
+    const kernels = await breakdown(sizes[0]!);
+    report.kernels = { N: sizes[0], ms: Object.fromEntries(kernels) };
+    log(`GPU ms per kernel at ${sizes[0]! / 1024}K (route, forward with collect, backward):`);
+    for (const [name, ms] of kernels) log(`  ${name.padEnd(36)} ${ms.toFixed(2)}`);
+  } catch (e) {
+    log(`per-kernel profile failed: ${(e as Error).message.split('\n')[0]}`);
+  }
+}
 if (process.env.OUT) {
   mkdirSync(process.env.OUT, { recursive: true });
   writeFileSync(join(process.env.OUT, 'webgpu-report.json'), JSON.stringify(report, null, 1));
 }
-await backend.destroy();
 log('| N | route ms | fwd ms | bwd ms | total ms | TFLOP/s fwd / bwd |');
 log('|---|---|---|---|---|---|');
 for (const r of rows) log(r);

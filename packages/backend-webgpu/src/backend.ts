@@ -11,13 +11,13 @@ import {
   HandleTable, MobaError, checkBackwardTensors, checkCaps, checkProblem, checkRouting, checkRoutingLayout, checkTensor, expectShape, fromFloat,
   hostTensor, numel, resolveConfig, sequences, toFloat32, validateKconvWeight, validateLayout, validateRoutingIndices,
 } from '@moba/core';
-import { encodeBackward } from './backward.js';
+import { backwardWorkWords, dqSharesOffset, encodeBackward, subTiles } from './backward.js';
 import type { GpuContext } from './device.js';
-import { encodeForward, encodeRound } from './forward.js';
+import { encodeForward, encodeRound, forwardPartialBytes, forwardPartialFloats, paddedD, planPasses } from './forward.js';
 import { type Geometry, buildGeometry } from './geometry.js';
 import { encodeKconv, encodeKconvBackward } from './kconv.js';
-import { Launch, type Tiles, chooseTiles } from './launch.js';
-import { ROUTE_ROWS, encodeCollect, encodeRoute } from './route.js';
+import { type CollectedLayout, Launch, type Tiles, chooseTiles, collectedLayout } from './launch.js';
+import { ROUTE_ROWS, collectScratchBytes, encodeCollect, encodeRoute } from './route.js';
 
 const NAME = 'webgpu';
 const F32 = 4;
@@ -27,12 +27,23 @@ export interface WebGpuBackend extends Backend {
   readonly device: GPUDevice;
   /** Buffers this backend holds now (tensors, routings, placeholders); 0 after `destroy()`. */
   readonly liveBuffers: number;
+  /** GPU ms per kernel (`shader:entry`) since the last `clearTimings()`; empty unless created with `profile: true`. */
+  timings(): Map<string, number>;
+  clearTimings(): void;
 }
 
 interface RoutingStore {
   readonly indices: GPUBuffer; // [T, Hq, topk] i32
-  collected: GPUBuffer | null; // offsets [Hq·NB + 1], rows; made by the first backward
+  collected: GPUBuffer | null; // CollectedLayout (launch.ts); made by the first forward or backward
   readonly cuSeqlens: Int32Array;
+}
+
+/** Tuning and test knobs: smaller budgets than the device allows, to exercise the other tile sets and passes. */
+export interface WebGpuTuning {
+  /** Workgroup memory the kernels may use, in bytes (default: the device's maxComputeWorkgroupStorageSize). */
+  readonly workgroupStorage?: number;
+  /** Largest buffer of per-entry partials in bytes (default: the device's binding limit); smaller means more passes. */
+  readonly partialBytes?: number;
 }
 
 export class WebGpuBackendImpl implements WebGpuBackend {
@@ -41,10 +52,12 @@ export class WebGpuBackendImpl implements WebGpuBackend {
   readonly #ctx: GpuContext;
   readonly #tensors = new HandleTable<GPUBuffer>('WebGPU');
   readonly #routings = new HandleTable<RoutingStore>('WebGPU', 'routing', this.#tensors);
+  readonly #tuning: WebGpuTuning;
   #destroyed = false;
 
-  constructor(ctx: GpuContext, memoryBytes: number) {
+  constructor(ctx: GpuContext, memoryBytes: number, tuning: WebGpuTuning = {}) {
     this.#ctx = ctx;
+    this.#tuning = tuning;
     this.caps = Object.freeze({
       dtypes: Object.freeze(['f32', 'f16', 'bf16'] as DType[]),
       maxHeadDim: 256, maxTopk: 64, maxBlockSize: 1 << 20,
@@ -59,6 +72,14 @@ export class WebGpuBackendImpl implements WebGpuBackend {
 
   get liveBuffers(): number {
     return this.#ctx.liveBuffers;
+  }
+
+  timings(): Map<string, number> {
+    return new Map(this.#ctx.kernelMs);
+  }
+
+  clearTimings(): void {
+    this.#ctx.kernelMs.clear();
   }
 
   async upload(t: HostTensor): Promise<DeviceTensor> {
@@ -81,7 +102,7 @@ export class WebGpuBackendImpl implements WebGpuBackend {
     const { shape, cfg: rc, seqs } = checkProblem(this.caps, q, k, k, layout, cfg);
     const { T, Hq, Hkv, D } = shape;
     const tiles = this.#tiles(D);
-    const geo = buildGeometry(seqs, T, rc.blockSize, ROUTE_ROWS, tiles.keys);
+    const geo = buildGeometry(seqs, T, rc.blockSize, ROUTE_ROWS);
     const bytes = { geometry: geo.words.byteLength, centroids: seqs.totalBlocks * Hkv * D * F32, indices: T * Hq * rc.topk * 4 };
     this.#ctx.checkSizes(bytes);
     const [qb, kb] = [this.#buffer('q', q), this.#buffer('k', k)];
@@ -123,15 +144,18 @@ export class WebGpuBackendImpl implements WebGpuBackend {
     const { T, Hq, D } = shape;
     const tiles = this.#tiles(D);
     const geo = this.#attnGeometry(seqs, T, rc.blockSize, tiles);
-    const bytes = { geometry: geo.words.byteLength, out: T * Hq * D * F32, lse: T * Hq * F32 };
+    const lists = collectedLayout(T, Hq, rc.topk, geo);
+    const passes = planPasses({ T, Hq, topk: rc.topk, totalBlocks: seqs.totalBlocks }, forwardPartialFloats(D), this.#partialLimit());
+    const bytes = { out: T * Hq * D * F32, lse: T * Hq * F32, partials: forwardPartialBytes(passes, D), ...this.#collectBytes(rs, lists) };
     this.#ctx.checkSizes(bytes);
     const [qb, kb, vb] = [this.#buffer('q', q), this.#buffer('k', k), this.#buffer('v', v)];
     const l = new Launch(this.#ctx);
+    const collected = this.#encodeCollected(l, rs, geo, { T, Hq, topk: rc.topk }, lists);
     const out = l.temp('out', bytes.out);
     const lse = l.temp('lse', bytes.lse);
-    encodeForward(l, geo, shape, rc, tiles, { geom: l.tempData('geometry', geo.words), q: qb, k: kb, v: vb, indices: rs.indices, out, lse });
+    encodeForward(l, shape, rc, tiles, lists, passes, { q: qb, k: kb, v: vb, indices: rs.indices, collected, out, lse });
     encodeRound(l, out, T * Hq * D, shape.dtype);
-    await this.#submitKeeping(l, 'forward', out, lse);
+    await this.#submitCollected(l, 'forward', rs, collected, out, lse);
     return { out: this.#wrap(shape.dtype, [T, Hq, D], out), lse: this.#wrap('f32', [T, Hq], lse) };
   }
 
@@ -147,10 +171,10 @@ export class WebGpuBackendImpl implements WebGpuBackend {
     const { T, Hq, Hkv, D, dtype } = shape;
     const tiles = this.#tiles(D);
     const geo = this.#attnGeometry(seqs, T, rc.blockSize, tiles);
-    const lists = Hq * seqs.totalBlocks;
+    const lists = collectedLayout(T, Hq, rc.topk, geo);
+    const passes = planPasses({ T, Hq, topk: rc.topk, totalBlocks: seqs.totalBlocks }, subTiles(rc.blockSize) * paddedD(D), this.#partialLimit(dqSharesOffset(T, Hq) * F32));
     const bytes = {
-      geometry: geo.words.byteLength, counts: lists * 4, collected: (lists + 1 + T * Hq * rc.topk) * 4,
-      stats: 2 * T * Hq * F32, dkv: 2 * T * Hkv * D * F32, dq: T * Hq * D * F32,
+      work: backwardWorkWords(shape, rc.blockSize, passes) * F32, dq: T * Hq * D * F32, 'dk, dv': T * Hkv * D * F32, ...this.#collectBytes(rs, lists),
     };
     this.#ctx.checkSizes(bytes);
     const b = {
@@ -158,23 +182,14 @@ export class WebGpuBackendImpl implements WebGpuBackend {
       out: this.#buffer('out', out), lse: this.#buffer('lse', lse), dOut: this.#buffer('dOut', dOut),
     };
     const l = new Launch(this.#ctx);
-    const geom = l.tempData('geometry', geo.words);
-    let collected = rs.collected;
-    if (!collected) {
-      collected = l.temp('collected routing', bytes.collected);
-      encodeCollect(l, geo, { T, Hq, topk: rc.topk }, { geom, indices: rs.indices, counts: l.temp('collect counts', bytes.counts), collected });
-    }
+    const collected = this.#encodeCollected(l, rs, geo, { T, Hq, topk: rc.topk }, lists);
     const dq = l.temp('dq', bytes.dq);
-    const dk = l.temp('dk', bytes.dkv / 2);
-    const dv = l.temp('dv', bytes.dkv / 2);
-    const dkv = l.temp('dk dv', bytes.dkv);
-    encodeBackward(l, geo, shape, rc, tiles, { ...b, geom, indices: rs.indices, collected, stats: l.temp('lse delta', bytes.stats), dkv, dq });
-    l.copy(dkv, 0, dk, bytes.dkv / 2);
-    l.copy(dkv, bytes.dkv / 2, dv, bytes.dkv / 2);
+    const dk = l.temp('dk', bytes['dk, dv']);
+    const dv = l.temp('dv', bytes['dk, dv']);
+    const work = l.temp('lse, delta and dq shares', bytes.work);
+    encodeBackward(l, shape, rc, tiles, lists, passes, { ...b, indices: rs.indices, collected, work, dq, dk, dv });
     for (const [buf, n] of [[dq, T * Hq * D], [dk, T * Hkv * D], [dv, T * Hkv * D]] as const) encodeRound(l, buf, n, dtype);
-    const fresh = !rs.collected;
-    await this.#submitKeeping(l, 'backward', dq, dk, dv, ...(fresh ? [collected] : []));
-    if (fresh) rs.collected = collected;
+    await this.#submitCollected(l, 'backward', rs, collected, dq, dk, dv);
     return { dq: this.#wrap(dtype, [T, Hq, D], dq), dk: this.#wrap(dtype, [T, Hkv, D], dk), dv: this.#wrap(dtype, [T, Hkv, D], dv) };
   }
 
@@ -229,11 +244,42 @@ export class WebGpuBackendImpl implements WebGpuBackend {
   }
 
   #tiles(D: number): Tiles {
-    return chooseTiles(this.#ctx.limits, D);
+    return chooseTiles(this.#ctx.limits, D, this.#tuning.workgroupStorage);
   }
 
   #attnGeometry(seqs: Sequences, T: number, blockSize: number, tiles: Tiles): Geometry {
-    return buildGeometry(seqs, T, blockSize, tiles.rows, tiles.keys);
+    return buildGeometry(seqs, T, blockSize, tiles.rows);
+  }
+
+  /** Bytes the partials of one pass may take in a buffer that also holds `besides` bytes: the binding limits, or less (tuning). */
+  #partialLimit(besides = 0): number {
+    const lim = this.#ctx.limits;
+    return Math.min(Math.min(lim.maxStorageBufferBindingSize, lim.maxBufferSize) - besides, this.#tuning.partialBytes ?? Infinity);
+  }
+
+  /** Sizes of the collect buffers a call will allocate (none once the routing has its collected form). */
+  #collectBytes(rs: RoutingStore, lists: CollectedLayout): Record<string, number> {
+    if (rs.collected) return {};
+    const scratch = collectScratchBytes(lists);
+    return { collected: lists.words * 4, 'collect counters': scratch.counters, 'collect scratch': scratch.scratch };
+  }
+
+  /** The routing's collected form: the kept one, or a new one encoded into `l` (kept by #submitCollected). */
+  #encodeCollected(l: Launch, rs: RoutingStore, geo: Geometry, dims: { T: number; Hq: number; topk: number }, lists: CollectedLayout): GPUBuffer {
+    if (rs.collected) return rs.collected;
+    const sizes = collectScratchBytes(lists);
+    const collected = l.temp('collected routing', lists.words * 4);
+    encodeCollect(l, geo, dims, lists, {
+      indices: rs.indices, counters: l.temp('collect counters', sizes.counters), scratch: l.temp('collect scratch', sizes.scratch), collected,
+    });
+    return collected;
+  }
+
+  /** Submits, keeping `results` and, when this call made it, the routing's collected form. */
+  async #submitCollected(l: Launch, label: string, rs: RoutingStore, collected: GPUBuffer, ...results: GPUBuffer[]): Promise<void> {
+    const fresh = rs.collected !== collected;
+    await this.#submitKeeping(l, label, ...results, ...(fresh ? [collected] : []));
+    if (fresh) rs.collected = collected;
   }
 
   async #submitKeeping(l: Launch, label: string, ...results: GPUBuffer[]): Promise<void> {
@@ -289,7 +335,7 @@ export class WebGpuBackendImpl implements WebGpuBackend {
     const need = 3 * T * C * F32 + 2 * C * W * F32;
     if (need > this.caps.memoryBytes) throw new MobaError('E_MEMORY', `kconv workspace of ${need} bytes exceeds this backend's limit of ${this.caps.memoryBytes}`, 'workspace');
     const whole = Math.max(1, T); // one block and one tile per sequence: kconv only needs sequence bounds
-    const geo = buildGeometry(sequences(layout, whole), T, whole, whole, whole);
+    const geo = buildGeometry(sequences(layout, whole), T, whole, whole);
     this.#ctx.checkSizes({ 'kconv out': T * C * F32, geometry: geo.words.byteLength });
     const wb = this.#buffer('kconvWeight', w);
     const kb = this.#buffer('k', k);

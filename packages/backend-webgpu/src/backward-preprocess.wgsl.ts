@@ -1,25 +1,38 @@
 /**
  * Backward preprocess (FA2's compute_dot_do_o): per (t, h) the pair (lse, Δ = rowsum(dOut ⊙ out)), so the
- * dK/dV and dQ passes read both with one load. stats: [T, Hq, 2] f32.
+ * dK/dV pass reads both with one load. 16 invocations per row read it coalesced (dims lane, lane + 16, …); their
+ * 16 partial sums are added in a fixed order, so Δ is reproducible. They go to the start of the backward's
+ * `work` buffer: [T, Hq, 2] f32.
  */
 import { commonWgsl } from './common.wgsl.js';
 
 export const backwardPreprocessWgsl = /* wgsl */ `
 ${commonWgsl}
-override WG: u32 = 64;
+const LANES: u32 = 16u;
+const ROWS: u32 = 16u; // rows per workgroup (256 invocations)
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> out: array<f32>;   // [T, Hq, D]
 @group(0) @binding(2) var<storage, read> dOut: array<f32>;  // [T, Hq, D]
 @group(0) @binding(3) var<storage, read> lse: array<f32>;   // [T, Hq]
-@group(0) @binding(4) var<storage, read_write> stats: array<f32>; // [T, Hq, 2]
+@group(0) @binding(4) var<storage, read_write> stats: array<f32>; // work: [T, Hq, 2] first
 
-@compute @workgroup_size(WG)
+var<workgroup> part: array<f32, 256>;
+
+@compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let i = itemOf(wid) * WG + lid; // (t, h)
-  if (i >= P.T * P.Hq) { return; }
+  let r = lid / LANES;
+  let lane = lid % LANES;
+  let i = itemOf(wid) * ROWS + r; // (t, h)
+  var s = 0.0;
+  if (i < P.T * P.Hq) {
+    for (var d = lane; d < P.D; d += LANES) { s += dOut[i * P.D + d] * out[i * P.D + d]; }
+  }
+  part[lid] = s;
+  workgroupBarrier();
+  if (lane != 0u || i >= P.T * P.Hq) { return; }
   var delta = 0.0;
-  for (var d = 0u; d < P.D; d++) { delta += dOut[i * P.D + d] * out[i * P.D + d]; }
+  for (var x = 0u; x < LANES; x++) { delta += part[r * LANES + x]; }
   stats[2u * i] = lse[i];
   stats[2u * i + 1u] = delta;
 }

@@ -1,23 +1,49 @@
 /**
- * Backward launchers (SPEC §5): preprocess (lse, Δ) → dK, dV per key tile over the collected lists →
- * dQ query-major over the indices; no float atomics, so results are bitwise reproducible.
+ * Backward launchers (SPEC §5): preprocess (lse, Δ) → per pass, dK/dV per 64-key tile over the collected
+ * lists, which also stores each (entry, tile)'s dQ share → the dQ merge in slot order. No float atomics, so
+ * results are bitwise reproducible. Passes exist only so that the dQ shares fit one storage binding.
  */
 /// <reference types="@webgpu/types" />
 import type { ShaderSpec } from './device.js';
 import { backwardDkdvWgsl } from './backward-dkdv.wgsl.js';
 import { backwardDqWgsl } from './backward-dq.wgsl.js';
 import { backwardPreprocessWgsl } from './backward-preprocess.wgsl.js';
-import { ATTN_WG, type AttnConfig } from './forward.js';
-import type { Geometry } from './geometry.js';
-import type { Launch, Tiles } from './launch.js';
+import { ATTN_WG, type AttnConfig, paddedD } from './forward.js';
+import { CHUNK_ROWS, type CollectedLayout, type Launch, type Pass, type Tiles } from './launch.js';
 import type { Dims } from './route.js';
 
 const PRE: ShaderSpec = { name: 'moba.backward-preprocess', code: backwardPreprocessWgsl, bindings: ['uniform', 'read', 'read', 'read', 'rw'] };
-const DKDV: ShaderSpec = { name: 'moba.backward-dkdv', code: backwardDkdvWgsl, bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', 'read', 'read', 'rw'] };
-const DQ: ShaderSpec = { name: 'moba.backward-dq', code: backwardDqWgsl, bindings: ['uniform', 'read', 'read', 'read', 'read', 'read', 'read', 'read', 'rw'] };
+const DKDV_BINDINGS = ['uniform', 'read', 'read', 'read', 'read', 'read', 'rw', 'rw', 'rw'] as const;
+const dkdvShaders = new Map<string, ShaderSpec>();
+const DQ: ShaderSpec = { name: 'moba.backward-dq', code: backwardDqWgsl, bindings: ['uniform', 'read', 'read', 'read', 'rw'] };
+/** Rows per preprocess workgroup (backward-preprocess.wgsl.ts). */
+const PRE_ROWS = 16;
+/** Keys per dK/dV workgroup (backward-dkdv.wgsl.ts). */
+export const DKDV_KEYS = 64;
+
+function dkdvShader(oc4: number, rw: number): ShaderSpec {
+  const name = `moba.backward-dkdv${oc4}x${rw}`;
+  let s = dkdvShaders.get(name);
+  if (!s) dkdvShaders.set(name, (s = { name, code: backwardDkdvWgsl(oc4, rw), bindings: DKDV_BINDINGS }));
+  return s;
+}
+
+/** dQ shares per collected entry: one per 64-key sub-tile of a block. */
+export function subTiles(blockSize: number): number {
+  return Math.ceil(blockSize / DKDV_KEYS);
+}
+
+/** Word offset of the dQ shares in `work`: after (lse, Δ) [T, Hq, 2], on a vec4 (dqSharesOffset() in the shaders). */
+export function dqSharesOffset(T: number, Hq: number): number {
+  return Math.ceil((2 * T * Hq) / 4) * 4;
+}
+
+/** f32 words of `work`: (lse, Δ) [T, Hq, 2], then the dQ shares of one pass ([entry, tile, paddedD]). */
+export function backwardWorkWords(dims: Dims, blockSize: number, passes: readonly Pass[]): number {
+  return dqSharesOffset(dims.T, dims.Hq) + (Math.max(...passes.map((p) => p.cap)) + CHUNK_ROWS) * subTiles(blockSize) * paddedD(dims.D);
+}
 
 export interface BackwardBuffers {
-  readonly geom: GPUBuffer;
   readonly q: GPUBuffer;
   readonly k: GPUBuffer;
   readonly v: GPUBuffer;
@@ -26,19 +52,29 @@ export interface BackwardBuffers {
   readonly dOut: GPUBuffer;
   readonly indices: GPUBuffer;
   readonly collected: GPUBuffer;
-  /** [T, Hq, 2] scratch: lse, Δ. */
-  readonly stats: GPUBuffer;
-  /** [2, T, Hkv, D]: dk then dv. */
-  readonly dkv: GPUBuffer;
+  /** (lse, Δ) [T, Hq, 2] then the dQ shares (backwardWorkWords). */
+  readonly work: GPUBuffer;
   readonly dq: GPUBuffer;
+  /** [T, Hkv, D] each; must be zero (fresh): every pass adds to them. */
+  readonly dk: GPUBuffer;
+  readonly dv: GPUBuffer;
 }
 
-export function encodeBackward(l: Launch, geo: Geometry, dims: Dims, cfg: AttnConfig, tiles: Tiles, b: BackwardBuffers): void {
-  const { T, Hq, Hkv } = dims;
-  const fields = { ...dims, ...cfg, geo };
-  l.add(PRE, 'main', { WG: ATTN_WG }, fields, [b.out, b.dOut, b.lse, b.stats], Math.ceil((T * Hq) / ATTN_WG));
-  const kv = { WG: ATTN_WG, TR: tiles.rows, TK: tiles.keys, KVBUF: tiles.kvFloats };
-  l.add(DKDV, 'main', kv, { ...fields, nItems: geo.nKTiles }, [b.geom, b.q, b.k, b.v, b.collected, b.dOut, b.stats, b.dkv], geo.nKTiles, Hkv);
-  const dq = { WG: ATTN_WG, TM: tiles.rows, TN: tiles.keys, KVBUF: tiles.kvFloats };
-  l.add(DQ, 'main', dq, { ...fields, nItems: geo.nQTiles }, [b.geom, b.q, b.k, b.v, b.indices, b.dOut, b.stats, b.dq], geo.nQTiles, Hq);
+export function encodeBackward(
+  l: Launch, dims: Dims, cfg: AttnConfig, tiles: Tiles, lists: CollectedLayout, passes: readonly Pass[], b: BackwardBuffers,
+): void {
+  const { T, Hq, Hkv, D } = dims;
+  const fields = { ...dims, ...cfg, geo: lists.geo, lists };
+  l.add(PRE, 'main', {}, fields, [b.out, b.dOut, b.lse, b.work], Math.ceil((T * Hq) / PRE_ROWS));
+  const { RW, DK, RC, VK, STAGE4 } = tiles.backward;
+  const dkdv = dkdvShader(tiles.oc4, RW);
+  const tilesPerHead = lists.geo.totalBlocks * subTiles(cfg.blockSize);
+  const group = Hq / Hkv;
+  for (const pass of passes) {
+    const f = { ...fields, pass };
+    const kvHeads = Math.ceil(pass.hHi / group) - Math.floor(pass.hLo / group); // those of the pass's query heads
+    l.add(dkdv, 'main', { DK, RC, VK, STAGE4 }, { ...f, nItems: tilesPerHead },
+      [b.q, b.k, b.v, b.dOut, b.collected, b.dk, b.dv, b.work], tilesPerHead, kvHeads);
+    l.add(DQ, 'main', { WG: ATTN_WG, CM: CHUNK_ROWS }, f, [b.indices, b.collected, b.work, b.dq], Math.ceil((T * (pass.hHi - pass.hLo) * paddedD(D) / 4) / ATTN_WG));
+  }
 }

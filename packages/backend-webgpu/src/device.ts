@@ -7,7 +7,7 @@
 import { MobaError, fmtBytes } from '@moba/core';
 
 /** GPUBufferUsage / GPUMapMode values (the globals are absent in Node unless installed). */
-export const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80 } as const;
+export const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80, QUERY_RESOLVE: 0x200 } as const;
 const MAP_READ_MODE = 0x1;
 
 /** Limits the backend asks for: as much as the adapter offers. */
@@ -28,8 +28,9 @@ export async function getGpu(): Promise<GPU | null> {
   const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
   if (nav?.gpu) return nav.gpu;
   if (typeof process === 'undefined' || !process.versions?.node) return null;
+  // unquantized timestamps: they serve only the `profile` option's per-kernel times
   dawn ??= import('webgpu')
-    .then((mod: { create(opts: string[]): GPU }) => mod.create([]))
+    .then((mod: { create(opts: string[]): GPU }) => mod.create(['disable-dawn-features=timestamp_quantization']))
     .catch(() => null);
   return dawn;
 }
@@ -43,8 +44,11 @@ export interface OpenedDevice {
   readonly device: GPUDevice;
 }
 
-/** Opens a device with the adapter's limits and `shader-f16` when offered; E_DEVICE when there is no adapter. */
-export async function openDevice(): Promise<OpenedDevice> {
+/**
+ * Opens a device with the adapter's limits and `shader-f16` when offered (and `timestamp-query` for
+ * `timestamps`, when offered); E_DEVICE when there is no adapter.
+ */
+export async function openDevice(opts: { timestamps?: boolean } = {}): Promise<OpenedDevice> {
   const gpu = await getGpu();
   if (!gpu) throw new MobaError('E_DEVICE', 'WebGPU is not available: no navigator.gpu and no `webgpu` package (Dawn) to load', 'device');
   const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
@@ -55,6 +59,7 @@ export async function openDevice(): Promise<OpenedDevice> {
     if (typeof v === 'number') requiredLimits[name] = v;
   }
   const requiredFeatures: GPUFeatureName[] = adapter.features.has('shader-f16') ? ['shader-f16'] : [];
+  if (opts.timestamps && adapter.features.has('timestamp-query')) requiredFeatures.push('timestamp-query');
   try {
     const device = await adapter.requestDevice({ label: 'moba-webgpu', requiredLimits, requiredFeatures });
     return { gpu, device };
@@ -79,14 +84,11 @@ export interface ShaderSpec {
 }
 
 /** One compute pass: a pipeline, its bindings in order (binding i = buffers[i]) and the workgroup grid. */
-export type Dispatch = {
+export interface Dispatch {
   readonly pipeline: GPUComputePipeline | Promise<GPUComputePipeline>;
   readonly buffers: readonly GPUBuffer[];
   readonly grid: readonly [number, number?, number?];
-} | {
-  /** A buffer copy: `bytes` from `src` at `srcOffset` to `dst` at 0. */
-  readonly copy: { readonly src: GPUBuffer; readonly srcOffset: number; readonly dst: GPUBuffer; readonly bytes: number };
-};
+}
 
 /**
  * A device plus the bookkeeping of one backend: its live buffers (destroyed with it), the per-device
@@ -226,11 +228,22 @@ export class GpuContext {
     }
   }
 
+  /** GPU time per kernel (`shader:entry`) in ms, summed over the submissions since profiling was enabled. */
+  readonly kernelMs = new Map<string, number>();
+  #profiling = false;
+
+  /** Times every compute pass with timestamp queries from now on; false when the device lacks `timestamp-query`. */
+  enableProfiling(): boolean {
+    this.#profiling = this.device.features.has('timestamp-query');
+    return this.#profiling;
+  }
+
   /** Encodes the dispatches in order into one command buffer, submits it, and turns GPU errors into E_DEVICE. */
   async run(label: string, dispatches: readonly Dispatch[]): Promise<void> {
     this.checkAlive();
     const dev = this.device;
-    const pipelines = await Promise.all(dispatches.map((d) => ('copy' in d ? null : d.pipeline)));
+    const pipelines = await Promise.all(dispatches.map((d) => d.pipeline));
+    const prof = this.#profiling ? new Profile(dev, pipelines.length) : null;
     dev.pushErrorScope('internal');
     dev.pushErrorScope('out-of-memory');
     dev.pushErrorScope('validation');
@@ -239,21 +252,18 @@ export class GpuContext {
       const enc = dev.createCommandEncoder({ label });
       for (const [i, d] of dispatches.entries()) {
         const pipeline = pipelines[i]!;
-        if ('copy' in d) {
-          if (d.copy.bytes > 0) enc.copyBufferToBuffer(d.copy.src, d.copy.srcOffset, d.copy.dst, 0, d.copy.bytes);
-          continue;
-        }
         const bind = dev.createBindGroup({
           label: `${pipeline.label} bindings`,
           layout: pipeline.getBindGroupLayout(0),
           entries: d.buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
         });
-        const pass = enc.beginComputePass({ label: pipeline.label });
+        const pass = enc.beginComputePass({ label: pipeline.label, ...(prof ? { timestampWrites: prof.next(pipeline.label) } : {}) });
         pass.setPipeline(pipeline);
         pass.setBindGroup(0, bind);
         pass.dispatchWorkgroups(d.grid[0], d.grid[1] ?? 1, d.grid[2] ?? 1);
         pass.end();
       }
+      prof?.resolve(enc);
       dev.queue.submit([enc.finish()]);
     } finally {
       // pop all three now, synchronously and even if encoding threw, so the scope stack stays balanced and
@@ -262,7 +272,11 @@ export class GpuContext {
     }
     const errors = (await Promise.all(scopes)).filter((e): e is GPUError => e !== null);
     this.checkAlive();
-    if (errors.length > 0) throw new MobaError('E_DEVICE', `WebGPU error in ${label}: ${errors.map((e) => e.message).join('; ')}`, 'device');
+    if (errors.length > 0) {
+      prof?.destroy();
+      throw new MobaError('E_DEVICE', `WebGPU error in ${label}: ${errors.map((e) => e.message).join('; ')}`, 'device');
+    }
+    if (prof) await prof.collect(this.kernelMs);
   }
 
   /** Copies a buffer's first `bytes` back to the host. */
@@ -295,6 +309,57 @@ export class GpuContext {
     this.#dummies.clear();
     if (this.ownsDevice) this.device.destroy();
     this.#gpu = null; // after the device: lets Node exit once nothing else holds Dawn
+  }
+}
+
+/** Timestamp queries around each compute pass of one submission (profiling only). */
+class Profile {
+  readonly #set: GPUQuerySet;
+  readonly #resolved: GPUBuffer;
+  readonly #staging: GPUBuffer;
+  readonly #names: string[] = [];
+
+  constructor(dev: GPUDevice, passes: number) {
+    const n = Math.max(1, passes);
+    this.#set = dev.createQuerySet({ label: 'moba profile', type: 'timestamp', count: 2 * n });
+    this.#resolved = dev.createBuffer({ label: 'moba profile resolve', size: 16 * n, usage: USAGE.QUERY_RESOLVE | USAGE.COPY_SRC });
+    this.#staging = dev.createBuffer({ label: 'moba profile readback', size: 16 * n, usage: USAGE.MAP_READ | USAGE.COPY_DST });
+  }
+
+  /** The timestamp writes of the next pass; `label` is the pipeline key (`shader:entry:constants`). */
+  next(label: string): GPUComputePassTimestampWrites {
+    const i = this.#names.length;
+    this.#names.push(label.split(':').slice(0, 2).join(':'));
+    return { querySet: this.#set, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 };
+  }
+
+  resolve(enc: GPUCommandEncoder): void {
+    const n = this.#names.length;
+    if (n === 0) return;
+    enc.resolveQuerySet(this.#set, 0, 2 * n, this.#resolved, 0);
+    enc.copyBufferToBuffer(this.#resolved, 0, this.#staging, 0, 16 * n);
+  }
+
+  /** Adds each pass's duration (ms) to `into[name]`, then frees the queries. */
+  async collect(into: Map<string, number>): Promise<void> {
+    try {
+      if (this.#names.length === 0) return;
+      await this.#staging.mapAsync(MAP_READ_MODE);
+      const t = new BigUint64Array(this.#staging.getMappedRange().slice(0));
+      this.#staging.unmap();
+      this.#names.forEach((name, i) => {
+        const ns = t[2 * i + 1]! > t[2 * i]! ? Number(t[2 * i + 1]! - t[2 * i]!) : 0;
+        into.set(name, (into.get(name) ?? 0) + ns / 1e6);
+      });
+    } finally {
+      this.destroy();
+    }
+  }
+
+  destroy(): void {
+    this.#set.destroy();
+    this.#resolved.destroy();
+    this.#staging.destroy();
   }
 }
 

@@ -1,165 +1,282 @@
 /**
- * Forward, gather-and-densify with online softmax (FlashMoBA §4.2, FA2): a workgroup owns TM query rows of
- * one head and walks the key blocks of their sequence in ascending order. For each block some row chose, the
- * keys go through workgroup memory in tiles of TN; S = scale·log2e · Q Kᵀ for the rows that chose it (the own
- * block causally masked), per-row (rowMax, rowSum) are updated, and acc (kept in `out`, owned by this
- * workgroup) is rescaled and gets P V. Epilogue: out = acc / rowSum, lse = ln2 · (rowMax + log2 rowSum);
- * a row with no keys gets out = 0, lse = −∞.
+ * Forward, collect-and-densify (FlashMoBA §4.2, FA2 online softmax). One workgroup per chunk of a collected
+ * list: up to 64 query rows of head h that all chose key block g. Q rows are gathered, the block's keys go
+ * through in tiles of 64: S = Q Kᵀ (log2 domain) with the reduction over the head dim staged DK at a time,
+ * online softmax per row, O += P V with V staged VK keys at a time. 256 invocations = 16 row groups × 16
+ * column groups; each holds a 4 × 4 tile of S and a 4 × (4·OC4) tile of O in registers (vec4 over rows / dims).
+ * The result is one partial per (row, slot) — entry e of the collected rows: unnormalised o, row max m (log2)
+ * and row sum l — merged per row in slot order by forward-merge.wgsl.ts, so nothing races and the output does
+ * not depend on how rows were chunked. Only the chunks of this pass (Params; usually all) are computed.
+ * NaN (WGSL lets compilers assume none): staged operands are tested on the bits and replaced by 0, and flags
+ * carry it: a NaN in q, k or a score marks the row (o, m NaN: its out and lse); in v, its out only.
  */
 import { commonWgsl } from './common.wgsl.js';
 
-export const forwardWgsl = /* wgsl */ `
+/** `oc4`: vec4 columns of O per invocation, Dc / 64 (function-scope arrays need constant sizes). */
+export function forwardWgsl(oc4: number): string {
+  return /* wgsl */ `
 ${commonWgsl}
-override WG: u32 = 64;
-override TM: u32 = 16;      // query rows per workgroup
-override TN: u32 = 16;      // keys per workgroup-memory tile
-override KVBUF: u32 = 1024; // TN · D floats
+const OC4: u32 = ${oc4}u;   // O columns per invocation / 4
+const DC: u32 = 64u * OC4;  // head dim of the tiles (D padded with zeros)
+const M: u32 = 64u;         // rows per chunk (CHUNK_ROWS)
+const TN: u32 = 64u;        // keys per tile
+override DK: u32 = 16u;     // head dims per S staging step
+override VK: u32 = 16u;     // keys per V staging step
+override PH: u32 = 64u;     // keys of P in workgroup memory at once (TN / PH phases)
+override STAGE4: u32 = 512u; // vec4s of the staging buffer: max(DK·(M + TN), VK·DC) / 4
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> geom: array<u32>;
-@group(0) @binding(2) var<storage, read> q: array<f32>;          // [T, Hq, D]
-@group(0) @binding(3) var<storage, read> k: array<f32>;          // [T, Hkv, D]
-@group(0) @binding(4) var<storage, read> v: array<f32>;          // [T, Hkv, D]
-@group(0) @binding(5) var<storage, read> indices: array<i32>;    // [T, Hq, topk]
-@group(0) @binding(6) var<storage, read_write> out: array<f32>;  // [T, Hq, D]: acc, then out
-@group(0) @binding(7) var<storage, read_write> lse: array<f32>;  // [T, Hq]
+@group(0) @binding(1) var<storage, read> q: array<f32>;             // [T, Hq, D]
+@group(0) @binding(2) var<storage, read> k: array<f32>;             // [T, Hkv, D]
+@group(0) @binding(3) var<storage, read> v: array<f32>;             // [T, Hkv, D]
+@group(0) @binding(4) var<storage, read> collected: array<u32>;     // CollectedLayout (geometry included)
+@group(0) @binding(5) var<storage, read_write> part: array<f32>;    // [passCap + M, paddedD] o, then [passCap + M, 2] (m, l): per entry of the pass
 
-var<workgroup> kTile: array<f32, KVBUF>;  // [TN, D]
-var<workgroup> vTile: array<f32, KVBUF>;  // [TN, D]
-var<workgroup> sTile: array<f32, 1024>;   // [TM, TN] scores, then P (TM·TN ≤ 1024)
-var<workgroup> rowMax: array<f32, 64>;    // [TM] (TM ≤ 64), log2 domain
-var<workgroup> rowSum: array<f32, 64>;
-var<workgroup> alpha: array<f32, 64>;     // rescale factor of the current tile
-var<workgroup> chose: array<u32, 64>;     // 1 when row r chose the current block
-var<workgroup> cursor: array<u32, 64>;    // next slot of row r's (ascending) selection
-var<workgroup> anyChose: u32;
-var<workgroup> rowNan: array<u32, 64>;    // 1 once a row met a NaN score: its out and lse are NaN
+var<workgroup> stage: array<vec4<f32>, STAGE4>; // Q [DK][M/4] and K [DK][TN/4], or V [VK][DC/4]
+var<workgroup> ps: array<vec4<f32>, PH * 16u>;  // P of PH keys: [PH][M/4], vec4 over rows
+var<workgroup> red: array<vec4<f32>, 256>;      // [16 column groups][16 row groups], vec4 over rows: row max, then row sum
+var<workgroup> rowIds: array<u32, M>;
+var<workgroup> rowBad: array<atomic<u32>, M>;   // bit 0: NaN in q or a score (o, m NaN); bit 1: NaN in v (o NaN)
+var<workgroup> keyBad: array<atomic<u32>, TN>;  // bit 0: NaN in k; bit 1: NaN in v (current tile)
 
-@compute @workgroup_size(WG)
+struct Chunk { list: u32, first: u32, rows: u32, at: u32, valid: u32 } // at: partial index of the first entry
+var<workgroup> chunk: Chunk;
+
+// The w-th chunk of this pass: chunks are in entry order, those of heads [hLo, hHi) contiguous; with a part
+// of a head's entries, a binary search finds the first chunk of the range.
+fn findChunk(w: u32) -> Chunk {
+  let base = collected[P.hLo * P.totalBlocks]; // first entry of head hLo
+  let cEnd = collected[P.chunkOffOff + P.hHi * P.totalBlocks];
+  var lo = collected[P.chunkOffOff + P.hLo * P.totalBlocks];
+  if (P.passE0 > 0u) {
+    var hi = cEnd;
+    while (lo < hi) {
+      let mid = (lo + hi) / 2u;
+      if (collected[P.chunksOff + 2u * mid + 1u] - base < P.passE0) { lo = mid + 1u; } else { hi = mid; }
+    }
+  }
+  let c = lo + w;
+  var r = Chunk(0u, 0u, 0u, 0u, 0u);
+  if (c < cEnd) {
+    let l = collected[P.chunksOff + 2u * c];
+    let first = collected[P.chunksOff + 2u * c + 1u];
+    let at = first - base - P.passE0;
+    if (at < P.passCap) { r = Chunk(l, first, min(M, collected[l + 1u] - first), at, 1u); }
+  }
+  return r;
+}
+
+// The register tiles are mat4x4 (column i: row i of the invocation's 4 rows), indexed by constants only:
+// a dynamically indexed private array may be placed in memory by the compiler.
+fn max4(x: vec4<f32>) -> f32 { return max(max(x.x, x.y), max(x.z, x.w)); }
+
+// Row r's scores (log2 domain), −∞ where masked; a NaN score or a NaN key marks the row.
+fn maskRow(s: vec4<f32>, r: u32, pos: vec4<u32>, keyOk: vec4<bool>, kNan: vec4<bool>, nRows: u32, b1: u32) -> vec4<f32> {
+  let valid = (pos < vec4<u32>(b1)) & !(vec4<bool>(P.causal != 0u) & (pos > vec4<u32>(rowIds[r]))) & vec4<bool>(r < nRows);
+  if (any(valid & (isNan4(s) | kNan))) { atomicOr(&rowBad[r], 1u); }
+  return select(vec4<f32>(negInf()), s * P.scaleLog2, valid & keyOk & !isNan4(s));
+}
+
+fn expRow(s: vec4<f32>, m: f32) -> vec4<f32> { return select(exp2(s - m), vec4<f32>(0.0), s == vec4<f32>(negInf())); }
+
+@compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
-  let tile = itemOf(wid);
-  let h = wid.z;
-  if (tile >= P.nItems) { return; }
+  if (lid == 0u) { chunk = findChunk(itemOf(wid)); }
+  let ch = workgroupUniformLoad(&chunk);
+  if (ch.valid == 0u) { return; }
+  let tx = lid % 16u;
+  let ty = lid / 16u;
   let D = P.D;
+  let h = ch.list / P.totalBlocks;
   let hk = h / (P.Hq / P.Hkv);
-  let r0 = geom[P.qTilesOff + 4u * tile];
-  let nRows = geom[P.qTilesOff + 4u * tile + 1u] - r0;
-  let sq = P.seqsOff + 4u * geom[P.qTilesOff + 4u * tile + 2u];
-  let start = geom[sq];
-  let end = start + geom[sq + 1u];
+  let g = ch.list % P.totalBlocks;
+  let b0 = collected[P.blocksOff + 4u * g];
+  let b1 = b0 + collected[P.blocksOff + 4u * g + 1u];
   let causal = P.causal != 0u;
-  // blocks a row of this tile may hold: causally up to the last row's block, else all of the sequence's
-  let lastBlock = select(geom[sq + 3u] - 1u, (r0 + nRows - 1u - start) / P.blockSize, causal);
-
-  for (var e = lid; e < TM * D; e += WG) { if (e / D < nRows) { out[((r0 + e / D) * P.Hq + h) * D + e % D] = 0.0; } }
-  if (lid < TM) { rowMax[lid] = negInf(); rowSum[lid] = 0.0; cursor[lid] = 0u; rowNan[lid] = 0u; }
-
-  for (var g = 0u; g <= lastBlock; g++) {
-    // -- gather: which rows chose block g --
-    workgroupBarrier();
-    if (lid < TM) {
-      var c = 0u;
-      if (lid < nRows && cursor[lid] < P.topk && indices[((r0 + lid) * P.Hq + h) * P.topk + cursor[lid]] == i32(g)) {
-        c = 1u;
-        cursor[lid] += 1u;
-      }
-      chose[lid] = c;
-    }
-    workgroupBarrier();
-    if (lid == 0u) {
-      var a = 0u;
-      for (var r = 0u; r < TM; r++) { a |= chose[r]; }
-      anyChose = a;
-    }
-    if (workgroupUniformLoad(&anyChose) == 0u) { continue; }
-    let b0 = start + g * P.blockSize;
-    let b1 = min(b0 + P.blockSize, end);
-    for (var p0 = b0; p0 < b1; p0 += TN) {
-      forwardTile(h, hk, r0, nRows, p0, min(TN, b1 - p0), causal, lid);
-    }
+  if (lid < M) {
+    rowIds[lid] = collected[P.rowsOff + ch.first + min(lid, ch.rows - 1u)];
+    atomicStore(&rowBad[lid], 0u);
   }
   workgroupBarrier();
-  // -- epilogue: normalise; empty rows give out = 0, lse = −∞ (never 0/0) --
-  for (var e = lid; e < TM * D; e += WG) {
-    let r = e / D;
-    if (r < nRows) {
-      let i = ((r0 + r) * P.Hq + h) * D + e % D;
-      let s = rowSum[r];
-      out[i] = select(select(out[i] / s, 0.0, s == 0.0), nanF(), rowNan[r] != 0u);
+  // causally, keys after the chunk's last (largest) row are masked for every row
+  let kEnd = select(b1, min(b1, workgroupUniformLoad(&rowIds[M - 1u]) + 1u), causal);
+
+  var o: array<mat4x4<f32>, OC4>; // o[jv][i]: row ty·4 + i, dims (jv·16 + tx)·4 .. + 3
+  var m = vec4<f32>(negInf());    // row max (log2 domain), the same in all 16 invocations of a row group
+  var l = vec4<f32>(0.0);         // this invocation's share of the row sums
+  let r0 = ty * 4u;
+  let rowsIn = r0 < ch.rows; // row groups past the chunk's rows only join the barriers
+  for (var p0 = b0; p0 < kEnd; p0 += TN) {
+    let s = scoreTile(h, hk, ch.rows, p0, b1, kEnd, lid);
+    // -- mask, NaN flags, row max over the 16 invocations of a row group --
+    let pos = vec4<u32>(p0 + tx * 4u) + vec4<u32>(0u, 1u, 2u, 3u);
+    var sv = mat4x4<f32>(vec4<f32>(negInf()), vec4<f32>(negInf()), vec4<f32>(negInf()), vec4<f32>(negInf()));
+    if (rowsIn && p0 + tx * 4u < kEnd) {
+      let kb = vec4<u32>(atomicLoad(&keyBad[tx * 4u]), atomicLoad(&keyBad[tx * 4u + 1u]), atomicLoad(&keyBad[tx * 4u + 2u]), atomicLoad(&keyBad[tx * 4u + 3u]));
+      let kNan = (kb & vec4<u32>(1u)) != vec4<u32>(0u);
+      let keyOk = !kNan;
+      sv = mat4x4<f32>(
+        maskRow(s[0], r0, pos, keyOk, kNan, ch.rows, b1), maskRow(s[1], r0 + 1u, pos, keyOk, kNan, ch.rows, b1),
+        maskRow(s[2], r0 + 2u, pos, keyOk, kNan, ch.rows, b1), maskRow(s[3], r0 + 3u, pos, keyOk, kNan, ch.rows, b1));
+    }
+    red[tx * 16u + ty] = vec4<f32>(max4(sv[0]), max4(sv[1]), max4(sv[2]), max4(sv[3]));
+    workgroupBarrier();
+    // -- update rowMax / rowSum and rescale acc; P (0 where masked) --
+    var pr = mat4x4<f32>();
+    if (rowsIn) {
+      var mNew = m;
+      for (var x = 0u; x < 16u; x++) { mNew = max(mNew, red[x * 16u + ty]); }
+      let live = mNew != vec4<f32>(negInf()); // rows with an unmasked key so far (avoid −∞ − −∞)
+      let alpha = select(vec4<f32>(1.0), select(exp2(m - mNew), vec4<f32>(0.0), m == vec4<f32>(negInf())), live);
+      let mUse = select(vec4<f32>(0.0), mNew, live);
+      pr = mat4x4<f32>(expRow(sv[0], mUse.x), expRow(sv[1], mUse.y), expRow(sv[2], mUse.z), expRow(sv[3], mUse.w));
+      for (var jv = 0u; jv < OC4; jv++) {
+        o[jv] = mat4x4<f32>(o[jv][0] * alpha.x, o[jv][1] * alpha.y, o[jv][2] * alpha.z, o[jv][3] * alpha.w);
+      }
+      let ones = vec4<f32>(1.0);
+      l = l * alpha + vec4<f32>(dot(pr[0], ones), dot(pr[1], ones), dot(pr[2], ones), dot(pr[3], ones));
+      m = mNew;
+    }
+    accumulatePV(&o, transpose(pr), hk, p0, b1, kEnd, ch.rows, lid);
+    // -- NaN in v reaches the rows that attend the key (their p > 0) --
+    if (rowsIn) {
+      let vNan = (vec4<u32>(atomicLoad(&keyBad[tx * 4u]), atomicLoad(&keyBad[tx * 4u + 1u]), atomicLoad(&keyBad[tx * 4u + 2u]), atomicLoad(&keyBad[tx * 4u + 3u])) & vec4<u32>(2u)) != vec4<u32>(0u);
+      if (any(vNan)) {
+        for (var i = 0u; i < 4u; i++) {
+          if (any(vNan & (pr[i] > vec4<f32>(0.0)))) { atomicOr(&rowBad[r0 + i], 2u); }
+        }
+      }
     }
   }
-  if (lid < nRows) {
-    let s = rowSum[lid];
-    lse[(r0 + lid) * P.Hq + h] = select(select((rowMax[lid] + log2(s)) * LN2, negInf(), s == 0.0), nanF(), rowNan[lid] != 0u);
+  // -- epilogue: total row sums, then the partial (o, m, l) of each entry --
+  workgroupBarrier();
+  red[tx * 16u + ty] = l;
+  workgroupBarrier();
+  if (!rowsIn) { return; }
+  var sum = vec4<f32>(0.0);
+  for (var x = 0u; x < 16u; x++) { sum += red[x * 16u + ty]; }
+  let Dp = paddedD();
+  let statsOff = (P.passCap + M) * Dp;
+  for (var i = 0u; i < 4u; i++) {
+    let r = r0 + i;
+    if (r >= ch.rows) { continue; }
+    let bad = atomicLoad(&rowBad[r]);
+    let e = ch.at + r;
+    for (var jv = 0u; jv < OC4; jv++) {
+      let d = (jv * 16u + tx) * 4u;
+      let ov = o[jv][i];
+      for (var c = 0u; c < 4u; c++) {
+        if (d + c < Dp) { part[e * Dp + d + c] = select(select(ov[c], nanF(), bad != 0u), 0.0, d + c >= D); }
+      }
+    }
+    if (tx == 0u) {
+      part[statsOff + 2u * e] = select(m[i], nanF(), (bad & 1u) != 0u);
+      part[statsOff + 2u * e + 1u] = sum[i];
+    }
   }
 }
 
-/** One key tile [p0, p0 + nk) for the rows that chose its block: scores, online-softmax update, acc += P V. */
-fn forwardTile(h: u32, hk: u32, r0: u32, nRows: u32, p0: u32, nk: u32, causal: bool, lid: u32) {
+// S = Q Kᵀ for the chunk's rows and keys [p0, p0 + TN) (raw dot products): s[i][j] = row ty·4 + i, key tx·4 + j.
+// Staging also sets keyBad bit 0 for a NaN in k and rowBad bit 0 for a NaN in q. Invocations whose rows or
+// keys are all out of range (short lists, small blocks) skip the arithmetic.
+fn scoreTile(h: u32, hk: u32, nRows: u32, p0: u32, b1: u32, kEnd: u32, lid: u32) -> mat4x4<f32> {
   let D = P.D;
-  // -- stage K and V --
-  for (var e = lid; e < TN * D; e += WG) {
-    let c = e / D;
-    let src = ((p0 + c) * P.Hkv + hk) * D + e % D;
-    kTile[e] = select(0.0, k[src], c < nk);
-    vTile[e] = select(0.0, v[src], c < nk);
-  }
-  workgroupBarrier();
-  // -- compute qk (log2 domain), masking keys past the block end and, causally, keys after the row --
-  for (var e = lid; e < TM * TN; e += WG) {
-    let r = e / TN;
-    let c = e % TN;
-    let row = r0 + r;
-    var s = negInf();
-    if (r < nRows && chose[r] != 0u && c < nk && !(causal && p0 + c > row)) {
-      var dot = 0.0;
-      for (var d = 0u; d < D; d++) { dot += q[(row * P.Hq + h) * D + d] * kTile[c * D + d]; }
-      s = dot * P.scaleLog2;
-    }
-    sTile[e] = s;
-  }
-  workgroupBarrier();
-  // -- update rowMax / rowSum; P replaces S --
-  if (lid < nRows && chose[lid] != 0u) {
-    let mOld = rowMax[lid];
-    var m = mOld;
-    for (var c = 0u; c < TN; c++) {
-      let s = sTile[lid * TN + c];
-      if (isNan(s)) { rowNan[lid] = 1u; sTile[lid * TN + c] = negInf(); } // poisons the row; kept out of the softmax
-      else { m = max(m, s); }
-    }
-    var a = 1.0;
-    var sum = 0.0;
-    if (m != negInf()) { // all masked so far: keep state (avoid −∞ − −∞ = NaN)
-      a = select(exp2(mOld - m), 0.0, mOld == negInf());
-      for (var c = 0u; c < TN; c++) {
-        let s = sTile[lid * TN + c];
-        let p = select(exp2(s - m), 0.0, s == negInf());
-        sTile[lid * TN + c] = p;
-        sum += p;
+  let tx = lid % 16u;
+  let ty = lid / 16u;
+  workgroupBarrier(); // previous users of stage, keyBad, red are done
+  if (lid < TN) { atomicStore(&keyBad[lid], 0u); }
+  var s = mat4x4<f32>();
+  for (var d0 = 0u; d0 < DC; d0 += DK) {
+    workgroupBarrier();
+    // each invocation stages whole vec4s (4 rows or 4 keys of one dim): no two write one vec4; row and key
+    // groups past the chunk's rows or the last unmasked key are never read, so not staged
+    for (var e = lid; e < DK * ((nRows + 3u) / 4u); e += 256u) {
+      let d = d0 + e % DK;
+      var x = vec4<f32>(0.0);
+      for (var i = 0u; i < 4u; i++) {
+        let r = (e / DK) * 4u + i;
+        if (r < nRows && d < D) { x[i] = q[(rowIds[r] * P.Hq + h) * D + d]; }
+        if (isNan(x[i])) { atomicOr(&rowBad[r], 1u); x[i] = 0.0; }
       }
-    } else {
-      for (var c = 0u; c < TN; c++) { sTile[lid * TN + c] = 0.0; }
+      stage[(e % DK) * (M / 4u) + e / DK] = x;
     }
-    rowMax[lid] = m;
-    rowSum[lid] = rowSum[lid] * a + sum;
-    alpha[lid] = a;
-  }
-  workgroupBarrier();
-  // -- update output accumulator: acc = acc · alpha + P V (skipping P = 0 keeps masked NaN keys out) --
-  for (var e = lid; e < TM * D; e += WG) {
-    let r = e / D;
-    if (r < nRows && chose[r] != 0u) {
-      let d = e % D;
-      var acc = 0.0;
-      for (var c = 0u; c < TN; c++) {
-        let p = sTile[r * TN + c];
-        if (p != 0.0) { acc += p * vTile[c * D + d]; }
+    for (var e = lid; e < DK * min(TN / 4u, (kEnd - p0 + 3u) / 4u); e += 256u) {
+      let d = d0 + e % DK;
+      var x = vec4<f32>(0.0);
+      for (var i = 0u; i < 4u; i++) {
+        let c = (e / DK) * 4u + i;
+        if (p0 + c < b1 && d < D) { x[i] = k[((p0 + c) * P.Hkv + hk) * D + d]; }
+        if (isNan(x[i])) { atomicOr(&keyBad[c], 1u); x[i] = 0.0; }
       }
-      let i = ((r0 + r) * P.Hq + h) * D + d;
-      out[i] = out[i] * alpha[r] + acc;
+      stage[DK * (M / 4u) + (e % DK) * (TN / 4u) + e / DK] = x;
+    }
+    workgroupBarrier();
+    if (ty * 4u < nRows && p0 + tx * 4u < kEnd) { // an if, not continue: the loop has barriers and must stay uniform
+      for (var dd = 0u; dd < DK; dd++) {
+        let a = stage[dd * (M / 4u) + ty];
+        let b = stage[DK * (M / 4u) + dd * (TN / 4u) + tx];
+        s[0] = fma(vec4<f32>(a.x), b, s[0]);
+        s[1] = fma(vec4<f32>(a.y), b, s[1]);
+        s[2] = fma(vec4<f32>(a.z), b, s[2]);
+        s[3] = fma(vec4<f32>(a.w), b, s[3]);
+      }
     }
   }
-  workgroupBarrier();
+  return s;
+}
+
+// O += P V over keys [p0, min(p0 + TN, kEnd)); pt[j] = P of key tx·4 + j for rows ty·4 .. + 3. P goes through
+// workgroup memory PH keys at a time, V VK keys at a time. Staging V sets keyBad bit 1 for a NaN in v.
+fn accumulatePV(o: ptr<function, array<mat4x4<f32>, OC4>>, pt: mat4x4<f32>, hk: u32, p0: u32, b1: u32, kEnd: u32, nRows: u32, lid: u32) {
+  let D = P.D;
+  let tx = lid % 16u;
+  let ty = lid / 16u;
+  for (var k0 = 0u; k0 < TN; k0 += PH) {
+    workgroupBarrier(); // stage, ps and red are free
+    let c = tx * 4u;
+    if (c >= k0 && c < k0 + PH) { // PH is a multiple of 4: the invocation's 4 keys go together
+      ps[(c - k0) * (M / 4u) + ty] = pt[0];
+      ps[(c - k0 + 1u) * (M / 4u) + ty] = pt[1];
+      ps[(c - k0 + 2u) * (M / 4u) + ty] = pt[2];
+      ps[(c - k0 + 3u) * (M / 4u) + ty] = pt[3];
+    }
+    for (var v0 = k0; v0 < min(k0 + PH, kEnd - p0); v0 += VK) { // no stage past the last unmasked key
+      workgroupBarrier();
+      for (var e = lid; e < min(VK, kEnd - p0 - v0) * (DC / 4u); e += 256u) {
+        let c = e / (DC / 4u);
+        let d = (e % (DC / 4u)) * 4u;
+        var x = vec4<f32>(0.0);
+        for (var i = 0u; i < 4u; i++) {
+          if (p0 + v0 + c < b1 && d + i < D) { x[i] = v[((p0 + v0 + c) * P.Hkv + hk) * D + d + i]; }
+          if (isNan(x[i])) { atomicOr(&keyBad[v0 + c], 2u); x[i] = 0.0; }
+        }
+        stage[e] = x;
+      }
+      workgroupBarrier();
+      if (ty * 4u < nRows) { // a full run of VK keys gets a constant trip count
+        if (kEnd - p0 - v0 >= VK) {
+          for (var c = 0u; c < VK; c++) { pvKey(o, v0 - k0 + c, c, tx, ty); }
+        } else {
+          for (var c = 0u; c < kEnd - p0 - v0; c++) { pvKey(o, v0 - k0 + c, c, tx, ty); }
+        }
+      }
+    }
+  }
+  workgroupBarrier(); // keyBad bit 1 complete
+}
+
+// o += P[key pc]ᵀ V[key] (V staged as c) for the invocation's 4 rows.
+fn pvKey(o: ptr<function, array<mat4x4<f32>, OC4>>, pc: u32, c: u32, tx: u32, ty: u32) {
+  let pv = ps[pc * (M / 4u) + ty];
+  for (var jv = 0u; jv < OC4; jv++) {
+    let vv = stage[c * (DC / 4u) + jv * 16u + tx];
+    var a = (*o)[jv];
+    a[0] = fma(vec4<f32>(pv.x), vv, a[0]);
+    a[1] = fma(vec4<f32>(pv.y), vv, a[1]);
+    a[2] = fma(vec4<f32>(pv.z), vv, a[2]);
+    a[3] = fma(vec4<f32>(pv.w), vv, a[3]);
+    (*o)[jv] = a;
+  }
 }
 `;
+}

@@ -1,14 +1,16 @@
 /**
  * @moba/backend-webgpu: MoBA in WGSL on any GPUDevice (navigator.gpu in browsers, Dawn's `webgpu` package in
- * Node): fused tiled routing, collect, gather-and-densify forward with online softmax, deterministic backward
- * (Δ, dK/dV per key block, dQ query-major), kconv. f32 compute; f16/bf16 I/O converted at the boundary.
+ * Node): fused tiled routing, parallel collect, collect-and-densify forward (one workgroup per chunk of a key
+ * block's rows, register-tiled, online softmax, partials merged per row in slot order), deterministic backward
+ * (Δ, dK/dV per 64-key tile with the dQ shares, dQ merged per row), kconv. f32 compute; f16/bf16 I/O converted
+ * at the boundary. Kernel design: docs/webgpu.md.
  */
 /// <reference types="@webgpu/types" />
 import { MobaError } from '@moba/core';
-import { type WebGpuBackend, WebGpuBackendImpl } from './backend.js';
+import { type WebGpuBackend, WebGpuBackendImpl, type WebGpuTuning } from './backend.js';
 import { GpuContext, getGpu, openDevice } from './device.js';
 
-export type { WebGpuBackend } from './backend.js';
+export type { WebGpuBackend, WebGpuTuning } from './backend.js';
 export { liveBufferCount } from './device.js';
 
 export interface WebGpuBackendOptions {
@@ -16,6 +18,13 @@ export interface WebGpuBackendOptions {
   device?: GPUDevice;
   /** Workspace budget of one call in bytes (caps.memoryBytes); default 4 × maxStorageBufferBindingSize, in [512 MiB, 8 GiB]. */
   memoryBytes?: number;
+  /**
+   * Time every kernel with timestamp queries (requests `timestamp-query` when opening the device; on a
+   * caller's device only if it has the feature). Read with `backend.timings()`. Slows every op down a little.
+   */
+  profile?: boolean;
+  /** Tuning and test knobs (smaller workgroup-memory and partial-buffer budgets than the device allows). */
+  tuning?: WebGpuTuning;
 }
 
 /**
@@ -24,14 +33,16 @@ export interface WebGpuBackendOptions {
  */
 export async function createWebGpuBackend(opts: WebGpuBackendOptions = {}): Promise<WebGpuBackend> {
   const own = !opts.device;
-  const opened = opts.device ? { gpu: null, device: opts.device } : await openDevice();
+  const opened = opts.device ? { gpu: null, device: opts.device } : await openDevice({ timestamps: !!opts.profile });
   const device = opened.device;
   const limit = device.limits.maxStorageBufferBindingSize;
   const memoryBytes = opts.memoryBytes ?? Math.min(8 * 2 ** 30, Math.max(2 ** 29, 4 * limit));
   if (typeof memoryBytes !== 'number' || !(memoryBytes > 0)) {
     throw new MobaError('E_RANGE', `memoryBytes = ${String(memoryBytes)} is invalid: must be a number > 0`, 'memoryBytes');
   }
-  return new WebGpuBackendImpl(new GpuContext(device, own, opened.gpu), memoryBytes);
+  const ctx = new GpuContext(device, own, opened.gpu);
+  if (opts.profile) ctx.enableProfiling();
+  return new WebGpuBackendImpl(ctx, memoryBytes, opts.tuning);
 }
 
 /** The uniform factory name every backend module exports (used by CLIs). */

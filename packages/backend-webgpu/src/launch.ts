@@ -12,6 +12,65 @@ export interface ParamFields {
   T?: number; Hq?: number; Hkv?: number; D?: number;
   blockSize?: number; topk?: number; causal?: boolean;
   nItems?: number; geo?: Geometry; scale?: number; width?: number; mode?: number;
+  lists?: CollectedLayout; pass?: Pass;
+}
+
+/**
+ * One pass of the attention kernels: query heads [hLo, hHi) and, of their collected entries, those whose chunk
+ * starts in [e0, e0 + cap) counted from the heads' first entry (`whole`: all of them). Passes exist only so
+ * that the per-entry partials fit one storage binding: usually one pass holds every head.
+ */
+export interface Pass {
+  readonly hLo: number;
+  readonly hHi: number;
+  readonly e0: number;
+  readonly cap: number;
+  readonly whole: boolean;
+  /** Workgroups for the pass's chunks: an upper bound (extra ones return at once). */
+  readonly groups: number;
+}
+
+/**
+ * Word offsets of the collected routing (collect.wgsl.ts), one u32 buffer kept with the routing:
+ * offsets [nLists + 1] | chunkOff [nLists + 1] | rows [maxEntries] | inv [T·Hq·topk] | chunks [2 · maxChunks] |
+ * geometry (geometry.ts; a routing is tied to one layout and block size, so its geometry is fixed).
+ * List `h · totalBlocks + g` holds the ascending query rows of head h that chose global block g; entry e is a
+ * position in `rows`; `inv[(t·Hq + h)·topk + s]` is the entry of row t's slot s; chunk c = (list, first entry)
+ * covers up to CHUNK_ROWS entries of one list. The attention kernels read the geometry from here, which saves
+ * them a binding.
+ */
+export interface CollectedLayout {
+  readonly nLists: number;
+  readonly maxEntries: number;
+  readonly maxChunks: number;
+  readonly chunkOffOff: number;
+  readonly rowsOff: number;
+  readonly invOff: number;
+  readonly chunksOff: number;
+  readonly geoOff: number;
+  readonly words: number;
+  /** The geometry with its offsets counted from the start of this buffer (for Params). */
+  readonly geo: Geometry;
+}
+
+/** Query rows per chunk of the collected lists (the forward's workgroup rows; passes are cut at chunk starts). */
+export const CHUNK_ROWS = 64;
+
+export function collectedLayout(T: number, Hq: number, topk: number, geometry: Geometry): CollectedLayout {
+  const totalBlocks = geometry.totalBlocks;
+  const nLists = Hq * totalBlocks;
+  const maxEntries = T * Hq * topk;
+  const maxChunks = Math.floor(maxEntries / CHUNK_ROWS) + nLists; // Σ ceil(n / CHUNK_ROWS) over the lists
+  const chunkOffOff = nLists + 1;
+  const rowsOff = 2 * (nLists + 1);
+  const invOff = rowsOff + maxEntries;
+  const chunksOff = invOff + maxEntries;
+  const geoOff = chunksOff + 2 * maxChunks;
+  const g = geometry;
+  const geo = {
+    ...g, seqsOff: g.seqsOff + geoOff, rowSeqOff: g.rowSeqOff + geoOff, qTilesOff: g.qTilesOff + geoOff, blocksOff: g.blocksOff + geoOff,
+  };
+  return { nLists, maxEntries, maxChunks, chunkOffOff, rowsOff, invOff, chunksOff, geoOff, words: geoOff + g.words.length, geo };
 }
 
 function paramWords(p: ParamFields, gridX: number): number[] {
@@ -21,39 +80,127 @@ function paramWords(p: ParamFields, gridX: number): number[] {
     p.T ?? 0, p.Hq ?? 0, p.Hkv ?? 0, p.D ?? 0,
     p.blockSize ?? 0, p.topk ?? 0, p.causal ? 1 : 0, gridX,
     p.nItems ?? 0, g?.seqsOff ?? 0, g?.rowSeqOff ?? 0, g?.qTilesOff ?? 0,
-    g?.kTilesOff ?? 0, g?.blocksOff ?? 0, g?.totalBlocks ?? 0, f32bits(scale * Math.LOG2E),
+    g?.blocksOff ?? 0, g?.totalBlocks ?? 0, f32bits(scale * Math.LOG2E),
     f32bits(scale), g?.nSeqs ?? 0, p.width ?? 0, p.mode ?? 0,
-    0xff800000, 0x7fc00000,
+    0xff800000, 0x7fc00000, p.lists?.nLists ?? 0, p.lists?.maxEntries ?? 0,
+    p.lists?.rowsOff ?? 0, p.lists?.invOff ?? 0, p.lists?.chunksOff ?? 0, p.lists?.chunkOffOff ?? 0,
+    p.pass?.e0 ?? 0, p.pass?.cap ?? 0, p.pass?.hLo ?? 0, p.pass?.hHi ?? 0,
+    p.pass?.whole ? 1 : 0,
   ];
 }
 
-/** Tile sizes of the attention kernels for head dim D: rows per workgroup, keys per workgroup-memory tile. */
+/** Tiles of the forward chunk kernel (forward.wgsl.ts): 64 rows × 64 keys, staging steps sized to the memory. */
+export interface ForwardTiles {
+  /** Head dims per S staging step, keys per V staging step, keys of P held at once, staging vec4s. */
+  readonly DK: number;
+  readonly VK: number;
+  readonly PH: number;
+  readonly STAGE4: number;
+}
+
+/** Tiles of the dK/dV kernel (backward-dkdv.wgsl.ts): 64 keys × 16·RW rows per step. */
+export interface BackwardTiles {
+  /** Rows per invocation (a template constant), head dims per S/dP step, rows per dK/dV step, keys per dQ step. */
+  readonly RW: number;
+  readonly DK: number;
+  readonly RC: number;
+  readonly VK: number;
+  readonly STAGE4: number;
+}
+
+/** Tiles of the routing top-k kernel (route.wgsl.ts): 64 rows × 64 centroids. */
+export interface RouteTiles {
+  /** Head dims per S staging step, centroids of S in workgroup memory at once, staging vec4s. */
+  readonly DK: number;
+  readonly SH: number;
+  readonly STAGE4: number;
+}
+
+/** Tile sizes of all kernels for head dim D. */
 export interface Tiles {
-  /** Query rows per workgroup (forward, dq) and rows per chunk (dk/dv). */
+  /** Query rows per attention geometry tile (unused by the attention kernels, which walk the collected lists). */
   readonly rows: number;
-  /** Keys per tile; K and V tiles of `keys × D` f32 each fit the workgroup memory with the score tiles. */
-  readonly keys: number;
-  /** Centroids per routing tile. */
-  readonly centroids: number;
-  /** Floats of each K/V workgroup tile (`keys × Dc`) and of the centroid tile (`centroids × Dc`). */
-  readonly kvFloats: number;
-  readonly centroidFloats: number;
+  readonly route: RouteTiles;
+  /** D padded to a power of two ≥ 64 (the attention tiles' head dim), and Dc / 64. */
+  readonly dc: number;
+  readonly oc4: number;
+  readonly forward: ForwardTiles;
+  readonly backward: BackwardTiles;
+}
+
+const F32 = 4;
+
+/** Margin for an implementation's own use of workgroup memory (alignment padding). */
+const SLACK = 64;
+
+/** Workgroup bytes of the forward kernel: stage, ps, red, rowIds, rowBad, keyBad, chunk (forward.wgsl.ts). */
+export function forwardBytes(t: ForwardTiles): number {
+  return F32 * (4 * t.STAGE4 + 64 * t.PH + 1024 + 3 * 64) + 16 + SLACK;
+}
+
+/** Workgroup bytes of the dK/dV kernel: stage, ps, dss, five row arrays, two key arrays, listInfo, passBase (backward-dkdv.wgsl.ts). */
+export function backwardBytes(t: BackwardTiles): number {
+  const M = 16 * t.RW;
+  return F32 * (4 * t.STAGE4 + 2 * M * 64 + 5 * M + 2 * 64) + 12 + SLACK;
+}
+
+/** Workgroup bytes of the routing top-k kernel: stage, sS (route.wgsl.ts). */
+export function routeBytes(t: RouteTiles): number {
+  return F32 * (4 * t.STAGE4 + 64 * t.SH) + SLACK;
+}
+
+function routeTiles(bytes: number): RouteTiles {
+  for (const SH of [64, 32, 16]) {
+    for (const DK of [16, 8, 4]) {
+      const t = { DK, SH, STAGE4: DK * 32 };
+      if (routeBytes(t) <= bytes) return t;
+    }
+  }
+  throw new Error(`no routing tiles fit ${bytes} bytes of workgroup memory`);
+}
+
+function floorPow2(x: number): number {
+  return x < 1 ? 0 : 2 ** Math.floor(Math.log2(x));
+}
+
+function forwardTiles(dc: number, bytes: number): ForwardTiles {
+  for (const PH of [64, 32, 16]) {
+    for (const DK of [32, 16, 8, 4, 2]) {
+      const floats = DK * 128; // Q [DK][64] and K [DK][64]
+      const VK = Math.min(PH, floorPow2(floats / dc));
+      if (VK < 1) continue;
+      const t = { DK, VK, PH, STAGE4: Math.max(floats, VK * dc) / 4 };
+      if (forwardBytes(t) <= bytes) return t;
+    }
+  }
+  throw new Error(`no forward tiles fit ${bytes} bytes of workgroup memory`);
+}
+
+function backwardTiles(dc: number, bytes: number): BackwardTiles {
+  for (const RW of [4, 2, 1]) {
+    const M = 16 * RW;
+    for (const DK of [16, 8, 4, 2]) {
+      const floats = DK * (2 * M + 128); // Q, dO [DK][M] and K, V [DK][64]
+      const RC = Math.min(M, floorPow2(floats / (2 * dc)));
+      const VK = Math.min(64, floorPow2(floats / dc));
+      if (RC < 1 || VK < 4) continue; // the dQ step takes keys in fours
+      const t = { RW, DK, RC, VK, STAGE4: floats / 4 };
+      if (backwardBytes(t) <= bytes) return t;
+    }
+  }
+  throw new Error(`no backward tiles fit ${bytes} bytes of workgroup memory`);
 }
 
 /**
- * Tile sizes for head dim D. The workgroup arrays are sized for Dc = max(64, next power of two ≥ D), not for
- * D itself, so that every D ≤ 64 shares one set of pipelines (and D ≤ 256 at most three more): each distinct
- * override value is a separate shader compilation, which costs about a second on a software adapter.
+ * Tile sizes for head dim D within `bytes` of workgroup memory (default: the device's limit). The attention
+ * tiles are sized for Dc = max(64, next power of two ≥ D), not for D itself, so that every D ≤ 64 shares one
+ * set of pipelines (and D ≤ 256 at most two more): each distinct shader or override value is a separate
+ * compilation, which costs about a second on a software adapter.
  */
-export function chooseTiles(limits: GPUSupportedLimits, D: number): Tiles {
-  const bytes = limits.maxComputeWorkgroupStorageSize;
-  const Dc = Math.max(64, 2 ** Math.ceil(Math.log2(Math.max(1, D))));
-  const fixed = 2 * 1024 * 4 + 7 * 64 * 4 + 4; // score tiles and per-row state (fixed-size arrays in the shaders)
-  let keys = 32;
-  while (keys > 1 && 2 * keys * Dc * 4 + fixed > bytes) keys >>= 1;
-  let centroids = 64;
-  while (centroids > 1 && centroids * Dc * 4 > bytes / 2) centroids >>= 1;
-  return { rows: 16, keys, centroids, kvFloats: keys * Dc, centroidFloats: centroids * Dc };
+export function chooseTiles(limits: GPUSupportedLimits, D: number, bytes = limits.maxComputeWorkgroupStorageSize): Tiles {
+  bytes = Math.min(bytes, limits.maxComputeWorkgroupStorageSize);
+  const dc = Math.max(64, 2 ** Math.ceil(Math.log2(Math.max(1, D))));
+  return { rows: 64, route: routeTiles(bytes), dc, oc4: dc / 64, forward: forwardTiles(dc, bytes), backward: backwardTiles(dc, bytes) };
 }
 
 /** The dispatches and temporaries of one op. */
@@ -71,6 +218,11 @@ export class Launch {
     const b = this.#ctx.buffer(label, bytes);
     this.#temps.push(b);
     return b;
+  }
+
+  /** Writes `data` into `buf` at byte `offset` (queued before this launch's submission). */
+  write(buf: GPUBuffer, offset: number, data: ArrayBufferView): void {
+    this.#ctx.device.queue.writeBuffer(buf, offset, data.buffer, data.byteOffset, data.byteLength);
   }
 
   tempData(label: string, data: ArrayBufferView): GPUBuffer {
@@ -93,11 +245,6 @@ export class Launch {
     const u = this.#ctx.uniforms(`${shader.name}.${entry} params`, paramWords(fields, x));
     this.#temps.push(u);
     this.#dispatches.push({ pipeline: this.#ctx.pipeline(shader, entry, constants), buffers: [u, ...buffers], grid: [x, y, z] });
-  }
-
-  /** Adds a copy of `bytes` from `src` at `srcOffset` to the start of `dst`. */
-  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, bytes: number): void {
-    this.#dispatches.push({ copy: { src, srcOffset, dst, bytes } });
   }
 
   /** Submits everything as one command buffer, then frees the temporaries (also on failure). */

@@ -1,19 +1,20 @@
 /**
  * Routing launchers: centroids → fused tiled top-k (route.wgsl.ts) producing indices [T, Hq, topk], and
- * collect (collect.wgsl.ts) producing the key-block-major lists the dK/dV pass walks.
+ * collect (collect.wgsl.ts) producing the key-block-major lists the forward and backward walk.
  */
 /// <reference types="@webgpu/types" />
 import type { ShaderSpec } from './device.js';
 import type { Geometry } from './geometry.js';
-import type { Launch, Tiles } from './launch.js';
+import { CHUNK_ROWS, type CollectedLayout, type Launch, type Tiles } from './launch.js';
 import { collectWgsl } from './collect.wgsl.js';
 import { routeWgsl } from './route.wgsl.js';
 
 const ROUTE: ShaderSpec = { name: 'moba.route', code: routeWgsl, bindings: ['uniform', 'read', 'read', 'read', 'rw', 'rw'] };
-const COLLECT: ShaderSpec = { name: 'moba.collect', code: collectWgsl, bindings: ['uniform', 'read', 'read', 'rw', 'rw'] };
-/** Query rows per routing workgroup (one per thread). */
+const COLLECT: ShaderSpec = { name: 'moba.collect', code: collectWgsl, bindings: ['uniform', 'read', 'rw', 'rw', 'rw'] };
+/** Query rows per routing workgroup (route.wgsl.ts: one owner invocation per row). */
 export const ROUTE_ROWS = 64;
-const COLLECT_WG = 256;
+const COLLECT_WG = 256; // collect.wgsl.ts's scanLocal takes 4 lists per invocation
+const SCAN_LISTS = 4 * COLLECT_WG;
 
 export interface Dims {
   readonly T: number;
@@ -28,24 +29,36 @@ export function encodeRoute(
   b: { geom: GPUBuffer; q: GPUBuffer; k: GPUBuffer; cent: GPUBuffer; indices: GPUBuffer },
 ): void {
   const { T, Hq, Hkv, D } = dims;
-  const CT = tiles.centroids;
-  const constants = { TM: ROUTE_ROWS, CT, CBUF: tiles.centroidFloats };
+  const constants = { TM: ROUTE_ROWS, ...tiles.route };
   const fields = { T, Hq, Hkv, D, ...cfg, geo };
   const bufs = [b.geom, b.q, b.k, b.cent, b.indices];
   l.add(ROUTE, 'centroids', constants, fields, bufs, Math.ceil((geo.totalBlocks * Hkv * D) / ROUTE_ROWS));
   l.add(ROUTE, 'topk', constants, { ...fields, nItems: geo.nQTiles }, bufs, geo.nQTiles, Hq);
 }
 
-/** Collected lists of `indices` into `collected` (offsets [Hq·NB + 1] then rows); `counts` [Hq·NB] is scratch. */
+/** Workspace of encodeCollect in bytes: atomic counters, then the rows in arrival order plus the scan sums. */
+export function collectScratchBytes(lists: CollectedLayout): { counters: number; scratch: number } {
+  return { counters: 2 * lists.nLists * 4, scratch: (lists.maxEntries + 2 * Math.ceil(lists.nLists / SCAN_LISTS)) * 4 };
+}
+
+/**
+ * The collected form of `indices` into `collected` (CollectedLayout): its geometry section, then count →
+ * prefix sums (counts and chunks) → scatter → per-list sort, which also writes `inv` and the chunk table.
+ * `counters` must be zero (fresh).
+ */
 export function encodeCollect(
-  l: Launch, geo: Geometry, dims: { T: number; Hq: number; topk: number },
-  b: { geom: GPUBuffer; indices: GPUBuffer; counts: GPUBuffer; collected: GPUBuffer },
+  l: Launch, geometry: Geometry, dims: { T: number; Hq: number; topk: number }, lists: CollectedLayout,
+  b: { indices: GPUBuffer; counters: GPUBuffer; scratch: GPUBuffer; collected: GPUBuffer },
 ): void {
-  const { T, Hq, topk } = dims;
-  const fields = { T, Hq, topk, geo, nItems: Hq * geo.totalBlocks };
-  const bufs = [b.geom, b.indices, b.counts, b.collected];
-  const constants = { WG: COLLECT_WG };
-  l.add(COLLECT, 'count', constants, fields, bufs, Math.ceil((T * Hq) / COLLECT_WG));
-  l.add(COLLECT, 'scan', constants, fields, bufs, 1);
-  l.add(COLLECT, 'scatter', constants, fields, bufs, Math.ceil((Hq * geo.nSeqs) / COLLECT_WG));
+  l.write(b.collected, lists.geoOff * 4, geometry.words);
+  const fields = { ...dims, geo: lists.geo, lists };
+  const bufs = [b.indices, b.counters, b.scratch, b.collected];
+  const constants = { WG: COLLECT_WG, CM: CHUNK_ROWS };
+  const perEntry = Math.ceil(lists.maxEntries / COLLECT_WG);
+  l.add(COLLECT, 'count', constants, fields, bufs, perEntry);
+  l.add(COLLECT, 'scanLocal', constants, fields, bufs, Math.ceil(lists.nLists / SCAN_LISTS));
+  l.add(COLLECT, 'scanTop', constants, fields, bufs, 1);
+  l.add(COLLECT, 'scanAdd', constants, fields, bufs, Math.ceil(lists.nLists / COLLECT_WG));
+  l.add(COLLECT, 'scatter', constants, fields, bufs, perEntry);
+  l.add(COLLECT, 'sortLists', constants, fields, bufs, lists.nLists);
 }
