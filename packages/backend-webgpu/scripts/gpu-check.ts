@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { type DeviceTensor, Rng, f32ToBf16, hostTensor, plan, resolveConfig } from '@moba/core';
 import { runConformance, summaryLine } from '@moba/testkit';
 import { type WebGpuBackend, createWebGpuBackend } from '../src/index.js';
+import { USAGE } from '../src/device.js';
 import { chooseTiles } from '../src/launch.js';
 
 const log = (s: string): void => void process.stdout.write(`${s}\n`);
@@ -86,8 +87,42 @@ for (const N of sizes) {
   }
   timer.dispose(q, k, v, dOut);
 }
+report.overheads = await overheads(timer.device);
+log(`host-side costs (ms, median of 5): ${JSON.stringify(report.overheads)}`);
 await timer.destroy();
 report.timings = timings;
+
+/**
+ * What an op pays outside its kernels, to explain wall time far above GPU time: an empty queue round trip, an
+ * error-scope push/pop, and creating, clearing (first use) and destroying storage buffers of the sizes the ops
+ * allocate per call (partials are ~1 GiB at 8K in the peers.md configuration).
+ */
+async function overheads(dev: GPUDevice): Promise<Record<string, number>> {
+  const med = async (f: () => Promise<void>): Promise<number> => {
+    const ts: number[] = [];
+    for (let i = 0; i < 5; i++) {
+      await dev.queue.onSubmittedWorkDone();
+      const t0 = performance.now();
+      await f();
+      ts.push(performance.now() - t0);
+    }
+    return ts.sort((a, b) => a - b)[2]!;
+  };
+  const out: Record<string, number> = {};
+  out.queueRoundTrip = await med(() => dev.queue.onSubmittedWorkDone());
+  out.errorScope = await med(async () => { dev.pushErrorScope('validation'); await dev.popErrorScope(); });
+  for (const mib of [64, 1024]) {
+    out[`buffer${mib}MiB`] = await med(async () => {
+      const b = dev.createBuffer({ size: mib * 2 ** 20, usage: USAGE.STORAGE | USAGE.COPY_DST });
+      const enc = dev.createCommandEncoder();
+      enc.clearBuffer(b);
+      dev.queue.submit([enc.finish()]);
+      await dev.queue.onSubmittedWorkDone();
+      b.destroy();
+    });
+  }
+  return out;
+}
 
 /** GPU ms per kernel for one route → forward (collects) → backward on a profiled backend, after a warm-up. */
 async function breakdown(N: number): Promise<[string, number][]> {
