@@ -57,6 +57,7 @@ export class WebGpuBackendImpl implements WebGpuBackend {
 
   constructor(ctx: GpuContext, memoryBytes: number, tuning: WebGpuTuning = {}) {
     this.#ctx = ctx;
+    ctx.poolCapBytes = Math.floor(memoryBytes / 4); // freed buffers kept for reuse (GpuContext.free)
     this.#tuning = tuning;
     this.caps = Object.freeze({
       dtypes: Object.freeze(['f32', 'f16', 'bf16'] as DType[]),

@@ -97,7 +97,17 @@ export interface Dispatch {
 export class GpuContext {
   readonly limits: GPUSupportedLimits;
   readonly hasF16: boolean;
-  #buffers = new Set<GPUBuffer>();
+  #buffers = new Set<GPUBuffer>(); // every buffer this context holds: in use, or kept for reuse (#pool)
+  /**
+   * Freed buffers kept for reuse, by size and usage: creating and destroying the large per-op temporaries
+   * (partials of ~1 GiB at 8K tokens in the peers.md configuration) costs far more than the kernels on
+   * some drivers. A reused buffer is cleared to zero first, as a new one would be.
+   */
+  #pool = new Map<string, GPUBuffer[]>();
+  #pooled = new Set<GPUBuffer>();
+  #pooledBytes = 0;
+  /** Most bytes of freed buffers kept for reuse (the backend sets it from its memory budget). */
+  poolCapBytes = 0;
   #lost: string | null = null;
 
   /** The GPU object the device came from, held until `destroy()` (Dawn crashes if it is collected first). */
@@ -159,6 +169,16 @@ export class GpuContext {
     this.checkAlive();
     this.checkSizes({ [label]: bytes });
     const size = Math.max(16, Math.ceil(bytes / 4) * 4);
+    const reused = this.#pool.get(`${size}:${usage}`)?.pop();
+    if (reused) {
+      this.#pooled.delete(reused);
+      this.#pooledBytes -= size;
+      reused.label = label;
+      const enc = this.device.createCommandEncoder();
+      enc.clearBuffer(reused); // zero, as a new buffer is; queued before any later write or use
+      this.device.queue.submit([enc.finish()]);
+      return reused;
+    }
     const b = this.device.createBuffer({ label, size, usage });
     this.#buffers.add(b);
     liveBuffersTotal++;
@@ -179,12 +199,30 @@ export class GpuContext {
     return this.upload(label, data, USAGE.UNIFORM | USAGE.COPY_DST);
   }
 
+  /**
+   * Gives buffers back: kept for reuse while the pool has room (only COPY_DST buffers, which can be
+   * cleared), else destroyed. Work already submitted that uses them is unaffected (the queue is ordered).
+   */
   free(...bufs: (GPUBuffer | undefined)[]): void {
     for (const b of bufs) {
-      if (b && this.#buffers.delete(b)) {
-        liveBuffersTotal--;
-        b.destroy();
+      if (!b || !this.#buffers.has(b) || this.#pooled.has(b)) continue;
+      if ((b.usage & USAGE.COPY_DST) !== 0 && b.mapState === 'unmapped' && this.#pooledBytes + b.size <= this.poolCapBytes) {
+        const key = `${b.size}:${b.usage}`;
+        const list = this.#pool.get(key);
+        if (list) list.push(b);
+        else this.#pool.set(key, [b]);
+        this.#pooled.add(b);
+        this.#pooledBytes += b.size;
+        continue;
       }
+      this.#destroyBuffer(b);
+    }
+  }
+
+  #destroyBuffer(b: GPUBuffer): void {
+    if (this.#buffers.delete(b)) {
+      liveBuffersTotal--;
+      b.destroy();
     }
   }
 
@@ -305,7 +343,10 @@ export class GpuContext {
 
   /** Frees every buffer; destroys the device when this context opened it. */
   destroy(): void {
-    this.free(...this.#buffers);
+    for (const b of [...this.#buffers]) this.#destroyBuffer(b);
+    this.#pool.clear();
+    this.#pooled.clear();
+    this.#pooledBytes = 0;
     this.#dummies.clear();
     if (this.ownsDevice) this.device.destroy();
     this.#gpu = null; // after the device: lets Node exit once nothing else holds Dawn
