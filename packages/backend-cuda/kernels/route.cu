@@ -146,6 +146,55 @@ constexpr int RTC_CT = 32;                // centroids per shared tile
 __device__ __forceinline__ int split_shift(__half) { return 11; }
 __device__ __forceinline__ int split_shift(__nv_bfloat16) { return 8; }
 
+// The row tile of CTA blockIdx.x (in reverse: the longest, latest causal tiles start first): sequence s
+// starting at token s0, rows [r0, r0 + rows), its number of key blocks.
+struct RtcTile {
+  int s, rows, nblocks;
+  i64 s0, r0;
+};
+__device__ __forceinline__ RtcTile rtc_tile(const int* cu, const int* tile_base, int nseq, int B) {
+  RtcTile t;
+  const int tile = gridDim.x - 1 - blockIdx.x;
+  t.s = upper_index(tile_base, nseq, tile);
+  t.s0 = cu[t.s];
+  const i64 len = cu[t.s + 1] - t.s0;
+  t.r0 = t.s0 + (i64)(tile - tile_base[t.s]) * RTC_ROWS;
+  t.rows = (int)min((i64)RTC_ROWS, t.s0 + len - t.r0);
+  t.nblocks = (int)((len + B - 1) / B);
+  return t;
+}
+
+// A warp's 16 query rows [wr, wr + 16) of the tile as A fragments: qa[ks][i] holds row g + 8 (i % 2),
+// columns 16 ks + 2c + 8 (i / 2); rows past `rows` are zero.
+template <typename T, int D>
+__device__ __forceinline__ void rtc_load_q(unsigned (*qa)[4], const T* q, i64 r0, int rows, int wr, int Hq, int h) {
+  const int lane = threadIdx.x % WARP, g = lane / 4, c = lane % 4;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks)
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      const int r = wr + g + (i % 2) * 8, col = ks * 16 + 2 * c + (i / 2) * 8;
+      qa[ks][i] = r < rows ? *reinterpret_cast<const unsigned*>(q + ((r0 + r) * Hq + h) * D + col) : 0u;
+    }
+}
+
+// Scores of the warp's 16 rows against centroids [16 np, 16 np + 16) of a staged tile: q·hi into ah, q·lo
+// into al (two 8-column n-tiles each), fixed MMA order.
+template <typename T, int D>
+__device__ __forceinline__ void rtc_scores(float (*ah)[4], float (*al)[4], const unsigned (*qa)[4], const T* th, const T* tl, int np) {
+  constexpr int LD = D + PAD;
+#pragma unroll
+  for (int ks = 0; ks < D / 16; ++ks) {
+    unsigned b[4];
+    frag_b_nk(b, th, LD, np * 16, ks * 16);
+    mma(T(), ah[0], qa[ks], b);
+    mma(T(), ah[1], qa[ks], b + 2);
+    frag_b_nk(b, tl, LD, np * 16, ks * 16);
+    mma(T(), al[0], qa[ks], b);
+    mma(T(), al[1], qa[ks], b + 2);
+  }
+}
+
 template <typename T>
 __device__ void centroid_split(const float* cent, T* hi, T* lo, i64 n) {
   const float scale = (float)(1 << split_shift(T()));
@@ -184,23 +233,13 @@ __device__ void route_tc(const T* q, const T* chi, const T* clo, int* indices, c
   int* ln = li + slots * LS;                                // [2][RTC_THREADS] list lengths
   const int tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP, g = lane / 4, c = lane % 4;
   const int h = blockIdx.y, kvh = h / (Hq / Hkv);
-  const int tile = gridDim.x - 1 - blockIdx.x;  // the longest (latest causal) tiles start first
-  const int s = upper_index(tile_base, nseq, tile);
-  const i64 s0 = cu[s], len = cu[s + 1] - s0;
-  const i64 r0 = s0 + (i64)(tile - tile_base[s]) * RTC_ROWS;
-  const int rows = (int)min((i64)RTC_ROWS, s0 + len - r0);
-  const int nblocks = (int)((len + B - 1) / B);
+  const RtcTile rt = rtc_tile(cu, tile_base, nseq, B);
+  const int s = rt.s, rows = rt.rows, nblocks = rt.nblocks;
+  const i64 s0 = rt.s0, r0 = rt.r0;
   const int wr = warp * 16;
 
-  // the warp's 16 query rows as A fragments: a[i] holds row g + 8 (i % 2), columns 2c + 8 (i / 2)
-  unsigned qa[D / 16][4];
-#pragma unroll
-  for (int ks = 0; ks < D / 16; ++ks)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int r = wr + g + (i % 2) * 8, col = ks * 16 + 2 * c + (i / 2) * 8;
-      qa[ks][i] = r < rows ? *reinterpret_cast<const unsigned*>(q + ((r0 + r) * Hq + h) * D + col) : 0u;
-    }
+  unsigned qa[D / 16][4];  // the warp's 16 query rows as A fragments
+  rtc_load_q<T, D>(qa, q, r0, rows, wr, Hq, h);
   // per lane: rows g (half 0) and g + 8 (half 1) of the warp; their eligible blocks (0 past the tile)
   int elig[2], n[2] = {0, 0};
   float thr[2] = {-INFINITY, -INFINITY};
@@ -221,16 +260,7 @@ __device__ void route_tc(const T* q, const T* chi, const T* clo, int* indices, c
     if (wr >= rows) continue;
     for (int np = 0; np * 16 < nc; ++np) {
       float ah[2][4] = {}, al[2][4] = {};
-#pragma unroll
-      for (int ks = 0; ks < D / 16; ++ks) {
-        unsigned b[4];
-        frag_b_nk(b, sh, LD, np * 16, ks * 16);
-        mma(T(), ah[0], qa[ks], b);
-        mma(T(), ah[1], qa[ks], b + 2);
-        frag_b_nk(b, sl, LD, np * 16, ks * 16);
-        mma(T(), al[0], qa[ks], b);
-        mma(T(), al[1], qa[ks], b + 2);
-      }
+      rtc_scores<T, D>(ah, al, qa, sh, sl, np);
 #pragma unroll
       for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
@@ -325,21 +355,12 @@ __device__ void route_tcs(const T* q, const T* chi, const T* clo, int* indices, 
   const int slots = causal ? topk - 1 : topk;
   const int tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP, g = lane / 4, c = lane % 4;
   const int h = blockIdx.y, kvh = h / (Hq / Hkv);
-  const int tile = gridDim.x - 1 - blockIdx.x;  // the longest (latest causal) tiles start first
-  const int s = upper_index(tile_base, nseq, tile);
-  const i64 s0 = cu[s], len = cu[s + 1] - s0;
-  const i64 r0 = s0 + (i64)(tile - tile_base[s]) * RTC_ROWS;
-  const int rows = (int)min((i64)RTC_ROWS, s0 + len - r0);
-  const int nblocks = (int)((len + B - 1) / B);
+  const RtcTile rt = rtc_tile(cu, tile_base, nseq, B);
+  const int s = rt.s, rows = rt.rows, nblocks = rt.nblocks;
+  const i64 s0 = rt.s0, r0 = rt.r0;
   const int wr = warp * 16;
-  unsigned qa[D / 16][4];
-#pragma unroll
-  for (int ks = 0; ks < D / 16; ++ks)
-#pragma unroll
-    for (int i = 0; i < 4; ++i) {
-      const int r = wr + g + (i % 2) * 8, col = ks * 16 + 2 * c + (i / 2) * 8;
-      qa[ks][i] = r < rows ? *reinterpret_cast<const unsigned*>(q + ((r0 + r) * Hq + h) * D + col) : 0u;
-    }
+  unsigned qa[D / 16][4];  // the warp's 16 query rows as A fragments
+  rtc_load_q<T, D>(qa, q, r0, rows, wr, Hq, h);
   // selection: thread tid takes row my_row, columns [half·HC, (half + 1)·HC) of every tile
   const int my_row = tid % RTC_ROWS, half = tid / RTC_ROWS;
   const int my_elig = my_row >= rows ? 0 : causal ? (int)((r0 + my_row - s0) / B) : nblocks;
@@ -370,16 +391,7 @@ __device__ void route_tcs(const T* q, const T* chi, const T* clo, int* indices, 
     if (wr < rows) {
       for (int np = 0; np * 16 < nc; ++np) {
         float ah[2][4] = {}, al[2][4] = {};
-#pragma unroll
-        for (int ks = 0; ks < D / 16; ++ks) {
-          unsigned b[4];
-          frag_b_nk(b, th, LD, np * 16, ks * 16);
-          mma(T(), ah[0], qa[ks], b);
-          mma(T(), ah[1], qa[ks], b + 2);
-          frag_b_nk(b, tl, LD, np * 16, ks * 16);
-          mma(T(), al[0], qa[ks], b);
-          mma(T(), al[1], qa[ks], b + 2);
-        }
+        rtc_scores<T, D>(ah, al, qa, th, tl, np);
 #pragma unroll
         for (int nt = 0; nt < 2; ++nt)
 #pragma unroll
