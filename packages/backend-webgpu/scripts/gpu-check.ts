@@ -7,14 +7,15 @@
  * kernel (timestamp queries, on another backend so that (c) stays unprofiled) for one route → forward (with
  * collect) → backward at the first size. Writes `$OUT/webgpu-report.json`. (c) and (d) run with a workspace
  * budget of GPU_CHECK_MEMORY_GB (default 96; the default budget of at most 8 GiB stops at about 64K tokens per
- * sequence here), (a) and (b) with the defaults.
+ * sequence here), (a) and (b) with the defaults. GPU_CHECK_VARIANTS='{"name": tuning, …}' times (c) and (d) once per
+ * `WebGpuTuning` (A/B of kernels and tile sets in one call).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type DeviceTensor, Rng, f32ToBf16, hostTensor, plan, resolveConfig } from '@moba/core';
 import { runConformance, summaryLine } from '@moba/testkit';
-import { type WebGpuBackend, createWebGpuBackend } from '../src/index.js';
-import { USAGE } from '../src/device.js';
+import { type WebGpuBackend, type WebGpuTuning, createWebGpuBackend } from '../src/index.js';
+import { USAGE, getGpu } from '../src/device.js';
 import { chooseTiles } from '../src/launch.js';
 
 const log = (s: string): void => void process.stdout.write(`${s}\n`);
@@ -48,6 +49,13 @@ const report: Record<string, unknown> = { date: new Date().toISOString() };
   const tiles = chooseTiles(lim, 128);
   report.adapter = { vendor: info?.vendor, architecture: info?.architecture, description: info?.description, limits, tilesD128: tiles };
   log(`adapter: ${info?.vendor} ${info?.architecture} ${info?.description}; ${JSON.stringify(limits)}`);
+  const adapter = await (await getGpu())?.requestAdapter({ powerPreference: 'high-performance' });
+  const features = adapter ? [...adapter.features].sort() : [];
+  const alim = adapter?.limits as unknown as Record<string, number | undefined> | undefined;
+  const subgroups = { min: alim?.minSubgroupSize ?? (adapter?.info as unknown as Record<string, number> | undefined)?.subgroupMinSize, max: alim?.maxSubgroupSize ?? (adapter?.info as unknown as Record<string, number> | undefined)?.subgroupMaxSize };
+  report.adapterFeatures = features;
+  report.subgroups = subgroups;
+  log(`adapter features: ${features.join(', ')}; subgroup sizes ${JSON.stringify(subgroups)}`);
   log(`tiles (D 128): forward ${JSON.stringify(tiles.forward)}, backward ${JSON.stringify(tiles.backward)}, route ${JSON.stringify(tiles.route)}`);
 }
 const conf = process.env.GPU_CHECK_ONLY === 'timings' ? { passed: 0, failed: 0, skipped: 0, notCovered: [] as string[], results: [] } : await runConformance(backend, { onResult: (r) => log(`  ${r.ok ? (r.skipped ? '-' : '✓') : '✗'} ${r.group}: ${r.name}${r.ok ? '' : `\n${r.message}`}`) });
@@ -55,41 +63,46 @@ report.conformance = { passed: conf.passed, failed: conf.failed, skipped: conf.s
 log(`conformance: ${summaryLine(conf)}`);
 await backend.destroy();
 
-const timer = await createWebGpuBackend({ memoryBytes });
-
+// GPU_CHECK_VARIANTS: a JSON object { name: tuning } of backends to time side by side (default: one, untuned)
+const variants = Object.entries(JSON.parse(process.env.GPU_CHECK_VARIANTS ?? '{"default":{}}') as Record<string, WebGpuTuning>);
 const rows: string[] = [];
 const timings: unknown[] = [];
-for (const N of sizes) {
-  const batch = 2, H = 16, D = 128, T = batch * N;
-  const rng = new Rng(N);
-  const rand = (): Promise<DeviceTensor> => {
-    const bits = new Uint16Array(T * H * D);
-    for (let i = 0; i < bits.length; i++) bits[i] = f32ToBf16(rng.normal());
-    return timer.upload(hostTensor('bf16', [T, H, D], bits));
-  };
-  const [q, k, v, dOut] = [await rand(), await rand(), await rand(), await rand()];
-  const layout = { cuSeqlens: Int32Array.from([0, N, T]) };
-  const cfg = { blockSize: 128, topk: 8 };
-  try {
-    const dev = timer.device;
-    let r = await timer.route(q, k, layout, cfg);
-    let f = await timer.forward(q, k, v, r, layout, cfg);
-    const route = await median(dev, 3, async () => { timer.dispose(r); r = await timer.route(q, k, layout, cfg); });
-    const fwd = await median(dev, 3, async () => { timer.dispose(f.out, f.lse); f = await timer.forward(q, k, v, r, layout, cfg); });
-    const bwd = await median(dev, 3, async () => { const g = await timer.backward(q, k, v, f.out, f.lse, dOut, r, layout, cfg); timer.dispose(g.dq, g.dk, g.dv); });
-    const p = plan({ T, Hq: H, Hkv: H, D, dtype: 'bf16' }, layout, resolveConfig(cfg, D));
-    const t = { N, routeMs: route, fwdMs: fwd, bwdMs: bwd, fwdTflops: p.flops.forward / fwd / 1e9, bwdTflops: p.flops.backward / bwd / 1e9 };
-    timings.push(t);
-    rows.push(`| ${N / 1024}K | ${route.toFixed(1)} | ${fwd.toFixed(1)} | ${bwd.toFixed(1)} | ${(route + fwd + bwd).toFixed(1)} | ${t.fwdTflops.toFixed(2)} / ${t.bwdTflops.toFixed(2)} |`);
-    timer.dispose(r, f.out, f.lse);
-  } catch (e) {
-    rows.push(`| ${N / 1024}K | failed: ${(e as Error).message.split('\n')[0]} |`);
+for (const [variant, tuning] of variants) {
+  const timer = await createWebGpuBackend({ memoryBytes, tuning });
+  for (const N of sizes) {
+    const batch = 2, H = 16, D = 128, T = batch * N;
+    const rng = new Rng(N);
+    const rand = (): Promise<DeviceTensor> => {
+      const bits = new Uint16Array(T * H * D);
+      for (let i = 0; i < bits.length; i++) bits[i] = f32ToBf16(rng.normal());
+      return timer.upload(hostTensor('bf16', [T, H, D], bits));
+    };
+    let inputs: DeviceTensor[] = [];
+    try {
+      inputs = [await rand(), await rand(), await rand(), await rand()];
+      const [q, k, v, dOut] = inputs as [DeviceTensor, DeviceTensor, DeviceTensor, DeviceTensor];
+      const layout = { cuSeqlens: Int32Array.from([0, N, T]) };
+      const cfg = { blockSize: 128, topk: 8 };
+      const dev = timer.device;
+      let r = await timer.route(q, k, layout, cfg);
+      let f = await timer.forward(q, k, v, r, layout, cfg);
+      const route = await median(dev, 3, async () => { timer.dispose(r); r = await timer.route(q, k, layout, cfg); });
+      const fwd = await median(dev, 3, async () => { timer.dispose(f.out, f.lse); f = await timer.forward(q, k, v, r, layout, cfg); });
+      const bwd = await median(dev, 3, async () => { const g = await timer.backward(q, k, v, f.out, f.lse, dOut, r, layout, cfg); timer.dispose(g.dq, g.dk, g.dv); });
+      const p = plan({ T, Hq: H, Hkv: H, D, dtype: 'bf16' }, layout, resolveConfig(cfg, D));
+      const t = { variant, N, routeMs: route, fwdMs: fwd, bwdMs: bwd, fwdTflops: p.flops.forward / fwd / 1e9, bwdTflops: p.flops.backward / bwd / 1e9 };
+      timings.push(t);
+      rows.push(`| ${variant} | ${N / 1024}K | ${route.toFixed(1)} | ${fwd.toFixed(1)} | ${bwd.toFixed(1)} | ${(route + fwd + bwd).toFixed(1)} | ${t.fwdTflops.toFixed(2)} / ${t.bwdTflops.toFixed(2)} |`);
+      timer.dispose(r, f.out, f.lse);
+    } catch (e) {
+      rows.push(`| ${variant} | ${N / 1024}K | failed: ${(e as Error).message.split('\n')[0]} |`);
+    }
+    if (inputs.length > 0) timer.dispose(...inputs);
   }
-  timer.dispose(q, k, v, dOut);
+  if (variant === variants[0]![0]) report.overheads = await overheads(timer.device);
+  await timer.destroy();
 }
-report.overheads = await overheads(timer.device);
 log(`host-side costs (ms, median of 5): ${JSON.stringify(report.overheads)}`);
-await timer.destroy();
 report.timings = timings;
 
 /**
@@ -125,8 +138,8 @@ async function overheads(dev: GPUDevice): Promise<Record<string, number>> {
 }
 
 /** GPU ms per kernel for one route → forward (collects) → backward on a profiled backend, after a warm-up. */
-async function breakdown(N: number): Promise<[string, number][]> {
-  const b: WebGpuBackend = await createWebGpuBackend({ profile: true, memoryBytes });
+async function breakdown(N: number, tuning: WebGpuTuning): Promise<[string, number][]> {
+  const b: WebGpuBackend = await createWebGpuBackend({ profile: true, memoryBytes, tuning });
   try {
     const batch = 2, H = 16, D = 128, T = batch * N;
     const rng = new Rng(N);
@@ -153,20 +166,24 @@ async function breakdown(N: number): Promise<[string, number][]> {
 }
 
 if (process.env.GPU_CHECK_PROFILE !== '0' && sizes.length > 0) {
-  try {
-    const kernels = await breakdown(sizes[0]!);
-    report.kernels = { N: sizes[0], ms: Object.fromEntries(kernels) };
-    log(`GPU ms per kernel at ${sizes[0]! / 1024}K (route, forward with collect, backward):`);
-    for (const [name, ms] of kernels) log(`  ${name.padEnd(36)} ${ms.toFixed(2)}`);
-  } catch (e) {
-    log(`per-kernel profile failed: ${(e as Error).message.split('\n')[0]}`);
+  const perVariant: Record<string, unknown> = {};
+  for (const [variant, tuning] of variants) {
+    try {
+      const kernels = await breakdown(sizes[0]!, tuning);
+      perVariant[variant] = Object.fromEntries(kernels);
+      log(`GPU ms per kernel at ${sizes[0]! / 1024}K, ${variant} (route, forward with collect, backward):`);
+      for (const [name, ms] of kernels) log(`  ${name.padEnd(36)} ${ms.toFixed(2)}`);
+    } catch (e) {
+      log(`per-kernel profile (${variant}) failed: ${(e as Error).message.split('\n')[0]}`);
+    }
   }
+  report.kernels = { N: sizes[0], ms: perVariant };
 }
 if (process.env.OUT) {
   mkdirSync(process.env.OUT, { recursive: true });
   writeFileSync(join(process.env.OUT, 'webgpu-report.json'), JSON.stringify(report, null, 1));
 }
-log('| N | route ms | fwd ms | bwd ms | total ms | TFLOP/s fwd / bwd |');
-log('|---|---|---|---|---|---|');
+log('| variant | N | route ms | fwd ms | bwd ms | total ms | TFLOP/s fwd / bwd |');
+log('|---|---|---|---|---|---|---|');
 for (const r of rows) log(r);
 process.exit(conf.failed > 0 ? 1 : 0);
