@@ -1,6 +1,6 @@
 /**
- * The WebGPU backend object: device tensors are f32 storage buffers (f16/bf16 converted on upload and
- * download, outputs rounded to their dtype on the GPU), routings hold the indices buffer and, once a backward
+ * The WebGPU backend object: device tensors are storage buffers in their dtype (f32, or f16/bf16 packed two per
+ * u32 word, copied to and from the host as they are; storage.wgsl.ts), routings hold the indices buffer and, once a backward
  * needs it, the collected lists. Every op validates through core, checks every buffer against the device's
  * limits before allocating, and submits one command buffer inside error scopes.
  */
@@ -8,16 +8,18 @@
 import {
   type Backend, type BackwardResult, type Capabilities, type DType, type DeviceTensor, type ForwardResult, type HostTensor,
   type Layout, type MobaConfig, type Routing, type Sequences, type TensorLike,
-  HandleTable, MobaError, checkBackwardTensors, checkCaps, checkProblem, checkRouting, checkRoutingLayout, checkTensor, expectShape, fromFloat,
-  hostTensor, numel, resolveConfig, sequences, toFloat32, validateKconvWeight, validateLayout, validateRoutingIndices,
+  HandleTable, MobaError, checkBackwardTensors, checkCaps, checkProblem, checkRouting, checkRoutingLayout, checkTensor, expectShape,
+  hostTensor, numel, resolveConfig, sequences, validateKconvWeight, validateLayout, validateRoutingIndices,
 } from '@moba/core';
-import { backwardWorkWords, dqSharesOffset, encodeBackward, subTiles } from './backward.js';
+import { encodeBackward } from './backward.js';
 import type { GpuContext } from './device.js';
-import { encodeForward, encodeRound, forwardPartialBytes, forwardPartialFloats, paddedD, planPasses } from './forward.js';
+import { encodeForward } from './forward.js';
 import { type Geometry, buildGeometry } from './geometry.js';
 import { encodeKconv, encodeKconvBackward } from './kconv.js';
 import { type CollectedLayout, Launch, type Tiles, chooseTiles, collectedLayout } from './launch.js';
+import { backwardPlan, collectBytes, forwardPlan, routeBytes } from './plan.js';
 import { ROUTE_ROWS, collectScratchBytes, encodeCollect, encodeRoute } from './route.js';
+import { storageBytes } from './storage.wgsl.js';
 
 const NAME = 'webgpu';
 const F32 = 4;
@@ -27,6 +29,8 @@ export interface WebGpuBackend extends Backend {
   readonly device: GPUDevice;
   /** Buffers this backend holds now (tensors, routings, placeholders); 0 after `destroy()`. */
   readonly liveBuffers: number;
+  /** Bytes of the storage buffer holding a tensor: 4 per element for f32, 4·⌈n/2⌉ for f16/bf16 (two per word). */
+  tensorBytes(t: DeviceTensor): number;
   /** GPU ms per kernel (`shader:entry`) since the last `clearTimings()`; empty unless created with `profile: true`. */
   timings(): Map<string, number>;
   clearTimings(): void;
@@ -75,6 +79,10 @@ export class WebGpuBackendImpl implements WebGpuBackend {
     return this.#ctx.liveBuffers;
   }
 
+  tensorBytes(t: DeviceTensor): number {
+    return this.#buffer('tensor', t).size;
+  }
+
   timings(): Map<string, number> {
     return new Map(this.#ctx.kernelMs);
   }
@@ -87,29 +95,36 @@ export class WebGpuBackendImpl implements WebGpuBackend {
     this.#alive();
     checkTensor('tensor', t);
     if (!this.caps.dtypes.includes(t.dtype)) throw new MobaError('E_UNSUPPORTED', `dtype ${t.dtype} is not supported by the WebGPU backend`, 'dtype');
-    this.#ctx.checkSizes({ tensor: t.data.length * F32 });
-    const buf = this.#ctx.upload(`tensor ${t.dtype} [${t.shape.join(', ')}]`, toFloat32(t));
+    this.#ctx.checkSizes({ tensor: storageBytes(t.data.length, t.dtype) });
+    let data: ArrayBufferView = t.data;
+    if (t.dtype !== 'f32' && t.data.length % 2 === 1) { // whole words: the last one's high half is 0
+      const padded = new Uint16Array(t.data.length + 1);
+      padded.set(t.data);
+      data = padded;
+    }
+    const buf = this.#ctx.upload(`tensor ${t.dtype} [${t.shape.join(', ')}]`, data); // the bits as they are
     return this.#wrap(t.dtype, t.shape, buf);
   }
 
   async download(t: DeviceTensor): Promise<HostTensor> {
     const buf = this.#buffer('tensor', t);
-    const data = new Float32Array(await this.#ctx.read(buf, numel(t.shape) * F32));
-    return t.dtype === 'f32' ? hostTensor('f32', t.shape, data) : fromFloat(data, t.dtype, t.shape); // exact: already rounded
+    const n = numel(t.shape);
+    if (t.dtype === 'f32') return hostTensor('f32', t.shape, new Float32Array(await this.#ctx.read(buf, n * F32)));
+    return hostTensor(t.dtype, t.shape, new Uint16Array(await this.#ctx.read(buf, n * 2)));
   }
 
   async route(q: DeviceTensor, k: DeviceTensor, layout: Layout, cfg: MobaConfig): Promise<Routing> {
     this.#alive();
     const { shape, cfg: rc, seqs } = checkProblem(this.caps, q, k, k, layout, cfg);
-    const { T, Hq, Hkv, D } = shape;
+    const { T, Hq, D } = shape;
     const tiles = this.#tiles(D);
     const geo = buildGeometry(seqs, T, rc.blockSize, ROUTE_ROWS);
-    const bytes = { geometry: geo.words.byteLength, centroids: seqs.totalBlocks * Hkv * D * F32, indices: T * Hq * rc.topk * 4 };
+    const bytes = routeBytes(shape, rc.topk, geo);
     this.#ctx.checkSizes(bytes);
     const [qb, kb] = [this.#buffer('q', q), this.#buffer('k', k)];
     const l = new Launch(this.#ctx);
-    const indices = l.temp('routing indices', bytes.indices);
-    encodeRoute(l, geo, shape, rc, tiles, { geom: l.tempData('geometry', geo.words), q: qb, k: kb, cent: l.temp('centroids', bytes.centroids), indices });
+    const indices = l.temp('routing indices', bytes.indices!);
+    encodeRoute(l, geo, shape, shape.dtype, rc, tiles, { geom: l.tempData('geometry', geo.words), q: qb, k: kb, cent: l.temp('centroids', bytes.centroids!), indices });
     l.keep(indices);
     try {
       await l.submit('route');
@@ -146,16 +161,14 @@ export class WebGpuBackendImpl implements WebGpuBackend {
     const tiles = this.#tiles(D);
     const geo = this.#attnGeometry(seqs, T, rc.blockSize, tiles);
     const lists = collectedLayout(T, Hq, rc.topk, geo);
-    const passes = planPasses({ T, Hq, topk: rc.topk, totalBlocks: seqs.totalBlocks }, forwardPartialFloats(D), this.#partialLimit());
-    const bytes = { out: T * Hq * D * F32, lse: T * Hq * F32, partials: forwardPartialBytes(passes, D), ...this.#collectBytes(rs, lists) };
-    this.#ctx.checkSizes(bytes);
+    const { passes, bytes } = forwardPlan(shape, rc.topk, seqs.totalBlocks, this.#ctx.limits, this.#tuning.partialBytes);
+    this.#ctx.checkSizes({ ...bytes, ...this.#collectBytes(rs, lists) });
     const [qb, kb, vb] = [this.#buffer('q', q), this.#buffer('k', k), this.#buffer('v', v)];
     const l = new Launch(this.#ctx);
     const collected = this.#encodeCollected(l, rs, geo, { T, Hq, topk: rc.topk }, lists);
     const out = l.temp('out', bytes.out);
     const lse = l.temp('lse', bytes.lse);
-    encodeForward(l, shape, rc, tiles, lists, passes, { q: qb, k: kb, v: vb, indices: rs.indices, collected, out, lse });
-    encodeRound(l, out, T * Hq * D, shape.dtype);
+    encodeForward(l, shape, shape.dtype, rc, tiles, lists, passes, { q: qb, k: kb, v: vb, indices: rs.indices, collected, out, lse });
     await this.#submitCollected(l, 'forward', rs, collected, out, lse);
     return { out: this.#wrap(shape.dtype, [T, Hq, D], out), lse: this.#wrap('f32', [T, Hq], lse) };
   }
@@ -173,11 +186,8 @@ export class WebGpuBackendImpl implements WebGpuBackend {
     const tiles = this.#tiles(D);
     const geo = this.#attnGeometry(seqs, T, rc.blockSize, tiles);
     const lists = collectedLayout(T, Hq, rc.topk, geo);
-    const passes = planPasses({ T, Hq, topk: rc.topk, totalBlocks: seqs.totalBlocks }, subTiles(rc.blockSize) * paddedD(D), this.#partialLimit(dqSharesOffset(T, Hq) * F32));
-    const bytes = {
-      work: backwardWorkWords(shape, rc.blockSize, passes) * F32, dq: T * Hq * D * F32, 'dk, dv': T * Hkv * D * F32, ...this.#collectBytes(rs, lists),
-    };
-    this.#ctx.checkSizes(bytes);
+    const { passes, bytes } = backwardPlan(shape, rc, seqs.totalBlocks, this.#ctx.limits, this.#tuning.partialBytes);
+    this.#ctx.checkSizes({ ...bytes, ...this.#collectBytes(rs, lists) });
     const b = {
       q: this.#buffer('q', q), k: this.#buffer('k', k), v: this.#buffer('v', v),
       out: this.#buffer('out', out), lse: this.#buffer('lse', lse), dOut: this.#buffer('dOut', dOut),
@@ -188,8 +198,7 @@ export class WebGpuBackendImpl implements WebGpuBackend {
     const dk = l.temp('dk', bytes['dk, dv']);
     const dv = l.temp('dv', bytes['dk, dv']);
     const work = l.temp('lse, delta and dq shares', bytes.work);
-    encodeBackward(l, shape, rc, tiles, lists, passes, { ...b, indices: rs.indices, collected, work, dq, dk, dv });
-    for (const [buf, n] of [[dq, T * Hq * D], [dk, T * Hkv * D], [dv, T * Hkv * D]] as const) encodeRound(l, buf, n, dtype);
+    encodeBackward(l, shape, dtype, rc, tiles, lists, passes, { ...b, indices: rs.indices, collected, work, dq, dk, dv });
     await this.#submitCollected(l, 'backward', rs, collected, dq, dk, dv);
     return { dq: this.#wrap(dtype, [T, Hq, D], dq), dk: this.#wrap(dtype, [T, Hkv, D], dk), dv: this.#wrap(dtype, [T, Hkv, D], dv) };
   }
@@ -197,9 +206,8 @@ export class WebGpuBackendImpl implements WebGpuBackend {
   async kconv(k: DeviceTensor, w: DeviceTensor, layout: Layout): Promise<DeviceTensor> {
     const a = this.#kconvArgs(k, w, layout);
     const l = new Launch(this.#ctx);
-    const out = l.temp('kconv out', a.T * a.C * F32);
-    encodeKconv(l, this.#ctx, a.geo, a.T, a.C, a.W, { geom: l.tempData('geometry', a.geo.words), k: a.k, w: a.w }, out);
-    encodeRound(l, out, a.T * a.C, k.dtype);
+    const out = l.temp('kconv out', storageBytes(a.T * a.C, k.dtype));
+    encodeKconv(l, this.#ctx, a.geo, a.T, a.C, a.W, { geom: l.tempData('geometry', a.geo.words), k: a.k, w: a.w, kind: k.dtype, wKind: w.dtype }, out);
     await this.#submitKeeping(l, 'kconv', out);
     return this.#wrap(k.dtype, k.shape, out);
   }
@@ -209,12 +217,12 @@ export class WebGpuBackendImpl implements WebGpuBackend {
     expectShape('dkOut', dkOut, k.shape, k.dtype);
     const g = this.#buffer('dkOut', dkOut);
     const l = new Launch(this.#ctx);
-    const dk = l.temp('kconv dk', a.T * a.C * F32);
-    const dw = l.temp('kconv dw', a.C * a.W * F32);
+    this.#ctx.checkSizes({ 'kconv dz': a.T * a.C * F32 });
+    const dk = l.temp('kconv dk', storageBytes(a.T * a.C, k.dtype));
+    const dw = l.temp('kconv dw', storageBytes(a.C * a.W, w.dtype));
     const dz = l.temp('kconv dz', a.T * a.C * F32);
-    encodeKconvBackward(l, this.#ctx, a.geo, a.T, a.C, a.W, { geom: l.tempData('geometry', a.geo.words), k: a.k, w: a.w }, g, dz, dk, dw);
-    encodeRound(l, dk, a.T * a.C, k.dtype);
-    encodeRound(l, dw, a.C * a.W, w.dtype);
+    const b = { geom: l.tempData('geometry', a.geo.words), k: a.k, w: a.w, kind: k.dtype, wKind: w.dtype };
+    encodeKconvBackward(l, this.#ctx, a.geo, a.T, a.C, a.W, b, g, dz, dk, dw);
     await this.#submitKeeping(l, 'kconv backward', dk, dw);
     return { dk: this.#wrap(k.dtype, k.shape, dk), dw: this.#wrap(w.dtype, [a.C, a.W], dw) };
   }
@@ -252,17 +260,9 @@ export class WebGpuBackendImpl implements WebGpuBackend {
     return buildGeometry(seqs, T, blockSize, tiles.rows);
   }
 
-  /** Bytes the partials of one pass may take in a buffer that also holds `besides` bytes: the binding limits, or less (tuning). */
-  #partialLimit(besides = 0): number {
-    const lim = this.#ctx.limits;
-    return Math.min(Math.min(lim.maxStorageBufferBindingSize, lim.maxBufferSize) - besides, this.#tuning.partialBytes ?? Infinity);
-  }
-
   /** Sizes of the collect buffers a call will allocate (none once the routing has its collected form). */
   #collectBytes(rs: RoutingStore, lists: CollectedLayout): Record<string, number> {
-    if (rs.collected) return {};
-    const scratch = collectScratchBytes(lists);
-    return { collected: lists.words * 4, 'collect counters': scratch.counters, 'collect scratch': scratch.scratch };
+    return rs.collected ? {} : collectBytes(lists);
   }
 
   /** The routing's collected form: the kept one, or a new one encoded into `l` (kept by #submitCollected). */
@@ -333,11 +333,11 @@ export class WebGpuBackendImpl implements WebGpuBackend {
     const W = validateKconvWeight(w, Hkv, D, this.caps.maxKconvWidth);
     if (!this.caps.dtypes.includes(w.dtype)) throw new MobaError('E_DTYPE', `kconvWeight.dtype = ${String(w.dtype)} is invalid: must be one of f32, f16, bf16`, 'kconvWeight.dtype');
     const C = Hkv * D;
-    const need = 3 * T * C * F32 + 2 * C * W * F32;
+    const need = 2 * storageBytes(T * C, k.dtype) + T * C * F32 + 2 * storageBytes(C * W, w.dtype); // backward: dkOut, dk, dz, w, dw
     if (need > this.caps.memoryBytes) throw new MobaError('E_MEMORY', `kconv workspace of ${need} bytes exceeds this backend's limit of ${this.caps.memoryBytes}`, 'workspace');
     const whole = Math.max(1, T); // one block and one tile per sequence: kconv only needs sequence bounds
     const geo = buildGeometry(sequences(layout, whole), T, whole, whole);
-    this.#ctx.checkSizes({ 'kconv out': T * C * F32, geometry: geo.words.byteLength });
+    this.#ctx.checkSizes({ 'kconv out': storageBytes(T * C, k.dtype), geometry: geo.words.byteLength });
     const wb = this.#buffer('kconvWeight', w);
     const kb = this.#buffer('k', k);
     return { T, C, W, geo, k: kb, w: wb };

@@ -12,6 +12,7 @@
  * dk, dv and dq that the reference would make NaN (SPEC §7), the other values never see it.
  */
 import { commonWgsl } from './common.wgsl.js';
+import { type StorageKind, tensorRead, tensorWrite } from './storage.wgsl.js';
 
 /** The body of myRows() for each `rw` (picks the invocation's rows out of a vec4 without dynamic indexing). */
 const MY_ROWS: Record<number, string> = {
@@ -20,8 +21,14 @@ const MY_ROWS: Record<number, string> = {
   4: '  return array<f32, 4>(v.x, v.y, v.z, v.w);',
 };
 
-/** `oc4`: vec4 dims per invocation (Dc / 64); `rw`: rows per invocation (M = 16·rw rows per step). */
-export function backwardDkdvWgsl(oc4: number, rw: number): string {
+/**
+ * `oc4`: vec4 dims per invocation (Dc / 64); `rw`: rows per invocation (M = 16·rw rows per step); `kind`: the
+ * storage of q, k, v, dOut, dk, dv (storage.wgsl.ts); `acc`: dk and dv are an f32 accumulation window instead
+ * (accIndex in common.wgsl.ts; a 16-bit run in several passes).
+ */
+export function backwardDkdvWgsl(oc4: number, rw: number, kind: StorageKind, acc = false): string {
+  const out = acc ? 'f32' : kind;
+  const remap = acc ? { remap: 'kvAcc' } : {};
   return /* wgsl */ `
 ${commonWgsl}
 const OC4: u32 = ${oc4}u;
@@ -36,13 +43,14 @@ override VK: u32 = 16u;     // keys per dQ staging step (a multiple of 4)
 override STAGE4: u32 = 512u; // vec4s of the staging buffer: DK·(2M + 2KT) / 4 ≥ 2·RC·DC / 4, VK·DC / 4
 
 @group(0) @binding(0) var<uniform> P: Params;                    // nItems = totalBlocks · sub-tiles per block
-@group(0) @binding(1) var<storage, read> q: array<f32>;          // [T, Hq, D]
-@group(0) @binding(2) var<storage, read> k: array<f32>;          // [T, Hkv, D]
-@group(0) @binding(3) var<storage, read> v: array<f32>;          // [T, Hkv, D]
-@group(0) @binding(4) var<storage, read> dOut: array<f32>;       // [T, Hq, D]
+${tensorRead('q', 1, kind)}// [T, Hq, D]
+${tensorRead('k', 2, kind)}// [T, Hkv, D]
+${tensorRead('v', 3, kind)}// [T, Hkv, D]
+${tensorRead('dOut', 4, kind)}// [T, Hq, D]
 @group(0) @binding(5) var<storage, read> collected: array<u32>;  // CollectedLayout (geometry included)
-@group(0) @binding(6) var<storage, read_write> dk: array<f32>;   // [T, Hkv, D]
-@group(0) @binding(7) var<storage, read_write> dv: array<f32>;   // [T, Hkv, D]
+${tensorWrite('dk', 6, out, remap)}// [T, Hkv, D]
+${tensorWrite('dv', 7, out, remap)}// [T, Hkv, D]
+fn kvAcc(i: u32) -> u32 { return accIndex(i, P.Hkv); }
 @group(0) @binding(8) var<storage, read_write> work: array<f32>; // [T, Hq, 2] (lse, Δ), then dq shares [passCap + CM, subs, paddedD] per entry of the pass
 
 var<workgroup> stage: array<vec4<f32>, STAGE4>;
@@ -106,10 +114,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         let d = (jv * 16u + ty) * 4u + x;
         if (d >= P.D) { continue; }
         let i = ((c0 + c) * P.Hkv + hk) * P.D + d;
-        let oldK = dk[i];
-        let oldV = dv[i];
-        dk[i] = select(oldK + P.scale * accK[j * OC4 + jv][x], nanF(), (bad & 2u) != 0u || isNan(oldK));
-        dv[i] = select(oldV + accV[j * OC4 + jv][x], nanF(), (bad & 1u) != 0u || isNan(oldV));
+        let oldK = dkAt(i);
+        let oldV = dvAt(i);
+        dkPut(i, select(oldK + P.scale * accK[j * OC4 + jv][x], nanF(), (bad & 2u) != 0u || isNan(oldK)));
+        dvPut(i, select(oldV + accV[j * OC4 + jv][x], nanF(), (bad & 1u) != 0u || isNan(oldV)));
       }
     }
   }
@@ -236,7 +244,7 @@ fn stageRowsT(h: u32, nr: u32, d0: u32, lid: u32) {
       let r = (f / DK) * 4u + i;
       if (r < nr && d < P.D) {
         let at = (rowIds[r] * P.Hq + h) * P.D + d;
-        if (which == 0u) { x[i] = q[at]; } else { x[i] = dOut[at]; } // (select() would load both)
+        if (which == 0u) { x[i] = qAt(at); } else { x[i] = dOutAt(at); } // (select() would load both)
       }
       if (isNan(x[i])) { atomicOr(&rowIn[r], 1u << which); x[i] = 0.0; }
     }
@@ -256,7 +264,7 @@ fn stageKeysT(hk: u32, c0: u32, c1: u32, d0: u32, kOff: u32, vOff: u32, lid: u32
       let c = (f / DK) * 4u + i;
       if (c0 + c < c1 && d < P.D) {
         let at = ((c0 + c) * P.Hkv + hk) * P.D + d;
-        if (which == 0u) { x[i] = k[at]; } else { x[i] = v[at]; }
+        if (which == 0u) { x[i] = kAt(at); } else { x[i] = vAt(at); }
       }
       if (isNan(x[i])) { atomicOr(&keyIn[c], 1u << which); x[i] = 0.0; }
     }
@@ -276,7 +284,7 @@ fn stageRows(h: u32, nr: u32, a: u32, lid: u32) {
     for (var i = 0u; i < 4u; i++) {
       if (r < nr && d + i < P.D) {
         let at = (rowIds[r] * P.Hq + h) * P.D + d + i;
-        if (which == 0u) { x[i] = dOut[at]; } else { x[i] = q[at]; }
+        if (which == 0u) { x[i] = dOutAt(at); } else { x[i] = qAt(at); }
       }
       if (isNan(x[i])) { x[i] = 0.0; }
     }
@@ -298,7 +306,7 @@ fn dqPartial(t: Tile, r0: u32, nr: u32, lid: u32) {
       let d = (e % (DC / 4u)) * 4u;
       var x = vec4<f32>(0.0);
       for (var i = 0u; i < 4u; i++) {
-        if (t.c0 + c < t.c1 && d + i < P.D) { x[i] = k[((t.c0 + c) * P.Hkv + t.hk) * P.D + d + i]; }
+        if (t.c0 + c < t.c1 && d + i < P.D) { x[i] = kAt(((t.c0 + c) * P.Hkv + t.hk) * P.D + d + i); }
         if (isNan(x[i])) { x[i] = 0.0; }
       }
       stage[e] = x;

@@ -6,8 +6,14 @@
  * each row's slots, the running sum kept (unscaled) in dq.
  */
 import { commonWgsl } from './common.wgsl.js';
+import { type StorageKind, tensorWrite } from './storage.wgsl.js';
 
-export const backwardDqWgsl = /* wgsl */ `
+/**
+ * `kind`: the storage of dq; `acc`: dq is an f32 accumulation window of one head instead (accIndex in
+ * common.wgsl.ts), for 16-bit outputs of passes that hold part of a head's entries (backward.ts packs it).
+ */
+export function backwardDqWgsl(kind: StorageKind, acc = false): string {
+  return /* wgsl */ `
 ${commonWgsl}
 override WG: u32 = 64;
 override CM: u32 = 64; // rows per chunk (CHUNK_ROWS)
@@ -17,7 +23,8 @@ const KT: u32 = 64u;   // keys per dK/dV workgroup
 @group(0) @binding(1) var<storage, read> indices: array<i32>;    // [T, Hq, topk]
 @group(0) @binding(2) var<storage, read> collected: array<u32>;  // CollectedLayout (geometry included)
 @group(0) @binding(3) var<storage, read> work: array<vec4<f32>>; // (lse, Δ), dq shares [passCap + CM, subs, paddedD] per entry of the pass
-@group(0) @binding(4) var<storage, read_write> dq: array<f32>;   // [T, Hq, D]
+${tensorWrite('dq', 4, acc ? 'f32' : kind, acc ? { remap: 'dqAcc' } : {})}// [T, Hq, D]
+fn dqAcc(i: u32) -> u32 { return accIndex(i, P.Hq); }
 
 // One invocation per (row, 4 dims) of the pass's heads.
 @compute @workgroup_size(WG)
@@ -52,7 +59,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       if (off + (e - off) / CM * CM - base0 - P.passE0 >= P.passCap) { continue; }
     }
     if (first && s > 0u) { // earlier passes' running sum
-      for (var c = 0u; c < 4u; c++) { if (4u * d4 + c < D) { acc[c] = dq[row * D + 4u * d4 + c]; } }
+      for (var c = 0u; c < 4u; c++) { if (4u * d4 + c < D) { acc[c] = dqAt(row * D + 4u * d4 + c); } }
       bad = isNan4(acc);
     }
     first = false;
@@ -70,6 +77,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (first) { return; }
     o = select(select(P.scale * acc, acc, last < n), vec4<f32>(nanF()), bad); // unscaled while later passes add
   }
-  for (var c = 0u; c < 4u; c++) { if (4u * d4 + c < D) { dq[row * D + 4u * d4 + c] = o[c]; } }
+  // whole words (pairs from an even index) at once
+  let i0 = row * D + 4u * d4;
+  let nd = D - 4u * d4;
+  for (var c = 0u; c < 4u; c += 2u) {
+    if (c + 1u < nd && ((i0 + c) & 1u) == 0u) { dqPut2(i0 + c, o[c], o[c + 1u]); continue; }
+    if (c < nd) { dqPut(i0 + c, o[c]); }
+    if (c + 1u < nd) { dqPut(i0 + c + 1u, o[c + 1u]); }
+  }
 }
 `;
+}

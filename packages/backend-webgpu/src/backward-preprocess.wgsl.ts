@@ -5,15 +5,18 @@
  * `work` buffer: [T, Hq, 2] f32.
  */
 import { commonWgsl } from './common.wgsl.js';
+import { type StorageKind, tensorRead } from './storage.wgsl.js';
 
-export const backwardPreprocessWgsl = /* wgsl */ `
+/** `kind`: the storage of out and dOut (storage.wgsl.ts). */
+export function backwardPreprocessWgsl(kind: StorageKind): string {
+  return /* wgsl */ `
 ${commonWgsl}
 const LANES: u32 = 16u;
 const ROWS: u32 = 16u; // rows per workgroup (256 invocations)
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> out: array<f32>;   // [T, Hq, D]
-@group(0) @binding(2) var<storage, read> dOut: array<f32>;  // [T, Hq, D]
+${tensorRead('out', 1, kind)}// [T, Hq, D]
+${tensorRead('dOut', 2, kind)}// [T, Hq, D]
 @group(0) @binding(3) var<storage, read> lse: array<f32>;   // [T, Hq]
 @group(0) @binding(4) var<storage, read_write> stats: array<f32>; // work: [T, Hq, 2] first
 
@@ -26,7 +29,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let i = itemOf(wid) * ROWS + r; // (t, h)
   var s = 0.0;
   if (i < P.T * P.Hq) {
-    for (var d = lane; d < P.D; d += LANES) { s += dOut[i * P.D + d] * out[i * P.D + d]; }
+    for (var d = lane; d < P.D; d += LANES) { s += dOutAt(i * P.D + d) * outAt(i * P.D + d); }
   }
   part[lid] = s;
   workgroupBarrier();
@@ -37,3 +40,4 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   stats[2u * i + 1u] = delta;
 }
 `;
+}

@@ -2,30 +2,39 @@
  * Backward launchers (SPEC §5): preprocess (lse, Δ) → per pass, dK/dV per 64-key tile over the collected
  * lists, which also stores each (entry, tile)'s dQ share → the dQ merge in slot order. No float atomics, so
  * results are bitwise reproducible. Passes exist only so that the dQ shares fit one storage binding.
+ * dq, dk, dv are written in their dtype's storage. Sums a 16-bit output carries across passes go through f32
+ * windows (accIndex in common.wgsl.ts), packed once complete (pack.wgsl.ts): dq of a head split across passes
+ * ([T, D]), and dk/dv whenever there are several passes ([T, kvWindow, D], the kv heads one pass touches).
  */
 /// <reference types="@webgpu/types" />
-import type { ShaderSpec } from './device.js';
 import { backwardDkdvWgsl } from './backward-dkdv.wgsl.js';
 import { backwardDqWgsl } from './backward-dq.wgsl.js';
 import { backwardPreprocessWgsl } from './backward-preprocess.wgsl.js';
-import { ATTN_WG, type AttnConfig, paddedD } from './forward.js';
-import { CHUNK_ROWS, type CollectedLayout, type Launch, type Pass, type Tiles } from './launch.js';
+import { ATTN_WG, type AttnConfig, encodePack, headWindowBytes, paddedD } from './forward.js';
+import { CHUNK_ROWS, type CollectedLayout, type Launch, type Pass, type Tiles, shaderVariant } from './launch.js';
 import type { Dims } from './route.js';
+import type { StorageKind } from './storage.wgsl.js';
 
-const PRE: ShaderSpec = { name: 'moba.backward-preprocess', code: backwardPreprocessWgsl, bindings: ['uniform', 'read', 'read', 'read', 'rw'] };
+const PRE_BINDINGS = ['uniform', 'read', 'read', 'read', 'rw'] as const;
 const DKDV_BINDINGS = ['uniform', 'read', 'read', 'read', 'read', 'read', 'rw', 'rw', 'rw'] as const;
-const dkdvShaders = new Map<string, ShaderSpec>();
-const DQ: ShaderSpec = { name: 'moba.backward-dq', code: backwardDqWgsl, bindings: ['uniform', 'read', 'read', 'read', 'rw'] };
+const DQ_BINDINGS = ['uniform', 'read', 'read', 'read', 'rw'] as const;
 /** Rows per preprocess workgroup (backward-preprocess.wgsl.ts). */
 const PRE_ROWS = 16;
 /** Keys per dK/dV workgroup (backward-dkdv.wgsl.ts). */
 export const DKDV_KEYS = 64;
 
-function dkdvShader(oc4: number, rw: number): ShaderSpec {
-  const name = `moba.backward-dkdv${oc4}x${rw}`;
-  let s = dkdvShaders.get(name);
-  if (!s) dkdvShaders.set(name, (s = { name, code: backwardDkdvWgsl(oc4, rw), bindings: DKDV_BINDINGS }));
-  return s;
+/** The kv heads [lo, hi) whose query heads a pass holds. */
+function kvRange(pass: Pass, group: number): [number, number] {
+  return [Math.floor(pass.hLo / group), Math.ceil(pass.hHi / group)];
+}
+
+/**
+ * Kv heads of the f32 dk/dv windows: 0 (dk, dv written directly) for f32 storage or one pass, else the most kv
+ * heads one pass touches (a kv head's sums stay in the window until its last pass, then are packed).
+ */
+export function kvWindowHeads(kind: StorageKind, passes: readonly Pass[], group: number): number {
+  if (kind === 'f32' || passes.length < 2) return 0;
+  return Math.max(...passes.map((p) => kvRange(p, group)).map(([lo, hi]) => hi - lo));
 }
 
 /** dQ shares per collected entry: one per 64-key sub-tile of a block. */
@@ -55,26 +64,45 @@ export interface BackwardBuffers {
   /** (lse, Δ) [T, Hq, 2] then the dQ shares (backwardWorkWords). */
   readonly work: GPUBuffer;
   readonly dq: GPUBuffer;
-  /** [T, Hkv, D] each; must be zero (fresh): every pass adds to them. */
+  /** [T, Hkv, D] each; must be zero (fresh): every pass adds to them (or stores packed words into them). */
   readonly dk: GPUBuffer;
   readonly dv: GPUBuffer;
 }
 
 export function encodeBackward(
-  l: Launch, dims: Dims, cfg: AttnConfig, tiles: Tiles, lists: CollectedLayout, passes: readonly Pass[], b: BackwardBuffers,
+  l: Launch, dims: Dims, kind: StorageKind, cfg: AttnConfig, tiles: Tiles, lists: CollectedLayout, passes: readonly Pass[], b: BackwardBuffers,
 ): void {
   const { T, Hq, Hkv, D } = dims;
-  const fields = { ...dims, ...cfg, geo: lists.geo, lists };
-  l.add(PRE, 'main', {}, fields, [b.out, b.dOut, b.lse, b.work], Math.ceil((T * Hq) / PRE_ROWS));
-  const { RW, DK, RC, VK, STAGE4 } = tiles.backward;
-  const dkdv = dkdvShader(tiles.oc4, RW);
-  const tilesPerHead = lists.geo.totalBlocks * subTiles(cfg.blockSize);
   const group = Hq / Hkv;
-  for (const pass of passes) {
-    const f = { ...fields, pass };
-    const kvHeads = Math.ceil(pass.hHi / group) - Math.floor(pass.hLo / group); // those of the pass's query heads
-    l.add(dkdv, 'main', { DK, RC, VK, STAGE4 }, { ...f, nItems: tilesPerHead },
-      [b.q, b.k, b.v, b.dOut, b.collected, b.dk, b.dv, b.work], tilesPerHead, kvHeads);
-    l.add(DQ, 'main', { WG: ATTN_WG, CM: CHUNK_ROWS }, f, [b.indices, b.collected, b.work, b.dq], Math.ceil((T * (pass.hHi - pass.hLo) * paddedD(D) / 4) / ATTN_WG));
-  }
+  const kvWin = kvWindowHeads(kind, passes, group);
+  const dqWinBytes = headWindowBytes(kind, passes, T, D);
+  const dqWin = dqWinBytes > 0 ? l.temp('dq window', dqWinBytes) : null;
+  const dkWin = kvWin > 0 ? l.temp('dk window', T * kvWin * D * 4) : null;
+  const dvWin = kvWin > 0 ? l.temp('dv window', T * kvWin * D * 4) : null;
+  const fields = { ...dims, ...cfg, geo: lists.geo, lists };
+  const pre = shaderVariant(`moba.backward-preprocess.${kind}`, PRE_BINDINGS, () => backwardPreprocessWgsl(kind));
+  l.add(pre, 'main', {}, fields, [b.out, b.dOut, b.lse, b.work], Math.ceil((T * Hq) / PRE_ROWS));
+  const { RW, DK, RC, VK, STAGE4 } = tiles.backward;
+  const acc = kvWin > 0 ? '.window' : '';
+  const dkdv = shaderVariant(`moba.backward-dkdv${tiles.oc4}x${RW}.${kind}${acc}`, DKDV_BINDINGS, () => backwardDkdvWgsl(tiles.oc4, RW, kind, kvWin > 0));
+  const dq = shaderVariant(`moba.backward-dq.${kind}${dqWin ? '.window' : ''}`, DQ_BINDINGS, () => backwardDqWgsl(kind, !!dqWin));
+  const tilesPerHead = lists.geo.totalBlocks * subTiles(cfg.blockSize);
+  let kvDone = 0; // kv heads [0, kvDone) are packed
+  passes.forEach((pass, p) => {
+    const [kLo, kHi] = kvRange(pass, group);
+    l.add(dkdv, 'main', { DK, RC, VK, STAGE4 }, { ...fields, pass, nItems: tilesPerHead, accHeads: kvWin },
+      [b.q, b.k, b.v, b.dOut, b.collected, dkWin ?? b.dk, dvWin ?? b.dv, b.work], tilesPerHead, kHi - kLo);
+    l.add(dq, 'main', { WG: ATTN_WG, CM: CHUNK_ROWS }, { ...fields, pass, accHeads: 1 }, [b.indices, b.collected, b.work, dqWin ?? b.dq],
+      Math.ceil((T * (pass.hHi - pass.hLo) * paddedD(D) / 4) / ATTN_WG));
+    const next = passes[p + 1];
+    if (dqWin && next?.hLo !== pass.hLo) encodePack(l, kind, dqWin, b.dq, { T, Hq, D, hLo: pass.hLo, hHi: pass.hHi, accHeads: 1 });
+    // kv heads whose last pass this is: those before the next pass's first
+    const complete = next ? kvRange(next, group)[0] : Hkv;
+    if (dkWin && dvWin && complete > kvDone) {
+      for (const [win, dst] of [[dkWin, b.dk], [dvWin, b.dv]] as const) {
+        encodePack(l, kind, win, dst, { T, Hq: Hkv, D, hLo: kvDone, hHi: complete, accHeads: kvWin });
+      }
+      kvDone = complete;
+    }
+  });
 }

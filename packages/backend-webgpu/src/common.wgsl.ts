@@ -1,7 +1,10 @@
 /**
  * The WGSL prelude every kernel of this backend starts with: one uniform `Params` struct (filled by
- * `params()` in launch.ts, same word order), the geometry buffer accessors, and numeric helpers.
+ * `params()` in launch.ts, same word order), the geometry buffer accessors, numeric helpers, and the 16-bit
+ * storage helpers (storage.wgsl.ts).
  */
+import { storageWgsl } from './storage.wgsl.js';
+
 export const commonWgsl = /* wgsl */ `
 struct Params {
   T: u32, Hq: u32, Hkv: u32, D: u32,
@@ -19,6 +22,7 @@ struct Params {
   // a pass's partials are stored at entry − base − passE0
   passE0: u32, passCap: u32, hLo: u32, hHi: u32,
   passWhole: u32,
+  accHeads: u32,    // heads of an f32 accumulation window (accIndex)
 }
 
 const LOG2E: f32 = 1.4426950408889634;  // 1 / ln 2: scores are kept in the log2 domain (exp2 is the native op)
@@ -41,6 +45,13 @@ fn dqSharesOffset() -> u32 { return (2u * P.T * P.Hq + 3u) / 4u * 4u; }
 // values), so NaN inputs are tracked with isNan() on raw scores and written back explicitly.
 fn nanF() -> f32 { return bitcast<f32>(P.nanBits); }
 
+// An f32 accumulation window for a 16-bit output split across passes (forward.ts, backward.ts): element i of
+// a [T, heads, D] tensor lives at (t · accHeads + head % accHeads) · D + d of an f32 [T, accHeads, D] buffer.
+fn accIndex(i: u32, heads: u32) -> u32 {
+  let row = i / P.D;
+  return ((row / heads) * P.accHeads + (row % heads) % P.accHeads) * P.D + i % P.D;
+}
+${storageWgsl}
 // Work items beyond 65535 workgroups are folded into y; the launcher sets P.gridX to the x extent.
 fn itemOf(wid: vec3<u32>) -> u32 { return wid.x + wid.y * P.gridX; }
 `;

@@ -68,6 +68,22 @@ export async function openDevice(opts: { timestamps?: boolean } = {}): Promise<O
   }
 }
 
+/** The limits that bound one buffer. */
+export interface BufferLimits {
+  readonly maxStorageBufferBindingSize: number;
+  readonly maxBufferSize: number;
+}
+
+/** Throws E_MEMORY if any of these buffers (name → bytes) exceeds the limits: the check before any allocation. */
+export function checkBufferSizes(limits: BufferLimits, sizes: Record<string, number>): void {
+  const max = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+  for (const [name, bytes] of Object.entries(sizes)) {
+    if (bytes > max) {
+      throw new MobaError('E_MEMORY', `buffer ${name} needs ${fmtBytes(bytes)}, over this device's limit of ${fmtBytes(max)} per storage binding (maxStorageBufferBindingSize / maxBufferSize)`, 'workspace');
+    }
+  }
+}
+
 /** Every live buffer of every GpuContext in this process (for leak checks). */
 let liveBuffersTotal = 0;
 export function liveBufferCount(): number {
@@ -156,12 +172,7 @@ export class GpuContext {
 
   /** Throws E_MEMORY, before anything is allocated, if any of these buffers exceeds the device's limits. */
   checkSizes(sizes: Record<string, number>): void {
-    const max = Math.min(this.limits.maxStorageBufferBindingSize, this.limits.maxBufferSize);
-    for (const [name, bytes] of Object.entries(sizes)) {
-      if (bytes > max) {
-        throw new MobaError('E_MEMORY', `buffer ${name} needs ${fmtBytes(bytes)}, over this device's limit of ${fmtBytes(max)} per storage binding (maxStorageBufferBindingSize / maxBufferSize)`, 'workspace');
-      }
-    }
+    checkBufferSizes(this.limits, sizes);
   }
 
   /** A labelled storage buffer (at least 16 bytes: empty bindings are invalid). */

@@ -9,8 +9,14 @@
  * NaN partials give NaN (m: out and lse; o: out).
  */
 import { commonWgsl } from './common.wgsl.js';
+import { type StorageKind, tensorWrite } from './storage.wgsl.js';
 
-export const forwardMergeWgsl = /* wgsl */ `
+/**
+ * `kind`: the storage of out; `acc`: out is an f32 accumulation window of one head instead (accIndex in
+ * common.wgsl.ts), for 16-bit outputs of passes that hold part of a head's entries (forward.ts packs it).
+ */
+export function forwardMergeWgsl(kind: StorageKind, acc = false): string {
+  return /* wgsl */ `
 ${commonWgsl}
 override WG: u32 = 64;
 override CM: u32 = 64; // rows per chunk (CHUNK_ROWS)
@@ -19,9 +25,11 @@ override CM: u32 = 64; // rows per chunk (CHUNK_ROWS)
 @group(0) @binding(1) var<storage, read> indices: array<i32>;      // [T, Hq, topk]
 @group(0) @binding(2) var<storage, read> collected: array<u32>;    // CollectedLayout (geometry included)
 @group(0) @binding(3) var<storage, read> part: array<vec4<f32>>;   // [passCap + CM, paddedD] o, [passCap + CM, 2] (m, l): per entry of the pass
-@group(0) @binding(4) var<storage, read_write> out: array<f32>;    // [T, Hq, D]
+${tensorWrite('out', 4, acc ? 'f32' : kind, acc ? { remap: 'outAcc' } : {})}// [T, Hq, D]
 @group(0) @binding(5) var<storage, read_write> lse: array<f32>;    // [T, Hq]
 @group(0) @binding(6) var<storage, read_write> run: array<f32>;    // [T, Hq, 2] running (m, l) between passes
+
+fn outAcc(i: u32) -> u32 { return accIndex(i, P.Hq); }
 
 // Whether entry e (of row (t, h)'s slot choosing local block j; base: the pass's first head's first entry) lies
 // in this pass: its chunk starts there.
@@ -77,7 +85,7 @@ fn merge(row: u32, d4: u32, withO: bool) -> Merged {
     r.l = run[2u * row + 1u];
     r.badRow = isNan(r.m);
     if (withO) {
-      for (var c = 0u; c < 4u; c++) { if (4u * d4 + c < D) { r.o[c] = out[row * D + 4u * d4 + c]; } }
+      for (var c = 0u; c < 4u; c++) { if (4u * d4 + c < D) { r.o[c] = outAt(row * D + 4u * d4 + c); } }
       r.badOut = isNan4(r.o);
     }
   }
@@ -115,7 +123,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       o = select(select(r.o / r.l, vec4<f32>(0.0), r.l == 0.0), vec4<f32>(nanF()), vec4<bool>(r.badRow) | r.badOut);
     }
   }
-  for (var c = 0u; c < 4u; c++) { if (4u * d4 + c < P.D) { out[row * P.D + 4u * d4 + c] = o[c]; } }
+  storeOut4(row * P.D + 4u * d4, P.D - 4u * d4, o);
+}
+
+// Stores the first min(4, n) values of o from element i on: whole words (pairs from an even index) at once.
+fn storeOut4(i: u32, n: u32, o: vec4<f32>) {
+  for (var c = 0u; c < 4u; c += 2u) {
+    if (c + 1u < n && ((i + c) & 1u) == 0u) { outPut2(i + c, o[c], o[c + 1u]); continue; }
+    if (c < n) { outPut(i + c, o[c]); }
+    if (c + 1u < n) { outPut(i + c + 1u, o[c + 1u]); }
+  }
 }
 
 @compute @workgroup_size(WG)
@@ -134,3 +151,4 @@ fn stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   lse[row] = select(select((r.m + log2(r.l)) * LN2, negInf(), r.l == 0.0), nanF(), r.badRow);
 }
 `;
+}

@@ -1,23 +1,21 @@
 /**
  * Forward launcher: per pass (Pass in launch.ts; usually one), the chunk kernel (forward.wgsl.ts: one
  * workgroup per chunk of a collected list, writing a partial per (row, slot)) then the merge
- * (forward-merge.wgsl.ts: out [T, Hq, D], then lse [T, Hq]). Outputs of f16/bf16 problems are then rounded to
- * their dtype (round.wgsl.ts).
+ * (forward-merge.wgsl.ts: out [T, Hq, D] in its dtype's storage, then lse [T, Hq] f32). A 16-bit out whose head
+ * is split across passes keeps the head's running state in an f32 window [T, D], packed after its last pass
+ * (pack.wgsl.ts).
  */
 /// <reference types="@webgpu/types" />
-import { type DType, MobaError, fmtBytes } from '@moba/core';
-import type { ShaderSpec } from './device.js';
+import { MobaError, fmtBytes } from '@moba/core';
 import { forwardMergeWgsl } from './forward-merge.wgsl.js';
 import { forwardWgsl } from './forward.wgsl.js';
-import { CHUNK_ROWS, type CollectedLayout, type Launch, type Pass, type Tiles } from './launch.js';
-import { roundWgsl } from './round.wgsl.js';
+import { CHUNK_ROWS, type CollectedLayout, type Launch, type Pass, type Tiles, shaderVariant } from './launch.js';
+import { packWgsl } from './pack.wgsl.js';
 import type { Dims } from './route.js';
+import type { StorageKind } from './storage.wgsl.js';
 
-const FORWARD = [1, 2, 4].map((oc4): ShaderSpec => ({
-  name: `moba.forward${oc4}`, code: forwardWgsl(oc4), bindings: ['uniform', 'read', 'read', 'read', 'read', 'rw'],
-}));
-const MERGE: ShaderSpec = { name: 'moba.forward-merge', code: forwardMergeWgsl, bindings: ['uniform', 'read', 'read', 'read', 'rw', 'rw', 'rw'] };
-const ROUND: ShaderSpec = { name: 'moba.round', code: roundWgsl, bindings: ['uniform', 'rw'] };
+const FORWARD_BINDINGS = ['uniform', 'read', 'read', 'read', 'read', 'rw'] as const;
+const MERGE_BINDINGS = ['uniform', 'read', 'read', 'read', 'rw', 'rw', 'rw'] as const;
 export const ATTN_WG = 64;
 
 export interface AttnConfig {
@@ -69,27 +67,47 @@ export function forwardPartialBytes(passes: readonly Pass[], D: number): number 
   return (Math.max(...passes.map((p) => p.cap)) + CHUNK_ROWS) * forwardPartialFloats(D) * 4;
 }
 
+/**
+ * Bytes of the f32 window [T, D] that holds one head's running out (forward) or dq (backward) between passes:
+ * only for 16-bit storage with passes over parts of a head (f32 outputs hold it themselves); else 0.
+ */
+export function headWindowBytes(kind: StorageKind, passes: readonly Pass[], T: number, D: number): number {
+  return kind !== 'f32' && passes.some((p) => !p.whole) ? T * D * 4 : 0;
+}
+
 export function encodeForward(
-  l: Launch, dims: Dims, cfg: AttnConfig, tiles: Tiles, lists: CollectedLayout, passes: readonly Pass[],
+  l: Launch, dims: Dims, kind: StorageKind, cfg: AttnConfig, tiles: Tiles, lists: CollectedLayout, passes: readonly Pass[],
   b: { q: GPUBuffer; k: GPUBuffer; v: GPUBuffer; indices: GPUBuffer; collected: GPUBuffer; out: GPUBuffer; lse: GPUBuffer },
 ): void {
   const { T, D } = dims;
   const part = l.temp('forward partials', forwardPartialBytes(passes, D));
   const run = l.temp('forward running max and sums', passes.some((p) => !p.whole) ? 2 * T * dims.Hq * 4 : 16);
-  const shader = FORWARD[Math.log2(tiles.oc4)]!;
+  const windowBytes = headWindowBytes(kind, passes, T, D);
+  const window = windowBytes > 0 ? l.temp('forward out window', windowBytes) : null;
+  const shader = shaderVariant(`moba.forward${tiles.oc4}.${kind}`, FORWARD_BINDINGS, () => forwardWgsl(tiles.oc4, kind));
+  const merge = shaderVariant(`moba.forward-merge.${kind}${window ? '.window' : ''}`, MERGE_BINDINGS, () => forwardMergeWgsl(kind, !!window));
   const { DK, VK, PH, STAGE4 } = tiles.forward;
-  for (const pass of passes) {
-    const fields = { ...dims, ...cfg, geo: lists.geo, lists, pass };
+  passes.forEach((pass, p) => {
+    const fields = { ...dims, ...cfg, geo: lists.geo, lists, pass, accHeads: 1 };
     const rows = T * (pass.hHi - pass.hLo); // the merge covers the pass's heads only
     l.add(shader, 'main', { DK, VK, PH, STAGE4 }, fields, [b.q, b.k, b.v, b.collected, part], pass.groups);
-    const merge = [b.indices, b.collected, part, b.out, b.lse, run];
-    l.add(MERGE, 'main', { WG: ATTN_WG, CM: CHUNK_ROWS }, fields, merge, Math.ceil((rows * paddedD(D) / 4) / ATTN_WG));
-    l.add(MERGE, 'stats', { WG: ATTN_WG, CM: CHUNK_ROWS }, fields, merge, Math.ceil(rows / ATTN_WG));
-  }
+    const bufs = [b.indices, b.collected, part, window ?? b.out, b.lse, run];
+    l.add(merge, 'main', { WG: ATTN_WG, CM: CHUNK_ROWS }, fields, bufs, Math.ceil((rows * paddedD(D) / 4) / ATTN_WG));
+    l.add(merge, 'stats', { WG: ATTN_WG, CM: CHUNK_ROWS }, fields, bufs, Math.ceil(rows / ATTN_WG));
+    // a window holds one head (passes over parts of a head hold one head each): packed after its last pass
+    if (window && passes[p + 1]?.hLo !== pass.hLo) encodePack(l, kind, window, b.out, { T, Hq: dims.Hq, D, hLo: pass.hLo, hHi: pass.hHi, accHeads: 1 });
+  });
 }
 
-/** Rounds `n` f32 values of `buf` to `dtype` in place (nothing for f32). */
-export function encodeRound(l: Launch, buf: GPUBuffer, n: number, dtype: DType): void {
-  if (dtype === 'f32' || n === 0) return;
-  l.add(ROUND, 'main', { WG: ATTN_WG }, { nItems: n, mode: dtype === 'f16' ? 1 : 2 }, [buf], Math.ceil(n / ATTN_WG));
+/**
+ * Packs heads [hLo, hHi) of the f32 window `acc` [T, accHeads, D] into `dst` [T, Hq, D] stored as `kind`, and
+ * clears them in the window (pack.wgsl.ts).
+ */
+export function encodePack(
+  l: Launch, kind: StorageKind, acc: GPUBuffer, dst: GPUBuffer, f: { T: number; Hq: number; D: number; hLo: number; hHi: number; accHeads: number },
+): void {
+  const shader = shaderVariant(`moba.pack.${kind}`, ['uniform', 'rw', 'rw'], () => packWgsl(kind));
+  const pass = { hLo: f.hLo, hHi: f.hHi, e0: 0, cap: 0, whole: true, groups: 0 };
+  const n = f.T * (f.hHi - f.hLo) * f.D;
+  l.add(shader, 'main', { WG: ATTN_WG }, { T: f.T, Hq: f.Hq, D: f.D, accHeads: f.accHeads, pass }, [acc, dst], Math.ceil(n / ATTN_WG));
 }

@@ -11,9 +11,13 @@
  * carry it: a NaN in q, k or a score marks the row (o, m NaN: its out and lse); in v, its out only.
  */
 import { commonWgsl } from './common.wgsl.js';
+import { type StorageKind, tensorRead } from './storage.wgsl.js';
 
-/** `oc4`: vec4 columns of O per invocation, Dc / 64 (function-scope arrays need constant sizes). */
-export function forwardWgsl(oc4: number): string {
+/**
+ * `oc4`: vec4 columns of O per invocation, Dc / 64 (function-scope arrays need constant sizes); `kind`: the
+ * storage of q, k, v (storage.wgsl.ts).
+ */
+export function forwardWgsl(oc4: number, kind: StorageKind): string {
   return /* wgsl */ `
 ${commonWgsl}
 const OC4: u32 = ${oc4}u;   // O columns per invocation / 4
@@ -26,9 +30,9 @@ override PH: u32 = 64u;     // keys of P in workgroup memory at once (TN / PH ph
 override STAGE4: u32 = 512u; // vec4s of the staging buffer: max(DK·(M + TN), VK·DC) / 4
 
 @group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> q: array<f32>;             // [T, Hq, D]
-@group(0) @binding(2) var<storage, read> k: array<f32>;             // [T, Hkv, D]
-@group(0) @binding(3) var<storage, read> v: array<f32>;             // [T, Hkv, D]
+${tensorRead('q', 1, kind)}// [T, Hq, D]
+${tensorRead('k', 2, kind)}// [T, Hkv, D]
+${tensorRead('v', 3, kind)}// [T, Hkv, D]
 @group(0) @binding(4) var<storage, read> collected: array<u32>;     // CollectedLayout (geometry included)
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;    // [passCap + M, paddedD] o, then [passCap + M, 2] (m, l): per entry of the pass
 
@@ -195,7 +199,7 @@ fn scoreTile(h: u32, hk: u32, nRows: u32, p0: u32, b1: u32, kEnd: u32, lid: u32)
       var x = vec4<f32>(0.0);
       for (var i = 0u; i < 4u; i++) {
         let r = (e / DK) * 4u + i;
-        if (r < nRows && d < D) { x[i] = q[(rowIds[r] * P.Hq + h) * D + d]; }
+        if (r < nRows && d < D) { x[i] = qAt((rowIds[r] * P.Hq + h) * D + d); }
         if (isNan(x[i])) { atomicOr(&rowBad[r], 1u); x[i] = 0.0; }
       }
       stage[(e % DK) * (M / 4u) + e / DK] = x;
@@ -205,7 +209,7 @@ fn scoreTile(h: u32, hk: u32, nRows: u32, p0: u32, b1: u32, kEnd: u32, lid: u32)
       var x = vec4<f32>(0.0);
       for (var i = 0u; i < 4u; i++) {
         let c = (e / DK) * 4u + i;
-        if (p0 + c < b1 && d < D) { x[i] = k[((p0 + c) * P.Hkv + hk) * D + d]; }
+        if (p0 + c < b1 && d < D) { x[i] = kAt(((p0 + c) * P.Hkv + hk) * D + d); }
         if (isNan(x[i])) { atomicOr(&keyBad[c], 1u); x[i] = 0.0; }
       }
       stage[DK * (M / 4u) + (e % DK) * (TN / 4u) + e / DK] = x;
@@ -247,7 +251,7 @@ fn accumulatePV(o: ptr<function, array<mat4x4<f32>, OC4>>, pt: mat4x4<f32>, hk: 
         let d = (e % (DC / 4u)) * 4u;
         var x = vec4<f32>(0.0);
         for (var i = 0u; i < 4u; i++) {
-          if (p0 + v0 + c < b1 && d + i < D) { x[i] = v[((p0 + v0 + c) * P.Hkv + hk) * D + d + i]; }
+          if (p0 + v0 + c < b1 && d + i < D) { x[i] = vAt(((p0 + v0 + c) * P.Hkv + hk) * D + d + i); }
           if (isNan(x[i])) { atomicOr(&keyBad[v0 + c], 2u); x[i] = 0.0; }
         }
         stage[e] = x;

@@ -2,8 +2,8 @@
  * @moba/backend-webgpu: MoBA in WGSL on any GPUDevice (navigator.gpu in browsers, Dawn's `webgpu` package in
  * Node): fused tiled routing, parallel collect, collect-and-densify forward (one workgroup per chunk of a key
  * block's rows, register-tiled, online softmax, partials merged per row in slot order), deterministic backward
- * (Δ, dK/dV per 64-key tile with the dQ shares, dQ merged per row), kconv. f32 compute; f16/bf16 I/O converted
- * at the boundary. Kernel design: docs/webgpu.md.
+ * (Δ, dK/dV per 64-key tile with the dQ shares, dQ merged per row), kconv. f32 compute; f16/bf16 tensors
+ * stored in 16 bits and decoded in the shaders (no shader-f16 needed). Kernel design: docs/webgpu.md.
  */
 /// <reference types="@webgpu/types" />
 import { MobaError } from '@moba/core';

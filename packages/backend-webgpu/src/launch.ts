@@ -13,6 +13,8 @@ export interface ParamFields {
   blockSize?: number; topk?: number; causal?: boolean;
   nItems?: number; geo?: Geometry; scale?: number; width?: number; mode?: number;
   lists?: CollectedLayout; pass?: Pass;
+  /** Heads of an f32 accumulation window (accIndex in common.wgsl.ts). */
+  accHeads?: number;
 }
 
 /**
@@ -85,7 +87,7 @@ function paramWords(p: ParamFields, gridX: number): number[] {
     0xff800000, 0x7fc00000, p.lists?.nLists ?? 0, p.lists?.maxEntries ?? 0,
     p.lists?.rowsOff ?? 0, p.lists?.invOff ?? 0, p.lists?.chunksOff ?? 0, p.lists?.chunkOffOff ?? 0,
     p.pass?.e0 ?? 0, p.pass?.cap ?? 0, p.pass?.hLo ?? 0, p.pass?.hHi ?? 0,
-    p.pass?.whole ? 1 : 0,
+    p.pass?.whole ? 1 : 0, p.accHeads ?? 0,
   ];
 }
 
@@ -201,6 +203,18 @@ export function chooseTiles(limits: GPUSupportedLimits, D: number, bytes = limit
   bytes = Math.min(bytes, limits.maxComputeWorkgroupStorageSize);
   const dc = Math.max(64, 2 ** Math.ceil(Math.log2(Math.max(1, D))));
   return { rows: 64, route: routeTiles(bytes), dc, oc4: dc / 64, forward: forwardTiles(dc, bytes), backward: backwardTiles(dc, bytes) };
+}
+
+const variants = new Map<string, ShaderSpec>();
+
+/**
+ * The shader `name` (one per variant: tile constants baked in, storage kinds), its code made on first use.
+ * Pipelines are cached per device by this name (GpuContext.pipeline).
+ */
+export function shaderVariant(name: string, bindings: ShaderSpec['bindings'], code: () => string): ShaderSpec {
+  let s = variants.get(name);
+  if (!s) variants.set(name, (s = { name, code: code(), bindings }));
+  return s;
 }
 
 /** The dispatches and temporaries of one op. */

@@ -5,11 +5,12 @@
 /// <reference types="@webgpu/types" />
 import type { ShaderSpec } from './device.js';
 import type { Geometry } from './geometry.js';
-import { CHUNK_ROWS, type CollectedLayout, type Launch, type Tiles } from './launch.js';
+import { CHUNK_ROWS, type CollectedLayout, type Launch, type Tiles, shaderVariant } from './launch.js';
 import { collectWgsl } from './collect.wgsl.js';
 import { routeWgsl } from './route.wgsl.js';
+import type { StorageKind } from './storage.wgsl.js';
 
-const ROUTE: ShaderSpec = { name: 'moba.route', code: routeWgsl, bindings: ['uniform', 'read', 'read', 'read', 'rw', 'rw'] };
+const ROUTE_BINDINGS = ['uniform', 'read', 'read', 'read', 'rw', 'rw'] as const;
 const COLLECT: ShaderSpec = { name: 'moba.collect', code: collectWgsl, bindings: ['uniform', 'read', 'rw', 'rw', 'rw'] };
 /** Query rows per routing workgroup (route.wgsl.ts: one owner invocation per row). */
 export const ROUTE_ROWS = 64;
@@ -23,15 +24,16 @@ export interface Dims {
   readonly D: number;
 }
 
-/** Centroids [totalBlocks, Hkv, D] into `cent`, then each row's selection into `indices` [T, Hq, topk]. */
+/** Centroids [totalBlocks, Hkv, D] into `cent`, then each row's selection into `indices` [T, Hq, topk]; q, k stored as `kind`. */
 export function encodeRoute(
-  l: Launch, geo: Geometry, dims: Dims, cfg: { blockSize: number; topk: number; causal: boolean }, tiles: Tiles,
+  l: Launch, geo: Geometry, dims: Dims, kind: StorageKind, cfg: { blockSize: number; topk: number; causal: boolean }, tiles: Tiles,
   b: { geom: GPUBuffer; q: GPUBuffer; k: GPUBuffer; cent: GPUBuffer; indices: GPUBuffer },
 ): void {
   const { T, Hq, Hkv, D } = dims;
   const constants = { TM: ROUTE_ROWS, ...tiles.route };
   const fields = { T, Hq, Hkv, D, ...cfg, geo };
   const bufs = [b.geom, b.q, b.k, b.cent, b.indices];
+  const ROUTE = shaderVariant(`moba.route.${kind}`, ROUTE_BINDINGS, () => routeWgsl(kind));
   l.add(ROUTE, 'centroids', constants, fields, bufs, Math.ceil((geo.totalBlocks * Hkv * D) / ROUTE_ROWS));
   l.add(ROUTE, 'topk', constants, { ...fields, nItems: geo.nQTiles }, bufs, geo.nQTiles, Hq);
 }

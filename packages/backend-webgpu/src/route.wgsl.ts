@@ -8,8 +8,11 @@
  * causally the own block is forced and only earlier blocks compete. No [T, NB] buffer.
  */
 import { commonWgsl } from './common.wgsl.js';
+import { type StorageKind, tensorRead } from './storage.wgsl.js';
 
-export const routeWgsl = /* wgsl */ `
+/** `kind`: the storage of q and k (storage.wgsl.ts). */
+export function routeWgsl(kind: StorageKind): string {
+  return /* wgsl */ `
 ${commonWgsl}
 override TM: u32 = 64;       // centroids kernel: invocations per workgroup
 override DK: u32 = 16u;      // head dims per S staging step
@@ -21,8 +24,8 @@ const MAXK: u32 = 64u;       // caps.maxTopk
 
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> geom: array<u32>;
-@group(0) @binding(2) var<storage, read> q: array<f32>;            // [T, Hq, D]
-@group(0) @binding(3) var<storage, read> k: array<f32>;            // [T, Hkv, D]
+${tensorRead('q', 2, kind)}// [T, Hq, D]
+${tensorRead('k', 3, kind)}// [T, Hkv, D]
 @group(0) @binding(4) var<storage, read_write> cent: array<f32>;   // [totalBlocks, Hkv, D]
 @group(0) @binding(5) var<storage, read_write> indices: array<i32>; // [T, Hq, topk]
 
@@ -35,7 +38,7 @@ fn centroids(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   let start = geom[P.blocksOff + 4u * g];
   let len = geom[P.blocksOff + 4u * g + 1u];
   var s = 0.0;
-  for (var t = start; t < start + len; t++) { s += k[t * P.Hkv * P.D + hd]; }
+  for (var t = start; t < start + len; t++) { s += kAt(t * P.Hkv * P.D + hd); }
   cent[i] = s / f32(len); // mean over the block's actual tokens (a partial last block included)
 }
 
@@ -81,7 +84,7 @@ fn topk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var x = vec4<f32>(0.0);
         for (var i = 0u; i < 4u; i++) {
           let r = r0 + (e / DK) * 4u + i;
-          if (r < r1 && d < D) { x[i] = q[(r * P.Hq + h) * D + d]; }
+          if (r < r1 && d < D) { x[i] = qAt((r * P.Hq + h) * D + d); }
         }
         stage[(e % DK) * (RT / 4u) + e / DK] = x;
       }
@@ -147,3 +150,4 @@ fn topk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   for (var i = 0u; i < P.topk; i++) { indices[out + i] = select(-1, i32(topIdx[i]), i < n); }
 }
 `;
+}
