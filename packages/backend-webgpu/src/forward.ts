@@ -13,9 +13,9 @@ import { CHUNK_ROWS, type CollectedLayout, type Launch, type Pass, type Tiles } 
 import { roundWgsl } from './round.wgsl.js';
 import type { Dims } from './route.js';
 
-const FORWARD = [1, 2, 4].map((oc4): ShaderSpec => ({
-  name: `moba.forward${oc4}`, code: forwardWgsl(oc4), bindings: ['uniform', 'read', 'read', 'read', 'read', 'rw'],
-}));
+const FORWARD = [false, true].map((prefetch) => [1, 2, 4].map((oc4): ShaderSpec => ({
+  name: `moba.forward${oc4}${prefetch ? 'p' : ''}`, code: forwardWgsl(oc4, prefetch), bindings: ['uniform', 'read', 'read', 'read', 'read', 'rw'],
+})));
 const MERGE: ShaderSpec = { name: 'moba.forward-merge', code: forwardMergeWgsl, bindings: ['uniform', 'read', 'read', 'read', 'rw', 'rw', 'rw'] };
 const ROUND: ShaderSpec = { name: 'moba.round', code: roundWgsl, bindings: ['uniform', 'rw'] };
 export const ATTN_WG = 64;
@@ -76,7 +76,7 @@ export function encodeForward(
   const { T, D } = dims;
   const part = l.temp('forward partials', forwardPartialBytes(passes, D));
   const run = l.temp('forward running max and sums', passes.some((p) => !p.whole) ? 2 * T * dims.Hq * 4 : 16);
-  const shader = FORWARD[Math.log2(tiles.oc4)]!;
+  const shader = FORWARD[tiles.forwardPrefetch === false ? 0 : 1]![Math.log2(tiles.oc4)]!;
   const { DK, VK, PH, STAGE4 } = tiles.forward;
   for (const pass of passes) {
     const fields = { ...dims, ...cfg, geo: lists.geo, lists, pass };
