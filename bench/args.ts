@@ -163,6 +163,9 @@ flags:
   --no-torch           run no python at all (no dense SDPA, no matmul rate)
   --python CMD         python with torch (default: $MOBA_PYTHON or python3)
   --no-fma             WebGPU: skip the f32 FMA peak kernel
+  --memory-gb N        WebGPU: workspace budget of one call in GiB (memoryBytes; default 96, the H200's
+                       memory less room for torch: WebGPU cannot query device memory, and the backend's own
+                       default of at most 8 GiB stops at about 64K tokens per sequence in this configuration)
   --time-limit S       whole run's budget in seconds (default 500): sizes predicted to overrun it are
                        skipped and reported; python gets what is left (the device tool stops at 600 s)
   --out DIR            results folder (default $OUT when set, else bench/results)
@@ -179,6 +182,8 @@ export interface GpuFlags {
   reps: number; seed: number; threads?: number;
   dense: boolean; denseMax: number | null; denseReps: number; matmul: boolean; python: string;
   fma: boolean;
+  /** WebGPU workspace budget in GiB. */
+  memoryGb: number;
   timeLimitS: number;
   out: string; write: boolean;
 }
@@ -206,7 +211,7 @@ export function parseGpuFlags(
   const f: GpuFlags = {
     backend, tokens: [], batch: 2, heads: 16, kvHeads: 16, headDim: 128, blockSize: 128, topk: 8, dtype: 'bf16',
     reps: 0, seed: 1, dense: true, denseMax: null, denseReps: 3, matmul: true, python: env.MOBA_PYTHON || 'python3', fma: true,
-    timeLimitS: 500, out: env.OUT ? resolve(env.OUT) : resultsDir, write: true,
+    memoryGb: 96, timeLimitS: 500, out: env.OUT ? resolve(env.OUT) : resultsDir, write: true,
   };
   for (const { name, value, raw } of flags(argv)) {
     switch (name) {
@@ -228,6 +233,7 @@ export function parseGpuFlags(
       case 'no-dense': f.dense = false; break;
       case 'dense-max': f.denseMax = size(name, value()); break;
       case 'dense-reps': f.denseReps = size(name, value()); break;
+      case 'memory-gb': f.memoryGb = size(name, value()); break;
       case 'no-matmul': f.matmul = false; break;
       case 'no-torch': torch = false; break;
       case 'python': {

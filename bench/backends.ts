@@ -11,7 +11,7 @@ import { type Backend, type BackendKind, MobaError, createBackend } from 'moba-t
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 
-export async function openBackend(kind: BackendKind, opts: { threads?: number } = {}): Promise<Backend> {
+export async function openBackend(kind: BackendKind, opts: { threads?: number; memoryBytes?: number } = {}): Promise<Backend> {
   switch (kind) {
     case 'cpu': {
       const { createCpuBackend } = await import('@moba/backend-cpu');
@@ -19,7 +19,7 @@ export async function openBackend(kind: BackendKind, opts: { threads?: number } 
     }
     case 'webgpu': {
       const { createWebGpuBackend } = await import('@moba/backend-webgpu');
-      return createWebGpuBackend();
+      return createWebGpuBackend(opts.memoryBytes !== undefined ? { memoryBytes: opts.memoryBytes } : {});
     }
     case 'cuda': {
       const beside = join(HERE, 'kernels');

@@ -232,7 +232,7 @@ export async function runGpuBench(f: GpuFlags): Promise<number> {
   log(`${f.backend}: N = ${f.tokens.map(kLabel).join(', ')} (batch ${f.batch}), Hq ${f.heads}, Hkv ${f.kvHeads}, D ${f.headDim}, ${f.dtype}, B ${f.blockSize}, topk ${f.topk}; ${f.reps} rep(s) after a warm-up; time limit ${f.timeLimitS} s`);
   let b: Backend;
   try {
-    b = await openBackend(f.backend, f.threads !== undefined ? { threads: f.threads } : {});
+    b = await openBackend(f.backend, { ...(f.threads !== undefined ? { threads: f.threads } : {}), memoryBytes: f.memoryGb * 2 ** 30 });
   } catch (e) {
     process.stderr.write(`error: ${message(e)}\n`);
     return 1;

@@ -61,6 +61,9 @@ describe('parseGpuFlags', () => {
     expect(f !== 'help' && [f.tokens, f.heads, f.kvHeads, f.reps, f.threads]).toEqual([[1024, 2048], 2, 2, 1, 1]);
     const g = parseGpuFlags(['--backend', 'cuda', '--heads', '16', '--kv-heads', '4', '--dense-max', '128K', '--time-limit', '300.5'], '/r');
     expect(g !== 'help' && [g.heads, g.kvHeads, g.denseMax, g.timeLimitS]).toEqual([16, 4, 128 * K, 300.5]);
+    const w = parseGpuFlags(['--backend', 'webgpu', '--memory-gb', '40'], '/r');
+    expect(w !== 'help' && w.memoryGb).toBe(40);
+    expect(g !== 'help' && g.memoryGb).toBe(96);
   });
   it('--quick, --no-torch, --no-dense, --no-fma, --python, $OUT and $MOBA_PYTHON', () => {
     const q = parseGpuFlags(['--backend', 'cuda', '--quick'], '/r');
@@ -73,6 +76,7 @@ describe('parseGpuFlags', () => {
   it('rejects bad values and unknown flags', () => {
     expect(() => parseGpuFlags(['--backend', 'cuda', '--tokens', '8K,x'], '/r')).toThrow(/--tokens x is invalid/);
     expect(() => parseGpuFlags(['--backend', 'cuda', '--time-limit', '0'], '/r')).toThrow(/--time-limit 0 is invalid/);
+    expect(() => parseGpuFlags(['--backend', 'webgpu', '--memory-gb', '0'], '/r')).toThrow(/--memory-gb 0 is invalid/);
     expect(() => parseGpuFlags(['--backend', 'cuda', '--heads', '6', '--kv-heads', '4'], '/r')).toThrow(/not a multiple/);
     expect(() => parseGpuFlags(['--backend', 'cuda', '--no-scaling'], '/r')).toThrow(/unknown flag --no-scaling/);
     expect(() => parseGpuFlags(['--backend', 'metal'], '/r')).toThrow(/--backend metal is invalid/);

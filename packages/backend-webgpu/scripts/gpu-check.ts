@@ -12,7 +12,7 @@
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { type DeviceTensor, Rng, f32ToBf16, hostTensor, plan, resolveConfig } from '@moba/core';
+import { type DeviceTensor, Rng, hostTensor, plan, resolveConfig } from '@moba/core';
 import { runConformance, summaryLine } from '@moba/testkit';
 import { type WebGpuBackend, type WebGpuTuning, createWebGpuBackend } from '../src/index.js';
 import { USAGE, getGpu } from '../src/device.js';
@@ -72,11 +72,7 @@ for (const [variant, tuning] of variants) {
   for (const N of sizes) {
     const batch = 2, H = 16, D = 128, T = batch * N;
     const rng = new Rng(N);
-    const rand = (): Promise<DeviceTensor> => {
-      const bits = new Uint16Array(T * H * D);
-      for (let i = 0; i < bits.length; i++) bits[i] = f32ToBf16(rng.normal());
-      return timer.upload(hostTensor('bf16', [T, H, D], bits));
-    };
+    const rand = (): Promise<DeviceTensor> => timer.upload(hostTensor('bf16', [T, H, D], rng.fastNormals(T * H * D, 'bf16')));
     let inputs: DeviceTensor[] = [];
     try {
       inputs = [await rand(), await rand(), await rand(), await rand()];
@@ -143,11 +139,7 @@ async function breakdown(N: number, tuning: WebGpuTuning): Promise<[string, numb
   try {
     const batch = 2, H = 16, D = 128, T = batch * N;
     const rng = new Rng(N);
-    const up = (): Promise<DeviceTensor> => {
-      const bits = new Uint16Array(T * H * D);
-      for (let i = 0; i < bits.length; i++) bits[i] = f32ToBf16(rng.normal());
-      return b.upload(hostTensor('bf16', [T, H, D], bits));
-    };
+    const up = (): Promise<DeviceTensor> => b.upload(hostTensor('bf16', [T, H, D], rng.fastNormals(T * H * D, 'bf16')));
     const [q, k, v, dOut] = [await up(), await up(), await up(), await up()];
     const layout = { cuSeqlens: Int32Array.from([0, N, T]) };
     const cfg = { blockSize: 128, topk: 8 };
