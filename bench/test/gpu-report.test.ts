@@ -117,7 +117,7 @@ describe('issue 4 targets', () => {
 describe('issue 3 targets (WebGPU)', () => {
   const webgpu = (sizes: GpuSizeResult[], dense: GpuBenchResult['dense']['sizes'], fma: GpuBenchResult['rates']['fma']) =>
     evaluateGpuTargets(result(sizes, { backend: { name: 'webgpu' }, dense: { measured: true, sizes: dense }, rates: { tensorCore: null, fma } }));
-  const fma = { gflopsMedian: 50000, gflopsBest: 55000, msMedian: 10, invocations: 1, iterations: 1, flopsPerDispatch: 1, runs: 5 };
+  const fma = { gflopsMedian: 50000, gflopsBest: 55000, msMedian: 10, invocations: 1, iterations: 1, flopsPerDispatch: 1, runs: 5, chains: 8, unroll: 8, sample: 1 };
   it('judges fwd+bwd against dense SDPA of the same run at 128K (≥ 2×) and reports the forward rate against the FMA peak', () => {
     const ts = webgpu([size(128 * K, 700, { forward: 200 })], [{ N: 128 * K, fwdMs: 400, bwdMs: 1100, fwdBwdMs: 1500 }], fma);
     expect(ts).toHaveLength(2);
