@@ -114,6 +114,30 @@ describe('issue 4 targets', () => {
   });
 });
 
+describe('issue 3 targets (WebGPU)', () => {
+  const webgpu = (sizes: GpuSizeResult[], dense: GpuBenchResult['dense']['sizes'], fma: GpuBenchResult['rates']['fma']) =>
+    evaluateGpuTargets(result(sizes, { backend: { name: 'webgpu' }, dense: { measured: true, sizes: dense }, rates: { tensorCore: null, fma } }));
+  const fma = { gflopsMedian: 50000, gflopsBest: 55000, msMedian: 10, invocations: 1, iterations: 1, flopsPerDispatch: 1, runs: 5, chains: 8, unroll: 8, sample: 1 };
+  it('judges fwd+bwd against dense SDPA of the same run at 128K (≥ 2×) and reports the forward rate against the FMA peak', () => {
+    const ts = webgpu([size(128 * K, 700, { forward: 200 })], [{ N: 128 * K, fwdMs: 400, bwdMs: 1100, fwdBwdMs: 1500 }], fma);
+    expect(ts).toHaveLength(2);
+    expect(byName(ts, 'fwd+bwd vs dense SDPA, N = 128K')).toMatchObject({ met: true, value: '700.0 ms vs 1500.0 ms = 2.14×' });
+    // (1e9 + 1e10) FLOP in 200 ms = 0.055 TFLOP/s, 0.1% of 55 TFLOP/s
+    expect(byName(ts, 'forward f32 rate as a fraction of the FMA peak, N = 128K')).toMatchObject({ met: true, value: '0.06 TFLOP/s = 0.1% of 55.00 TFLOP/s' });
+    const slow = webgpu([size(128 * K, 800)], [{ N: 128 * K, fwdBwdMs: 1500 }], fma);
+    expect(byName(slow, 'fwd+bwd vs dense SDPA, N = 128K')?.met).toBe(false);
+  });
+  it('is not measured without 128K, without dense at 128K or without the FMA peak, with the reason', () => {
+    const none = webgpu([size(64 * K, 300)], [], fma);
+    expect(none.map((t) => [t.met, t.value])).toEqual([[null, 'not measured: N = 128K not in this run'], [null, 'not measured: N = 128K not in this run']]);
+    const noDense = webgpu([size(128 * K, 700)], [{ N: 128 * K, skipped: 'predicted 100 s' }], null);
+    expect(noDense[0]).toMatchObject({ met: null, value: '700.0 ms; dense not measured: predicted 100 s' });
+    expect(noDense[1]).toMatchObject({ met: null, value: 'not measured: no FMA peak' });
+    const notFit = webgpu([size(128 * K, null, { status: 'does not fit', note: 'E_MEMORY' })], [], fma);
+    expect(notFit[0]?.value).toBe('not measured: MoBA does not fit (E_MEMORY)');
+  });
+});
+
 describe('tables', () => {
   it('print every size, the reference rate and each target with its status', () => {
     const r0 = result([size(8 * K, 5, { peakGiB: 0.5 }), size(16 * K, null, { note: 'E_MEMORY' })]);

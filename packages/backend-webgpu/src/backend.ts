@@ -48,6 +48,8 @@ export interface WebGpuTuning {
   readonly workgroupStorage?: number;
   /** Largest buffer of per-entry partials in bytes (default: the device's binding limit); smaller means more passes. */
   readonly partialBytes?: number;
+  /** The forward kernel issues the next staging slice's loads before the arithmetic on the current one (default true). */
+  readonly forwardPrefetch?: boolean;
 }
 
 export class WebGpuBackendImpl implements WebGpuBackend {
@@ -253,7 +255,7 @@ export class WebGpuBackendImpl implements WebGpuBackend {
   }
 
   #tiles(D: number): Tiles {
-    return chooseTiles(this.#ctx.limits, D, this.#tuning.workgroupStorage);
+    return { ...chooseTiles(this.#ctx.limits, D, this.#tuning.workgroupStorage), forwardPrefetch: this.#tuning.forwardPrefetch ?? true };
   }
 
   #attnGeometry(seqs: Sequences, T: number, blockSize: number, tiles: Tiles): Geometry {

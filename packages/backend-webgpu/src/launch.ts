@@ -128,6 +128,8 @@ export interface Tiles {
   readonly oc4: number;
   readonly forward: ForwardTiles;
   readonly backward: BackwardTiles;
+  /** The forward's staging prefetches the next slice into registers (default true; WebGpuTuning.forwardPrefetch). */
+  readonly forwardPrefetch?: boolean;
 }
 
 const F32 = 4;
