@@ -11,11 +11,12 @@ import {
   HandleTable, MobaError, checkBackwardTensors, checkCaps, checkProblem, checkRouting, checkRoutingLayout, checkTensor, expectShape, fromFloat,
   hostTensor, numel, resolveConfig, sequences, toFloat32, validateKconvWeight, validateLayout, validateRoutingIndices,
 } from '@moba/core';
-import { backwardWorkWords, dqSharesOffset, encodeBackward, subTiles } from './backward.js';
+import { type DkdvKernel, backwardWorkWords, dqSharesOffset, encodeBackward, subTiles } from './backward.js';
 import type { GpuContext } from './device.js';
 import { encodeForward, encodeRound, forwardPartialBytes, forwardPartialFloats, paddedD, planPasses } from './forward.js';
 import { type Geometry, buildGeometry } from './geometry.js';
 import { encodeKconv, encodeKconvBackward } from './kconv.js';
+import type { DkdvShape } from './backward-dkdv-shape.js';
 import { type CollectedLayout, Launch, type Tiles, chooseTiles, collectedLayout } from './launch.js';
 import { ROUTE_ROWS, collectScratchBytes, encodeCollect, encodeRoute } from './route.js';
 
@@ -44,6 +45,10 @@ export interface WebGpuTuning {
   readonly workgroupStorage?: number;
   /** Largest buffer of per-entry partials in bytes (default: the device's binding limit); smaller means more passes. */
   readonly partialBytes?: number;
+  /** The dK/dV kernel: 'v2' (default, backward-dkdv.wgsl.ts) or the first one, 'v1' (for timing one against the other). */
+  readonly dkdv?: DkdvKernel;
+  /** Fields of the v2 dK/dV kernel's shape to impose instead of the chosen ones (rows per invocation, rounds). */
+  readonly dkdvShape?: Partial<Omit<DkdvShape, 'oc4'>>;
 }
 
 export class WebGpuBackendImpl implements WebGpuBackend {
@@ -188,7 +193,7 @@ export class WebGpuBackendImpl implements WebGpuBackend {
     const dk = l.temp('dk', bytes['dk, dv']);
     const dv = l.temp('dv', bytes['dk, dv']);
     const work = l.temp('lse, delta and dq shares', bytes.work);
-    encodeBackward(l, shape, rc, tiles, lists, passes, { ...b, indices: rs.indices, collected, work, dq, dk, dv });
+    encodeBackward(l, shape, rc, tiles, lists, passes, { ...b, indices: rs.indices, collected, work, dq, dk, dv }, this.#tuning.dkdv);
     for (const [buf, n] of [[dq, T * Hq * D], [dk, T * Hkv * D], [dv, T * Hkv * D]] as const) encodeRound(l, buf, n, dtype);
     await this.#submitCollected(l, 'backward', rs, collected, dq, dk, dv);
     return { dq: this.#wrap(dtype, [T, Hq, D], dq), dk: this.#wrap(dtype, [T, Hkv, D], dk), dv: this.#wrap(dtype, [T, Hkv, D], dv) };
@@ -245,7 +250,7 @@ export class WebGpuBackendImpl implements WebGpuBackend {
   }
 
   #tiles(D: number): Tiles {
-    return chooseTiles(this.#ctx.limits, D, this.#tuning.workgroupStorage);
+    return chooseTiles(this.#ctx.limits, D, this.#tuning.workgroupStorage, this.#tuning.dkdvShape);
   }
 
   #attnGeometry(seqs: Sequences, T: number, blockSize: number, tiles: Tiles): Geometry {

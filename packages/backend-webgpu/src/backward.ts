@@ -5,6 +5,8 @@
  */
 /// <reference types="@webgpu/types" />
 import type { ShaderSpec } from './device.js';
+import { backwardDkdvV1Wgsl } from './backward-dkdv-v1.wgsl.js';
+import type { DkdvShape } from './backward-dkdv-shape.js';
 import { backwardDkdvWgsl } from './backward-dkdv.wgsl.js';
 import { backwardDqWgsl } from './backward-dq.wgsl.js';
 import { backwardPreprocessWgsl } from './backward-preprocess.wgsl.js';
@@ -21,11 +23,23 @@ const PRE_ROWS = 16;
 /** Keys per dK/dV workgroup (backward-dkdv.wgsl.ts). */
 export const DKDV_KEYS = 64;
 
-function dkdvShader(oc4: number, rw: number): ShaderSpec {
-  const name = `moba.backward-dkdv${oc4}x${rw}`;
+/** Which dK/dV kernel a backward runs: 'v2' (backward-dkdv.wgsl.ts, the default) or the first one, 'v1'. */
+export type DkdvKernel = 'v1' | 'v2';
+
+function dkdvShader(name: string, code: () => string): ShaderSpec {
   let s = dkdvShaders.get(name);
-  if (!s) dkdvShaders.set(name, (s = { name, code: backwardDkdvWgsl(oc4, rw), bindings: DKDV_BINDINGS }));
+  if (!s) dkdvShaders.set(name, (s = { name, code: code(), bindings: DKDV_BINDINGS }));
   return s;
+}
+
+/** The dK/dV pipeline and its override constants: the v2 shape is all template constants. */
+function dkdvLaunch(tiles: Tiles, kernel: DkdvKernel): { shader: ShaderSpec; constants: Record<string, number> } {
+  if (kernel === 'v1') {
+    const { RW, DK, RC, VK, STAGE4 } = tiles.backward;
+    return { shader: dkdvShader(`moba.backward-dkdv-v1-${tiles.oc4}x${RW}`, () => backwardDkdvV1Wgsl(tiles.oc4, RW)), constants: { DK, RC, VK, STAGE4 } };
+  }
+  const s: DkdvShape = tiles.dkdv;
+  return { shader: dkdvShader(`moba.backward-dkdv${s.oc4}x${s.rw}-${s.dk}.${s.rc}.${s.vk}`, () => backwardDkdvWgsl(s)), constants: {} };
 }
 
 /** dQ shares per collected entry: one per 64-key sub-tile of a block. */
@@ -62,18 +76,18 @@ export interface BackwardBuffers {
 
 export function encodeBackward(
   l: Launch, dims: Dims, cfg: AttnConfig, tiles: Tiles, lists: CollectedLayout, passes: readonly Pass[], b: BackwardBuffers,
+  kernel: DkdvKernel = 'v2',
 ): void {
   const { T, Hq, Hkv, D } = dims;
   const fields = { ...dims, ...cfg, geo: lists.geo, lists };
   l.add(PRE, 'main', {}, fields, [b.out, b.dOut, b.lse, b.work], Math.ceil((T * Hq) / PRE_ROWS));
-  const { RW, DK, RC, VK, STAGE4 } = tiles.backward;
-  const dkdv = dkdvShader(tiles.oc4, RW);
+  const dkdv = dkdvLaunch(tiles, kernel);
   const tilesPerHead = lists.geo.totalBlocks * subTiles(cfg.blockSize);
   const group = Hq / Hkv;
   for (const pass of passes) {
     const f = { ...fields, pass };
     const kvHeads = Math.ceil(pass.hHi / group) - Math.floor(pass.hLo / group); // those of the pass's query heads
-    l.add(dkdv, 'main', { DK, RC, VK, STAGE4 }, { ...f, nItems: tilesPerHead },
+    l.add(dkdv.shader, 'main', dkdv.constants, { ...f, nItems: tilesPerHead },
       [b.q, b.k, b.v, b.dOut, b.collected, b.dk, b.dv, b.work], tilesPerHead, kvHeads);
     l.add(DQ, 'main', { WG: ATTN_WG, CM: CHUNK_ROWS }, f, [b.indices, b.collected, b.work, b.dq], Math.ceil((T * (pass.hHi - pass.hLo) * paddedD(D) / 4) / ATTN_WG));
   }
