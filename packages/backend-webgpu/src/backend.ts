@@ -11,11 +11,12 @@ import {
   HandleTable, MobaError, checkBackwardTensors, checkCaps, checkProblem, checkRouting, checkRoutingLayout, checkTensor, expectShape,
   hostTensor, numel, resolveConfig, sequences, validateKconvWeight, validateLayout, validateRoutingIndices,
 } from '@moba/core';
-import { encodeBackward } from './backward.js';
+import { type DkdvKernel, encodeBackward } from './backward.js';
 import type { GpuContext } from './device.js';
 import { encodeForward } from './forward.js';
 import { type Geometry, buildGeometry } from './geometry.js';
 import { encodeKconv, encodeKconvBackward } from './kconv.js';
+import type { DkdvShape } from './backward-dkdv-shape.js';
 import { type CollectedLayout, Launch, type Tiles, chooseTiles, collectedLayout } from './launch.js';
 import { backwardPlan, collectBytes, forwardPlan, routeBytes } from './plan.js';
 import { ROUTE_ROWS, collectScratchBytes, encodeCollect, encodeRoute } from './route.js';
@@ -50,6 +51,10 @@ export interface WebGpuTuning {
   readonly partialBytes?: number;
   /** The forward kernel issues the next staging slice's loads before the arithmetic on the current one (default true). */
   readonly forwardPrefetch?: boolean;
+  /** The dK/dV kernel: 'v2' (default, backward-dkdv.wgsl.ts) or the first one, 'v1' (for timing one against the other). */
+  readonly dkdv?: DkdvKernel;
+  /** Fields of the v2 dK/dV kernel's shape to impose instead of the chosen ones (rows per invocation, rounds). */
+  readonly dkdvShape?: Partial<Omit<DkdvShape, 'oc4'>>;
 }
 
 export class WebGpuBackendImpl implements WebGpuBackend {
@@ -200,7 +205,7 @@ export class WebGpuBackendImpl implements WebGpuBackend {
     const dk = l.temp('dk', bytes['dk, dv']);
     const dv = l.temp('dv', bytes['dk, dv']);
     const work = l.temp('lse, delta and dq shares', bytes.work);
-    encodeBackward(l, shape, dtype, rc, tiles, lists, passes, { ...b, indices: rs.indices, collected, work, dq, dk, dv });
+    encodeBackward(l, shape, dtype, rc, tiles, lists, passes, { ...b, indices: rs.indices, collected, work, dq, dk, dv }, this.#tuning.dkdv);
     await this.#submitCollected(l, 'backward', rs, collected, dq, dk, dv);
     return { dq: this.#wrap(dtype, [T, Hq, D], dq), dk: this.#wrap(dtype, [T, Hkv, D], dk), dv: this.#wrap(dtype, [T, Hkv, D], dv) };
   }
@@ -255,7 +260,7 @@ export class WebGpuBackendImpl implements WebGpuBackend {
   }
 
   #tiles(D: number): Tiles {
-    return { ...chooseTiles(this.#ctx.limits, D, this.#tuning.workgroupStorage), forwardPrefetch: this.#tuning.forwardPrefetch ?? true };
+    return { ...chooseTiles(this.#ctx.limits, D, this.#tuning.workgroupStorage, this.#tuning.dkdvShape), forwardPrefetch: this.#tuning.forwardPrefetch ?? true };
   }
 
   #attnGeometry(seqs: Sequences, T: number, blockSize: number, tiles: Tiles): Geometry {

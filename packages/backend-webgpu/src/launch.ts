@@ -4,6 +4,7 @@
  * temporary buffers of one op, submits them as one command buffer and frees what is not kept.
  */
 /// <reference types="@webgpu/types" />
+import { type DkdvShape, dkdvShape, withDkdv } from './backward-dkdv-shape.js';
 import type { Geometry } from './geometry.js';
 import { type Dispatch, type GpuContext, type ShaderSpec, f32bits, grid1d } from './device.js';
 
@@ -100,7 +101,7 @@ export interface ForwardTiles {
   readonly STAGE4: number;
 }
 
-/** Tiles of the dK/dV kernel (backward-dkdv.wgsl.ts): 64 keys × 16·RW rows per step. */
+/** Tiles of the first dK/dV kernel (backward-dkdv-v1.wgsl.ts, `tuning.dkdv = 'v1'`): 64 keys × 16·RW rows per step. */
 export interface BackwardTiles {
   /** Rows per invocation (a template constant), head dims per S/dP step, rows per dK/dV step, keys per dQ step. */
   readonly RW: number;
@@ -127,6 +128,8 @@ export interface Tiles {
   readonly dc: number;
   readonly oc4: number;
   readonly forward: ForwardTiles;
+  /** The dK/dV kernel (backward-dkdv.wgsl.ts); `backward`: the first one's (v1), kept for comparison. */
+  readonly dkdv: DkdvShape;
   readonly backward: BackwardTiles;
   /** The forward's staging prefetches the next slice into registers (default true; WebGpuTuning.forwardPrefetch). */
   readonly forwardPrefetch?: boolean;
@@ -142,7 +145,7 @@ export function forwardBytes(t: ForwardTiles): number {
   return F32 * (4 * t.STAGE4 + 64 * t.PH + 1024 + 3 * 64) + 16 + SLACK;
 }
 
-/** Workgroup bytes of the dK/dV kernel: stage, ps, dss, five row arrays, two key arrays, listInfo, passBase (backward-dkdv.wgsl.ts). */
+/** Workgroup bytes of the v1 dK/dV kernel: stage, ps, dss, five row arrays, two key arrays, listInfo, passBase (backward-dkdv-v1.wgsl.ts). */
 export function backwardBytes(t: BackwardTiles): number {
   const M = 16 * t.RW;
   return F32 * (4 * t.STAGE4 + 2 * M * 64 + 5 * M + 2 * 64) + 12 + SLACK;
@@ -201,10 +204,15 @@ function backwardTiles(dc: number, bytes: number): BackwardTiles {
  * set of pipelines (and D ≤ 256 at most two more): each distinct shader or override value is a separate
  * compilation, which costs about a second on a software adapter.
  */
-export function chooseTiles(limits: GPUSupportedLimits, D: number, bytes = limits.maxComputeWorkgroupStorageSize): Tiles {
+export function chooseTiles(
+  limits: GPUSupportedLimits, D: number, bytes = limits.maxComputeWorkgroupStorageSize, dkdv: Partial<DkdvShape> = {},
+): Tiles {
   bytes = Math.min(bytes, limits.maxComputeWorkgroupStorageSize);
   const dc = Math.max(64, 2 ** Math.ceil(Math.log2(Math.max(1, D))));
-  return { rows: 64, route: routeTiles(bytes), dc, oc4: dc / 64, forward: forwardTiles(dc, bytes), backward: backwardTiles(dc, bytes) };
+  return {
+    rows: 64, route: routeTiles(bytes), dc, oc4: dc / 64, forward: forwardTiles(dc, bytes),
+    dkdv: withDkdv(dkdvShape(dc, bytes), dkdv, bytes), backward: backwardTiles(dc, bytes),
+  };
 }
 
 const variants = new Map<string, ShaderSpec>();
