@@ -108,12 +108,14 @@ export interface BackwardTiles {
   readonly STAGE4: number;
 }
 
-/** Tiles of the routing top-k kernel (route.wgsl.ts): 64 rows × 64 centroids. */
+/** Tiles of the routing top-k kernels, 64 rows × 64 centroids: single-owner (route.wgsl.ts) and `split`. */
 export interface RouteTiles {
   /** Head dims per S staging step, centroids of S in workgroup memory at once, staging vec4s. */
   readonly DK: number;
   readonly SH: number;
   readonly STAGE4: number;
+  /** route-split.wgsl.ts: head dims per staging step, staging vec4s, list entries per merge pass. */
+  readonly split: { readonly DK: number; readonly STAGE4: number; readonly MS: number };
 }
 
 /** Tile sizes of all kernels for head dim D. */
@@ -149,10 +151,26 @@ export function routeBytes(t: RouteTiles): number {
   return F32 * (4 * t.STAGE4 + 64 * t.SH) + SLACK;
 }
 
+/** Workgroup bytes of the split top-k kernel: stage, mV, mI (route-split.wgsl.ts). */
+export function routeSplitBytes(t: RouteTiles['split']): number {
+  return 4 * F32 * t.STAGE4 + 2 * F32 * 256 * t.MS + SLACK;
+}
+
+function routeSplitTiles(bytes: number): RouteTiles['split'] {
+  for (const DK of [32, 16, 8, 4]) {
+    for (const MS of [8, 4, 2, 1]) {
+      const t = { DK, STAGE4: 2 * DK * 17, MS };
+      if (routeSplitBytes(t) <= bytes) return t;
+    }
+  }
+  throw new Error(`no split routing tiles fit ${bytes} bytes of workgroup memory`);
+}
+
 function routeTiles(bytes: number): RouteTiles {
+  const split = routeSplitTiles(bytes);
   for (const SH of [64, 32, 16]) {
     for (const DK of [16, 8, 4]) {
-      const t = { DK, SH, STAGE4: DK * 32 };
+      const t = { DK, SH, STAGE4: DK * 32, split };
       if (routeBytes(t) <= bytes) return t;
     }
   }

@@ -9,6 +9,22 @@
  */
 import { commonWgsl } from './common.wgsl.js';
 
+/**
+ * Bindings of both routing shaders (this one and route-split.wgsl.ts), and the only places where q and k are
+ * read: `loadQ`, `loadK` (element i of the flat tensor as f32).
+ */
+export const routeBindingsWgsl = /* wgsl */ `
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> geom: array<u32>;
+@group(0) @binding(2) var<storage, read> q: array<f32>;            // [T, Hq, D]
+@group(0) @binding(3) var<storage, read> k: array<f32>;            // [T, Hkv, D]
+@group(0) @binding(4) var<storage, read_write> cent: array<f32>;   // [totalBlocks, Hkv, D]
+@group(0) @binding(5) var<storage, read_write> indices: array<i32>; // [T, Hq, topk]
+
+fn loadQ(i: u32) -> f32 { return q[i]; }
+fn loadK(i: u32) -> f32 { return k[i]; }
+`;
+
 export const routeWgsl = /* wgsl */ `
 ${commonWgsl}
 override TM: u32 = 64;       // centroids kernel: invocations per workgroup
@@ -19,12 +35,7 @@ const RT: u32 = 64u;         // rows per topk workgroup (ROUTE_ROWS)
 const CT: u32 = 64u;         // centroids per tile
 const MAXK: u32 = 64u;       // caps.maxTopk
 
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> geom: array<u32>;
-@group(0) @binding(2) var<storage, read> q: array<f32>;            // [T, Hq, D]
-@group(0) @binding(3) var<storage, read> k: array<f32>;            // [T, Hkv, D]
-@group(0) @binding(4) var<storage, read_write> cent: array<f32>;   // [totalBlocks, Hkv, D]
-@group(0) @binding(5) var<storage, read_write> indices: array<i32>; // [T, Hq, topk]
+${routeBindingsWgsl}
 
 @compute @workgroup_size(TM)
 fn centroids(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -35,7 +46,7 @@ fn centroids(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   let start = geom[P.blocksOff + 4u * g];
   let len = geom[P.blocksOff + 4u * g + 1u];
   var s = 0.0;
-  for (var t = start; t < start + len; t++) { s += k[t * P.Hkv * P.D + hd]; }
+  for (var t = start; t < start + len; t++) { s += loadK(t * P.Hkv * P.D + hd); }
   cent[i] = s / f32(len); // mean over the block's actual tokens (a partial last block included)
 }
 
@@ -81,7 +92,7 @@ fn topk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var x = vec4<f32>(0.0);
         for (var i = 0u; i < 4u; i++) {
           let r = r0 + (e / DK) * 4u + i;
-          if (r < r1 && d < D) { x[i] = q[(r * P.Hq + h) * D + d]; }
+          if (r < r1 && d < D) { x[i] = loadQ((r * P.Hq + h) * D + d); }
         }
         stage[(e % DK) * (RT / 4u) + e / DK] = x;
       }
