@@ -22,26 +22,37 @@ const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 
 // Insertion of (c, ci) into row r's sorted list: one compare-exchange per slot, unrolled so that the lists stay
 // in registers (no dynamic index); slots past `slots` are never touched. Updates the row's threshold (kv, ki).
-function offerFn(r: number, kp: number): string {
+// `asc`: candidates come in ascending block order, so c ranks above an entry iff c >= its score (the entry's
+// block is lower, or it is empty: −∞, 0); else (merging lists) the full rank order decides.
+function offerFn(r: number, kp: number, asc: boolean): string {
   const step = (i: number): string => `
   if (${i}u < slots) {
     let v = tv${r}[${i}]; let x = ti${r}[${i}];
-    let t = better(c, ci, v, x);
+    let t = ${asc ? 'c >= v' : 'better(c, ci, v, x)'};
     tv${r}[${i}] = select(v, c, t); ti${r}[${i}] = select(x, ci, t);
     c = select(c, v, t); ci = select(ci, x, t);
     if (${i + 1}u == slots) { kv${r} = tv${r}[${i}]; ki${r} = ti${r}[${i}]; }
   }`;
-  return `fn offer${r}(c0: f32, ci0: u32) {
+  return `fn ${asc ? 'offerAsc' : 'offer'}${r}(c0: f32, ci0: u32) {
   var c = c0;
   var ci = ci0;${range(kp).map(step).join('')}
 }`;
 }
 
-// The 16 candidates of a tile, in ascending block order per row (j + 1: 0 marks an empty slot).
+// The tile's candidates of each row: a mask of those that rank above the list's threshold at the start of the
+// tile (most fail this one comparison), then only these are inserted, in ascending block order.
 function offerTile(): string {
-  return rows.flatMap((r) => range(8).map((c) => `
-    { let j = jb + ${c}u; let sc = acc[${2 * r + (c >> 2)}][${c & 3}];
-      if (j < lim${r} && !isNan(sc) && better(sc, j + 1u, kv${r}, ki${r})) { offer${r}(sc, j + 1u); } }`)).join('');
+  return rows.map((r) => `
+    {
+      let lo = acc[${2 * r}]; let hi = acc[${2 * r + 1}];
+      var m = 0u;${range(8).map((c) => `
+      if (jb + ${c}u < lim${r} && !isNan(${c < 4 ? 'lo' : 'hi'}[${c & 3}]) && ${c < 4 ? 'lo' : 'hi'}[${c & 3}] >= kv${r}) { m |= ${1 << c}u; }`).join('')}
+      while (m != 0u) {
+        let c = firstTrailingBit(m);
+        m &= m - 1u;
+        offerAsc${r}(select(lo, hi, c >= 4u)[c & 3u], jb + c + 1u);
+      }
+    }`).join('');
 }
 
 // A writer's list entries [t0, t0 + MS) into the merge buffer (unrolled: static indices into the lists).
@@ -101,9 +112,13 @@ var<private> slots: u32;
 // a ranks above b: higher score, or equal score and higher block (exact ties go to the higher block)
 fn better(av: f32, ai: u32, bv: f32, bi: u32) -> bool { return av > bv || (av == bv && ai > bi); }
 
-${offerFn(0, kp)}
+${offerFn(0, kp, true)}
 
-${offerFn(1, kp)}
+${offerFn(1, kp, true)}
+
+${offerFn(0, kp, false)}
+
+${offerFn(1, kp, false)}
 
 @compute @workgroup_size(256)
 fn topkSplit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
