@@ -21,6 +21,8 @@ const reps = Number(env('ROUTE_AB_REPS', '5'));
 const cfg = { blockSize: Number(env('ROUTE_AB_B', '128')), topk: Number(env('ROUTE_AB_K', '8')), causal: env('ROUTE_AB_CAUSAL', '1') === '1' };
 const memoryBytes = Number(env('ROUTE_AB_MEMORY_GB', '96')) * 2 ** 30;
 const kinds: RouteKernel[] = ['split', 'owner'];
+// ROUTE_AB_WGS: a smaller workgroup-memory budget (e.g. 32768: the split kernel stages Q with C instead of keeping it)
+const tuning = process.env.ROUTE_AB_WGS ? { workgroupStorage: Number(process.env.ROUTE_AB_WGS) } : {};
 
 /** Random bf16 bits, |x| in [2⁻⁸, 2), either sign (xorshift: fast enough for 2³⁰ values). */
 function randomBf16(n: number, seed: number): Uint16Array {
@@ -35,10 +37,10 @@ function randomBf16(n: number, seed: number): Uint16Array {
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[xs.length >> 1]!;
 
-const first = await createWebGpuBackend({ profile: true, memoryBytes, tuning: { routeKernel: kinds[0] } });
-const backends: WebGpuBackend[] = [first, await createWebGpuBackend({ device: first.device, profile: true, memoryBytes, tuning: { routeKernel: kinds[1] } })];
+const first = await createWebGpuBackend({ profile: true, memoryBytes, tuning: { ...tuning, routeKernel: kinds[0] } });
+const backends: WebGpuBackend[] = [first, await createWebGpuBackend({ device: first.device, profile: true, memoryBytes, tuning: { ...tuning, routeKernel: kinds[1] } })];
 const device = first.device;
-log(`route A/B: batch 2, H ${H}, D ${D}, bf16, ${JSON.stringify(cfg)}, median of ${reps}`);
+log(`route A/B: batch 2, H ${H}, D ${D}, bf16, ${JSON.stringify(cfg)}, ${JSON.stringify(tuning)}, median of ${reps}`);
 log('| N | kernel | topk GPU ms | centroids GPU ms | route wall ms | indices equal |');
 log('|---|---|---|---|---|---|');
 for (const N of sizes) {

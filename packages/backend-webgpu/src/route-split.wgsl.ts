@@ -89,12 +89,13 @@ export function routeSplitWgsl(kp: number): string {
 ${commonWgsl}
 ${routeBindingsWgsl}
 override DK: u32 = 16u;      // head dims per S staging step
-override STAGE4: u32 = 544u; // 2 · DK · PITCH
+override QD: u32 = 0u;       // Q resident in workgroup memory: its dims (≥ D), else 0 (staged DK at a time)
+override STAGE4: u32 = 544u; // (QD or DK, + DK) · PITCH
 override MS: u32 = 8u;       // list entries per writer and row per merge pass
 const PITCH: u32 = 17u;      // vec4 per staged dim: 16 groups of 4 rows (centroids) + 1 (conflict-free stores)
 const KP: u32 = ${kp}u;
 
-var<workgroup> stage: array<vec4<f32>, STAGE4>; // Q [DK][PITCH], C [DK][PITCH]: vec4 over 4 rows / centroids
+var<workgroup> stage: array<vec4<f32>, STAGE4>; // Q [QD or DK][PITCH], C [DK][PITCH]: vec4 over 4 rows / centroids
 var<workgroup> mV: array<f32, 256u * MS>;       // merge buffer [MS][4 writers][64 rows]
 var<workgroup> mI: array<u32, 256u * MS>;
 
@@ -119,6 +120,19 @@ ${offerFn(1, kp, true)}
 ${offerFn(0, kp, false)}
 
 ${offerFn(1, kp, false)}
+
+// Q dims [d0, d0 + nd) of rows r0 … r1 − 1 into stage rows [0, nd): vec4 over 4 rows, zeros past the ends
+fn stageQ(lid: u32, d0: u32, nd: u32, r0: u32, r1: u32, h: u32) {
+  for (var e = lid; e < nd * 16u; e += 256u) {
+    let d = d0 + e % nd;
+    var x = vec4<f32>(0.0);
+    for (var i = 0u; i < 4u; i++) {
+      let r = r0 + (e / nd) * 4u + i;
+      if (r < r1 && d < P.D) { x[i] = loadQ((r * P.Hq + h) * P.D + d); }
+    }
+    stage[(e % nd) * PITCH + e / nd] = x;
+  }
+}
 
 @compute @workgroup_size(256)
 fn topkSplit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -147,21 +161,18 @@ fn topkSplit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   let tileLimit = select(select(nBlocks, (r1 - 1u - start) / P.blockSize, causal), 0u, nSlots == 0u);
   ${range(kp).map((i) => `tv0[${i}] = negInf(); tv1[${i}] = negInf(); `).join('')}// ti*: 0 (empty)
   kv0 = negInf(); ki0 = 0u; kv1 = negInf(); ki1 = 0u;
+  // Q resident (QD > 0): all its dims staged once, C after them; else Q and C staged DK dims at a time
+  let qRes = QD > 0u;
+  let cAt = select(DK, QD, qRes); // stage row of C dim d0
+  if (qRes && tileLimit > 0u) { stageQ(lid, 0u, QD, r0, r1, h); } // read after the tile loop's first barrier
 
   for (var j0 = 0u; j0 < tileLimit; j0 += 64u) {
     // -- S = Q Cᵀ: rows rp, rp + 32; centroids j0 + cg·8 + c --
     var acc = array<vec4<f32>, 4>(); // [row][centroids 0–3, 4–7], zeroed per tile
     for (var d0 = 0u; d0 < D; d0 += DK) {
       workgroupBarrier();
-      for (var e = lid; e < DK * 16u; e += 256u) {
-        let d = d0 + e % DK;
-        var x = vec4<f32>(0.0);
-        for (var i = 0u; i < 4u; i++) {
-          let r = r0 + (e / DK) * 4u + i;
-          if (r < r1 && d < D) { x[i] = loadQ((r * P.Hq + h) * D + d); }
-        }
-        stage[(e % DK) * PITCH + e / DK] = x;
-      }
+      let qd0 = select(0u, d0, qRes); // stage row of Q dim d0
+      if (!qRes) { stageQ(lid, d0, DK, r0, r1, h); }
       // centroid groups past tileLimit are never read, so not staged
       for (var e = lid; e < DK * min(16u, (tileLimit - j0 + 3u) / 4u); e += 256u) {
         let d = d0 + e % DK;
@@ -170,15 +181,16 @@ fn topkSplit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
           let j = j0 + (e / DK) * 4u + i;
           if (j < tileLimit && d < D) { x[i] = cent[((base + j) * P.Hkv + hk) * D + d]; }
         }
-        stage[(DK + e % DK) * PITCH + e / DK] = x;
+        stage[(cAt + e % DK) * PITCH + e / DK] = x;
       }
       workgroupBarrier();
       if (j0 + cg * 8u < tileLimit && r0 + rp < r1) { // padding: no arithmetic
         for (var dd = 0u; dd < DK; dd++) {
-          let qa = vec4<f32>(stage[dd * PITCH + rp / 4u][rp % 4u]);
-          let qb = vec4<f32>(stage[dd * PITCH + 8u + rp / 4u][rp % 4u]);
-          let c0 = stage[(DK + dd) * PITCH + 2u * cg];
-          let c1 = stage[(DK + dd) * PITCH + 2u * cg + 1u];
+          let qi = (qd0 + dd) * PITCH + rp / 4u;
+          let qa = vec4<f32>(stage[qi][rp % 4u]);
+          let qb = vec4<f32>(stage[qi + 8u][rp % 4u]);
+          let c0 = stage[(cAt + dd) * PITCH + 2u * cg];
+          let c1 = stage[(cAt + dd) * PITCH + 2u * cg + 1u];
           acc[0] = fma(qa, c0, acc[0]);
           acc[1] = fma(qa, c1, acc[1]);
           acc[2] = fma(qb, c0, acc[2]);
