@@ -17,7 +17,7 @@ import { encodeForward, encodeRound, forwardPartialBytes, forwardPartialFloats, 
 import { type Geometry, buildGeometry } from './geometry.js';
 import { encodeKconv, encodeKconvBackward } from './kconv.js';
 import { type CollectedLayout, Launch, type Tiles, chooseTiles, collectedLayout } from './launch.js';
-import { ROUTE_ROWS, type RouteKernel, collectScratchBytes, encodeCollect, encodeRoute } from './route.js';
+import { ROUTE_ROWS, type RouteKernel, collectScratchBytes, defaultRouteKernel, encodeCollect, encodeRoute } from './route.js';
 
 const NAME = 'webgpu';
 const F32 = 4;
@@ -44,7 +44,7 @@ export interface WebGpuTuning {
   readonly workgroupStorage?: number;
   /** Largest buffer of per-entry partials in bytes (default: the device's binding limit); smaller means more passes. */
   readonly partialBytes?: number;
-  /** Routing top-k kernel (route.ts): `split` (default; up to 16 competing slots, else `owner`) or `owner`. */
+  /** Routing top-k kernel (route.ts): `split` (up to 16 competing slots, else `owner`) or `owner`; default: defaultRouteKernel. */
   readonly routeKernel?: RouteKernel;
 }
 
@@ -111,7 +111,7 @@ export class WebGpuBackendImpl implements WebGpuBackend {
     const [qb, kb] = [this.#buffer('q', q), this.#buffer('k', k)];
     const l = new Launch(this.#ctx);
     const indices = l.temp('routing indices', bytes.indices);
-    encodeRoute(l, geo, shape, rc, tiles, { geom: l.tempData('geometry', geo.words), q: qb, k: kb, cent: l.temp('centroids', bytes.centroids), indices }, this.#tuning.routeKernel);
+    encodeRoute(l, geo, shape, rc, tiles, { geom: l.tempData('geometry', geo.words), q: qb, k: kb, cent: l.temp('centroids', bytes.centroids), indices }, this.#tuning.routeKernel ?? defaultRouteKernel(this.#ctx.device));
     l.keep(indices);
     try {
       await l.submit('route');

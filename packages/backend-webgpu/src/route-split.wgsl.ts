@@ -20,22 +20,30 @@ export const SPLIT_CAPACITIES = [8, 16] as const;
 const rows = [0, 1];
 const range = (n: number): number[] => Array.from({ length: n }, (_, i) => i);
 
+// `body` for list slots I = 0 … kp − 1: unrolled (constant indices: the lists stay in registers on GPUs) or as
+// a loop (a much smaller shader, for software adapters whose compilers choke on the unrolled one)
+function each(kp: number, unroll: boolean, body: (I: string) => string): string {
+  return unroll ? range(kp).map((i) => body(`${i}u`)).join('') : `
+  for (var i = 0u; i < ${kp}u; i++) {${body('i')}
+  }`;
+}
+
 // Insertion of (c, ci) into row r's sorted list: one compare-exchange per slot, unrolled so that the lists stay
 // in registers (no dynamic index); slots past `slots` are never touched. Updates the row's threshold (kv, ki).
 // `asc`: candidates come in ascending block order, so c ranks above an entry iff c >= its score (the entry's
 // block is lower, or it is empty: −∞, 0); else (merging lists) the full rank order decides.
-function offerFn(r: number, kp: number, asc: boolean): string {
-  const step = (i: number): string => `
-  if (${i}u < slots) {
-    let v = tv${r}[${i}]; let x = ti${r}[${i}];
+function offerFn(r: number, kp: number, unroll: boolean, asc: boolean): string {
+  const step = (I: string): string => `
+  if (${I} < slots) {
+    let v = tv${r}[${I}]; let x = ti${r}[${I}];
     let t = ${asc ? 'c >= v' : 'better(c, ci, v, x)'};
-    tv${r}[${i}] = select(v, c, t); ti${r}[${i}] = select(x, ci, t);
+    tv${r}[${I}] = select(v, c, t); ti${r}[${I}] = select(x, ci, t);
     c = select(c, v, t); ci = select(ci, x, t);
-    if (${i + 1}u == slots) { kv${r} = tv${r}[${i}]; ki${r} = ti${r}[${i}]; }
+    if (${I} + 1u == slots) { kv${r} = tv${r}[${I}]; ki${r} = ti${r}[${I}]; }
   }`;
   return `fn ${asc ? 'offerAsc' : 'offer'}${r}(c0: f32, ci0: u32) {
   var c = c0;
-  var ci = ci0;${range(kp).map(step).join('')}
+  var ci = ci0;${each(kp, unroll, step)}
 }`;
 }
 
@@ -56,21 +64,21 @@ function offerTile(): string {
 }
 
 // A writer's list entries [t0, t0 + MS) into the merge buffer (unrolled: static indices into the lists).
-function writeLists(kp: number): string {
-  return rows.flatMap((r) => range(kp).map((i) => `
-        if (${i}u >= t0 && ${i}u < min(t0 + MS, slots)) {
-          let p = ((${i}u - t0) * 4u + w) * 64u + ${32 * r}u + rp;
-          mV[p] = tv${r}[${i}]; mI[p] = ti${r}[${i}];
+function writeLists(kp: number, unroll: boolean): string {
+  return rows.map((r) => each(kp, unroll, (I) => `
+        if (${I} >= t0 && ${I} < min(t0 + MS, slots)) {
+          let p = ((${I} - t0) * 4u + w) * 64u + ${32 * r}u + rp;
+          mV[p] = tv${r}[${I}]; mI[p] = ti${r}[${I}];
         }`)).join('');
 }
 
 // One row's selection, ascending, −1 padded (the invocation of centroid group 0 holds the merged list).
-function writeRow(r: number, kp: number): string {
+function writeRow(r: number, kp: number, unroll: boolean): string {
   return `
     if (r0 + rp + ${32 * r}u < r1) {
       var fin: array<u32, ${kp + 1}>;
-      var n = 0u;${range(kp).map((i) => `
-      if (${i}u < slots && ti${r}[${i}] != 0u) { fin[n] = ti${r}[${i}] - 1u; n++; }`).join('')}
+      var n = 0u;${each(kp, unroll, (I) => `
+      if (${I} < slots && ti${r}[${I}] != 0u) { fin[n] = ti${r}[${I}] - 1u; n++; }`)}
       if (causal) { fin[n] = cb${r}; n++; } // after every eligible block (all < cb)
       for (var a = 1u; a < n; a++) {
         let x = fin[a];
@@ -84,7 +92,7 @@ function writeRow(r: number, kp: number): string {
 }
 
 /** The split top-k shader (entry `topkSplit`) with private lists of `kp` entries (≥ the competing slots). */
-export function routeSplitWgsl(kp: number): string {
+export function routeSplitWgsl(kp: number, unroll = true): string {
   return /* wgsl */ `
 ${commonWgsl}
 ${routeBindingsWgsl}
@@ -113,13 +121,13 @@ var<private> slots: u32;
 // a ranks above b: higher score, or equal score and higher block (exact ties go to the higher block)
 fn better(av: f32, ai: u32, bv: f32, bi: u32) -> bool { return av > bv || (av == bv && ai > bi); }
 
-${offerFn(0, kp, true)}
+${offerFn(0, kp, unroll, true)}
 
-${offerFn(1, kp, true)}
+${offerFn(1, kp, unroll, true)}
 
-${offerFn(0, kp, false)}
+${offerFn(0, kp, unroll, false)}
 
-${offerFn(1, kp, false)}
+${offerFn(1, kp, unroll, false)}
 
 // Q dims [d0, d0 + nd) of rows r0 … r1 − 1 into stage rows [0, nd): vec4 over 4 rows, zeros past the ends
 fn stageQ(lid: u32, d0: u32, nd: u32, r0: u32, r1: u32, h: u32) {
@@ -159,7 +167,7 @@ fn topkSplit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   let lim1 = select(select(nBlocks, cb1, causal), 0u, r0 + rp + 32u >= r1);
   // the tile's last row sees most; nothing to score when no slot competes
   let tileLimit = select(select(nBlocks, (r1 - 1u - start) / P.blockSize, causal), 0u, nSlots == 0u);
-  ${range(kp).map((i) => `tv0[${i}] = negInf(); tv1[${i}] = negInf(); `).join('')}// ti*: 0 (empty)
+  ${each(kp, unroll, (I) => `tv0[${I}] = negInf(); tv1[${I}] = negInf(); `)}// ti*: 0 (empty)
   kv0 = negInf(); ki0 = 0u; kv1 = negInf(); ki1 = 0u;
   // Q resident (QD > 0): all its dims staged once, C after them; else Q and C staged DK dims at a time
   let qRes = QD > 0u;
@@ -207,7 +215,7 @@ fn topkSplit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     for (var t0 = 0u; t0 < nSlots; t0 += MS) {
       workgroupBarrier();
       if (cg % (2u * s) == s) {
-        let w = cg / (2u * s);${writeLists(kp)}
+        let w = cg / (2u * s);${writeLists(kp, unroll)}
       }
       workgroupBarrier();
       if (cg % (2u * s) == 0u) {
@@ -223,7 +231,7 @@ fn topkSplit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
     }
   }
   // -- the selection, ascending, −1 padded --
-  if (cg == 0u) {${writeRow(0, kp)}${writeRow(1, kp)}
+  if (cg == 0u) {${writeRow(0, kp, unroll)}${writeRow(1, kp, unroll)}
   }
 }
 `;

@@ -20,6 +20,15 @@ const SPLIT = new Map(SPLIT_CAPACITIES.map((kp) => [kp, { name: `moba.route-spli
  * row's candidates; any topk). Both give bitwise the same indices.
  */
 export type RouteKernel = 'split' | 'owner';
+
+/**
+ * The default routing kernel of a device: `owner` on SwiftShader (Chromium's software adapter loses the device
+ * on the split shader, unrolled or not), else `split`.
+ */
+export function defaultRouteKernel(device: GPUDevice): RouteKernel {
+  const info = (device as GPUDevice & { adapterInfo?: GPUAdapterInfo }).adapterInfo;
+  return info?.architecture === 'swiftshader' || /swiftshader/i.test(info?.description ?? '') ? 'owner' : 'split';
+}
 const COLLECT: ShaderSpec = { name: 'moba.collect', code: collectWgsl, bindings: ['uniform', 'read', 'rw', 'rw', 'rw'] };
 /** Query rows per routing workgroup (route.wgsl.ts: one owner invocation per row). */
 export const ROUTE_ROWS = 64;

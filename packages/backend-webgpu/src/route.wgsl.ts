@@ -5,7 +5,8 @@
  * (head dim staged DK at a time), then S goes through workgroup memory (SH centroids at a time) to one owner
  * invocation per row that keeps the row's running top-k (insertion into sorted slots), visiting candidates in
  * ascending block order. Scores are raw q·c; exact ties go to the higher block; NaN is never selected;
- * causally the own block is forced and only earlier blocks compete. No [T, NB] buffer.
+ * causally the own block is forced and only earlier blocks compete. No [T, NB] buffer. This single-owner kernel
+ * is tuning.routeKernel 'owner' and the path for more than 16 competing slots; route-split.wgsl.ts is the default.
  */
 import { commonWgsl } from './common.wgsl.js';
 
