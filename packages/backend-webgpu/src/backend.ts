@@ -19,7 +19,7 @@ import { encodeKconv, encodeKconvBackward } from './kconv.js';
 import type { DkdvShape } from './backward-dkdv-shape.js';
 import { type CollectedLayout, Launch, type Tiles, chooseTiles, collectedLayout } from './launch.js';
 import { backwardPlan, collectBytes, forwardPlan, routeBytes } from './plan.js';
-import { ROUTE_ROWS, collectScratchBytes, encodeCollect, encodeRoute } from './route.js';
+import { ROUTE_ROWS, type RouteKernel, collectScratchBytes, defaultRouteKernel, encodeCollect, encodeRoute } from './route.js';
 import { storageBytes } from './storage.wgsl.js';
 
 const NAME = 'webgpu';
@@ -55,6 +55,8 @@ export interface WebGpuTuning {
   readonly dkdv?: DkdvKernel;
   /** Fields of the v2 dK/dV kernel's shape to impose instead of the chosen ones (rows per invocation, rounds). */
   readonly dkdvShape?: Partial<Omit<DkdvShape, 'oc4'>>;
+  /** Routing top-k kernel (route.ts): `split` (up to 16 competing slots, else `owner`) or `owner`; default: defaultRouteKernel. */
+  readonly routeKernel?: RouteKernel;
 }
 
 export class WebGpuBackendImpl implements WebGpuBackend {
@@ -131,7 +133,8 @@ export class WebGpuBackendImpl implements WebGpuBackend {
     const [qb, kb] = [this.#buffer('q', q), this.#buffer('k', k)];
     const l = new Launch(this.#ctx);
     const indices = l.temp('routing indices', bytes.indices!);
-    encodeRoute(l, geo, shape, shape.dtype, rc, tiles, { geom: l.tempData('geometry', geo.words), q: qb, k: kb, cent: l.temp('centroids', bytes.centroids!), indices });
+    encodeRoute(l, geo, shape, shape.dtype, rc, tiles, { geom: l.tempData('geometry', geo.words), q: qb, k: kb, cent: l.temp('centroids', bytes.centroids!), indices },
+      this.#tuning.routeKernel ?? defaultRouteKernel(this.#ctx.device));
     l.keep(indices);
     try {
       await l.submit('route');

@@ -11,6 +11,7 @@ import { type WebGpuBackend, WebGpuBackendImpl, type WebGpuTuning } from './back
 import { GpuContext, getGpu, openDevice } from './device.js';
 
 export type { WebGpuBackend, WebGpuTuning } from './backend.js';
+export type { RouteKernel } from './route.js';
 export { liveBufferCount } from './device.js';
 
 export interface WebGpuBackendOptions {

@@ -111,12 +111,17 @@ export interface BackwardTiles {
   readonly STAGE4: number;
 }
 
-/** Tiles of the routing top-k kernel (route.wgsl.ts): 64 rows × 64 centroids. */
+/** Tiles of the routing top-k kernels, 64 rows × 64 centroids: single-owner (route.wgsl.ts) and `split`. */
 export interface RouteTiles {
   /** Head dims per S staging step, centroids of S in workgroup memory at once, staging vec4s. */
   readonly DK: number;
   readonly SH: number;
   readonly STAGE4: number;
+  /**
+   * route-split.wgsl.ts: Q dims resident in workgroup memory (Dc, or 0: Q staged with C), head dims per C
+   * staging step, staging vec4s, list entries per merge pass.
+   */
+  readonly split: { readonly QD: number; readonly DK: number; readonly STAGE4: number; readonly MS: number };
 }
 
 /** Tile sizes of all kernels for head dim D. */
@@ -156,10 +161,29 @@ export function routeBytes(t: RouteTiles): number {
   return F32 * (4 * t.STAGE4 + 64 * t.SH) + SLACK;
 }
 
-function routeTiles(bytes: number): RouteTiles {
+/** Workgroup bytes of the split top-k kernel: stage, mV, mI (route-split.wgsl.ts). */
+export function routeSplitBytes(t: RouteTiles['split']): number {
+  return 4 * F32 * t.STAGE4 + 2 * F32 * 256 * t.MS + SLACK;
+}
+
+/** Q resident (all Dc dims staged once) when it fits with C in steps of ≥ 16 dims, else Q staged with C. */
+function routeSplitTiles(dc: number, bytes: number): RouteTiles['split'] {
+  for (const QD of [dc, 0]) {
+    for (const DK of QD > 0 ? [32, 16] : [32, 16, 8, 4]) {
+      for (const MS of [8, 4, 2]) {
+        const t = { QD, DK, STAGE4: ((QD || DK) + DK) * 17, MS }; // 17: vec4s per dim (64 rows + padding)
+        if (routeSplitBytes(t) <= bytes) return t;
+      }
+    }
+  }
+  throw new Error(`no split routing tiles fit ${bytes} bytes of workgroup memory`);
+}
+
+function routeTiles(dc: number, bytes: number): RouteTiles {
+  const split = routeSplitTiles(dc, bytes);
   for (const SH of [64, 32, 16]) {
     for (const DK of [16, 8, 4]) {
-      const t = { DK, SH, STAGE4: DK * 32 };
+      const t = { DK, SH, STAGE4: DK * 32, split };
       if (routeBytes(t) <= bytes) return t;
     }
   }
@@ -210,7 +234,7 @@ export function chooseTiles(
   bytes = Math.min(bytes, limits.maxComputeWorkgroupStorageSize);
   const dc = Math.max(64, 2 ** Math.ceil(Math.log2(Math.max(1, D))));
   return {
-    rows: 64, route: routeTiles(bytes), dc, oc4: dc / 64, forward: forwardTiles(dc, bytes),
+    rows: 64, route: routeTiles(dc, bytes), dc, oc4: dc / 64, forward: forwardTiles(dc, bytes),
     dkdv: withDkdv(dkdvShape(dc, bytes), dkdv, bytes), backward: backwardTiles(dc, bytes),
   };
 }

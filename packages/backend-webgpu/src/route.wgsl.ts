@@ -5,10 +5,29 @@
  * (head dim staged DK at a time), then S goes through workgroup memory (SH centroids at a time) to one owner
  * invocation per row that keeps the row's running top-k (insertion into sorted slots), visiting candidates in
  * ascending block order. Scores are raw q·c; exact ties go to the higher block; NaN is never selected;
- * causally the own block is forced and only earlier blocks compete. No [T, NB] buffer.
+ * causally the own block is forced and only earlier blocks compete. No [T, NB] buffer. This single-owner kernel
+ * is tuning.routeKernel 'owner' and the path for more than 16 competing slots; route-split.wgsl.ts is the default.
  */
 import { commonWgsl } from './common.wgsl.js';
 import { type StorageKind, tensorRead } from './storage.wgsl.js';
+
+/**
+ * Bindings of both routing shaders (this one and route-split.wgsl.ts), and the only places where q and k are
+ * read: `loadQ`, `loadK` (element i of the flat tensor as f32).
+ */
+export function routeBindingsWgsl(kind: StorageKind): string {
+  return /* wgsl */ `
+@group(0) @binding(0) var<uniform> P: Params;
+@group(0) @binding(1) var<storage, read> geom: array<u32>;
+${tensorRead('q', 2, kind)}// [T, Hq, D]
+${tensorRead('k', 3, kind)}// [T, Hkv, D]
+@group(0) @binding(4) var<storage, read_write> cent: array<f32>;   // [totalBlocks, Hkv, D]
+@group(0) @binding(5) var<storage, read_write> indices: array<i32>; // [T, Hq, topk]
+
+fn loadQ(i: u32) -> f32 { return qAt(i); }
+fn loadK(i: u32) -> f32 { return kAt(i); }
+`;
+}
 
 /** `kind`: the storage of q and k (storage.wgsl.ts). */
 export function routeWgsl(kind: StorageKind): string {
@@ -22,12 +41,7 @@ const RT: u32 = 64u;         // rows per topk workgroup (ROUTE_ROWS)
 const CT: u32 = 64u;         // centroids per tile
 const MAXK: u32 = 64u;       // caps.maxTopk
 
-@group(0) @binding(0) var<uniform> P: Params;
-@group(0) @binding(1) var<storage, read> geom: array<u32>;
-${tensorRead('q', 2, kind)}// [T, Hq, D]
-${tensorRead('k', 3, kind)}// [T, Hkv, D]
-@group(0) @binding(4) var<storage, read_write> cent: array<f32>;   // [totalBlocks, Hkv, D]
-@group(0) @binding(5) var<storage, read_write> indices: array<i32>; // [T, Hq, topk]
+${routeBindingsWgsl(kind)}
 
 @compute @workgroup_size(TM)
 fn centroids(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -38,7 +52,7 @@ fn centroids(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   let start = geom[P.blocksOff + 4u * g];
   let len = geom[P.blocksOff + 4u * g + 1u];
   var s = 0.0;
-  for (var t = start; t < start + len; t++) { s += kAt(t * P.Hkv * P.D + hd); }
+  for (var t = start; t < start + len; t++) { s += loadK(t * P.Hkv * P.D + hd); }
   cent[i] = s / f32(len); // mean over the block's actual tokens (a partial last block included)
 }
 
@@ -84,7 +98,7 @@ fn topk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var x = vec4<f32>(0.0);
         for (var i = 0u; i < 4u; i++) {
           let r = r0 + (e / DK) * 4u + i;
-          if (r < r1 && d < D) { x[i] = qAt((r * P.Hq + h) * D + d); }
+          if (r < r1 && d < D) { x[i] = loadQ((r * P.Hq + h) * D + d); }
         }
         stage[(e % DK) * (RT / 4u) + e / DK] = x;
       }
