@@ -335,18 +335,6 @@ fn putK(e: u32, x: vec4<f32>) {
   stage[DK * (M / 4u) + (e % DK) * (TN / 4u) + e / DK] = y;
 }
 
-// The staging registers: the next slice of Q and K (the first slice of the next key tile is fetched during the
-// last V round of the current one: pfReady), and the next V slice.
-var<private> qa: array<vec4<f32>, 2>;
-var<private> ka: array<vec4<f32>, 2>;
-var<private> pfReady = false;
-var<private> pfHead: u32;
-
-fn fetchQK(d0: u32, h: u32, hk: u32, nRows: u32, p0: u32, b1: u32, lid: u32) {
-  qa = array<vec4<f32>, 2>(fetchQ(lid, d0, h, nRows), fetchQ(lid + 256u, d0, h, nRows));
-  ka = array<vec4<f32>, 2>(fetchK(lid, d0, hk, p0, b1), fetchK(lid + 256u, d0, hk, p0, b1));
-}
-
 // S = Q Kᵀ for the chunk's rows and keys [p0, p0 + TN) (raw dot products): s[i][j] = row ty·4 + i, key tx·4 + j.
 // Staging also sets keyBad bit 0 for a NaN in k and rowBad bit 0 for a NaN in q.
 fn scoreTile(h: u32, hk: u32, nRows: u32, p0: u32, b1: u32, kEnd: u32, lid: u32) -> mat4x4<f32> {
@@ -354,9 +342,8 @@ fn scoreTile(h: u32, hk: u32, nRows: u32, p0: u32, b1: u32, kEnd: u32, lid: u32)
   let ty = lid / 16u;
   let nq = DK * ((nRows + 3u) / 4u);                      // staging entries of Q per slice
   let nk = DK * min(TN / 4u, (kEnd - p0 + 3u) / 4u);      // and of K
-  pfHead = h;
-  if (!pfReady) { fetchQK(0u, h, hk, nRows, p0, b1, lid); } // the chunk's first tile
-  pfReady = false;
+  var qa = array<vec4<f32>, 2>(fetchQ(lid, 0u, h, nRows), fetchQ(lid + 256u, 0u, h, nRows));
+  var ka = array<vec4<f32>, 2>(fetchK(lid, 0u, hk, p0, b1), fetchK(lid + 256u, 0u, hk, p0, b1));
   workgroupBarrier(); // previous users of stage, keyBad, red are done
   if (lid < TN) { atomicStore(&keyBad[lid], 0u); }
   var s = mat4x4<f32>();
@@ -367,7 +354,10 @@ fn scoreTile(h: u32, hk: u32, nRows: u32, p0: u32, b1: u32, kEnd: u32, lid: u32)
     if (lid < nk) { putK(lid, ka[0]); }
     if (lid + 256u < nk) { putK(lid + 256u, ka[1]); }
     workgroupBarrier();
-    if (d0 + DK < DC) { fetchQK(d0 + DK, h, hk, nRows, p0, b1, lid); }
+    if (d0 + DK < DC) {
+      qa = array<vec4<f32>, 2>(fetchQ(lid, d0 + DK, h, nRows), fetchQ(lid + 256u, d0 + DK, h, nRows));
+      ka = array<vec4<f32>, 2>(fetchK(lid, d0 + DK, hk, p0, b1), fetchK(lid + 256u, d0 + DK, hk, p0, b1));
+    }
     if (ty * 4u < nRows && p0 + tx * 4u < kEnd) { // an if, not continue: the loop has barriers and must stay uniform
       for (var dd = 0u; dd < DK; dd++) {
         let a = stage[dd * (M / 4u) + ty];
@@ -388,9 +378,14 @@ fn fetchV(e: u32, v0: u32, n: u32, hk: u32, p0: u32, b1: u32) -> vec4<f32> {
   let c = e / (DC / 4u);
   let d = (e % (DC / 4u)) * 4u;
   var x = vec4<f32>(0.0);
-  if (e < n) {
-    for (var i = 0u; i < 4u; i++) {
-      if (p0 + v0 + c < b1 && d + i < D) { x[i] = vAt(((p0 + v0 + c) * P.Hkv + hk) * D + d + i); }
+  if (e < n && p0 + v0 + c < b1) {
+    let at = ((p0 + v0 + c) * P.Hkv + hk) * D + d;
+    if ((D & 1u) == 0u && d + 4u <= D) { // even D: two aligned pairs (one word each in 16-bit storage)
+      x = vec4<f32>(vAt2(at), vAt2(at + 2u));
+    } else {
+      for (var i = 0u; i < 4u; i++) {
+        if (d + i < D) { x[i] = vAt(at + i); }
+      }
     }
   }
   return x;
@@ -436,9 +431,6 @@ fn accumulatePV(o: ptr<function, array<mat4x4<f32>, OC4>>, pt: mat4x4<f32>, hk: 
         va = fetchV4(lid, vNext, kEnd - p0 - vNext, hk, p0, b1);
       } else if (k0 + PH < TN && k0 + PH < kEnd - p0) {
         va = fetchV4(lid, k0 + PH, kEnd - p0 - k0 - PH, hk, p0, b1);
-      } else if (p0 + TN < kEnd) { // the last V round: the next key tile's first Q/K slice
-        fetchQK(0u, pfHead, hk, nRows, p0 + TN, b1, lid);
-        pfReady = true;
       }
       if (ty * 4u < nRows) { // a full run of VK keys gets a constant trip count
         if (kEnd - p0 - v0 >= VK) {

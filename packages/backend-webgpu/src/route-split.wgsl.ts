@@ -143,6 +143,17 @@ fn stageQ(lid: u32, d0: u32, nd: u32, r0: u32, r1: u32, h: u32) {
   }
 }
 
+// Staging entry e of the C slice at (tile j0, dims d0): dim d0 + e % DK of centroids j0 + (e / DK)·4 … + 3.
+fn fetchC(e: u32, j0: u32, d0: u32, tileLimit: u32, base: u32, hk: u32) -> vec4<f32> {
+  let d = d0 + e % DK;
+  var x = vec4<f32>(0.0);
+  for (var i = 0u; i < 4u; i++) {
+    let j = j0 + (e / DK) * 4u + i;
+    if (e < DK * 16u && j < tileLimit && d < P.D) { x[i] = cent[((base + j) * P.Hkv + hk) * P.D + d]; }
+  }
+  return x;
+}
+
 @compute @workgroup_size(256)
 fn topkSplit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let tile = itemOf(wid);
@@ -175,6 +186,8 @@ fn topkSplit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   let cAt = select(DK, QD, qRes); // stage row of C dim d0
   if (qRes && tileLimit > 0u) { stageQ(lid, 0u, QD, r0, r1, h); } // read after the tile loop's first barrier
 
+  var pc = array<vec4<f32>, 2>(); // staging entries lid, lid + 256 of the next C slice
+  if (tileLimit > 0u) { pc = array<vec4<f32>, 2>(fetchC(lid, 0u, 0u, tileLimit, base, hk), fetchC(lid + 256u, 0u, 0u, tileLimit, base, hk)); }
   for (var j0 = 0u; j0 < tileLimit; j0 += 64u) {
     // -- S = Q Cᵀ: rows rp, rp + 32; centroids j0 + cg·8 + c --
     var acc = array<vec4<f32>, 4>(); // [row][centroids 0–3, 4–7], zeroed per tile
@@ -182,17 +195,15 @@ fn topkSplit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
       workgroupBarrier();
       let qd0 = select(0u, d0, qRes); // stage row of Q dim d0
       if (!qRes) { stageQ(lid, d0, DK, r0, r1, h); }
-      // centroid groups past tileLimit are never read, so not staged
-      for (var e = lid; e < DK * min(16u, (tileLimit - j0 + 3u) / 4u); e += 256u) {
-        let d = d0 + e % DK;
-        var x = vec4<f32>(0.0);
-        for (var i = 0u; i < 4u; i++) {
-          let j = j0 + (e / DK) * 4u + i;
-          if (j < tileLimit && d < D) { x[i] = cent[((base + j) * P.Hkv + hk) * D + d]; }
-        }
-        stage[(cAt + e % DK) * PITCH + e / DK] = x;
-      }
+      // centroid groups past tileLimit are never read, so not staged (DK · 16 ≤ 512 entries: two per invocation)
+      let nC = DK * min(16u, (tileLimit - j0 + 3u) / 4u);
+      if (lid < nC) { stage[(cAt + lid % DK) * PITCH + lid / DK] = pc[0]; }
+      if (lid + 256u < nC) { stage[(cAt + (lid + 256u) % DK) * PITCH + (lid + 256u) / DK] = pc[1]; }
       workgroupBarrier();
+      // the next slice's centroids are loaded while this one is multiplied (latency hidden behind the FMAs)
+      let nd0 = select(0u, d0 + DK, d0 + DK < D);
+      let nj0 = select(j0 + 64u, j0, d0 + DK < D);
+      if (nj0 < tileLimit) { pc = array<vec4<f32>, 2>(fetchC(lid, nj0, nd0, tileLimit, base, hk), fetchC(lid + 256u, nj0, nd0, tileLimit, base, hk)); }
       if (j0 + cg * 8u < tileLimit && r0 + rp < r1) { // padding: no arithmetic
         for (var dd = 0u; dd < DK; dd++) {
           let qi = (qd0 + dd) * PITCH + rp / 4u;
