@@ -2,7 +2,6 @@
 # Bundles the WebGPU device check for the GPU machine (Dawn over Vulkan there; no Node, no internet):
 #   bash packages/backend-webgpu/scripts/bundle.sh
 # then run with carry [".device"]: source .device/enter.sh && node .device/webgpu/gpu-check.mjs
-# (and the dK/dV kernel A/B: node .device/webgpu/dkdv-ab.mjs, see scripts/dkdv-ab.ts)
 # Also bundles the bench (bench/bundle.sh): .device/bench.mjs + .device/sdpa.py, run there as
 #   source .device/enter.sh && OUT=$OUT node .device/bench.mjs --backend webgpu
 set -euo pipefail
@@ -16,9 +15,5 @@ npx -y esbuild@0.28 packages/backend-webgpu/scripts/gpu-check.ts --bundle --plat
   --external:webgpu --conditions=@moba/source --log-level=warning \
   --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
   --outfile=.device/webgpu/gpu-check.mjs
-npx -y esbuild@0.28 packages/backend-webgpu/scripts/dkdv-ab.ts --bundle --platform=node --format=esm \
-  --external:webgpu --conditions=@moba/source --log-level=warning \
-  --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
-  --outfile=.device/webgpu/dkdv-ab.mjs
-ls -la .device/webgpu/gpu-check.mjs .device/webgpu/dkdv-ab.mjs
+ls -la .device/webgpu/gpu-check.mjs
 bash bench/bundle.sh

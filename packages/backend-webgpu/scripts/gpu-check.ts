@@ -56,7 +56,7 @@ const report: Record<string, unknown> = { date: new Date().toISOString() };
   report.adapterFeatures = features;
   report.subgroups = subgroups;
   log(`adapter features: ${features.join(', ')}; subgroup sizes ${JSON.stringify(subgroups)}`);
-  log(`tiles (D 128): forward ${JSON.stringify(tiles.forward)}, backward ${JSON.stringify(tiles.backward)}, route ${JSON.stringify(tiles.route)}`);
+  log(`tiles (D 128): forward ${JSON.stringify(tiles.forward)}, dK/dV ${JSON.stringify(tiles.dkdv)}, route ${JSON.stringify(tiles.route)}`);
 }
 const conf = process.env.GPU_CHECK_ONLY === 'timings' ? { passed: 0, failed: 0, skipped: 0, notCovered: [] as string[], results: [] } : await runConformance(backend, { onResult: (r) => log(`  ${r.ok ? (r.skipped ? '-' : '✓') : '✗'} ${r.group}: ${r.name}${r.ok ? '' : `\n${r.message}`}`) });
 report.conformance = { passed: conf.passed, failed: conf.failed, skipped: conf.skipped, notCovered: conf.notCovered };

@@ -11,7 +11,7 @@ import {
   HandleTable, MobaError, checkBackwardTensors, checkCaps, checkProblem, checkRouting, checkRoutingLayout, checkTensor, expectShape,
   hostTensor, numel, resolveConfig, sequences, validateKconvWeight, validateLayout, validateRoutingIndices,
 } from '@moba/core';
-import { type DkdvKernel, encodeBackward } from './backward.js';
+import { encodeBackward } from './backward.js';
 import type { GpuContext } from './device.js';
 import { encodeForward } from './forward.js';
 import { type Geometry, buildGeometry } from './geometry.js';
@@ -51,8 +51,6 @@ export interface WebGpuTuning {
   readonly partialBytes?: number;
   /** The forward kernel issues the next staging slice's loads before the arithmetic on the current one (default true). */
   readonly forwardPrefetch?: boolean;
-  /** The dK/dV kernel: 'v2' (default, backward-dkdv.wgsl.ts) or the first one, 'v1' (for timing one against the other). */
-  readonly dkdv?: DkdvKernel;
   /** Fields of the v2 dK/dV kernel's shape to impose instead of the chosen ones (rows per invocation, rounds). */
   readonly dkdvShape?: Partial<Omit<DkdvShape, 'oc4'>>;
   /** Routing top-k kernel (route.ts): `split` (up to 16 competing slots, else `owner`) or `owner`; default: defaultRouteKernel. */
@@ -208,7 +206,7 @@ export class WebGpuBackendImpl implements WebGpuBackend {
     const dk = l.temp('dk', bytes['dk, dv']);
     const dv = l.temp('dv', bytes['dk, dv']);
     const work = l.temp('lse, delta and dq shares', bytes.work);
-    encodeBackward(l, shape, dtype, rc, tiles, lists, passes, { ...b, indices: rs.indices, collected, work, dq, dk, dv }, this.#tuning.dkdv);
+    encodeBackward(l, shape, dtype, rc, tiles, lists, passes, { ...b, indices: rs.indices, collected, work, dq, dk, dv });
     await this.#submitCollected(l, 'backward', rs, collected, dq, dk, dv);
     return { dq: this.#wrap(dtype, [T, Hq, D], dq), dk: this.#wrap(dtype, [T, Hkv, D], dk), dv: this.#wrap(dtype, [T, Hkv, D], dv) };
   }

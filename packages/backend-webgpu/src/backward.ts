@@ -8,7 +8,6 @@
  */
 /// <reference types="@webgpu/types" />
 import type { ShaderSpec } from './device.js';
-import { backwardDkdvV1Wgsl } from './backward-dkdv-v1.wgsl.js';
 import { backwardDkdvWgsl } from './backward-dkdv.wgsl.js';
 import { backwardDqWgsl } from './backward-dq.wgsl.js';
 import { backwardPreprocessWgsl } from './backward-preprocess.wgsl.js';
@@ -39,18 +38,10 @@ export function kvWindowHeads(kind: StorageKind, passes: readonly Pass[], group:
   return Math.max(...passes.map((p) => kvRange(p, group)).map(([lo, hi]) => hi - lo));
 }
 
-/** Which dK/dV kernel a backward runs: 'v2' (backward-dkdv.wgsl.ts, the default) or the first one, 'v1'. */
-export type DkdvKernel = 'v1' | 'v2';
-
-/** The dK/dV pipeline and its override constants (v2's shape is all template constants). */
-function dkdvLaunch(tiles: Tiles, kernel: DkdvKernel, kind: StorageKind, acc: boolean): { shader: ShaderSpec; constants: Record<string, number> } {
-  const w = acc ? '.window' : '';
-  if (kernel === 'v1') {
-    const { RW, DK, RC, VK, STAGE4 } = tiles.backward;
-    return { shader: shaderVariant(`moba.backward-dkdv-v1-${tiles.oc4}x${RW}.${kind}${w}`, DKDV_BINDINGS, () => backwardDkdvV1Wgsl(tiles.oc4, RW, kind, acc)), constants: { DK, RC, VK, STAGE4 } };
-  }
+/** The dK/dV pipeline for the chosen shape (all template constants); `acc`: dk, dv are f32 windows. */
+function dkdvShader(tiles: Tiles, kind: StorageKind, acc: boolean): ShaderSpec {
   const s = tiles.dkdv;
-  return { shader: shaderVariant(`moba.backward-dkdv${s.oc4}x${s.rw}-${s.dk}.${s.rc}.${s.vk}.${kind}${w}`, DKDV_BINDINGS, () => backwardDkdvWgsl(s, kind, acc)), constants: {} };
+  return shaderVariant(`moba.backward-dkdv${s.oc4}x${s.rw}-${s.dk}.${s.rc}.${s.vk}.${kind}${acc ? '.window' : ''}`, DKDV_BINDINGS, () => backwardDkdvWgsl(s, kind, acc));
 }
 
 /** dQ shares per collected entry: one per 64-key sub-tile of a block. */
@@ -87,7 +78,6 @@ export interface BackwardBuffers {
 
 export function encodeBackward(
   l: Launch, dims: Dims, kind: StorageKind, cfg: AttnConfig, tiles: Tiles, lists: CollectedLayout, passes: readonly Pass[], b: BackwardBuffers,
-  kernel: DkdvKernel = 'v2',
 ): void {
   const { T, Hq, Hkv, D } = dims;
   const group = Hq / Hkv;
@@ -99,13 +89,13 @@ export function encodeBackward(
   const fields = { ...dims, ...cfg, geo: lists.geo, lists };
   const pre = shaderVariant(`moba.backward-preprocess.${kind}`, PRE_BINDINGS, () => backwardPreprocessWgsl(kind));
   l.add(pre, 'main', {}, fields, [b.out, b.dOut, b.lse, b.work], Math.ceil((T * Hq) / PRE_ROWS));
-  const dkdv = dkdvLaunch(tiles, kernel, kind, kvWin > 0);
+  const dkdv = dkdvShader(tiles, kind, kvWin > 0);
   const dq = shaderVariant(`moba.backward-dq.${kind}${dqWin ? '.window' : ''}`, DQ_BINDINGS, () => backwardDqWgsl(kind, !!dqWin));
   const tilesPerHead = lists.geo.totalBlocks * subTiles(cfg.blockSize);
   let kvDone = 0; // kv heads [0, kvDone) are packed
   passes.forEach((pass, p) => {
     const [kLo, kHi] = kvRange(pass, group);
-    l.add(dkdv.shader, 'main', dkdv.constants, { ...fields, pass, nItems: tilesPerHead, accHeads: kvWin },
+    l.add(dkdv, 'main', {}, { ...fields, pass, nItems: tilesPerHead, accHeads: kvWin },
       [b.q, b.k, b.v, b.dOut, b.collected, dkWin ?? b.dk, dvWin ?? b.dv, b.work], tilesPerHead, kHi - kLo);
     l.add(dq, 'main', { WG: ATTN_WG, CM: CHUNK_ROWS }, { ...fields, pass, accHeads: 1 }, [b.indices, b.collected, b.work, dqWin ?? b.dq],
       Math.ceil((T * (pass.hHi - pass.hLo) * paddedD(D) / 4) / ATTN_WG));

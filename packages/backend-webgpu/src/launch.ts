@@ -101,16 +101,6 @@ export interface ForwardTiles {
   readonly STAGE4: number;
 }
 
-/** Tiles of the first dK/dV kernel (backward-dkdv-v1.wgsl.ts, `tuning.dkdv = 'v1'`): 64 keys × 16·RW rows per step. */
-export interface BackwardTiles {
-  /** Rows per invocation (a template constant), head dims per S/dP step, rows per dK/dV step, keys per dQ step. */
-  readonly RW: number;
-  readonly DK: number;
-  readonly RC: number;
-  readonly VK: number;
-  readonly STAGE4: number;
-}
-
 /** Tiles of the routing top-k kernels, 64 rows × 64 centroids: single-owner (route.wgsl.ts) and `split`. */
 export interface RouteTiles {
   /** Head dims per S staging step, centroids of S in workgroup memory at once, staging vec4s. */
@@ -133,9 +123,8 @@ export interface Tiles {
   readonly dc: number;
   readonly oc4: number;
   readonly forward: ForwardTiles;
-  /** The dK/dV kernel (backward-dkdv.wgsl.ts); `backward`: the first one's (v1), kept for comparison. */
+  /** The dK/dV kernel's shape (backward-dkdv-shape.ts). */
   readonly dkdv: DkdvShape;
-  readonly backward: BackwardTiles;
   /** The forward's staging prefetches the next slice into registers (default true; WebGpuTuning.forwardPrefetch). */
   readonly forwardPrefetch?: boolean;
 }
@@ -148,12 +137,6 @@ const SLACK = 64;
 /** Workgroup bytes of the forward kernel: stage, ps, red, rowIds, rowBad, keyBad, chunk (forward.wgsl.ts). */
 export function forwardBytes(t: ForwardTiles): number {
   return F32 * (4 * t.STAGE4 + 64 * t.PH + 1024 + 3 * 64) + 16 + SLACK;
-}
-
-/** Workgroup bytes of the v1 dK/dV kernel: stage, ps, dss, five row arrays, two key arrays, listInfo, passBase (backward-dkdv-v1.wgsl.ts). */
-export function backwardBytes(t: BackwardTiles): number {
-  const M = 16 * t.RW;
-  return F32 * (4 * t.STAGE4 + 2 * M * 64 + 5 * M + 2 * 64) + 12 + SLACK;
 }
 
 /** Workgroup bytes of the routing top-k kernel: stage, sS (route.wgsl.ts). */
@@ -207,21 +190,6 @@ function forwardTiles(dc: number, bytes: number): ForwardTiles {
   throw new Error(`no forward tiles fit ${bytes} bytes of workgroup memory`);
 }
 
-function backwardTiles(dc: number, bytes: number): BackwardTiles {
-  for (const RW of [4, 2, 1]) {
-    const M = 16 * RW;
-    for (const DK of [16, 8, 4, 2]) {
-      const floats = DK * (2 * M + 128); // Q, dO [DK][M] and K, V [DK][64]
-      const RC = Math.min(M, floorPow2(floats / (2 * dc)));
-      const VK = Math.min(64, floorPow2(floats / dc));
-      if (RC < 1 || VK < 4) continue; // the dQ step takes keys in fours
-      const t = { RW, DK, RC, VK, STAGE4: floats / 4 };
-      if (backwardBytes(t) <= bytes) return t;
-    }
-  }
-  throw new Error(`no backward tiles fit ${bytes} bytes of workgroup memory`);
-}
-
 /**
  * Tile sizes for head dim D within `bytes` of workgroup memory (default: the device's limit). The attention
  * tiles are sized for Dc = max(64, next power of two ≥ D), not for D itself, so that every D ≤ 64 shares one
@@ -235,7 +203,7 @@ export function chooseTiles(
   const dc = Math.max(64, 2 ** Math.ceil(Math.log2(Math.max(1, D))));
   return {
     rows: 64, route: routeTiles(dc, bytes), dc, oc4: dc / 64, forward: forwardTiles(dc, bytes),
-    dkdv: withDkdv(dkdvShape(dc, bytes), dkdv, bytes), backward: backwardTiles(dc, bytes),
+    dkdv: withDkdv(dkdvShape(dc, bytes), dkdv, bytes),
   };
 }
 
