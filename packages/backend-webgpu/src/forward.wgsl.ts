@@ -292,55 +292,31 @@ fn accumulatePV(o: ptr<function, array<mat4x4<f32>, OC4>>, pt: mat4x4<f32>, hk: 
 
 /**
  * Staging with register prefetch: the next slice's global loads are issued before the arithmetic on the
- * current slice, so their latency overlaps it (two vec4s of Q and two of K per invocation, for adjacent dims:
- * one word each in 16-bit storage; DK·16 ≤ 512 entries;
+ * current slice, so their latency overlaps it (two vec4s of Q and two of K per invocation: DK·16 ≤ 512;
  * four of V: VK·DC/4 ≤ 1024). Same values, same order of the sums as PLAIN.
  */
 const PREFETCHED = /* wgsl */ `
-// Staging entries e, e + 1 (e even; DK is even, so one row group and dims d, d + 1) of the Q slice at d0: with
-// an even head dim both dims are one aligned pair (one word in 16-bit storage). NaN is flagged when stored.
-fn fetchQ2(e: u32, d0: u32, h: u32, nRows: u32) -> array<vec4<f32>, 2> {
+// 4 rows of one dim of Q (staging entry e of the slice at d0); NaN is flagged and zeroed when stored.
+fn fetchQ(e: u32, d0: u32, h: u32, nRows: u32) -> vec4<f32> {
   let D = P.D;
   let d = d0 + e % DK;
-  var x0 = vec4<f32>(0.0);
-  var x1 = vec4<f32>(0.0);
+  var x = vec4<f32>(0.0);
   for (var i = 0u; i < 4u; i++) {
     let r = (e / DK) * 4u + i;
-    if (r < nRows) {
-      let at = (rowIds[r] * P.Hq + h) * D + d;
-      if ((D & 1u) == 0u && d + 2u <= D) {
-        let p = qAt2(at);
-        x0[i] = p.x;
-        x1[i] = p.y;
-      } else {
-        if (d < D) { x0[i] = qAt(at); }
-        if (d + 1u < D) { x1[i] = qAt(at + 1u); }
-      }
-    }
+    if (r < nRows && d < D) { x[i] = qAt((rowIds[r] * P.Hq + h) * D + d); }
   }
-  return array<vec4<f32>, 2>(x0, x1);
+  return x;
 }
 
-fn fetchK2(e: u32, d0: u32, hk: u32, p0: u32, b1: u32) -> array<vec4<f32>, 2> {
+fn fetchK(e: u32, d0: u32, hk: u32, p0: u32, b1: u32) -> vec4<f32> {
   let D = P.D;
   let d = d0 + e % DK;
-  var x0 = vec4<f32>(0.0);
-  var x1 = vec4<f32>(0.0);
+  var x = vec4<f32>(0.0);
   for (var i = 0u; i < 4u; i++) {
     let c = (e / DK) * 4u + i;
-    if (p0 + c < b1) {
-      let at = ((p0 + c) * P.Hkv + hk) * D + d;
-      if ((D & 1u) == 0u && d + 2u <= D) {
-        let p = kAt2(at);
-        x0[i] = p.x;
-        x1[i] = p.y;
-      } else {
-        if (d < D) { x0[i] = kAt(at); }
-        if (d + 1u < D) { x1[i] = kAt(at + 1u); }
-      }
-    }
+    if (p0 + c < b1 && d < D) { x[i] = kAt(((p0 + c) * P.Hkv + hk) * D + d); }
   }
-  return array<vec4<f32>, 2>(x0, x1);
+  return x;
 }
 
 fn putQ(e: u32, x: vec4<f32>) {
@@ -366,20 +342,21 @@ fn scoreTile(h: u32, hk: u32, nRows: u32, p0: u32, b1: u32, kEnd: u32, lid: u32)
   let ty = lid / 16u;
   let nq = DK * ((nRows + 3u) / 4u);                      // staging entries of Q per slice
   let nk = DK * min(TN / 4u, (kEnd - p0 + 3u) / 4u);      // and of K
-  let e0 = 2u * lid; // this invocation's staging entries: e0, e0 + 1 (≤ 512 per slice: DK · 16, DK ≤ 32)
-  var qa = fetchQ2(e0, 0u, h, nRows);
-  var ka = fetchK2(e0, 0u, hk, p0, b1);
+  var qa = array<vec4<f32>, 2>(fetchQ(lid, 0u, h, nRows), fetchQ(lid + 256u, 0u, h, nRows));
+  var ka = array<vec4<f32>, 2>(fetchK(lid, 0u, hk, p0, b1), fetchK(lid + 256u, 0u, hk, p0, b1));
   workgroupBarrier(); // previous users of stage, keyBad, red are done
   if (lid < TN) { atomicStore(&keyBad[lid], 0u); }
   var s = mat4x4<f32>();
   for (var d0 = 0u; d0 < DC; d0 += DK) {
     workgroupBarrier();
-    if (e0 < nq) { putQ(e0, qa[0]); putQ(e0 + 1u, qa[1]); } // nq and nk are even
-    if (e0 < nk) { putK(e0, ka[0]); putK(e0 + 1u, ka[1]); }
+    if (lid < nq) { putQ(lid, qa[0]); }
+    if (lid + 256u < nq) { putQ(lid + 256u, qa[1]); }
+    if (lid < nk) { putK(lid, ka[0]); }
+    if (lid + 256u < nk) { putK(lid + 256u, ka[1]); }
     workgroupBarrier();
     if (d0 + DK < DC) {
-      qa = fetchQ2(e0, d0 + DK, h, nRows);
-      ka = fetchK2(e0, d0 + DK, hk, p0, b1);
+      qa = array<vec4<f32>, 2>(fetchQ(lid, d0 + DK, h, nRows), fetchQ(lid + 256u, d0 + DK, h, nRows));
+      ka = array<vec4<f32>, 2>(fetchK(lid, d0 + DK, hk, p0, b1), fetchK(lid + 256u, d0 + DK, hk, p0, b1));
     }
     if (ty * 4u < nRows && p0 + tx * 4u < kEnd) { // an if, not continue: the loop has barriers and must stay uniform
       for (var dd = 0u; dd < DK; dd++) {
