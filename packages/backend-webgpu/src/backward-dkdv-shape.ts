@@ -27,8 +27,10 @@ export function dkdvBytes(s: DkdvShape): number {
 }
 
 /**
- * The dK/dV kernel's shape: most rows per step, then most rows (and keys) per step-3 round, then most dims per
- * S/dP round, such that each round loads at most 4 vec4 per invocation (the prefetch registers).
+ * The dK/dV kernel's shape: most rows per step, then most rows (and keys) per step-3 round, then 8 dims per S/dP
+ * round (16 only where 8 does not fit: on the H200, 8 dims took 115 ms at 32K in the peers configuration against
+ * 128 ms for 16, bench/results/2026-11-29-webgpu-h200-round3-ab3.log), such that each round loads at most 4 vec4
+ * per invocation (the prefetch registers).
  */
 export function dkdvShape(dc: number, bytes: number): DkdvShape {
   for (const rw of [4, 2, 1]) {
@@ -36,7 +38,7 @@ export function dkdvShape(dc: number, bytes: number): DkdvShape {
     for (let rc = m; rc >= 1; rc /= 2) {
       const vk = Math.max(4, (rc * 64) / m); // as many step-3 rounds for the keys as for the rows
       if ((2 * rc + vk) * (dc / 4) > 1024) continue;
-      for (const dk of [16, 8, 4, 2]) {
+      for (const dk of [8, 16, 4, 2]) {
         const s = { oc4: dc / 64, rw, dk, rc, vk };
         if (dk * (m / 2 + 32) <= 1024 && dkdvBytes(s) <= bytes) return s;
       }
