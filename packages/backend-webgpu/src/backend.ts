@@ -49,8 +49,6 @@ export interface WebGpuTuning {
   readonly workgroupStorage?: number;
   /** Largest buffer of per-entry partials in bytes (default: the device's binding limit); smaller means more passes. */
   readonly partialBytes?: number;
-  /** The forward kernel issues the next staging slice's loads before the arithmetic on the current one (default true). */
-  readonly forwardPrefetch?: boolean;
   /** Fields of the v2 dK/dV kernel's shape to impose instead of the chosen ones (rows per invocation, rounds). */
   readonly dkdvShape?: Partial<Omit<DkdvShape, 'oc4'>>;
   /** Routing top-k kernel (route.ts): `split` (up to 16 competing slots, else `owner`) or `owner`; default: defaultRouteKernel. */
@@ -261,7 +259,7 @@ export class WebGpuBackendImpl implements WebGpuBackend {
   }
 
   #tiles(D: number): Tiles {
-    return { ...chooseTiles(this.#ctx.limits, D, this.#tuning.workgroupStorage, this.#tuning.dkdvShape), forwardPrefetch: this.#tuning.forwardPrefetch ?? true };
+    return chooseTiles(this.#ctx.limits, D, this.#tuning.workgroupStorage, this.#tuning.dkdvShape);
   }
 
   #attnGeometry(seqs: Sequences, T: number, blockSize: number, tiles: Tiles): Geometry {

@@ -84,8 +84,7 @@ export function encodeForward(
   const run = l.temp('forward running max and sums', passes.some((p) => !p.whole) ? 2 * T * dims.Hq * 4 : 16);
   const windowBytes = headWindowBytes(kind, passes, T, D);
   const window = windowBytes > 0 ? l.temp('forward out window', windowBytes) : null;
-  const prefetch = tiles.forwardPrefetch !== false;
-  const shader = shaderVariant(`moba.forward${tiles.oc4}${prefetch ? 'p' : ''}.${kind}`, FORWARD_BINDINGS, () => forwardWgsl(tiles.oc4, kind, prefetch));
+  const shader = shaderVariant(`moba.forward${tiles.oc4}.${kind}`, FORWARD_BINDINGS, () => forwardWgsl(tiles.oc4, kind));
   const merge = shaderVariant(`moba.forward-merge.${kind}${window ? '.window' : ''}`, MERGE_BINDINGS, () => forwardMergeWgsl(kind, !!window));
   const { DK, VK, PH, STAGE4 } = tiles.forward;
   passes.forEach((pass, p) => {

@@ -125,8 +125,6 @@ export interface Tiles {
   readonly forward: ForwardTiles;
   /** The dK/dV kernel's shape (backward-dkdv-shape.ts). */
   readonly dkdv: DkdvShape;
-  /** The forward's staging prefetches the next slice into registers (default true; WebGpuTuning.forwardPrefetch). */
-  readonly forwardPrefetch?: boolean;
 }
 
 const F32 = 4;
