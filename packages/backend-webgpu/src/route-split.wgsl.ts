@@ -1,6 +1,7 @@
 /**
  * Routing top-k with split candidate lists (SPEC §3; FlashMoBA's flash_topk without its serial per-row merge).
- * A workgroup takes 64 query rows of one head and streams the sequence's centroids in tiles of 64. Each of the
+ * A workgroup takes 64 query rows of one head and streams the sequence's centroids in tiles of 64, the last
+ * (nearest) tile first. Each of the
  * 256 invocations computes a 2 × 8 register tile of S = Q Cᵀ (rows rp and rp + 32, centroids cg·8 … cg·8 + 7 of
  * the tile; head dim staged DK at a time) and offers its 16 scores to two private top-k lists (one per row) held
  * in registers: most candidates are rejected by one comparison with the list's k-th entry. At the end the 8 lists
@@ -29,37 +30,37 @@ function each(kp: number, unroll: boolean, body: (I: string) => string): string 
   }`;
 }
 
-// Insertion of (c, ci) into row r's sorted list: one compare-exchange per slot, unrolled so that the lists stay
-// in registers (no dynamic index); slots past `slots` are never touched. Updates the row's threshold (kv, ki).
-// `asc`: candidates come in ascending block order, so c ranks above an entry iff c >= its score (the entry's
-// block is lower, or it is empty: −∞, 0); else (merging lists) the full rank order decides.
-function offerFn(r: number, kp: number, unroll: boolean, asc: boolean): string {
+// Insertion of (c, ci) into row r's sorted list: one compare-exchange per slot (the full rank order), unrolled so
+// that the lists stay in registers (no dynamic index); slots past `slots` are never touched. Updates the row's
+// threshold (kv, ki).
+function offerFn(r: number, kp: number, unroll: boolean): string {
   const step = (I: string): string => `
   if (${I} < slots) {
     let v = tv${r}[${I}]; let x = ti${r}[${I}];
-    let t = ${asc ? 'c >= v' : 'better(c, ci, v, x)'};
+    let t = better(c, ci, v, x);
     tv${r}[${I}] = select(v, c, t); ti${r}[${I}] = select(x, ci, t);
     c = select(c, v, t); ci = select(ci, x, t);
     if (${I} + 1u == slots) { kv${r} = tv${r}[${I}]; ki${r} = ti${r}[${I}]; }
   }`;
-  return `fn ${asc ? 'offerAsc' : 'offer'}${r}(c0: f32, ci0: u32) {
+  return `fn offer${r}(c0: f32, ci0: u32) {
   var c = c0;
   var ci = ci0;${each(kp, unroll, step)}
 }`;
 }
 
 // The tile's candidates of each row: a mask of those that rank above the list's threshold at the start of the
-// tile (most fail this one comparison), then only these are inserted, in ascending block order.
+// tile (most fail this one comparison), then only these are inserted. The rank order is exact (score, then
+// block), so the order of insertion does not change the result.
 function offerTile(): string {
   return rows.map((r) => `
     {
       let lo = acc[${2 * r}]; let hi = acc[${2 * r + 1}];
       var m = 0u;${range(8).map((c) => `
-      if (jb + ${c}u < lim${r} && !isNan(${c < 4 ? 'lo' : 'hi'}[${c & 3}]) && ${c < 4 ? 'lo' : 'hi'}[${c & 3}] >= kv${r}) { m |= ${1 << c}u; }`).join('')}
+      if (jb + ${c}u < lim${r} && !isNan(${c < 4 ? 'lo' : 'hi'}[${c & 3}]) && better(${c < 4 ? 'lo' : 'hi'}[${c & 3}], jb + ${c + 1}u, kv${r}, ki${r})) { m |= ${1 << c}u; }`).join('')}
       while (m != 0u) {
         let c = firstTrailingBit(m);
         m &= m - 1u;
-        offerAsc${r}(select(lo, hi, c >= 4u)[c & 3u], jb + c + 1u);
+        offer${r}(select(lo, hi, c >= 4u)[c & 3u], jb + c + 1u);
       }
     }`).join('');
 }
@@ -122,13 +123,9 @@ var<private> slots: u32;
 // a ranks above b: higher score, or equal score and higher block (exact ties go to the higher block)
 fn better(av: f32, ai: u32, bv: f32, bi: u32) -> bool { return av > bv || (av == bv && ai > bi); }
 
-${offerFn(0, kp, unroll, true)}
+${offerFn(0, kp, unroll)}
 
-${offerFn(1, kp, unroll, true)}
-
-${offerFn(0, kp, unroll, false)}
-
-${offerFn(1, kp, unroll, false)}
+${offerFn(1, kp, unroll)}
 
 // Q dims [d0, d0 + nd) of rows r0 … r1 − 1 into stage rows [0, nd): vec4 over 4 rows, zeros past the ends
 fn stageQ(lid: u32, d0: u32, nd: u32, r0: u32, r1: u32, h: u32) {
@@ -186,9 +183,13 @@ fn topkSplit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   let cAt = select(DK, QD, qRes); // stage row of C dim d0
   if (qRes && tileLimit > 0u) { stageQ(lid, 0u, QD, r0, r1, h); } // read after the tile loop's first barrier
 
+  // tiles from the last (nearest) to the first: scores that grow toward the row's own block (recency) settle the
+  // thresholds early, so later tiles insert little
+  let nTiles = (tileLimit + 63u) / 64u;
   var pc = array<vec4<f32>, 2>(); // staging entries lid, lid + 256 of the next C slice
-  if (tileLimit > 0u) { pc = array<vec4<f32>, 2>(fetchC(lid, 0u, 0u, tileLimit, base, hk), fetchC(lid + 256u, 0u, 0u, tileLimit, base, hk)); }
-  for (var j0 = 0u; j0 < tileLimit; j0 += 64u) {
+  if (nTiles > 0u) { pc = array<vec4<f32>, 2>(fetchC(lid, (nTiles - 1u) * 64u, 0u, tileLimit, base, hk), fetchC(lid + 256u, (nTiles - 1u) * 64u, 0u, tileLimit, base, hk)); }
+  for (var tj = nTiles; tj > 0u; tj--) {
+    let j0 = (tj - 1u) * 64u;
     // -- S = Q Cᵀ: rows rp, rp + 32; centroids j0 + cg·8 + c --
     var acc = array<vec4<f32>, 4>(); // [row][centroids 0–3, 4–7], zeroed per tile
     for (var d0 = 0u; d0 < D; d0 += DK) {
@@ -202,8 +203,9 @@ fn topkSplit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
       workgroupBarrier();
       // the next slice's centroids are loaded while this one is multiplied (latency hidden behind the FMAs)
       let nd0 = select(0u, d0 + DK, d0 + DK < D);
-      let nj0 = select(j0 + 64u, j0, d0 + DK < D);
-      if (nj0 < tileLimit) { pc = array<vec4<f32>, 2>(fetchC(lid, nj0, nd0, tileLimit, base, hk), fetchC(lid + 256u, nj0, nd0, tileLimit, base, hk)); }
+      let more = d0 + DK < D || j0 > 0u;
+      let nj0 = select(j0 - 64u, j0, d0 + DK < D);
+      if (more) { pc = array<vec4<f32>, 2>(fetchC(lid, nj0, nd0, tileLimit, base, hk), fetchC(lid + 256u, nj0, nd0, tileLimit, base, hk)); }
       if (j0 + cg * 8u < tileLimit && r0 + rp < r1) { // padding: no arithmetic
         for (var dd = 0u; dd < DK; dd++) {
           let qi = (qd0 + dd) * PITCH + rp / 4u;
