@@ -117,10 +117,11 @@ export class GpuContext {
   /**
    * Freed buffers kept for reuse, by size and usage: creating and destroying the large per-op temporaries
    * (partials of ~1 GiB at 8K tokens in the peers.md configuration) costs far more than the kernels on
-   * some drivers. A reused buffer is cleared to zero first, as a new one would be.
+   * some drivers. A reused buffer is cleared to zero first, as a new one would be. When a freed buffer does not
+   * fit under the cap, the oldest kept ones are destroyed to make room: the sizes of the latest problem stay.
    */
   #pool = new Map<string, GPUBuffer[]>();
-  #pooled = new Set<GPUBuffer>();
+  #pooled = new Set<GPUBuffer>(); // in the order they were kept (oldest first)
   #pooledBytes = 0;
   /** Most bytes of freed buffers kept for reuse (the backend sets it from its memory budget). */
   poolCapBytes = 0;
@@ -211,13 +212,18 @@ export class GpuContext {
   }
 
   /**
-   * Gives buffers back: kept for reuse while the pool has room (only COPY_DST buffers, which can be
-   * cleared), else destroyed. Work already submitted that uses them is unaffected (the queue is ordered).
+   * Gives buffers back: kept for reuse (only COPY_DST buffers, which can be cleared), the oldest kept ones
+   * destroyed when the pool would exceed its cap; else destroyed. Work already submitted that uses them is
+   * unaffected (the queue is ordered).
    */
   free(...bufs: (GPUBuffer | undefined)[]): void {
     for (const b of bufs) {
       if (!b || !this.#buffers.has(b) || this.#pooled.has(b)) continue;
-      if ((b.usage & USAGE.COPY_DST) !== 0 && b.mapState === 'unmapped' && this.#pooledBytes + b.size <= this.poolCapBytes) {
+      if ((b.usage & USAGE.COPY_DST) !== 0 && b.mapState === 'unmapped' && b.size <= this.poolCapBytes) {
+        for (const old of this.#pooled) {
+          if (this.#pooledBytes + b.size <= this.poolCapBytes) break;
+          this.#evict(old);
+        }
         const key = `${b.size}:${b.usage}`;
         const list = this.#pool.get(key);
         if (list) list.push(b);
@@ -228,6 +234,19 @@ export class GpuContext {
       }
       this.#destroyBuffer(b);
     }
+  }
+
+  /** Bytes of freed buffers kept for reuse. */
+  get pooledBytes(): number {
+    return this.#pooledBytes;
+  }
+
+  #evict(b: GPUBuffer): void {
+    const list = this.#pool.get(`${b.size}:${b.usage}`);
+    list?.splice(list.indexOf(b), 1);
+    this.#pooled.delete(b);
+    this.#pooledBytes -= b.size;
+    this.#destroyBuffer(b);
   }
 
   #destroyBuffer(b: GPUBuffer): void {

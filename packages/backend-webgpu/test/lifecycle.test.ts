@@ -7,6 +7,7 @@
 import { type Backend, type DeviceTensor, MobaError, hostTensor, uniformSeqlens } from '@moba/core';
 import { isRequired } from '@moba/testkit/vitest';
 import { beforeAll, describe, expect, it } from 'vitest';
+import { GpuContext, USAGE } from '../src/device.js';
 import { type WebGpuBackend, createWebGpuBackend, liveBufferCount } from '../src/index.js';
 
 const T = 16;
@@ -86,6 +87,30 @@ describe('webgpu lifecycle', () => {
     expect(b.liveBuffers).toBe(0);
     await expect(b.upload(hostTensor('f32', [1, 1, 1]))).rejects.toMatchObject({ code: 'E_DEVICE' });
   }, 300_000);
+
+  it('the pool of freed buffers keeps the newest within its cap, destroys the oldest, and reuses by size', async (t) => {
+    if (unavailable) return t.skip(unavailable);
+    const owner = await createWebGpuBackend();
+    const ctx = new GpuContext(owner.device, false);
+    try {
+      ctx.poolCapBytes = 3 * 1024;
+      const [a, b, c] = [ctx.buffer('a', 1024), ctx.buffer('b', 1024), ctx.buffer('c', 1024)];
+      ctx.free(a, b, c);
+      expect([ctx.pooledBytes, ctx.liveBuffers]).toEqual([3 * 1024, 3]);
+      const big = ctx.buffer('big', 2048); // not in the pool: a new buffer
+      expect(ctx.liveBuffers).toBe(4);
+      ctx.free(big); // makes room by destroying a and b, the oldest
+      expect([ctx.pooledBytes, ctx.liveBuffers]).toEqual([3 * 1024, 2]);
+      expect(ctx.buffer('again', 2048)).toBe(big); // reused: same size and usage
+      expect(ctx.buffer('c again', 1024)).toBe(c);
+      expect(ctx.pooledBytes).toBe(0);
+      ctx.free(ctx.buffer('too big', 4096, USAGE.STORAGE | USAGE.COPY_DST)); // over the cap: destroyed at once
+      expect(ctx.liveBuffers).toBe(2);
+    } finally {
+      ctx.destroy();
+      await owner.destroy();
+    }
+  });
 
   it('100 backends on a caller-owned device: destroy() frees their buffers and leaves the device usable', async (t) => {
     if (unavailable) return t.skip(unavailable);
