@@ -134,7 +134,7 @@ fn stageQ(lid: u32, d0: u32, nd: u32, r0: u32, r1: u32, h: u32) {
     var x = vec4<f32>(0.0);
     for (var i = 0u; i < 4u; i++) {
       let r = r0 + (e / nd) * 4u + i;
-      if (r < r1 && d < P.D) { x[i] = loadQ((r * P.Hq + h) * P.D + d); }
+      if (r < r1 && d < P.D) { x[i] = qAt((r * P.Hq + h) * P.D + d); }
     }
     stage[(e % nd) * PITCH + e / nd] = x;
   }
@@ -158,12 +158,12 @@ fn topkSplit(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   if (tile >= P.nItems) { return; } // uniform: the whole workgroup leaves
   let D = P.D;
   let hk = h / (P.Hq / P.Hkv);
-  let r0 = geom[P.qTilesOff + 4u * tile];
-  let r1 = geom[P.qTilesOff + 4u * tile + 1u];
-  let sq = P.seqsOff + 4u * geom[P.qTilesOff + 4u * tile + 2u];
-  let start = geom[sq];
-  let nBlocks = geom[sq + 3u];
-  let base = geom[sq + 2u];
+  let qt = queryTile(tile);
+  let r0 = qt.r0;
+  let r1 = qt.r1;
+  let start = qt.start;
+  let nBlocks = qt.nBlocks;
+  let base = qt.base;
   let causal = P.causal != 0u;
   let rp = lid % 32u; // rows r0 + rp, r0 + rp + 32
   let cg = lid / 32u; // centroids cg·8 … cg·8 + 7 of each tile (one group per 32 invocations: broadcast reads)

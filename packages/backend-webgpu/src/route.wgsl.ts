@@ -12,8 +12,8 @@ import { commonWgsl } from './common.wgsl.js';
 import { type StorageKind, tensorRead } from './storage.wgsl.js';
 
 /**
- * Bindings of both routing shaders (this one and route-split.wgsl.ts), and the only places where q and k are
- * read: `loadQ`, `loadK` (element i of the flat tensor as f32).
+ * Bindings of both routing shaders (this one and route-split.wgsl.ts): q and k are read through `qAt`, `kAt`
+ * (storage.wgsl.ts), and `queryTile` decodes a query tile of the geometry.
  */
 export function routeBindingsWgsl(kind: StorageKind): string {
   return /* wgsl */ `
@@ -24,8 +24,13 @@ ${tensorRead('k', 3, kind)}// [T, Hkv, D]
 @group(0) @binding(4) var<storage, read_write> cent: array<f32>;   // [totalBlocks, Hkv, D]
 @group(0) @binding(5) var<storage, read_write> indices: array<i32>; // [T, Hq, topk]
 
-fn loadQ(i: u32) -> f32 { return qAt(i); }
-fn loadK(i: u32) -> f32 { return kAt(i); }
+// Query tile number tile of the geometry: rows [r0, r1) of one sequence, which starts at token start, has nBlocks
+// blocks, and whose first block is global block base.
+struct QueryTile { r0: u32, r1: u32, start: u32, nBlocks: u32, base: u32 }
+fn queryTile(tile: u32) -> QueryTile {
+  let sq = P.seqsOff + 4u * geom[P.qTilesOff + 4u * tile + 2u];
+  return QueryTile(geom[P.qTilesOff + 4u * tile], geom[P.qTilesOff + 4u * tile + 1u], geom[sq], geom[sq + 3u], geom[sq + 2u]);
+}
 `;
 }
 
@@ -52,7 +57,7 @@ fn centroids(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_in
   let start = geom[P.blocksOff + 4u * g];
   let len = geom[P.blocksOff + 4u * g + 1u];
   var s = 0.0;
-  for (var t = start; t < start + len; t++) { s += loadK(t * P.Hkv * P.D + hd); }
+  for (var t = start; t < start + len; t++) { s += kAt(t * P.Hkv * P.D + hd); }
   cent[i] = s / f32(len); // mean over the block's actual tokens (a partial last block included)
 }
 
@@ -66,12 +71,12 @@ fn topk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   if (tile >= P.nItems) { return; } // uniform: the whole workgroup leaves
   let D = P.D;
   let hk = h / (P.Hq / P.Hkv);
-  let r0 = geom[P.qTilesOff + 4u * tile];
-  let r1 = geom[P.qTilesOff + 4u * tile + 1u];
-  let sq = P.seqsOff + 4u * geom[P.qTilesOff + 4u * tile + 2u];
-  let start = geom[sq];
-  let nBlocks = geom[sq + 3u];
-  let base = geom[sq + 2u];
+  let qt = queryTile(tile);
+  let r0 = qt.r0;
+  let r1 = qt.r1;
+  let start = qt.start;
+  let nBlocks = qt.nBlocks;
+  let base = qt.base;
   let causal = P.causal != 0u;
   let tx = lid % 16u;
   let ty = lid / 16u;
@@ -98,7 +103,7 @@ fn topk(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
         var x = vec4<f32>(0.0);
         for (var i = 0u; i < 4u; i++) {
           let r = r0 + (e / DK) * 4u + i;
-          if (r < r1 && d < D) { x[i] = loadQ((r * P.Hq + h) * D + d); }
+          if (r < r1 && d < D) { x[i] = qAt((r * P.Hq + h) * D + d); }
         }
         stage[(e % DK) * (RT / 4u) + e / DK] = x;
       }
