@@ -4,7 +4,9 @@
  * heatmap on a canvas and the time of every phase. Without a WebGPU adapter it falls back to the CPU backend
  * (one thread, in the page) and says so. Served by `pnpm demo:web` (serve.ts).
  */
-import { type Backend, type DeviceTensor, type HostTensor, type MobaConfig, MobaError, Rng, hostTensor, moba, mobaBackward, routingCounts, sequences } from '@moba/core';
+import {
+  type Backend, type BackendOp, type DeviceTensor, type HostTensor, type MobaConfig, MobaError, Rng, hostTensor, moba, mobaBackward, routingCounts, sequences, timeBackend,
+} from '@moba/core';
 import { createCpuBackend } from '@moba/backend-cpu';
 import { createWebGpuBackend } from '@moba/backend-webgpu';
 import { attendedFraction, drawHeatmap } from './heatmap.js';
@@ -36,8 +38,6 @@ export interface DemoRun {
 
 interface Engine {
   readonly backend: Backend;
-  /** Waits until the device has finished the submitted work (WebGPU), so each phase is timed to completion. */
-  readonly sync: () => Promise<void>;
   readonly label: string;
   readonly fallback: string | null;
 }
@@ -64,7 +64,7 @@ async function openEngine(): Promise<Engine> {
     const backend = await createWebGpuBackend({ device });
     const info = adapter.info;
     const name = [info.vendor, info.architecture, info.description].filter(Boolean).join(' ') || 'unnamed adapter';
-    return { backend, sync: () => device.queue.onSubmittedWorkDone(), label: `WebGPU: ${name}${info.isFallbackAdapter ? ' (software)' : ''}`, fallback: null };
+    return { backend, label: `WebGPU: ${name}${info.isFallbackAdapter ? ' (software)' : ''}`, fallback: null };
   } catch (e) {
     why = e instanceof Error ? e.message : String(e);
   }
@@ -72,7 +72,7 @@ async function openEngine(): Promise<Engine> {
   // SharedArrayBuffer, so no cross-origin isolation is needed).
   const backend = createCpuBackend();
   const label = `CPU backend (${backend.threads} thread${backend.threads === 1 ? '' : 's'}, in the page)`;
-  return { backend, sync: async () => undefined, label, fallback: `WebGPU is not available here (${why}); running on the CPU backend instead.` };
+  return { backend, label, fallback: `WebGPU is not available here (${why}); running on the CPU backend instead.` };
 }
 
 /**
@@ -100,29 +100,15 @@ function makeInputs(T: number, blockSize: number, kconv: number): { q: HostTenso
   };
 }
 
-/** Delegates to `inner`, adding the time of each phase (to device completion) into `ms`. */
-function timed(inner: Backend, sync: () => Promise<void>, ms: Partial<Record<Phase, number>>): Backend {
-  const time = async <R>(phase: Phase, f: () => Promise<R>): Promise<R> => {
-    await sync();
-    const t0 = performance.now();
-    const r = await f();
-    await sync();
-    ms[phase] = (ms[phase] ?? 0) + performance.now() - t0;
-    return r;
-  };
-  return {
-    name: inner.name, caps: inner.caps,
-    upload: (t) => inner.upload(t), download: (t) => inner.download(t),
-    route: (q, k, l, c) => time('route', () => inner.route(q, k, l, c)),
-    routingFromIndices: (i, s, l, c) => inner.routingFromIndices(i, s, l, c),
-    routingIndices: (r) => inner.routingIndices(r),
-    forward: (q, k, v, r, l, c) => time('forward', () => inner.forward(q, k, v, r, l, c)),
-    backward: (q, k, v, o, lse, dO, r, l, c) => time('backward', () => inner.backward(q, k, v, o, lse, dO, r, l, c)),
-    kconv: (k, w, l) => time('kconv', () => inner.kconv(k, w, l)),
-    kconvBackward: (k, w, d, l) => time('kconvBackward', () => inner.kconvBackward(k, w, d, l)),
-    dispose: (...items) => inner.dispose(...items),
-    destroy: () => inner.destroy(),
-  };
+/** Delegates to `inner`, adding the time of each phase (to device completion, `backend.sync()`) into `ms`. */
+function timed(inner: Backend, ms: Partial<Record<Phase, number>>): Backend {
+  const phases: Partial<Record<BackendOp, Phase>> = { route: 'route', forward: 'forward', backward: 'backward', kconv: 'kconv', kconvBackward: 'kconvBackward' };
+  return timeBackend(inner, {
+    end: (op, t) => {
+      const phase = phases[op];
+      if (phase) ms[phase] = (ms[phase] ?? 0) + t;
+    },
+  });
 }
 
 /** One moba() + mobaBackward() round trip; returns the routing indices `[T, Hq, topk]`. */
@@ -164,7 +150,7 @@ async function runDemo(engine: Engine): Promise<DemoRun> {
   // warm-up on a short problem with the same config: pipeline compilation and JIT stay out of the timings
   await roundTrip(backend, Math.min(T, 4 * blockSize), cfg, kconv);
   const ms: Partial<Record<Phase, number>> = {};
-  const indices = await roundTrip(timed(backend, engine.sync, ms), T, cfg, kconv);
+  const indices = await roundTrip(timed(backend, ms), T, cfg, kconv);
 
   const seqs = sequences({ cuSeqlens: Int32Array.of(0, T) }, blockSize);
   const rc = routingCounts(indices, HEADS, topk, seqs, blockSize);

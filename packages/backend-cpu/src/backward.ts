@@ -1,11 +1,13 @@
 /**
  * MoBA backward (SPEC §5; FA2's recompute-from-lse scheme, no atomics): Δ = rowsum(dO ⊙ O); dK, dV
- * per (kv head, key chunk) over the chunk's query lists of every query head of the group (one owner
+ * per (kv head, key tile) over the key tile's query lists of every query head of the group (one owner
  * per output row); dQ in a second, query-major pass over each tile's selected blocks. P is
  * recomputed as exp(scale·S − lse). Out: dq `[T, Hq, D]`, dk, dv `[T, Hkv, D]` (input dtype).
  */
 import { type AttentionArgs, type Claim, type RoutingArgs, TileState, gatherRows, tileBlocks } from './forward.js';
-import { KEY_CHUNK, TILE_ROWS, storeRow } from './tensor.js';
+import type { BackwardInputs, CheckedProblem, ProblemShape } from '@moba/core';
+import type { CpuRouting } from './collect.js';
+import { type Cpu, type Geometry, KEY_TILE, TILE_ROWS, geometry, headMajor, headMajorQkv, storeRow } from './tensor.js';
 import { axpyTile, dotTile, fastExp } from './tile.js';
 
 export interface BackwardArgs extends AttentionArgs {
@@ -20,19 +22,19 @@ export interface BackwardArgs extends AttentionArgs {
 
 /** Tile scratch plus the backward's second score tile, its transposes and the dK/dV accumulators. */
 export class GradState extends TileState {
-  readonly dp = new Float64Array(TILE_ROWS * KEY_CHUNK); // [rows, KEY_CHUNK]
-  readonly pT = new Float64Array(KEY_CHUNK * TILE_ROWS); // [KEY_CHUNK, rows]
-  readonly dsT = new Float64Array(KEY_CHUNK * TILE_ROWS); // [KEY_CHUNK, rows]
-  readonly tlo = new Int32Array(KEY_CHUNK);
-  readonly thi = new Int32Array(KEY_CHUNK);
-  readonly keyAcc = new Int32Array(KEY_CHUNK);
-  readonly dkAcc: Float64Array; // [KEY_CHUNK, D]
-  readonly dvAcc: Float64Array; // [KEY_CHUNK, D]
+  readonly dp = new Float64Array(TILE_ROWS * KEY_TILE); // [rows, KEY_TILE]
+  readonly pT = new Float64Array(KEY_TILE * TILE_ROWS); // [KEY_TILE, rows]
+  readonly dsT = new Float64Array(KEY_TILE * TILE_ROWS); // [KEY_TILE, rows]
+  readonly tlo = new Int32Array(KEY_TILE);
+  readonly thi = new Int32Array(KEY_TILE);
+  readonly keyAcc = new Int32Array(KEY_TILE);
+  readonly dkAcc: Float64Array; // [KEY_TILE, D]
+  readonly dvAcc: Float64Array; // [KEY_TILE, D]
   constructor(D: number, maxBlocks: number) {
     super(D, maxBlocks);
-    this.dkAcc = new Float64Array(KEY_CHUNK * D);
-    this.dvAcc = new Float64Array(KEY_CHUNK * D);
-    for (let j = 0; j < KEY_CHUNK; j++) this.keyAcc[j] = j * D;
+    this.dkAcc = new Float64Array(KEY_TILE * D);
+    this.dvAcc = new Float64Array(KEY_TILE * D);
+    for (let j = 0; j < KEY_TILE; j++) this.keyAcc[j] = j * D;
   }
 }
 
@@ -66,14 +68,14 @@ export function gradScores(a: BackwardArgs, st: GradState, h: number, m: number,
     st.hi[i] = a.causal ? Math.max(0, Math.min(nc, st.row[i] + 1 - c0)) : nc;
   }
   // -- S = Q Kᵀ, dP = dO Vᵀ (dO shares q's head-major layout, so the same row offsets) --
-  dotTile(a.q, st.aOff, a.k, st.kOff, m, st.lo, st.hi, st.s, KEY_CHUNK, D);
-  dotTile(a.dOut, st.aOff, a.v, st.kOff, m, st.lo, st.hi, st.dp, KEY_CHUNK, D);
+  dotTile(a.q, st.aOff, a.k, st.kOff, m, st.lo, st.hi, st.s, KEY_TILE, D);
+  dotTile(a.dOut, st.aOff, a.v, st.kOff, m, st.lo, st.hi, st.dp, KEY_TILE, D);
   // -- P = exp(scale·S − lse), dS = P ⊙ (dP − Δ); S keeps dS, dP keeps P --
   for (let i = 0; i < m; i++) {
     const row = st.row[i] * Hq + h;
     const lse = a.lse[row];
     const delta = a.delta[row];
-    for (let j = 0, so = i * KEY_CHUNK, n = st.hi[i]; j < n; j++) {
+    for (let j = 0, so = i * KEY_TILE, n = st.hi[i]; j < n; j++) {
       const p = fastExp(a.scale * st.s[so + j] - lse);
       st.s[so + j] = p * (st.dp[so + j] - delta);
       st.dp[so + j] = p;
@@ -98,16 +100,16 @@ export function dqKernel(a: BackwardArgs & RoutingArgs, claim: Claim): void {
       const m = gatherRows(a, st, h, g.blockBase[seq] + j, r0, r1);
       const kb0 = s0 + j * g.blockSize;
       const kb1 = Math.min(kb0 + g.blockSize, sEnd);
-      for (let c0 = kb0; c0 < kb1; c0 += KEY_CHUNK) dqChunk(a, st, h, m, c0, Math.min(c0 + KEY_CHUNK, kb1));
+      for (let c0 = kb0; c0 < kb1; c0 += KEY_TILE) dqKeys(a, st, h, m, c0, Math.min(c0 + KEY_TILE, kb1));
     }
     storeDq(a, st, h, r0, r1);
   }
 }
 
-/** acc (tile dQ, unscaled) += dS K over one key chunk for the gathered rows. */
-export function dqChunk(a: BackwardArgs, st: GradState, h: number, m: number, c0: number, c1: number): void {
+/** acc (tile dQ, unscaled) += dS K over one key tile for the gathered rows. */
+export function dqKeys(a: BackwardArgs, st: GradState, h: number, m: number, c0: number, c1: number): void {
   gradScores(a, st, h, m, c0, c1);
-  axpyTile(st.s, KEY_CHUNK, a.k, st.kOff, m, st.lo, st.hi, st.acc, st.accOff, a.geo.D);
+  axpyTile(st.s, KEY_TILE, a.k, st.kOff, m, st.lo, st.hi, st.acc, st.accOff, a.geo.D);
 }
 
 /** Epilogue of the dQ pass: dq = scale · acc, rounded to the dtype. */
@@ -116,7 +118,7 @@ export function storeDq(a: BackwardArgs, st: GradState, h: number, r0: number, r
   for (let t = r0; t < r1; t++) storeRow(a.dq, (t * Hq + h) * D, st.acc, (t - r0) * D, D, a.scale, a.dtype);
 }
 
-/** Kernel: dK, dV of one (kv head, key chunk), item = chunk·Hkv + kvh, over the collected query lists. */
+/** Kernel: dK, dV of one (kv head, key tile), item = keyTile·Hkv + kvh, over the collected query lists. */
 export function dkdvKernel(a: BackwardArgs & RoutingArgs, claim: Claim): void {
   const g = a.geo;
   const st = new GradState(g.D, g.maxBlocks);
@@ -124,8 +126,8 @@ export function dkdvKernel(a: BackwardArgs & RoutingArgs, claim: Claim): void {
   for (let it = claim(); it >= 0; it = claim()) {
     const ci = Math.floor(it / g.Hkv);
     const kvh = it % g.Hkv;
-    const c0 = g.chunks[ci * 4], c1 = g.chunks[ci * 4 + 1];
-    const gb = g.blockBase[g.chunks[ci * 4 + 2]] + g.chunks[ci * 4 + 3];
+    const c0 = g.keyTiles[ci * 4], c1 = g.keyTiles[ci * 4 + 1];
+    const gb = g.blockBase[g.keyTiles[ci * 4 + 2]] + g.keyTiles[ci * 4 + 3];
     beginKeys(st, c1 - c0, g.D);
     for (let h = kvh * group; h < (kvh + 1) * group; h++) {
       const key = h * g.totalBlocks + gb;
@@ -142,7 +144,7 @@ export function dkdvKernel(a: BackwardArgs & RoutingArgs, claim: Claim): void {
   }
 }
 
-/** Zeroes the dK/dV accumulators of an nc-key chunk. */
+/** Zeroes the dK/dV accumulators of an nc-key tile. */
 export function beginKeys(st: GradState, nc: number, D: number): void {
   st.dkAcc.fill(0, 0, nc * D);
   st.dvAcc.fill(0, 0, nc * D);
@@ -159,15 +161,15 @@ export function dkdvRows(a: BackwardArgs, st: GradState, h: number, m: number, c
     st.tlo[j] = first;
     st.thi[j] = m;
     for (let i = first, o = j * TILE_ROWS; i < m; i++) {
-      st.pT[o + i] = st.dp[i * KEY_CHUNK + j];
-      st.dsT[o + i] = a.scale * st.s[i * KEY_CHUNK + j];
+      st.pT[o + i] = st.dp[i * KEY_TILE + j];
+      st.dsT[o + i] = a.scale * st.s[i * KEY_TILE + j];
     }
   }
   axpyTile(st.pT, TILE_ROWS, a.dOut, st.aOff, nc, st.tlo, st.thi, st.dvAcc, st.keyAcc, a.geo.D);
   axpyTile(st.dsT, TILE_ROWS, a.q, st.aOff, nc, st.tlo, st.thi, st.dkAcc, st.keyAcc, a.geo.D);
 }
 
-/** Writes the chunk's dK, dV rows (every key row is owned by exactly one item), rounded to the dtype. */
+/** Writes the key tile's dK, dV rows (every key row is owned by exactly one item), rounded to the dtype. */
 export function storeKeys(a: BackwardArgs, st: GradState, kvh: number, c0: number, c1: number): void {
   const { Hkv, D } = a.geo;
   for (let p = c0; p < c1; p++) {
@@ -175,4 +177,26 @@ export function storeKeys(a: BackwardArgs, st: GradState, kvh: number, c0: numbe
     storeRow(a.dk, o, st.dkAcc, (p - c0) * D, D, 1, a.dtype);
     storeRow(a.dv, o, st.dvAcc, (p - c0) * D, D, 1, a.dtype);
   }
+}
+
+/** The backward's arguments: head-major q, k, v, dOut, the Δ workspace and zeroed dq, dk, dv. */
+export function gradArgs(cpu: Cpu, shape: ProblemShape, geo: Geometry, scale: number, causal: boolean, t: BackwardInputs<Float32Array>): BackwardArgs {
+  const { T, Hq, Hkv, D } = shape;
+  return {
+    geo, scale, causal, dtype: shape.dtype, ...headMajorQkv(cpu.mem, shape, t),
+    out: t.out, lse: t.lse, dOut: headMajor(cpu.mem, t.dOut, T, Hq, D),
+    delta: cpu.mem.f64(T * Hq), // [T, Hq]
+    dq: cpu.mem.f32(T * Hq * D), dk: cpu.mem.f32(T * Hkv * D), dv: cpu.mem.f32(T * Hkv * D),
+  };
+}
+
+/** The backward stage: Δ, then dK/dV per (key tile, kv head) over the lists, then dQ per (query tile, head). */
+export async function backward(cpu: Cpu, p: CheckedProblem, t: BackwardInputs<Float32Array>, r: CpuRouting): Promise<{ dq: Float32Array; dk: Float32Array; dv: Float32Array }> {
+  const geo = geometry(p.shape, p.seqs, p.cfg.blockSize);
+  const args = { ...gradArgs(cpu, p.shape, geo, p.cfg.scale, p.cfg.causal, t), topk: p.cfg.topk, ...r };
+  const { T, Hq, Hkv, D } = p.shape;
+  await cpu.pool.run('delta', args, geo.nTiles, 2 * T * Hq * D);
+  await cpu.pool.run('dkdv', args, geo.nKeyTiles * Hkv, p.plan.flops.backward);
+  await cpu.pool.run('dq', args, geo.nTiles * Hq, p.plan.flops.backward);
+  return { dq: args.dq, dk: args.dk, dv: args.dv };
 }

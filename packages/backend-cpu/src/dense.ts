@@ -2,11 +2,12 @@
  * Dense causal attention on the MoBA kernels' machinery (the benchmark baseline, not the reference):
  * the same tiles, online softmax and register-blocked inner loops, over every causal key of the
  * sequence instead of the routed blocks. Forward and dQ items are (tile, head), longest tiles first;
- * dK/dV items are (key chunk, kv head) over all later query rows of the group.
+ * dK/dV items are (key tile, kv head) over all later query rows of the group.
  */
-import { type BackwardArgs, GradState, beginKeys, dkdvRows, dqChunk, storeDq, storeKeys } from './backward.js';
-import { type AttentionArgs, type Claim, type ForwardArgs, TileState, attendChunk, beginTile, finishTile } from './forward.js';
-import { KEY_CHUNK, TILE_ROWS, type Geometry } from './tensor.js';
+import type { BackwardInputs, CheckedProblem, Qkv } from '@moba/core';
+import { type BackwardArgs, GradState, beginKeys, dkdvRows, dqKeys, gradArgs, storeDq, storeKeys } from './backward.js';
+import { type AttentionArgs, type Claim, type ForwardArgs, TileState, attendKeys, beginTile, finishTile } from './forward.js';
+import { type Cpu, KEY_TILE, TILE_ROWS, type Geometry, geometry, headMajorQkv } from './tensor.js';
 
 export type DenseForwardArgs = Omit<ForwardArgs, 'topk' | 'indices' | 'offsets' | 'rows'>;
 
@@ -37,7 +38,7 @@ export function denseForwardKernel(a: DenseForwardArgs, claim: Claim): void {
     const r0 = g.tiles[tile * 3], r1 = g.tiles[tile * 3 + 1];
     beginTile(st, r1 - r0, g.D);
     const m = allRows(a, st, h, r0, r1);
-    for (let c0 = g.seqStart[g.tiles[tile * 3 + 2]]; c0 < r1; c0 += KEY_CHUNK) attendChunk(a, st, h, m, c0, Math.min(c0 + KEY_CHUNK, r1));
+    for (let c0 = g.seqStart[g.tiles[tile * 3 + 2]]; c0 < r1; c0 += KEY_TILE) attendKeys(a, st, h, m, c0, Math.min(c0 + KEY_TILE, r1));
     finishTile(a as ForwardArgs, st, h, r0, r1);
   }
 }
@@ -51,12 +52,12 @@ export function denseDqKernel(a: BackwardArgs, claim: Claim): void {
     const r0 = g.tiles[tile * 3], r1 = g.tiles[tile * 3 + 1];
     st.acc.fill(0, 0, (r1 - r0) * g.D);
     const m = allRows(a, st, h, r0, r1);
-    for (let c0 = g.seqStart[g.tiles[tile * 3 + 2]]; c0 < r1; c0 += KEY_CHUNK) dqChunk(a, st, h, m, c0, Math.min(c0 + KEY_CHUNK, r1));
+    for (let c0 = g.seqStart[g.tiles[tile * 3 + 2]]; c0 < r1; c0 += KEY_TILE) dqKeys(a, st, h, m, c0, Math.min(c0 + KEY_TILE, r1));
     storeDq(a, st, h, r0, r1);
   }
 }
 
-/** Kernel: dense dK, dV; item = chunk·Hkv + kvh, chunks first to last; rows from c0 to the sequence end. */
+/** Kernel: dense dK, dV; item = keyTile·Hkv + kvh, key tiles first to last; rows from c0 to the sequence end. */
 export function denseDkdvKernel(a: BackwardArgs, claim: Claim): void {
   const g = a.geo;
   const st = new GradState(g.D, 1);
@@ -64,7 +65,7 @@ export function denseDkdvKernel(a: BackwardArgs, claim: Claim): void {
   for (let it = claim(); it >= 0; it = claim()) {
     const ci = Math.floor(it / g.Hkv);
     const kvh = it % g.Hkv;
-    const c0 = g.chunks[ci * 4], c1 = g.chunks[ci * 4 + 1], seq = g.chunks[ci * 4 + 2];
+    const c0 = g.keyTiles[ci * 4], c1 = g.keyTiles[ci * 4 + 1], seq = g.keyTiles[ci * 4 + 2];
     const sEnd = g.seqStart[seq] + g.seqLen[seq];
     beginKeys(st, c1 - c0, g.D);
     for (let h = kvh * group; h < (kvh + 1) * group; h++) {
@@ -72,4 +73,26 @@ export function denseDkdvKernel(a: BackwardArgs, claim: Claim): void {
     }
     storeKeys(a, st, kvh, c0, c1);
   }
+}
+
+/** Dense causal attention per sequence: out `[T, Hq, D]`, lse `[T, Hq]`; `p` checked with blockSize KEY_TILE, topk 1. */
+export async function denseForward(cpu: Cpu, p: CheckedProblem, t: Qkv<Float32Array>): Promise<{ out: Float32Array; lse: Float32Array }> {
+  const { T, Hq, D } = p.shape;
+  const geo = geometry(p.shape, p.seqs, KEY_TILE);
+  const out = cpu.mem.f32(T * Hq * D); // [T, Hq, D]
+  const lse = cpu.mem.f32(T * Hq); // [T, Hq]
+  const args = { geo, ...headMajorQkv(cpu.mem, p.shape, t), scale: p.cfg.scale, causal: true, dtype: p.shape.dtype, out, lse };
+  await cpu.pool.run('denseForward', args, geo.nTiles * Hq, p.plan.flops.denseForward);
+  return { out, lse };
+}
+
+/** Gradient of dense causal attention, recomputing P from lse. */
+export async function denseBackward(cpu: Cpu, p: CheckedProblem, t: BackwardInputs<Float32Array>): Promise<{ dq: Float32Array; dk: Float32Array; dv: Float32Array }> {
+  const { T, Hq, Hkv, D } = p.shape;
+  const geo = geometry(p.shape, p.seqs, KEY_TILE);
+  const args = gradArgs(cpu, p.shape, geo, p.cfg.scale, true, t);
+  await cpu.pool.run('delta', args, geo.nTiles, 2 * T * Hq * D);
+  await cpu.pool.run('denseDkdv', args, geo.nKeyTiles * Hkv, p.plan.flops.denseBackward);
+  await cpu.pool.run('denseDq', args, geo.nTiles * Hq, p.plan.flops.denseBackward);
+  return { dq: args.dq, dk: args.dk, dv: args.dv };
 }

@@ -4,8 +4,9 @@
  * the rows that chose each block (from the collected routing), and updates per-row rowMax, rowSum,
  * acc. Out: `out [T, Hq, D]` (input dtype), `lse [T, Hq]` (f32, -Infinity for empty rows).
  */
-import type { DType } from '@moba/core';
-import { KEY_CHUNK, TILE_ROWS, type Geometry, storeRow } from './tensor.js';
+import type { CheckedProblem, DType, Qkv } from '@moba/core';
+import type { CpuRouting } from './collect.js';
+import { type Cpu, KEY_TILE, TILE_ROWS, type Geometry, geometry, headMajorQkv, storeRow } from './tensor.js';
 import { axpyTile, dotTile, fastExp } from './tile.js';
 
 /** Claims the next work item, or returns -1 when none is left. */
@@ -40,16 +41,16 @@ export interface ForwardArgs extends AttentionArgs, RoutingArgs {
 
 /** Per-worker scratch for one tile, allocated once per kernel run. */
 export class TileState {
-  /** Gathered rows: global row, q offset, tile-local row (× D into acc), valid key range per chunk. */
+  /** Gathered rows: global row, q offset, tile-local row (× D into acc), valid key range per key tile. */
   readonly row = new Int32Array(TILE_ROWS);
   readonly aOff = new Int32Array(TILE_ROWS);
   readonly accOff = new Int32Array(TILE_ROWS);
   readonly local = new Int32Array(TILE_ROWS);
   readonly lo = new Int32Array(TILE_ROWS);
   readonly hi = new Int32Array(TILE_ROWS);
-  /** Key (and value) row offsets of the current chunk. */
-  readonly kOff = new Int32Array(KEY_CHUNK);
-  readonly s = new Float64Array(TILE_ROWS * KEY_CHUNK); // [rows, KEY_CHUNK]
+  /** Key (and value) row offsets of the current key tile. */
+  readonly kOff = new Int32Array(KEY_TILE);
+  readonly s = new Float64Array(TILE_ROWS * KEY_TILE); // [rows, KEY_TILE]
   readonly acc: Float64Array; // [TILE_ROWS, D]
   readonly rowMax = new Float64Array(TILE_ROWS);
   readonly rowSum = new Float64Array(TILE_ROWS);
@@ -80,7 +81,7 @@ export function forwardKernel(a: ForwardArgs, claim: Claim): void {
       const m = gatherRows(a, st, h, g.blockBase[seq] + j, r0, r1);
       const kb0 = s0 + j * g.blockSize;
       const kb1 = Math.min(kb0 + g.blockSize, sEnd);
-      for (let c0 = kb0; c0 < kb1; c0 += KEY_CHUNK) attendChunk(a, st, h, m, c0, Math.min(c0 + KEY_CHUNK, kb1));
+      for (let c0 = kb0; c0 < kb1; c0 += KEY_TILE) attendKeys(a, st, h, m, c0, Math.min(c0 + KEY_TILE, kb1));
     }
     finishTile(a, st, h, r0, r1);
   }
@@ -138,8 +139,8 @@ export function gatherRows(a: AttentionArgs & RoutingArgs, st: TileState, h: num
   return m;
 }
 
-/** One key chunk [c0, c1) for the m gathered rows: scores, online-softmax update, acc += P V. */
-export function attendChunk(a: AttentionArgs, st: TileState, h: number, m: number, c0: number, c1: number): void {
+/** One key tile [c0, c1) for the m gathered rows: scores, online-softmax update, acc += P V. */
+export function attendKeys(a: AttentionArgs, st: TileState, h: number, m: number, c0: number, c1: number): void {
   const { T, Hq, Hkv, D } = a.geo;
   const kvh = Math.floor(h / (Hq / Hkv));
   const nc = c1 - c0;
@@ -150,18 +151,18 @@ export function attendChunk(a: AttentionArgs, st: TileState, h: number, m: numbe
     st.hi[i] = a.causal ? Math.max(0, Math.min(nc, st.row[i] + 1 - c0)) : nc;
   }
   // -- S = Q Kᵀ --
-  dotTile(a.q, st.aOff, a.k, st.kOff, m, st.lo, st.hi, st.s, KEY_CHUNK, D);
+  dotTile(a.q, st.aOff, a.k, st.kOff, m, st.lo, st.hi, st.s, KEY_TILE, D);
   softmaxUpdate(st, m, a.scale, D);
   // -- acc += P V --
-  axpyTile(st.s, KEY_CHUNK, a.v, st.kOff, m, st.lo, st.hi, st.acc, st.accOff, D);
+  axpyTile(st.s, KEY_TILE, a.v, st.kOff, m, st.lo, st.hi, st.acc, st.accOff, D);
 }
 
-/** Online softmax over one chunk: rescales acc and rowSum by exp(oldMax − newMax), turns S into P. */
+/** Online softmax over one key tile: rescales acc and rowSum by exp(oldMax − newMax), turns S into P. */
 function softmaxUpdate(st: TileState, m: number, scale: number, D: number): void {
   const { s, rowMax, rowSum, acc } = st;
   for (let i = 0; i < m; i++) {
     const n = st.hi[i];
-    const so = i * KEY_CHUNK;
+    const so = i * KEY_TILE;
     const r = st.local[i];
     let mx = -Infinity;
     for (let j = so; j < so + n; j++) {
@@ -180,7 +181,7 @@ function softmaxUpdate(st: TileState, m: number, scale: number, D: number): void
       s[so + j] = p;
       sum += p;
     }
-    const alpha = fastExp(rowMax[r] - mNew); // 0 on the first chunk (rowMax = -inf)
+    const alpha = fastExp(rowMax[r] - mNew); // 0 on the first key tile (rowMax = -inf)
     rowSum[r] = rowSum[r] * alpha + sum;
     rowMax[r] = mNew;
     if (alpha !== 1) {
@@ -205,4 +206,15 @@ export function finishTile(a: ForwardArgs, st: TileState, h: number, r0: number,
     storeRow(a.out, row * D, st.acc, r * D, D, 1 / sum, a.dtype);
     a.lse[row] = st.rowMax[r] + Math.log(sum);
   }
+}
+
+/** The forward stage: out `[T, Hq, D]` and lse `[T, Hq]`; items are (query tile, head). */
+export async function forward(cpu: Cpu, p: CheckedProblem, t: Qkv<Float32Array>, r: CpuRouting): Promise<{ out: Float32Array; lse: Float32Array }> {
+  const { T, Hq, D } = p.shape;
+  const geo = geometry(p.shape, p.seqs, p.cfg.blockSize);
+  const out = cpu.mem.f32(T * Hq * D); // [T, Hq, D]
+  const lse = cpu.mem.f32(T * Hq); // [T, Hq]
+  const args = { geo, ...headMajorQkv(cpu.mem, p.shape, t), scale: p.cfg.scale, causal: p.cfg.causal, dtype: p.shape.dtype, topk: p.cfg.topk, ...r, out, lse };
+  await cpu.pool.run('forward', args, geo.nTiles * Hq, p.plan.flops.forward);
+  return { out, lse };
 }

@@ -4,9 +4,9 @@
  * (PyTorch Conv1d); the kernels take it transposed, `wT [W, C]` with `wT[ℓ, c] = w_ℓ[c]`.
  * Backward: dz = dk' ⊙ SiLU'(z) per token tile; dk per token tile; dw per channel group (owned).
  */
-import type { DType } from '@moba/core';
+import { type CheckedKconv, type DType, type Layout, sequences } from '@moba/core';
 import type { Claim } from './forward.js';
-import { type Geometry, storeRow } from './tensor.js';
+import { type Cpu, type Geometry, KEY_TILE, geometry, storeRow } from './tensor.js';
 
 /** Channels per dw work item: each item owns its channels' dw entries, so the sum order is fixed. */
 export const KCONV_CHANNELS = 16;
@@ -120,4 +120,39 @@ export function kconvDwKernel(a: KconvBackwardArgs, claim: Claim): void {
       storeRow(a.dw, (c0 + c) * W, row, 0, W, 1, a.wDtype);
     }
   }
+}
+
+/** Workspace bytes of a kconv call (backward: dz, dk and dkOut copies, the transposed weight and dw). */
+export function kconvWorkspaceBytes(p: CheckedKconv): number {
+  return 3 * p.T * p.C * 4 + 4 * p.C * p.W;
+}
+
+/** Kernel arguments: tiles over the tokens and the weight transposed, wT[ℓ, c] = weight[c, W−1−ℓ]. */
+function kconvArgs(cpu: Cpu, p: CheckedKconv, k: Float32Array, w: Float32Array, layout: Layout): KconvArgs {
+  const { T, C, W } = p;
+  const wT = cpu.mem.f32(W * C); // [W, C]
+  for (let c = 0; c < C; c++) for (let l = 0; l < W; l++) wT[l * C + c] = w[c * W + (W - 1 - l)];
+  const geo = geometry({ T, Hq: p.Hkv, Hkv: p.Hkv, D: p.D }, sequences(layout, KEY_TILE), KEY_TILE);
+  return { geo, k, wT, W, dtype: p.dtype };
+}
+
+/** The kconv stage: k' `[T, Hkv, D]`, one token tile per item. */
+export async function kconv(cpu: Cpu, p: CheckedKconv, k: Float32Array, w: Float32Array, layout: Layout): Promise<Float32Array> {
+  const args = kconvArgs(cpu, p, k, w, layout);
+  const out = cpu.mem.f32(p.T * p.C); // [T, Hkv, D]
+  await cpu.pool.run('kconv', { ...args, out }, args.geo.nTiles, 2 * p.T * p.C * p.W);
+  return out;
+}
+
+/** The kconv backward: dz per token tile, then dk per token tile, then dw per group of channels. */
+export async function kconvBackward(cpu: Cpu, p: CheckedKconv, k: Float32Array, w: Float32Array, dkOut: Float32Array, layout: Layout): Promise<{ dk: Float32Array; dw: Float32Array }> {
+  const { T, C, W } = p;
+  const a = {
+    ...kconvArgs(cpu, p, k, w, layout), dkOut, wDtype: p.wDtype,
+    dz: cpu.mem.f32(T * C), dk: cpu.mem.f32(T * C), dw: cpu.mem.f32(C * W), // [T, C], [T, C], [C, W]
+  };
+  await cpu.pool.run('kconvDz', a, a.geo.nTiles, 2 * T * C * W);
+  await cpu.pool.run('kconvDk', a, a.geo.nTiles, 2 * T * C * W);
+  await cpu.pool.run('kconvDw', a, Math.ceil(C / KCONV_CHANNELS), 2 * T * C * W);
+  return { dk: a.dk, dw: a.dw };
 }

@@ -1,11 +1,12 @@
 /**
  * Routing (SPEC §2–3). Centroids: per (block, kv head) the f32 mean of the block's actual keys,
- * `[totalBlocks, Hkv, D]`. Fused top-k: a work item scores a tile of query rows against chunks of
+ * `[totalBlocks, Hkv, D]`. Fused top-k: a work item scores a tile of query rows against runs of
  * centroids and keeps a running top-k per row (insertion into k slots), so the `[T, NB]` score
  * matrix never exists. Out: `indices [T, Hq, topk]`, rows ascending, -1 padded.
  */
+import type { CheckedProblem } from '@moba/core';
 import type { Claim } from './forward.js';
-import { KEY_CHUNK, TILE_ROWS, type Geometry } from './tensor.js';
+import { type Cpu, KEY_TILE, TILE_ROWS, type Geometry, geometry } from './tensor.js';
 import { dotTile } from './tile.js';
 
 export interface CentroidArgs {
@@ -60,8 +61,8 @@ class TopK {
   readonly aOff = new Int32Array(TILE_ROWS);
   readonly lo = new Int32Array(TILE_ROWS);
   readonly hi = new Int32Array(TILE_ROWS);
-  readonly bOff = new Int32Array(KEY_CHUNK);
-  readonly s = new Float64Array(TILE_ROWS * KEY_CHUNK); // [rows, KEY_CHUNK]
+  readonly bOff = new Int32Array(KEY_TILE);
+  readonly s = new Float64Array(TILE_ROWS * KEY_TILE); // [rows, KEY_TILE]
   readonly val: Float64Array; // [rows, slots]
   readonly idx: Int32Array; // [rows, slots]
   readonly count = new Int32Array(TILE_ROWS);
@@ -106,7 +107,7 @@ export function routeKernel(a: RouteArgs, claim: Claim): void {
   }
 }
 
-/** Scores rows [r0, r1) against their eligible centroids, chunk by chunk, feeding the top-k. */
+/** Scores rows [r0, r1) against their eligible centroids, key tile by key tile, feeding the top-k. */
 function scoreTile(a: RouteArgs, top: TopK, h: number, r0: number, r1: number, seq: number): void {
   const g = a.geo;
   const { Hq, Hkv, D, blockSize: B } = g;
@@ -118,13 +119,13 @@ function scoreTile(a: RouteArgs, top: TopK, h: number, r0: number, r1: number, s
   const eligible = (t: number): number => (a.causal ? Math.floor((t - s0) / B) : nBlocks);
   const maxEligible = eligible(r1 - 1);
   for (let i = 0; i < m; i++) top.aOff[i] = ((r0 + i) * Hq + h) * D;
-  for (let c0 = 0; c0 < maxEligible; c0 += KEY_CHUNK) {
-    const nc = Math.min(KEY_CHUNK, maxEligible - c0);
+  for (let c0 = 0; c0 < maxEligible; c0 += KEY_TILE) {
+    const nc = Math.min(KEY_TILE, maxEligible - c0);
     for (let j = 0; j < nc; j++) top.bOff[j] = ((g.blockBase[seq] + c0 + j) * Hkv + kvh) * D;
     for (let i = 0; i < m; i++) top.hi[i] = Math.max(0, Math.min(nc, eligible(r0 + i) - c0));
-    dotTile(a.q, top.aOff, a.centroids, top.bOff, m, top.lo, top.hi, top.s, KEY_CHUNK, D);
+    dotTile(a.q, top.aOff, a.centroids, top.bOff, m, top.lo, top.hi, top.s, KEY_TILE, D);
     for (let i = 0; i < m; i++) {
-      for (let j = 0, n = top.hi[i]; j < n; j++) top.offer(i, top.s[i * KEY_CHUNK + j], c0 + j);
+      for (let j = 0, n = top.hi[i]; j < n; j++) top.offer(i, top.s[i * KEY_TILE + j], c0 + j);
     }
   }
 }
@@ -143,4 +144,15 @@ function writeRows(a: RouteArgs, top: TopK, h: number, r0: number, r1: number, s
     a.indices.subarray(o, o + n).sort();
     a.indices.fill(-1, o + n, o + K);
   }
+}
+
+/** The route stage: centroids (items: global blocks), then the fused top-k (items: tile·Hq + h). */
+export async function route(cpu: Cpu, p: CheckedProblem, q: Float32Array, k: Float32Array): Promise<Int32Array> {
+  const { T, Hq, Hkv, D } = p.shape;
+  const geo = geometry(p.shape, p.seqs, p.cfg.blockSize);
+  const centroids = cpu.mem.f32(p.seqs.totalBlocks * Hkv * D); // [totalBlocks, Hkv, D]
+  await cpu.pool.run('centroids', { geo, k, centroids }, p.seqs.totalBlocks, T * Hkv * D);
+  const indices = cpu.mem.i32(T * Hq * p.cfg.topk); // [T, Hq, topk]
+  await cpu.pool.run('route', { geo, q, centroids, topk: p.cfg.topk, causal: p.cfg.causal, indices }, geo.nTiles * Hq, p.plan.flops.route);
+  return indices;
 }

@@ -3,13 +3,20 @@
  * to their dtype. It lives in SharedArrayBuffers when a worker pool may read and write it without
  * copies, else in plain ArrayBuffers (a page that is not cross-origin isolated has no
  * SharedArrayBuffer). The geometry splits a packed varlen batch (SPEC §1) into query tiles
- * `[nTiles, 3]` and key chunks `[nChunks, 4]`.
+ * `[nTiles, 3]` and key tiles `[nKeyTiles, 4]`.
  */
-import { type DType, type Sequences, roundTo } from '@moba/core';
+import { type DType, type ProblemShape, type Sequences, roundTo } from '@moba/core';
+import type { Pool } from './pool.js';
 
-/** Query rows per work item and keys per inner chunk (both fit L1/L2 at D ≤ 128). */
+/** Query rows per work item and keys per inner key tile (both fit L1/L2 at D ≤ 128). */
 export const TILE_ROWS = 128;
-export const KEY_CHUNK = 64;
+export const KEY_TILE = 64;
+
+/** What a stage launcher runs on: the job pool and the storage its arrays come from. */
+export interface Cpu {
+  readonly pool: Pool;
+  readonly mem: Storage;
+}
 
 /** Allocates zeroed arrays of one backend: shared (for a worker pool) or plain (the calling thread only). */
 export class Storage {
@@ -53,6 +60,11 @@ export function headMajor(storage: Storage, x: Float32Array, T: number, H: numbe
   return out;
 }
 
+/** Head-major working copies of q `[Hq, T, D]`, k and v `[Hkv, T, D]` for the attention kernels. */
+export function headMajorQkv(mem: Storage, s: ProblemShape, t: { q: Float32Array; k: Float32Array; v: Float32Array }): { q: Float32Array; k: Float32Array; v: Float32Array } {
+  return { q: headMajor(mem, t.q, s.T, s.Hq, s.D), k: headMajor(mem, t.k, s.T, s.Hkv, s.D), v: headMajor(mem, t.v, s.T, s.Hkv, s.D) };
+}
+
 /**
  * Writes `src[srcOff + i] * mul` for i < n into `dst[dstOff + i]`, rounded to `dtype` (outputs are
  * rounded when produced; f32 rounding is the Float32Array store itself).
@@ -65,13 +77,7 @@ export function storeRow(dst: Float32Array, dstOff: number, src: Float64Array, s
   }
 }
 
-/** Rounds a whole f32 array to `dtype` in place (no-op for f32). */
-export function roundInPlace(a: Float32Array, dtype: DType): void {
-  if (dtype === 'f32') return;
-  for (let i = 0; i < a.length; i++) a[i] = roundTo(dtype, a[i]);
-}
-
-/** Sizes, sequences, query tiles and key chunks of one problem; plain typed arrays, cloneable to workers. */
+/** Sizes, sequences, query tiles and key tiles of one problem; plain typed arrays, cloneable to workers. */
 export interface Geometry {
   readonly T: number;
   readonly Hq: number;
@@ -87,9 +93,9 @@ export interface Geometry {
   /** `[nTiles, 3]`: (r0, r1, seq); at most TILE_ROWS rows, never crossing a sequence. */
   readonly tiles: Int32Array;
   readonly nTiles: number;
-  /** `[nChunks, 4]`: (c0, c1, seq, local block); at most KEY_CHUNK keys, never crossing a block. */
-  readonly chunks: Int32Array;
-  readonly nChunks: number;
+  /** `[nKeyTiles, 4]`: (c0, c1, seq, local block); at most KEY_TILE keys, never crossing a block. */
+  readonly keyTiles: Int32Array;
+  readonly nKeyTiles: number;
 }
 
 /** Builds the geometry of `[T, Hq | Hkv, D]` tensors over `seqs` (made with `blockSize`). */
@@ -99,7 +105,7 @@ export function geometry(dims: { T: number; Hq: number; Hkv: number; D: number }
   const seqLen = new Int32Array(n);
   const blockBase = new Int32Array(n);
   const tiles: number[] = [];
-  const chunks: number[] = [];
+  const keyTiles: number[] = [];
   seqs.seqs.forEach((s, i) => {
     seqStart[i] = s.start;
     seqLen[i] = s.len;
@@ -107,13 +113,13 @@ export function geometry(dims: { T: number; Hq: number; Hkv: number; D: number }
     for (let r = 0; r < s.len; r += TILE_ROWS) tiles.push(s.start + r, s.start + Math.min(r + TILE_ROWS, s.len), i);
     for (let j = 0; j < s.nBlocks; j++) {
       const end = s.start + Math.min((j + 1) * blockSize, s.len);
-      for (let c = s.start + j * blockSize; c < end; c += KEY_CHUNK) chunks.push(c, Math.min(c + KEY_CHUNK, end), i, j);
+      for (let c = s.start + j * blockSize; c < end; c += KEY_TILE) keyTiles.push(c, Math.min(c + KEY_TILE, end), i, j);
     }
   });
   return {
     ...dims, blockSize, seqStart, seqLen, blockBase,
     totalBlocks: seqs.totalBlocks, maxBlocks: seqs.maxBlocks,
     tiles: Int32Array.from(tiles), nTiles: tiles.length / 3,
-    chunks: Int32Array.from(chunks), nChunks: chunks.length / 4,
+    keyTiles: Int32Array.from(keyTiles), nKeyTiles: keyTiles.length / 4,
   };
 }

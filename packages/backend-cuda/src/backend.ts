@@ -206,6 +206,10 @@ export class CudaBackendImpl implements CudaBackend {
     try { this.#drv.primaryCtxRelease(this.#dev); } catch { /* best effort */ }
   }
 
+  async sync(): Promise<void> {
+    this.synchronize();
+  }
+
   synchronize(): void {
     this.#alive();
     this.#drv.synchronize();

@@ -233,6 +233,11 @@ export class WebGpuBackendImpl implements WebGpuBackend {
     return { dk: this.#wrap(k.dtype, k.shape, dk), dw: this.#wrap(w.dtype, [a.C, a.W], dw) };
   }
 
+  async sync(): Promise<void> {
+    this.#alive();
+    await this.#ctx.device.queue.onSubmittedWorkDone();
+  }
+
   dispose(...items: (DeviceTensor | Routing)[]): void {
     for (const it of items) {
       const buf = this.#tensors.free(it);

@@ -2,10 +2,14 @@
  * The Backend contract (ARCHITECTURE.md "Public contract"). A backend owns device tensors and routings;
  * the core validates every call the same way for all of them through `checkProblem` / `checkRouting`.
  */
-import { type Layout, type MobaConfig, type ProblemShape, type ResolvedConfig, type Sequences, type TensorLike, resolveConfig, sequences, validateLayout, validateQkv } from './config.js';
+import {
+  type Layout, type MobaConfig, type ProblemShape, type ResolvedConfig, type Sequences, type TensorLike,
+  expectShape, resolveConfig, sequences, validateKconvWeight, validateLayout, validateQk, validateQkv,
+} from './config.js';
 import type { DType } from './dtype.js';
 import { MobaError, checkInt } from './errors.js';
-import { plan } from './plan.js';
+import { type Plan, plan } from './plan.js';
+import { validateRoutingIndices } from './routing.js';
 import type { HostTensor } from './tensor.js';
 
 /** A tensor that lives on a backend (host memory, GPU buffer, …). Opaque beyond dtype and shape. */
@@ -36,6 +40,11 @@ export interface Capabilities {
   readonly nonCausal: boolean;
   readonly kconv: boolean;
   readonly maxKconvWidth: number;
+  /**
+   * Dtypes the kconv weight may have: `'k'` (default) it must equal `k.dtype`; `'any'` any of `dtypes`
+   * (the weight is then decoded on its own and `dw` comes back in its dtype).
+   */
+  readonly kconvWeightDtype?: 'k' | 'any';
   /** Workspace bytes the backend can allocate for one call; larger plans fail with E_MEMORY. */
   readonly memoryBytes: number;
   /** Same inputs give bitwise-equal outputs. */
@@ -76,6 +85,11 @@ export interface Backend {
   /** SPEC §6: `k' = k + SiLU(causal depthwise conv(k))`, weight `[Hkv·D, W]`. */
   kconv(k: DeviceTensor, w: DeviceTensor, layout: Layout): Promise<DeviceTensor>;
   kconvBackward(k: DeviceTensor, w: DeviceTensor, dkOut: DeviceTensor, layout: Layout): Promise<{ dk: DeviceTensor; dw: DeviceTensor }>;
+  /**
+   * Resolves once every piece of work this backend has queued so far has finished on the device (a no-op
+   * where ops complete before they return). Timings wait for it.
+   */
+  sync(): Promise<void>;
   /** Frees tensors and routings now (idempotent). */
   dispose(...items: (DeviceTensor | Routing)[]): void;
   /** Frees everything the backend holds; the backend is unusable afterwards. */
@@ -86,24 +100,86 @@ export interface CheckedProblem {
   readonly shape: ProblemShape;
   readonly cfg: ResolvedConfig;
   readonly seqs: Sequences;
+  /** `plan()` of the problem, computed once by the check. */
+  readonly plan: Plan;
+}
+
+/** A checked `routingFromIndices` call: the routing's sizes, its config (scale unused) and sequences. */
+export interface CheckedRoutingCall {
+  readonly T: number;
+  readonly Hq: number;
+  readonly cfg: ResolvedConfig;
+  readonly seqs: Sequences;
+}
+
+/** A checked kconv call: `k [T, Hkv, D]`, weight `[C = Hkv·D, W]` and their dtypes. */
+export interface CheckedKconv {
+  readonly T: number;
+  readonly Hkv: number;
+  readonly D: number;
+  readonly C: number;
+  readonly W: number;
+  readonly dtype: DType;
+  readonly wDtype: DType;
 }
 
 /**
  * The common validation of SPEC §7 for route/forward/backward: shapes, dtypes, layout, config, the
  * backend's declared caps, and the workspace against `caps.memoryBytes` (before any allocation).
  */
-export function checkProblem(caps: Capabilities, q: TensorLike, k: TensorLike, v: TensorLike, layout: Layout, cfg: MobaConfig): CheckedProblem {
-  const shape = validateQkv(q, k, v);
+export function checkProblem(caps: Capabilities, q: TensorLike, k: TensorLike, v: TensorLike | null, layout: Layout, cfg: MobaConfig): CheckedProblem {
+  const shape = v === null ? validateQk(q, k) : validateQkv(q, k, v);
   checkCaps(caps, shape);
   validateLayout(layout, shape.T);
   const rc = resolveConfig(cfg, shape.D, caps);
   if (!rc.causal && !caps.nonCausal) throw new MobaError('E_UNSUPPORTED', 'causal = false is not supported by this backend (caps.nonCausal is false)', 'causal');
   const seqs = sequences(layout, rc.blockSize);
-  const need = plan(shape, layout, rc).workspaceBytes;
+  const p = plan(shape, layout, rc);
+  const need = p.workspaceBytes;
   if (need > caps.memoryBytes) {
     throw new MobaError('E_MEMORY', `workspace of ${fmtBytes(need)} exceeds this backend's memory limit of ${fmtBytes(caps.memoryBytes)} (T = ${shape.T}, Hq = ${shape.Hq}, D = ${shape.D}, topk = ${rc.topk})`, 'workspace');
   }
-  return { shape, cfg: rc, seqs };
+  return { shape, cfg: rc, seqs, plan: p };
+}
+
+/** The checks of a `routingFromIndices` call (SPEC §3, §7): sizes, layout, config against caps, every index. */
+export function checkRoutingCall(caps: Capabilities, indices: Int32Array, shape: { T: number; Hq: number }, layout: Layout, cfg: MobaConfig): CheckedRoutingCall {
+  if (!shape || typeof shape !== 'object') throw new MobaError('E_SHAPE', 'shape must be { T, Hq }', 'shape');
+  const T = checkInt('T', shape.T, 1);
+  const Hq = checkInt('Hq', shape.Hq, 1);
+  validateLayout(layout, T);
+  const rc = resolveConfig(cfg, 1, caps); // the scale is not used by a routing
+  if (!rc.causal && !caps.nonCausal) throw new MobaError('E_UNSUPPORTED', 'causal = false is not supported by this backend (caps.nonCausal is false)', 'causal');
+  const seqs = sequences(layout, rc.blockSize);
+  validateRoutingIndices(indices, T, Hq, seqs, rc);
+  return { T, Hq, cfg: rc, seqs };
+}
+
+/**
+ * The checks of a kconv call (SPEC §6, §7): `k [T, Hkv, D]` within caps, the layout, the weight's shape and
+ * width, and its dtype by `caps.kconvWeightDtype`; with `dkOut`, its shape and dtype too.
+ */
+export function checkKconv(caps: Capabilities, k: TensorLike, w: TensorLike, layout: Layout, dkOut?: TensorLike): CheckedKconv {
+  if (!caps.kconv) throw new MobaError('E_UNSUPPORTED', 'kconv is not supported by this backend (caps.kconv is false)', 'kconv');
+  if (!k || !Array.isArray(k.shape) || k.shape.length !== 3 || k.shape.some((s) => !Number.isInteger(s) || s < 1)) {
+    throw new MobaError('E_SHAPE', `k.shape = [${k?.shape?.join(', ')}] is invalid: must be [T, Hkv, D] with every dimension >= 1`, 'k.shape');
+  }
+  const [T, Hkv, D] = k.shape as [number, number, number];
+  checkCaps(caps, { T, Hq: Hkv, Hkv, D, dtype: k.dtype });
+  validateLayout(layout, T);
+  const W = validateKconvWeight(w, Hkv, D, caps.maxKconvWidth);
+  if ((caps.kconvWeightDtype ?? 'k') === 'k') {
+    if (w.dtype !== k.dtype) throw new MobaError('E_DTYPE', `kconvWeight.dtype = ${String(w.dtype)} is invalid: must equal k.dtype = ${k.dtype}`, 'kconvWeight.dtype');
+  } else if (!caps.dtypes.includes(w.dtype)) {
+    throw new MobaError('E_DTYPE', `kconvWeight.dtype = ${String(w.dtype)} is invalid: must be one of ${caps.dtypes.join(', ')}`, 'kconvWeight.dtype');
+  }
+  if (dkOut !== undefined) expectShape('dkOut', dkOut, k.shape, k.dtype);
+  return { T, Hkv, D, C: Hkv * D, W, dtype: k.dtype, wDtype: w.dtype };
+}
+
+/** E_MEMORY unless `need` workspace bytes fit `caps.memoryBytes`. */
+export function checkWorkspace(caps: Capabilities, what: string, need: number): void {
+  if (need > caps.memoryBytes) throw new MobaError('E_MEMORY', `${what} workspace of ${fmtBytes(need)} exceeds this backend's memory limit of ${fmtBytes(caps.memoryBytes)}`, 'workspace');
 }
 
 /** Checks a problem's dtype and head dim against declared caps. */

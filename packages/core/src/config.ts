@@ -4,7 +4,6 @@
  */
 import type { DType } from './dtype.js';
 import { MobaError, checkInt, shapeStr } from './errors.js';
-import { type HostTensor, checkTensor } from './tensor.js';
 
 export interface MobaConfig {
   /** Tokens per key block (B). Integer >= 1. */
@@ -138,6 +137,17 @@ export function validateQkv(q: TensorLike, k: TensorLike, v: TensorLike): Proble
   return { T, Hq, Hkv, D, dtype: q.dtype };
 }
 
+/** Validates q and k of a routing call (no v: the router never reads values). */
+export function validateQk(q: TensorLike, k: TensorLike): ProblemShape {
+  const [T, Hq, D] = check3d('q', q);
+  const [Tk, Hkv, Dk] = check3d('k', k);
+  if (Tk !== T) throw new MobaError('E_SHAPE', `k has ${Tk} tokens but q has ${T}: self-attention needs the same T`, 'k.shape');
+  if (Dk !== D) throw new MobaError('E_SHAPE', `head dims differ: q ${D}, k ${Dk}; must be equal`, 'k.shape');
+  if (Hq % Hkv !== 0) throw new MobaError('E_SHAPE', `Hq = ${Hq} is not a multiple of Hkv = ${Hkv}: Hq % Hkv must be 0`, 'k.shape');
+  if (k.dtype !== q.dtype) throw new MobaError('E_DTYPE', `dtypes differ: q ${q.dtype}, k ${k.dtype}; must be equal`, 'k.dtype');
+  return { T, Hq, Hkv, D, dtype: q.dtype };
+}
+
 /** Checks that `t` has exactly `shape` and `dtype`. */
 export function expectShape(param: string, t: TensorLike, shape: readonly number[], dtype?: DType): void {
   if (!t || !Array.isArray(t.shape) || t.shape.length !== shape.length || t.shape.some((s, i) => s !== shape[i])) {
@@ -152,9 +162,4 @@ export function validateKconvWeight(w: TensorLike, Hkv: number, D: number, maxWi
     throw new MobaError('E_SHAPE', `kconvWeight.shape = ${w && Array.isArray(w.shape) ? shapeStr(w.shape) : String(w)} is invalid: must be [Hkv·D = ${Hkv * D}, W]`, 'kconvWeight.shape');
   }
   return checkInt('kconvWeight width W', w.shape[1], 1, maxWidth);
-}
-
-/** Validates a host tensor's storage as well as its shape (used by host-side entry points). */
-export function validateHost(param: string, t: HostTensor): void {
-  checkTensor(param, t);
 }

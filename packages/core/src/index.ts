@@ -11,3 +11,4 @@ export * from './backend.js';
 export * from './handles.js';
 export * from './moba.js';
 export * from './interop.js';
+export * from './shell.js';

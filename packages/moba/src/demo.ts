@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import {
   type Backend, type DType, type DeviceTensor, type HostTensor, type Layout, type MobaConfig, type ProblemShape, type Routing,
-  Rng, fromFloat, hostTensor, moba, mobaBackward, plan, resolveConfig, sequences, routingCounts,
+  type BackendOp, Rng, fromFloat, hostTensor, moba, mobaBackward, plan, resolveConfig, sequences, routingCounts, timeBackend,
 } from '@moba/core';
 import { type BackendKind, createBackend } from './backends.js';
 import { type RoutingCheck, sampleRows, spotCheck } from './check.js';
@@ -72,6 +72,10 @@ export interface DemoReport {
   readonly phases: readonly PhaseReport[];
   /** Sum of the compute phases (kconv, route, forward, backward, kconvBackward). */
   readonly computeMs: number;
+  /** Wall time from the first upload to the last download (input generation excluded), the device idle at both ends. */
+  readonly wallMs: number;
+  /** Wall time outside the timed phases: host work between backend calls (orchestration, small host tensors). */
+  readonly hostMs: number;
   readonly attended: { readonly pairs: number; readonly causalPairs: number; readonly fraction: number };
   readonly accuracy: {
     readonly rows: number;
@@ -105,36 +109,22 @@ const SHORT: Record<PhaseName, string> = {
   backward: 'backward', kconvBackward: 'kconv backward', download: 'download',
 };
 
-/**
- * Wraps a backend so every call is timed (ms accumulated per phase) and reported to `progress`.
- * It delegates everything, so `moba()` through it computes exactly what it computes on `inner`.
- */
+/** Phase of each timed backend op (routingFromIndices is not used by the demo). */
+const PHASE_OF: Record<BackendOp, PhaseName> = {
+  upload: 'upload', download: 'download', routingIndices: 'download', routingFromIndices: 'route',
+  route: 'route', forward: 'forward', backward: 'backward', kconv: 'kconv', kconvBackward: 'kconvBackward',
+};
+
+/** `inner` with every op timed to device completion into `ms` (per phase) and reported to `progress`. */
 function timed(inner: Backend, ms: Map<PhaseName, number>, progress: Progress | undefined): Backend {
-  const time = async <R>(phase: PhaseName, f: () => Promise<R>): Promise<R> => {
-    progress?.start(LABELS[phase]);
-    const t0 = performance.now();
-    try {
-      return await f();
-    } finally {
-      ms.set(phase, (ms.get(phase) ?? 0) + performance.now() - t0);
+  return timeBackend(inner, {
+    start: (op) => progress?.start(LABELS[PHASE_OF[op]]),
+    end: (op, t) => {
+      const phase = PHASE_OF[op];
+      ms.set(phase, (ms.get(phase) ?? 0) + t);
       progress?.end();
-    }
-  };
-  return {
-    name: inner.name,
-    caps: inner.caps,
-    upload: (t) => time('upload', () => inner.upload(t)),
-    download: (t) => time('download', () => inner.download(t)),
-    route: (q, k, l, c) => time('route', () => inner.route(q, k, l, c)),
-    routingFromIndices: (i, s, l, c) => inner.routingFromIndices(i, s, l, c),
-    routingIndices: (r) => time('download', () => inner.routingIndices(r)),
-    forward: (q, k, v, r, l, c) => time('forward', () => inner.forward(q, k, v, r, l, c)),
-    backward: (q, k, v, o, lse, dO, r, l, c) => time('backward', () => inner.backward(q, k, v, o, lse, dO, r, l, c)),
-    kconv: (k, w, l) => time('kconv', () => inner.kconv(k, w, l)),
-    kconvBackward: (k, w, d, l) => time('kconvBackward', () => inner.kconvBackward(k, w, d, l)),
-    dispose: (...items) => inner.dispose(...items),
-    destroy: () => inner.destroy(),
-  };
+    },
+  });
 }
 
 /** `batch` sequence lengths summing to T, differing by at most one. */
@@ -183,32 +173,38 @@ export async function runDemo(o: DemoOptions, progress?: Progress): Promise<Demo
     }
     // -- inputs: each generated and uploaded in turn, so at most one host copy is alive next to the device ones --
     const ms = new Map<PhaseName, number>();
-    const tb = timed(backend, ms, progress);
+    const tb = timed(backend, ms, undefined);
     progress?.start('generating and uploading random inputs');
     const make = tensorMaker(o.dtype, o.seed);
+    let generateMs = 0;
     const upload = async (dims: number[]): Promise<DeviceTensor> => {
-      const t = make(dims);
       const t0 = performance.now();
-      const d = await backend.upload(t);
-      ms.set('upload', (ms.get('upload') ?? 0) + performance.now() - t0);
-      return d;
+      const t = make(dims);
+      generateMs += performance.now() - t0;
+      return tb.upload(t);
     };
+    await backend.sync();
+    const wall0 = performance.now();
     const dev = {
       q: await upload([o.tokens, o.heads, o.headDim]), // [T, Hq, D]
       k: await upload([o.tokens, o.kvHeads, o.headDim]), // [T, Hkv, D]
       v: await upload([o.tokens, o.kvHeads, o.headDim]), // [T, Hkv, D]
       dOut: await upload([o.tokens, o.heads, o.headDim]), // [T, Hq, D]
     };
+    const tw = performance.now();
     const w = o.kconv > 0 ? make([o.kvHeads * o.headDim, o.kconv], 0.1) : undefined; // [Hkv·D, W], host (small)
+    generateMs += performance.now() - tw;
     progress?.end();
 
-    // -- the main job: kconv → route → forward, then backward, every backend call timed --
-    const res = await moba(tb, { q: dev.q, k: dev.k, v: dev.v, cuSeqlens: cu, ...(w ? { kconvWeight: w } : {}) }, cfg);
-    const grads = await mobaBackward(tb, res.ctx, dev.dOut);
-    const out = await tb.download(res.out);
-    const lse = await tb.download(res.lse);
-    const dq = await tb.download(grads.dq);
-    const indices = await tb.routingIndices(res.routing); // [T, Hq, topk]
+    // -- the main job: kconv → route → forward, then backward, every backend call timed to device completion --
+    const job = timed(backend, ms, progress);
+    const res = await moba(job, { q: dev.q, k: dev.k, v: dev.v, cuSeqlens: cu, ...(w ? { kconvWeight: w } : {}) }, cfg);
+    const grads = await mobaBackward(job, res.ctx, dev.dOut);
+    const out = await job.download(res.out);
+    const lse = await job.download(res.lse);
+    const dq = await job.download(grads.dq);
+    const indices = await job.routingIndices(res.routing); // [T, Hq, topk]
+    const wallMs = performance.now() - wall0 - generateMs;
     release(backend, res.out, res.lse, grads.dq, grads.dk, grads.dv, grads.dKconvWeight);
     res.ctx.dispose();
     const inputs = { q: await backend.download(dev.q), k: await backend.download(dev.k), v: await backend.download(dev.v), dOut: await backend.download(dev.dOut) };
@@ -242,6 +238,7 @@ export async function runDemo(o: DemoOptions, progress?: Progress): Promise<Demo
       return { name, ms: t, flops, gflopsPerSec: flops !== null && t > 0 ? flops / (t * 1e6) : null };
     });
     const compute = phases.filter((ph) => ph.name !== 'upload' && ph.name !== 'download').reduce((a, ph) => a + ph.ms, 0);
+    const timedMs = phases.reduce((a, ph) => a + ph.ms, 0);
     const lens = Array.from({ length: o.batch }, (_, b) => cu[b + 1]! - cu[b]!);
     const summary = (e: { maxAbs: number; relRms: number }): ErrorSummary => ({ maxAbs: e.maxAbs, relRms: e.relRms });
     return {
@@ -254,6 +251,8 @@ export async function runDemo(o: DemoOptions, progress?: Progress): Promise<Demo
       warmupTokens: o.warmup ? warmT : null,
       phases,
       computeMs: compute,
+      wallMs,
+      hostMs: Math.max(0, wallMs - timedMs),
       attended: { pairs: p.attendedPairs, causalPairs: p.causalPairs, fraction: p.attendedPairs / p.causalPairs },
       accuracy: {
         rows: rows.length, heads: o.heads,
@@ -306,6 +305,8 @@ export function formatDemoReport(r: DemoReport): string {
     const rate = ph.gflopsPerSec !== null ? ph.gflopsPerSec.toFixed(2) : '–';
     L.push(`  ${SHORT[ph.name].padEnd(16)}${fmtMs(ph.ms).padStart(9)}${gf.padStart(11)}${rate.padStart(11)}`);
   }
+  L.push(`  ${'host, between'.padEnd(16)}${fmtMs(r.hostMs).padStart(9)}`);
+  L.push(`  ${'wall'.padEnd(16)}${fmtMs(r.wallMs).padStart(9)}   (the rows above sum to it; every phase timed to device completion)`);
   L.push(`  ${'compute total'.padEnd(16)}${fmtMs(r.computeMs).padStart(9)}`);
   L.push('');
   const a = r.accuracy;

@@ -1,11 +1,11 @@
 /**
  * Real backends with one injected fault each, to prove the conformance suite fails on them: a forward
  * that drops the causal mask or the softmax scale, a router that mis-routes ~1% of rows at random
- * (FlashMoBA's race, peers.md), a backward with dk negated under GQA, and a backend that repairs a bad
+ * (the kind of fault a racy top-k kernel produces), a backward with dk negated under GQA, and a backend that repairs a bad
  * topk instead of rejecting it. The base backend is the CPU backend when it exists, else the reference one.
  */
 import {
-  type Backend, type DeviceTensor, type Layout, type MobaConfig, type Routing, fromFloat, resolveConfig, sequences, toFloat64,
+  type Backend, type DeviceTensor, type Layout, type MobaConfig, type Routing, fromFloat, resolveConfig, sequences, toFloat64, wrapBackend as wrap,
 } from '@moba/core';
 import { referenceForward } from '@moba/core/reference';
 import { createReferenceBackend } from '../src/reference-backend.js';
@@ -23,26 +23,6 @@ export async function baseFactory(): Promise<{ label: string; create: () => Back
     // the CPU backend is not there (yet): fall back to the reference backend
   }
   return { label: 'reference', create: () => createReferenceBackend() };
-}
-
-/** Delegates every member of the Backend contract to `inner`, except those in `over`. */
-function wrap(inner: Backend, over: Partial<Backend>): Backend {
-  const b: Backend = {
-    name: inner.name,
-    caps: inner.caps,
-    upload: (t) => inner.upload(t),
-    download: (t) => inner.download(t),
-    route: (q, k, l, c) => inner.route(q, k, l, c),
-    routingFromIndices: (i, s, l, c) => inner.routingFromIndices(i, s, l, c),
-    routingIndices: (r) => inner.routingIndices(r),
-    forward: (q, k, v, r, l, c) => inner.forward(q, k, v, r, l, c),
-    backward: (q, k, v, o, lse, g, r, l, c) => inner.backward(q, k, v, o, lse, g, r, l, c),
-    kconv: (k, w, l) => inner.kconv(k, w, l),
-    kconvBackward: (k, w, g, l) => inner.kconvBackward(k, w, g, l),
-    dispose: (...items) => inner.dispose(...items),
-    destroy: () => inner.destroy(),
-  };
-  return { ...b, ...over };
 }
 
 /** (a) A forward that lets every query see its whole own block (the causal mask dropped). */
