@@ -11,7 +11,8 @@ import { fileURLToPath } from 'node:url';
 import { MobaError } from '@moba/core';
 import { type FlagSpecs, UsageError, flagHelp, parseFlags } from './args.js';
 import { listBackends } from './backends.js';
-import { DEMO_DEFAULTS, type DemoOptions, formatDemoReport, runDemo } from './demo.js';
+import { DEMO_DEFAULTS, type DemoOptions, runDemo } from './demo.js';
+import { formatDemoReport } from './demo-report.js';
 import { Progress } from './progress.js';
 
 /** Output streams (process.stdout / process.stderr, or any sink in tests). */

@@ -7,6 +7,7 @@ export { runConformance, runProperty, resolveSettings, capsNotCovered, summaryLi
 export { coreProperties, selectProperties, goldenProperty, goldenProperties } from './properties/index.js';
 export { type ConformanceOptions, type Property, type PropertyContext, type PropertyResult, type Report, Skip } from './types.js';
 export { type Problem, type ProblemSpec, makeProblem, specArb, randomRouting, describeSpec, cuSeqlensOf, headDims, supportsHeadDim } from './problem.js';
-export { routingErrors, referencePair, attentionChecks, scoreEps, type RoutingCheckOptions } from './checks.js';
+export { referencePair, attentionChecks } from './checks.js';
+export { routingErrors, scoreEps, type RoutingCheckOptions } from './routing-checks.js';
 export { type GoldenCase, type GoldenExpected, loadGoldenCase, listGoldenCases, PACKAGE_CASES_DIR } from './golden.js';
 export { createReferenceBackend, type ReferenceBackendOptions } from './reference-backend.js';

@@ -4,7 +4,8 @@
  * FlashMoBA) and under the backend's own routing (checked valid first, then fed to the reference).
  */
 import { Rng } from '@moba/core';
-import { attentionChecks, expectWithin, failure, forAll, referencePair, routingErrors, runAttention, scoped, uploadProblem } from '../checks.js';
+import { attentionChecks, expectWithin, failure, forAll, referencePair, runAttention, scoped, uploadProblem } from '../checks.js';
+import { routingErrors } from '../routing-checks.js';
 import { type SpecLimits, makeProblem, randomRouting, specArb } from '../problem.js';
 import type { Property, PropertyContext } from '../types.js';
 

@@ -5,7 +5,8 @@
  * tolerance policy, calibrated by our reference. `golden.ts` wraps it around files.
  */
 import { type DType, type ProblemShape, type Routing, type ToleranceCheck, fromFloat, resolveConfig, sequences, toFloat64 } from '@moba/core';
-import { type ReferencePair, BlockScorer, attentionChecks, referencePair, routingErrors, runAttention, scoreEps, scoped, uploadProblem } from '../checks.js';
+import { type ReferencePair, attentionChecks, referencePair, runAttention, scoped, uploadProblem } from '../checks.js';
+import { BlockScorer, routingErrors, scoreEps } from '../routing-checks.js';
 import type { GoldenCase } from '../golden-parse.js';
 import { type Problem, supportsHeadDim } from '../problem.js';
 import { type Property, type PropertyContext, Skip } from '../types.js';

@@ -5,7 +5,8 @@
  * row's outputs only, never a hang).
  */
 import { type Capabilities, Rng } from '@moba/core';
-import { attentionChecks, expectWithin, failure, referencePair, routingErrors, runAttention, scoped, uploadProblem, withTimeout } from '../checks.js';
+import { attentionChecks, expectWithin, failure, referencePair, runAttention, scoped, uploadProblem, withTimeout } from '../checks.js';
+import { routingErrors } from '../routing-checks.js';
 import { type ProblemSpec, describeSpec, makeProblem, nearestHeadDim, preferredDtype, randomRouting, supportsHeadDim } from '../problem.js';
 import type { Property, PropertyContext } from '../types.js';
 

@@ -1,10 +1,11 @@
 /**
  * Key-convolution properties (SPEC §6): `kconv(k [T, Hkv, D], w [Hkv·D, W])` and its backward
  * (`dk [T, Hkv, D]`, `dw [Hkv·D, W]`) match the f64 reference for widths 1..min(5, maxKconvWidth),
- * over packed varlen batches (taps never cross a sequence start).
+ * over packed varlen batches (taps never cross a sequence start); with `caps.kconvWeightDtype: 'any'` the
+ * weight's dtype is drawn from caps.dtypes independently of k's.
  */
 import fc from 'fast-check';
-import { type Capabilities, Rng, checkTolerance } from '@moba/core';
+import { type Capabilities, type DType, Rng, checkTolerance } from '@moba/core';
 import { referenceKconv, referenceKconvBackward } from '@moba/core/reference';
 import { expectWithin, forAll, roundAll, scoped } from '../checks.js';
 import { type ProblemSpec, randomTensor, specArb } from '../problem.js';
@@ -16,8 +17,13 @@ export function kconvSpecArb(caps: Capabilities): fc.Arbitrary<ProblemSpec & { w
 }
 
 /** Kconv weights `[Hkv·D, W]` small enough that SiLU's both regimes occur. */
-export function kconvWeight(spec: ProblemSpec & { width: number }): ReturnType<typeof randomTensor> {
-  return randomTensor(new Rng(spec.seed ^ 0x6b63), spec.dtype, [spec.Hkv * spec.D, spec.width], 0.5);
+export function kconvWeight(spec: ProblemSpec & { width: number }, dtype: DType = spec.dtype): ReturnType<typeof randomTensor> {
+  return randomTensor(new Rng(spec.seed ^ 0x6b63), dtype, [spec.Hkv * spec.D, spec.width], 0.5);
+}
+
+/** The weight dtype a spec tests: k's, or with `kconvWeightDtype: 'any'` one of caps.dtypes chosen by the seed. */
+export function kconvWeightDtype(caps: Capabilities, spec: ProblemSpec): DType {
+  return (caps.kconvWeightDtype ?? 'k') === 'any' ? caps.dtypes[spec.seed % caps.dtypes.length]! : spec.dtype;
 }
 
 export const kconvProperties: Property[] = [
@@ -36,7 +42,8 @@ export const kconvProperties: Property[] = [
         const shape = [T, spec.Hkv, spec.D];
         const k = randomTensor(rng, spec.dtype, shape);
         const dkOut = randomTensor(rng, spec.dtype, shape);
-        const w = kconvWeight(spec);
+        const wdt = kconvWeightDtype(b.caps, spec);
+        const w = kconvWeight(spec, wdt);
         const C = spec.Hkv * spec.D;
         const W = spec.width;
         const cu = new Int32Array(spec.seqlens.length + 1);
@@ -54,10 +61,10 @@ export const kconvProperties: Property[] = [
           const cal = roundAll(dt, referenceKconv(k.f64, w.f64, C, W, layout, Math.fround));
           const rg = referenceKconvBackward(k.f64, w.f64, dkOut.f64, C, W, layout);
           const cg = referenceKconvBackward(k.f64, w.f64, dkOut.f64, C, W, layout, Math.fround);
-          expectWithin(`T=${T} seqlens=[${spec.seqlens.join(',')}] Hkv=${spec.Hkv} D=${spec.D} dtype=${dt} W=${W} dataSeed=${spec.seed}`, [
+          expectWithin(`T=${T} seqlens=[${spec.seqlens.join(',')}] Hkv=${spec.Hkv} D=${spec.D} dtype=${dt} weight dtype=${wdt} W=${W} dataSeed=${spec.seed}`, [
             checkTolerance(`kconv W=${W} k'`, await s.f64(kOut), ref, cal, { kind: 'forward', dtype: dt, shape }),
             checkTolerance(`kconv W=${W} dk`, await s.f64(g.dk), rg.dk, roundAll(dt, cg.dk), { kind: 'backward', dtype: dt, shape }),
-            checkTolerance(`kconv W=${W} dw`, await s.f64(g.dw), rg.dw, roundAll(dt, cg.dw), { kind: 'backward', dtype: dt, shape: [C, W] }),
+            checkTolerance(`kconv W=${W} dw`, await s.f64(g.dw), rg.dw, roundAll(wdt, cg.dw), { kind: 'backward', dtype: wdt, shape: [C, W] }),
           ]);
         });
       });

@@ -6,7 +6,8 @@
 import fc from 'fast-check';
 import { type DeviceTensor, type ToleranceCheck, checkTolerance, moba, mobaBackward, toFloat64 } from '@moba/core';
 import { referenceKconv, referenceKconvBackward } from '@moba/core/reference';
-import { attentionChecks, expectWithin, failure, forAll, referencePair, roundAll, routingErrors } from '../checks.js';
+import { attentionChecks, expectWithin, failure, forAll, referencePair, roundAll } from '../checks.js';
+import { routingErrors } from '../routing-checks.js';
 import { describeSpec, makeProblem, specArb } from '../problem.js';
 import type { Property } from '../types.js';
 import { kconvWeight } from './kconv.js';

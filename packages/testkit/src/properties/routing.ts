@@ -5,7 +5,8 @@
  */
 import fc from 'fast-check';
 import { MobaError, Rng, fromFloat, toFloat64 } from '@moba/core';
-import { failure, firstBitDiff, forAll, routingErrors, scoped } from '../checks.js';
+import { failure, firstBitDiff, forAll, scoped } from '../checks.js';
+import { routingErrors } from '../routing-checks.js';
 import { type ProblemSpec, describeSpec, makeProblem, nearestHeadDim, preferredDtype, randomRouting, specArb } from '../problem.js';
 import { type Property, Skip } from '../types.js';
 

@@ -5,14 +5,15 @@
  * and destroyed backends are refused.
  */
 import {
-  type Backend, type DType, type DeviceTensor, type HostTensor, type Layout, type MobaConfig, type Routing, DTYPES, Rng,
-  fromFloat, hostTensor, moba, mobaBackward, plan, resolveConfig,
+  type Backend, type DType, type DeviceTensor, type Layout, type MobaConfig, type Routing, DTYPES, Rng,
+  hostTensor, moba, mobaBackward, plan, resolveConfig,
 } from '@moba/core';
 import { type Scope, expectMobaError, failure, scoped, uploadProblem } from '../checks.js';
+import { kconvCases } from './validation-kconv.js';
 import { type Problem, type ProblemSpec, makeProblem, nearestHeadDim, preferredDtype, randomRouting } from '../problem.js';
 import { type Property, type PropertyContext, Skip } from '../types.js';
 
-interface Case {
+export interface Case {
   readonly what: string;
   readonly codes: readonly string[];
   readonly fn: () => Promise<unknown>;
@@ -177,27 +178,6 @@ async function backwardCases(ctx: PropertyContext, s: Scope, p: Problem, d: Awai
   return cases;
 }
 
-/** Kconv weight errors (only when the backend declares kconv). */
-async function kconvCases(ctx: PropertyContext, s: Scope, p: Problem, d: Awaited<ReturnType<typeof uploadProblem>>): Promise<Case[]> {
-  const b = ctx.backend;
-  const { T, Hkv, D, dtype } = p.shape;
-  const lay = p.layout;
-  const cfg = p.cfg;
-  const cases: Case[] = [];
-  if (b.caps.kconv) {
-    const C = Hkv * D;
-    const w = (shape: number[]): HostTensor => fromFloat(new Float32Array(shape.reduce((a, c) => a * c, 1)), dtype, shape);
-    cases.push(
-      { what: `kconv() with weight [${C + 1}, 3]`, codes: SHAPE, fn: async () => b.kconv(d.k, await s.up(w([C + 1, 3])), lay).then((x) => s.own(x)) },
-      { what: `kconv() with a 1-D weight [${C}]`, codes: SHAPE, fn: async () => b.kconv(d.k, await s.up(w([C])), lay).then((x) => s.own(x)) },
-      { what: `kconvBackward() with weight [${C}, 3] and dkOut of another shape`, codes: SHAPE, fn: async () => b.kconvBackward(d.k, await s.up(w([C, 3])), await s.up(hostTensor(dtype, [T, Hkv, D + 1])), lay) },
-      { what: `moba() with kconvWeight [${C + 1}, 3]`, codes: SHAPE, fn: () => moba(b, { q: p.q, k: p.k, v: p.v, cuSeqlens: lay.cuSeqlens, kconvWeight: w([C + 1, 3]) }, cfg).then((x) => x.ctx.dispose()) },
-    );
-    const maxW = b.caps.maxKconvWidth;
-    if (maxW < 1024) cases.push({ what: `kconv() with width maxKconvWidth + 1 = ${maxW + 1}`, codes: ['E_RANGE', 'E_UNSUPPORTED'], fn: async () => b.kconv(d.k, await s.up(w([C, maxW + 1])), lay).then((x) => s.own(x)) });
-  }
-  return cases;
-}
 
 /**
  * The smallest problem (Hq = Hkv = 1, smallest D and dtype, blockSize 1, largest topk) whose planned
@@ -304,6 +284,7 @@ export const validationProperties: Property[] = [
         ['upload() after destroy()', () => fresh.upload(p.q)],
         ['route() after destroy()', () => fresh.route(q, k, p.layout, p.cfg)],
         ['download() after destroy()', () => fresh.download(q)],
+        ['sync() after destroy()', () => fresh.sync()],
       ] as const) {
         const why = await expectMobaError(what, any, fn);
         if (why !== null) lines.push(why);
