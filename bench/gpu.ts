@@ -1,10 +1,9 @@
 /**
- * The GPU bench (issues 3 and 4): MoBA in the FlashMoBA paper's configuration on one backend, at N tokens
- * per sequence (batch packed varlen), then dense SDPA and the tensor-core matmul rate from torch
- * (bench/sdpa.py, a child process, after the backend is destroyed) and, on WebGPU, the f32 FMA peak of a
- * WGSL kernel, all in one run; FlashMoBA's numbers from peers.md; the targets of issue 4.
- * Every op is timed from a drained device to a drained device: CUDA ops synchronise before they return (and
- * `synchronize()` is called around each), WebGPU ops are followed by `queue.onSubmittedWorkDone()`.
+ * The GPU bench: MoBA in the FlashMoBA paper's configuration on one backend, at N tokens per sequence
+ * (batch packed varlen), then dense SDPA and the tensor-core matmul rate from torch (bench/sdpa.py, a child
+ * process, after the backend is destroyed) and, on WebGPU, the f32 FMA peak of a WGSL kernel, all in one run;
+ * FlashMoBA's published H200 numbers (gpu-report.ts) and our speed targets beside them.
+ * Every op is timed from a drained device to a drained device: `backend.sync()` before and after each.
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
@@ -24,23 +23,11 @@ const log = (s: string): void => void process.stderr.write(`bench: ${s}\n`);
 /** Seconds since the process started. */
 const elapsedS = (): number => performance.now() / 1000;
 
-/** What the bench uses of a backend besides the contract (CUDA: synchronize, memory accounting; WebGPU: its device). */
+/** What the bench uses of a backend besides the contract (CUDA: memory accounting; WebGPU: its device). */
 interface Extras {
-  synchronize?: () => void;
   memoryStats?: () => { liveBytes: number; peakBytes: number };
   resetPeakMemory?: () => void;
   device?: unknown;
-}
-
-/** Waits until everything submitted to the backend's device has finished. */
-function syncOf(b: Backend): () => Promise<void> {
-  const x = b as Backend & Extras;
-  if (b.name === 'webgpu') {
-    const dev = x.device as { queue: { onSubmittedWorkDone(): Promise<void> } };
-    return () => dev.queue.onSubmittedWorkDone();
-  }
-  if (typeof x.synchronize === 'function') return async () => x.synchronize!();
-  return async () => undefined;
 }
 
 /**
@@ -257,7 +244,7 @@ export async function runGpuBench(f: GpuFlags): Promise<number> {
         }
       }
     } else if (!f.fma) fmaNote = '--no-fma';
-    const sync = syncOf(b);
+    const sync = (): Promise<void> => b.sync();
     let prev: { N: number; repS: number; hostS: number } | null = null;
     for (const N of f.tokens) {
       if (prev) {

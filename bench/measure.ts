@@ -54,9 +54,12 @@ export async function uploadInputs(b: Backend, s: BenchShape, seed: number): Pro
   };
 }
 
-async function timeIt<R>(f: () => Promise<R>): Promise<[R, number]> {
+/** Times `f` from an idle device to the completion of its work on the device (`b.sync()` on both sides). */
+async function timeIt<R>(b: Backend, f: () => Promise<R>): Promise<[R, number]> {
+  await b.sync();
   const t0 = performance.now();
   const r = await f();
+  await b.sync();
   return [r, performance.now() - t0];
 }
 
@@ -69,9 +72,9 @@ export interface MobaRep {
 
 /** One MoBA repetition: route → forward → backward, each call timed; outputs freed. */
 export async function mobaRep(b: Backend, x: BenchInputs, cfg: MobaConfig): Promise<MobaRep> {
-  const [routing, route] = await timeIt(() => b.route(x.q, x.k, x.layout, cfg));
-  const [fwd, forward] = await timeIt(() => b.forward(x.q, x.k, x.v, routing, x.layout, cfg));
-  const [g, backward] = await timeIt(() => b.backward(x.q, x.k, x.v, fwd.out, fwd.lse, x.dOut, routing, x.layout, cfg));
+  const [routing, route] = await timeIt(b, () => b.route(x.q, x.k, x.layout, cfg));
+  const [fwd, forward] = await timeIt(b, () => b.forward(x.q, x.k, x.v, routing, x.layout, cfg));
+  const [g, backward] = await timeIt(b, () => b.backward(x.q, x.k, x.v, fwd.out, fwd.lse, x.dOut, routing, x.layout, cfg));
   b.dispose(routing, fwd.out, fwd.lse, g.dq, g.dk, g.dv);
   return { route, forward, backward };
 }
@@ -84,8 +87,8 @@ export interface DenseRep {
 
 /** One dense repetition: forward → backward, each timed; outputs freed. */
 export async function denseRep(b: Backend, d: DenseBaseline, x: BenchInputs): Promise<DenseRep> {
-  const [fwd, forward] = await timeIt(() => d.denseForward(x.q, x.k, x.v, x.layout));
-  const [g, backward] = await timeIt(() => d.denseBackward(x.q, x.k, x.v, fwd.out, fwd.lse, x.dOut, x.layout));
+  const [fwd, forward] = await timeIt(b, () => d.denseForward(x.q, x.k, x.v, x.layout));
+  const [g, backward] = await timeIt(b, () => d.denseBackward(x.q, x.k, x.v, fwd.out, fwd.lse, x.dOut, x.layout));
   b.dispose(fwd.out, fwd.lse, g.dq, g.dk, g.dv);
   return { forward, backward };
 }
