@@ -1,9 +1,10 @@
 /**
  * Command-line flags of the benchmark (pure: no I/O). Two modes:
  *  - the CPU bench (`--backend cpu|auto`, the default): MoBA against the backend's own dense baseline,
- *    T = 2K…16K (issue 2; flags unchanged);
+ *    T = 2K…16K (the CPU bench targets; flags unchanged);
  *  - the GPU bench (`--backend cuda|webgpu`, or `--paper` with any backend): the FlashMoBA paper's
- *    configuration (peers.md) against dense SDPA from torch and FlashMoBA's published numbers (issues 3, 4).
+ *    configuration (batch 2, 16 heads, D 128, bf16, B 128, top-8) against dense SDPA from torch and FlashMoBA's
+ *    published numbers (the CUDA and WebGPU speed targets).
  */
 import type { BackendKind } from 'moba-ts';
 
@@ -93,7 +94,7 @@ function folder(v: string | undefined, resolve: (p: string) => string): string {
   return resolve(v);
 }
 
-/** The CPU bench's flags (issue 2). `resultsDir`: the default `--out`; `resolve`: makes `--out` absolute. */
+/** The CPU bench's flags (CPU bench targets). `resultsDir`: the default `--out`; `resolve`: makes `--out` absolute. */
 export function parseCpuFlags(argv: readonly string[], resultsDir: string, resolve: (p: string) => string = (p) => p): CpuFlags | 'help' {
   const f: CpuFlags = {
     backend: 'cpu', tokens: [2048, 4096, 8192, 16384], heads: 4, headDim: 64, blockSize: 64, topk: 8, dtype: 'f32', reps: 3,
@@ -132,12 +133,12 @@ export function parseCpuFlags(argv: readonly string[], resultsDir: string, resol
 // ------------------------------------------------------------------------------------------- GPU bench
 
 export const GPU_HELP = `GPU bench (--backend cuda or webgpu; --paper runs it on any backend, e.g. cpu to exercise it):
-the FlashMoBA paper's configuration (peers.md): batch 2 packed varlen (cuSeqlens [0, N, 2N]), 16 query and
+the FlashMoBA paper's configuration: batch 2 packed varlen (cuSeqlens [0, N, 2N]), 16 query and
 16 kv heads, head dim 128, bf16, causal, block 128, topk 8, at N tokens per sequence. Times routing, forward
 (routing included), backward and forward + backward (median of --reps after a warm-up, each op waited for
 on the device), peak device memory (CUDA), effective TFLOP/s from plan(); dense SDPA from torch
 (bench/sdpa.py, flash backend, same shapes) and torch's bf16 8192³ matmul rate in the same run; on WebGPU
-the f32 FMA peak of a WGSL kernel; FlashMoBA's numbers from peers.md and the targets of issue 4.
+the f32 FMA peak of a WGSL kernel; FlashMoBA's published H200 numbers and the CUDA speed targets.
 On the GPU machine: node .device/bench.mjs --backend cuda|webgpu [flags]  (see docs/benchmarks.md)
 
 flags:

@@ -1,5 +1,6 @@
 /**
- * The GPU bench's results (pure: no I/O): types, the peers' numbers from peers.md, the targets of issue 4
+ * The GPU bench's results (pure: no I/O): types, the published peer measurements (FlashMoBA's and FA2's on the H200,
+ * 2026-11-29), the CUDA and WebGPU speed targets
  * (met / MISSED / not measured) and the printed and markdown tables.
  */
 import { kLabel } from './args.js';
@@ -11,11 +12,11 @@ import type { SdpaSize } from './sdpa.js';
 
 /** Where the peers' numbers come from. */
 export const PEERS_SOURCE =
-  'shared/bench/peers.md "Peers measured on the H200 (2026-11-29)": one NVIDIA H200, driver 580.159.04, torch 2.11.0+cu130; ' +
+  'the published peer measurements (FlashMoBA and FA2 on the H200, 2026-11-29): one NVIDIA H200, driver 580.159.04, torch 2.11.0+cu130; ' +
   'FlashMoBA v2.0.0 kernels (sm_90) and torch SDPA flash (FA2); batch 2 packed varlen, 16/16 heads, D 128, bf16, causal, B 128, topk 8; ' +
   'CUDA-event medians with an L2 flush before each repetition; forward includes routing; peak = torch max_memory_allocated over one fwd+bwd';
 
-/** FlashMoBA on the H200 (ms; peak GiB), from peers.md, by N (tokens per sequence). */
+/** FlashMoBA on the H200 (ms; peak GiB), from FlashMoBA's H200 measurements (2026-11-29), by N (tokens per sequence). */
 export const FLASHMOBA: Readonly<Record<number, { readonly fwd: number; readonly routing: number; readonly attnFwd: number; readonly bwd: number; readonly fwdBwd: number; readonly peakGiB: number }>> = {
   8192: { fwd: 3.74, routing: 1.16, attnFwd: 2.82, bwd: 2.14, fwdBwd: 5.87, peakGiB: 0.64 },
   16384: { fwd: 8.39, routing: 1.87, attnFwd: 6.08, bwd: 4.02, fwdBwd: 11.92, peakGiB: 1.27 },
@@ -26,7 +27,7 @@ export const FLASHMOBA: Readonly<Record<number, { readonly fwd: number; readonly
   524288: { fwd: 1452.3, routing: 348.92, attnFwd: 1105.78, bwd: 121.57, fwdBwd: 1574.82, peakGiB: 40.63 },
 };
 
-/** Dense causal attention (torch SDPA flash = FA2) on the H200 from peers.md (ms; peak GiB): reference only. */
+/** Dense causal attention (torch SDPA flash = FA2) on the H200 from the published peer measurements (2026-11-29; ms; peak GiB): reference only. */
 export const FA2_PEERS: Readonly<Record<number, { readonly fwd: number; readonly bwd: number; readonly fwdBwd: number; readonly peakGiB: number }>> = {
   8192: { fwd: 1.72, bwd: 5.06, fwdBwd: 6.78, peakGiB: 0.75 },
   16384: { fwd: 6.37, bwd: 18.24, fwdBwd: 24.61, peakGiB: 1.5 },
@@ -37,7 +38,7 @@ export const FA2_PEERS: Readonly<Record<number, { readonly fwd: number; readonly
   524288: { fwd: 7167.44, bwd: 17078.79, fwdBwd: 24246.23, peakGiB: 48.13 },
 };
 
-/** The configuration of peers.md: only then are FlashMoBA's numbers comparable. */
+/** The paper configuration (batch 2, 16 heads, D 128, bf16, B 128, top-8): only then are FlashMoBA's numbers comparable. */
 export const PAPER_PROBLEM = { batch: 2, Hq: 16, Hkv: 16, D: 128, blockSize: 128, topk: 8, dtype: 'bf16', causal: true } as const;
 
 // ------------------------------------------------------------------------------------------- results
@@ -111,12 +112,12 @@ export interface GpuBenchResult {
 
 // ------------------------------------------------------------------------------------------- targets
 
-/** fwd+bwd speedup over FlashMoBA that issue 4 asks for at N: faster everywhere (≥ 8K), 2× from 128K, 3× at 512K. */
+/** fwd+bwd speedup over FlashMoBA that the CUDA speed targets ask for at N: faster everywhere (≥ 8K), 2× from 128K, 3× at 512K. */
 export function fmRequiredSpeedup(N: number): number {
   return N >= 524288 ? 3 : N >= 131072 ? 2 : 1;
 }
 
-/** Whether the run's configuration is the one peers.md measured. */
+/** Whether the run's configuration is the paper configuration, the one the published peer measurements used. */
 export function isPaperProblem(p: GpuBenchResult['problem']): boolean {
   const w = PAPER_PROBLEM;
   return p.batch === w.batch && p.Hq === w.Hq && p.Hkv === w.Hkv && p.D === w.D && p.blockSize === w.blockSize && p.topk === w.topk && p.dtype === w.dtype;
@@ -128,15 +129,15 @@ const fmtX = (x: number): string => `${x.toFixed(2)}×`;
 const whyNot = (s: GpuSizeResult): string => `MoBA ${s.status}${s.note ? ` (${s.note})` : ''}`;
 
 /**
- * The targets of issue 4 at every N ≥ 8K that the run asked for: fwd+bwd faster than FlashMoBA (2× from 128K,
+ * The CUDA speed targets at every N ≥ 8K that the run asked for: fwd+bwd faster than FlashMoBA (2× from 128K,
  * 3× at 512K), forward (routing included) faster than dense SDPA measured in the same run, peak memory ≤
- * FlashMoBA's. Plus one line naming peers.md sizes the run did not cover.
+ * FlashMoBA's. Plus one line naming the published peer sizes the run did not cover.
  */
 export function evaluateGpuTargets(r: GpuBenchResult): Target[] {
   if (r.backend.name === 'webgpu') return evaluateWebGpuTargets(r);
   const out: Target[] = [];
   const paper = isPaperProblem(r.problem);
-  const notPaper = 'the configuration differs from peers.md (batch 2, 16/16 heads, D 128, bf16, B 128, topk 8)';
+  const notPaper = 'the configuration differs from the paper configuration (batch 2, 16/16 heads, D 128, bf16, B 128, topk 8)';
   for (const s of r.sizes) {
     if (s.N < 8192) continue;
     const n = kLabel(s.N);
@@ -146,7 +147,7 @@ export function evaluateGpuTargets(r: GpuBenchResult): Target[] {
     const fbTarget = need === 1 ? 'faster than FlashMoBA (> 1×)' : `≥ ${need}× faster than FlashMoBA`;
     if (!s.ms) out.push({ name: `fwd+bwd vs FlashMoBA, N = ${n}`, target: fbTarget, value: `not measured: ${whyNot(s)}`, met: null });
     else if (!fm || !paper) {
-      out.push({ name: `fwd+bwd vs FlashMoBA, N = ${n}`, target: fbTarget, value: `${fmtMs(s.ms.fwdBwd)} ms`, met: null, note: !paper ? notPaper : `peers.md has no FlashMoBA number at N = ${n}` });
+      out.push({ name: `fwd+bwd vs FlashMoBA, N = ${n}`, target: fbTarget, value: `${fmtMs(s.ms.fwdBwd)} ms`, met: null, note: !paper ? notPaper : `the published peer measurements have no FlashMoBA number at N = ${n}` });
     } else {
       const x = fm.fwdBwd / s.ms.fwdBwd;
       out.push({
@@ -157,7 +158,7 @@ export function evaluateGpuTargets(r: GpuBenchResult): Target[] {
     // forward vs dense SDPA (same run)
     const d = r.dense.sizes.find((x) => x.N === s.N);
     const fa2 = FA2_PEERS[s.N];
-    const ref = fa2 && paper ? `peers.md FA2 forward ${fmtMs(fa2.fwd)} ms (reference only)` : undefined;
+    const ref = fa2 && paper ? `published FA2 forward ${fmtMs(fa2.fwd)} ms (reference only)` : undefined;
     const fwdTarget = 'faster than dense SDPA forward (same run)';
     if (!s.ms) out.push({ name: `forward (routing included) vs dense, N = ${n}`, target: fwdTarget, value: `not measured: ${whyNot(s)}`, met: null });
     else if (d?.fwdMs === undefined) {
@@ -172,24 +173,24 @@ export function evaluateGpuTargets(r: GpuBenchResult): Target[] {
     if (s.peakBytes === null) {
       out.push({ name: `peak memory vs FlashMoBA, N = ${n}`, target: memTarget, value: `not measured: ${s.status !== 'ok' ? whyNot(s) : `the ${r.backend.name} backend does not account its allocations`}`, met: null });
     } else if (!fm || !paper) {
-      out.push({ name: `peak memory vs FlashMoBA, N = ${n}`, target: memTarget, value: `${(s.peakBytes / GiB).toFixed(2)} GiB`, met: null, note: !paper ? notPaper : `peers.md has no FlashMoBA number at N = ${n}` });
+      out.push({ name: `peak memory vs FlashMoBA, N = ${n}`, target: memTarget, value: `${(s.peakBytes / GiB).toFixed(2)} GiB`, met: null, note: !paper ? notPaper : `the published peer measurements have no FlashMoBA number at N = ${n}` });
     } else {
       out.push({ name: `peak memory vs FlashMoBA, N = ${n}`, target: memTarget, value: `${(s.peakBytes / GiB).toFixed(2)} GiB (${((s.peakBytes / GiB / fm.peakGiB) * 100).toFixed(0)}% of FlashMoBA's)`, met: s.peakBytes <= fm.peakGiB * GiB });
     }
   }
   const missing = Object.keys(FLASHMOBA).map(Number).filter((N) => !r.sizes.some((s) => s.N === N));
   if (missing.length > 0) {
-    out.push({ name: 'peers.md sizes not in this run', target: 'every N of peers.md (8K … 512K)', value: `not measured: ${missing.map(kLabel).join(', ')}`, met: null });
+    out.push({ name: 'published peer sizes not in this run', target: 'every N of the published peer measurements (8K … 512K)', value: `not measured: ${missing.map(kLabel).join(', ')}`, met: null });
   }
   return out;
 }
 
-/** fwd+bwd speedup over dense SDPA (same run) that issue 3 asks of the WebGPU backend at 128K tokens per sequence. */
+/** fwd+bwd speedup over dense SDPA (same run) that the WebGPU speed targets ask of the WebGPU backend at 128K tokens per sequence. */
 export const WEBGPU_DENSE_SPEEDUP = 2;
 const WEBGPU_TARGET_N = 131072;
 
 /**
- * The targets of issue 3 (WebGPU) at N = 128K: fwd+bwd at least 2× faster than dense SDPA measured in the same
+ * The WebGPU speed targets at N = 128K: fwd+bwd at least 2× faster than dense SDPA measured in the same
  * run, and the forward's effective f32 rate reported as a fraction of the WGSL f32 FMA peak of the same run.
  */
 export function evaluateWebGpuTargets(r: GpuBenchResult): Target[] {
@@ -221,8 +222,8 @@ export function evaluateWebGpuTargets(r: GpuBenchResult): Target[] {
   return out;
 }
 
-/** Which issue's targets a result is judged by. */
-const targetIssue = (r: GpuBenchResult): string => (r.backend.name === 'webgpu' ? 'issue 3' : `issue 4${r.backend.name !== 'cuda' ? '; set for the CUDA backend, shown for comparison' : ''}`);
+/** Which set of speed targets a result is judged by. */
+const targetSet = (r: GpuBenchResult): string => (r.backend.name === 'webgpu' ? 'WebGPU' : `CUDA${r.backend.name !== 'cuda' ? '; set for the CUDA backend, shown for comparison' : ''}`);
 
 /** Counts of met / MISSED / not measured. */
 export function targetCounts(ts: readonly Target[]): { met: number; missed: number; notMeasured: number } {
@@ -302,7 +303,7 @@ function header(r: GpuBenchResult): string[] {
   const p = r.problem;
   const L = [
     `MoBA on the ${r.backend.name} backend: ${p.batch} × N tokens (packed varlen), Hq ${p.Hq}, Hkv ${p.Hkv}, D ${p.D}, ${p.dtype}, causal, block ${p.blockSize}, topk ${p.topk}` +
-      `${p.paper ? ' (the configuration of peers.md)' : ''}; median of ${p.reps} rep(s) after a warm-up, every op waited for on the device`,
+      `${p.paper ? ' (the paper configuration)' : ''}; median of ${p.reps} rep(s) after a warm-up, every op waited for on the device`,
     `GPU: ${r.machine.gpu ?? 'none found'}${r.machine.driver ? `, driver ${r.machine.driver}` : ''}; node ${r.machine.node}, ${r.machine.platform}, host ${r.machine.host}; ${r.date.slice(0, 10)}${r.gitCommit ? `, commit ${r.gitCommit}` : ''}`,
   ];
   const tc = r.rates.tensorCore;
@@ -314,7 +315,7 @@ function header(r: GpuBenchResult): string[] {
   }
   const d = r.dense;
   L.push(d.measured ? `dense: ${d.backend ?? 'torch SDPA'} on ${d.device ?? '?'} (torch ${d.torch ?? '?'}, CUDA ${d.cuda ?? '?'}), batch ${p.batch}, same shapes, same run` : `SDPA not measured: ${d.reason ?? 'unknown'}`);
-  L.push('FM = FlashMoBA from peers.md (same GPU model, 2026-11-29; not this run)');
+  L.push('FM = FlashMoBA from its published H200 measurements (same GPU model, 2026-11-29; not this run)');
   return L;
 }
 
@@ -336,7 +337,7 @@ const LEGEND = [
 
 function targetLines(r: GpuBenchResult): string[] {
   const c = targetCounts(r.targets);
-  const L = [`targets (${targetIssue(r)}): ${c.met} met, ${c.missed} MISSED, ${c.notMeasured} not measured`];
+  const L = [`targets (${targetSet(r)}): ${c.met} met, ${c.missed} MISSED, ${c.notMeasured} not measured`];
   for (const t of r.targets) L.push(`  [${mark(t.met)}] ${t.name}: ${t.value} (target ${t.target})${t.note ? `; ${t.note}` : ''}`);
   return L;
 }
@@ -345,7 +346,7 @@ function targetLines(r: GpuBenchResult): string[] {
 export function gpuTextTable(r: GpuBenchResult): string {
   const a = mobaTable(r);
   const b = compareTable(r);
-  const L = [...header(r), '', 'MoBA (ms):', ...lines(a.head, a.rows), '', 'dense SDPA (this run) and FlashMoBA (peers.md), ms:', ...lines(b.head, b.rows), '', ...LEGEND];
+  const L = [...header(r), '', 'MoBA (ms):', ...lines(a.head, a.rows), '', 'dense SDPA (this run) and FlashMoBA (published, 2026-11-29), ms:', ...lines(b.head, b.rows), '', ...LEGEND];
   const notes = [...footnotes(r), ...r.notes];
   if (notes.length) L.push('', ...notes.map((n) => `note: ${n}`));
   L.push('', ...targetLines(r));
@@ -358,11 +359,11 @@ export function gpuMarkdownReport(r: GpuBenchResult): string {
   const a = mobaTable(r);
   const b = compareTable(r);
   const L = [`# ${title}`, '', ...rest.map((x) => `${x}  `), '', `Command: \`${r.command}\``, '', '## MoBA (ms)', '', ...md(a.head, a.rows), ''];
-  L.push('## Dense SDPA (this run) and FlashMoBA (peers.md), ms', '', ...md(b.head, b.rows), '', ...LEGEND.map((x) => `${x}  `), '');
+  L.push('## Dense SDPA (this run) and FlashMoBA (published, 2026-11-29), ms', '', ...md(b.head, b.rows), '', ...LEGEND.map((x) => `${x}  `), '');
   const notes = [...footnotes(r), ...r.notes];
   if (notes.length) L.push('## Notes', '', ...notes.map((n) => `- ${n}`), '');
   const c = targetCounts(r.targets);
-  L.push(`## Targets (${targetIssue(r)})`, '', `${c.met} met, ${c.missed} MISSED, ${c.notMeasured} not measured.`, '');
+  L.push(`## Targets (${targetSet(r)})`, '', `${c.met} met, ${c.missed} MISSED, ${c.notMeasured} not measured.`, '');
   L.push('| target | value | required | status |', '|---|---|---|---|');
   for (const t of r.targets) L.push(`| ${t.name}${t.note ? ` (${t.note})` : ''} | ${t.value} | ${t.target} | ${mark(t.met)} |`);
   L.push('', `FlashMoBA and FA2 reference numbers: ${PEERS_SOURCE}.`);

@@ -289,7 +289,7 @@ export async function runGpuBench(f: GpuFlags): Promise<number> {
   const tensorCoreNote = tensorCore ? undefined : !f.matmul ? '--no-matmul' : sdpa.ok ? (mm?.error ?? 'no matmul result') : sdpa.error;
   if (b.name === 'webgpu') notes.push('peak memory is not measured on WebGPU: its backend does not account its allocations');
   if (b.name !== 'cuda' && b.name !== 'webgpu') notes.push(`the ${b.name} backend here only exercises the bench; its times say nothing about a GPU`);
-  notes.push('no L2 flush between repetitions (peers.md flushed L2 before each); inputs are seeded random values with |x| in [1/8, 2)');
+  notes.push('no L2 flush between repetitions (the published peer measurements flushed L2 before each); inputs are seeded random values with |x| in [1/8, 2)');
 
   const problem = { batch: f.batch, Hq: f.heads, Hkv: f.kvHeads, D: f.headDim, blockSize: f.blockSize, topk: f.topk, dtype: f.dtype, causal: true as const, reps: f.reps, paper: false };
   problem.paper = isPaperProblem(problem);

@@ -1,5 +1,5 @@
 /**
- * Benchmark result types, the three targets of issue 2 (judged met / missed), and the printed and
+ * Benchmark result types, the three CPU bench targets (judged met / missed), and the printed and
  * markdown tables. FLOPs and bytes come from `plan()` (formulas in docs/benchmarks.md).
  */
 import type { DenseRep, MobaRep } from './measure.js';
@@ -25,7 +25,7 @@ export interface SizeResult {
   readonly reps: { readonly moba: readonly MobaRep[]; readonly dense: readonly DenseRep[] | null };
 }
 
-/** One target of issue 2 and whether this run met it. */
+/** One CPU bench target and whether this run met it. */
 export interface Target {
   readonly name: string;
   readonly target: string;

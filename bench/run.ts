@@ -3,7 +3,7 @@
  * D = 64, B = 64, topk = 8, f32, one sequence by default). Prints a table, checks the targets and
  * writes `bench/results/<date>-<backend>-<host>.json` and `<date>-<backend>.md`. See bench/README.md.
  * Usage: `pnpm bench -- --backend cpu [--quick] [--tokens 2K,4K] [--reps 5] …`
- * `--backend cuda|webgpu` (or `--paper`) runs the GPU bench instead (bench/gpu.ts, issues 3 and 4).
+ * `--backend cuda|webgpu` (or `--paper`) runs the GPU bench instead (bench/gpu.ts; the CUDA and WebGPU speed targets).
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';

@@ -1,5 +1,5 @@
 /**
- * The GPU bench's targets (issue 4) and tables, on hand-made results: met / MISSED / not measured for
+ * The GPU bench's CUDA speed targets and tables, on hand-made results: met / MISSED / not measured for
  * fwd+bwd vs FlashMoBA (1×, 2× from 128K, 3× at 512K), forward vs dense SDPA, peak memory vs FlashMoBA.
  */
 import { existsSync, readFileSync } from 'node:fs';
@@ -32,13 +32,13 @@ function result(sizes: GpuSizeResult[], over: Partial<GpuBenchResult> = {}): Gpu
     sizes,
     dense: { measured: true, torch: '2.11', cuda: '13.0', device: 'NVIDIA H200', sizes: [{ N: 8 * K, fwdMs: 1.7, bwdMs: 5, fwdBwdMs: 6.7, peakBytes: 0.75 * GiB }, { N: 512 * K, skipped: 'predicted 100 s' }] },
     rates: { tensorCore: { tflopsBest: 800, tflopsMedian: 780, n: 8192 }, fma: null },
-    peersSource: 'peers.md', targets: [], notes: [], ...over,
+    peersSource: 'published peer measurements', targets: [], notes: [], ...over,
   };
 }
 
 const byName = (ts: ReturnType<typeof evaluateGpuTargets>, name: string) => ts.find((t) => t.name === name);
 
-describe('issue 4 targets', () => {
+describe('CUDA speed targets', () => {
   it('requires > 1× below 128K, 2× from 128K, 3× at 512K', () => {
     expect([8 * K, 64 * K, 128 * K, 256 * K, 512 * K].map(fmRequiredSpeedup)).toEqual([1, 1, 2, 2, 3]);
   });
@@ -65,7 +65,7 @@ describe('issue 4 targets', () => {
     const t32 = byName(ts, 'forward (routing included) vs dense, N = 32K')!;
     expect(t32.met).toBeNull();
     expect(t32.value).toContain('dense not measured: dense SDPA was not run at this N');
-    expect(t32.note).toContain('peers.md FA2 forward 25.08 ms');
+    expect(t32.note).toContain('published FA2 forward 25.08 ms');
     expect(byName(ts, 'forward (routing included) vs dense, N = 512K')?.value).toContain('predicted 100 s');
     const slow = evaluateGpuTargets(result([size(8 * K, 4, { forward: 1.7 })]));
     expect(byName(slow, 'forward (routing included) vs dense, N = 8K')?.met).toBe(false); // equal is not faster
@@ -85,7 +85,7 @@ describe('issue 4 targets', () => {
     expect(ts.some((t) => t.name.endsWith('N = 1K'))).toBe(false);
     expect(byName(ts, 'fwd+bwd vs FlashMoBA, N = 8K')).toMatchObject({ met: null, value: 'not measured: MoBA does not fit (E_MEMORY …)' });
     expect(byName(ts, 'fwd+bwd vs FlashMoBA, N = 16K')?.value).toBe('not measured: MoBA skipped (time)');
-    expect(byName(ts, 'peers.md sizes not in this run')?.value).toBe('not measured: 32K, 64K, 128K, 256K, 512K');
+    expect(byName(ts, 'published peer sizes not in this run')?.value).toBe('not measured: 32K, 64K, 128K, 256K, 512K');
     expect(targetCounts(ts).met).toBe(0);
   });
 
@@ -94,11 +94,11 @@ describe('issue 4 targets', () => {
     expect(isPaperProblem(r.problem)).toBe(false);
     const ts = evaluateGpuTargets(r);
     expect(byName(ts, 'fwd+bwd vs FlashMoBA, N = 8K')).toMatchObject({ met: null });
-    expect(byName(ts, 'fwd+bwd vs FlashMoBA, N = 8K')?.note).toContain('differs from peers.md');
+    expect(byName(ts, 'fwd+bwd vs FlashMoBA, N = 8K')?.note).toContain('differs from the paper configuration');
     expect(byName(ts, 'peak memory vs FlashMoBA, N = 8K')?.met).toBeNull();
   });
 
-  it('embeds the rows of peers.md exactly (checked against ../shared/bench/peers.md when it is there)', (t) => {
+  it('embeds the published peer rows exactly (checked against the shared copy when present)', (t) => {
     expect(Object.keys(FLASHMOBA).map(Number)).toEqual([8, 16, 32, 64, 128, 256, 512].map((k) => k * K));
     const file = join(process.env.MOBA_SHARED ?? join(dirname(fileURLToPath(import.meta.url)), '../../../shared'), 'bench/peers.md');
     if (!existsSync(file)) return t.skip(`${file} not found`);
@@ -114,7 +114,7 @@ describe('issue 4 targets', () => {
   });
 });
 
-describe('issue 3 targets (WebGPU)', () => {
+describe('WebGPU speed targets', () => {
   const webgpu = (sizes: GpuSizeResult[], dense: GpuBenchResult['dense']['sizes'], fma: GpuBenchResult['rates']['fma']) =>
     evaluateGpuTargets(result(sizes, { backend: { name: 'webgpu' }, dense: { measured: true, sizes: dense }, rates: { tensorCore: null, fma } }));
   const fma = { gflopsMedian: 50000, gflopsBest: 55000, msMedian: 10, invocations: 1, iterations: 1, flopsPerDispatch: 1, runs: 5, chains: 8, unroll: 8, sample: 1 };
@@ -153,7 +153,7 @@ describe('tables', () => {
     const md = gpuMarkdownReport(r);
     expect(md).toContain('Command: `node .device/bench.mjs --backend cuda`');
     expect(md).toContain('| 8K | 1.70 | 5.00 | 6.70 | 0.75 |');
-    expect(md).toContain('## Targets (issue 4)');
+    expect(md).toContain('## Targets (CUDA)');
     expect(referenceRate(r)?.what).toBe('bf16 tensor-core matmul');
   });
   it('say why SDPA and the tensor-core rate were not measured; WebGPU uses the FMA peak', () => {

@@ -1,7 +1,7 @@
 /**
  * Routing properties (SPEC §3): validity of `backend.route` with the tie-robust rule (FlashMoBA's
  * `moba_verifier`), exact ties to the higher block index, the `[T, Hq, topk]` round trip, and a large
- * problem checked against the exact top-k and rerun (what catches FlashMoBA's top-k race, peers.md).
+ * problem checked against the exact top-k and rerun (what catches FlashMoBA's top-k race, as the peer measurements found).
  */
 import fc from 'fast-check';
 import { MobaError, Rng, fromFloat, toFloat64 } from '@moba/core';
