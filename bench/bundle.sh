@@ -11,7 +11,7 @@ cd "$root"
 mkdir -p .device
 commit=$(git rev-parse HEAD 2>/dev/null || echo unknown)
 if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then commit="$commit+dirty"; fi
-npx -y esbuild@0.28 bench/run.ts --bundle --platform=node --format=esm \
+"$root/packages/backend-webgpu/node_modules/.bin/esbuild" bench/run.ts --bundle --platform=node --format=esm \
   --external:koffi --external:webgpu --conditions=@moba/source --log-level=warning \
   --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
   --define:process.env.MOBA_BENCH_COMMIT="\"$commit\"" \

@@ -16,7 +16,7 @@ mkdir -p .device/cuda
 rm -rf .device/kernels .device/cases
 cp -r packages/backend-cuda/kernels .device/kernels
 cp -r packages/testkit/cases .device/cases
-npx -y esbuild@0.28 packages/backend-cuda/scripts/gpu-check.ts --bundle --platform=node --format=esm \
+"$root/packages/backend-webgpu/node_modules/.bin/esbuild" packages/backend-cuda/scripts/gpu-check.ts --bundle --platform=node --format=esm \
   --external:koffi --external:webgpu --conditions=@moba/source --log-level=warning \
   --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
   --outfile=.device/cuda/gpu-check.mjs

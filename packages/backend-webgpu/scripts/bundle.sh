@@ -11,7 +11,7 @@ shared=${MOBA_SHARED:-$root/../shared}
 bash "$shared/device/prepare.sh" packages/backend-webgpu
 mkdir -p .device/webgpu
 rm -rf .device/cases && cp -r packages/testkit/cases .device/cases
-npx -y esbuild@0.28 packages/backend-webgpu/scripts/gpu-check.ts --bundle --platform=node --format=esm \
+"$root/packages/backend-webgpu/node_modules/.bin/esbuild" packages/backend-webgpu/scripts/gpu-check.ts --bundle --platform=node --format=esm \
   --external:webgpu --conditions=@moba/source --log-level=warning \
   --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
   --outfile=.device/webgpu/gpu-check.mjs
