@@ -1,6 +1,6 @@
 // Backward (SPEC §5), deterministic, no float atomics:
 //  delta: Δ[t,h] = Σ_d dOut·out, one warp per row.
-//  dkdv:  one CTA per (kv head, global key block, chunk of `kc` keys). K and V of the chunk sit in shared
+//  dkdv:  one CTA per (kv head, global key block, tile of `kc` keys). K and V of the tile sit in shared
 //         memory; the CTA walks the block's collected query lists of every query head of the group in
 //         order, 4 rows at a time (one per warp): lane j computes P and dS of key j for the warp's row,
 //         then every thread adds the 4 rows' contributions to its fixed set of dK/dV accumulators
@@ -167,7 +167,7 @@ MOBA_DTYPES(BACKWARD_ENTRIES)
 //           the chunk rows' dQ contribution of this key tile, dS·K, stored as an f32 partial per (row,
 //           routing slot, key tile): K and V are read once per key block, and with whole-block tiles a
 //           row has one partial per slot (half the partial traffic of 64-key tiles).
-//  dq_reduce: a row's partials summed in slot order, then tile order; scaled, stored once.
+//  dq_merge: a row's partials summed in slot order, then tile order; scaled, stored once.
 #include "mma.cuh"
 
 constexpr int RC = 32;             // dkdv: gathered rows per chunk
@@ -284,7 +284,7 @@ __device__ __forceinline__ void dkdv_rows(const DkdvSmem<T, D, NW>& sm, float (*
 // dQ of the chunk's RC rows from this CTA's key tile, dQ_part = dS·K (unscaled), once every warp has put
 // its dS into sm.ds; warp w computes columns [w·D/NW, (w + 1)·D/NW) of all RC rows and stores them, f32,
 // as the partial of (row, slot of this key block, key tile `sub`). Each partial has one writer;
-// dq_reduce sums them in a fixed order.
+// dq_merge sums them in a fixed order.
 template <typename T, int D, int NW>
 __device__ __forceinline__ void dq_partial(const DkdvSmem<T, D, NW>& sm, float* part, int Hs, int hl, int topk, int nsub, int sub) {
   constexpr int LD = D + PAD, NC = D / NW;  // columns per warp
@@ -441,7 +441,7 @@ __device__ void dkdv_tc(const T* q, const T* k, const T* v, const T* dout, const
 // per (row, head), the sum over the routing slots in order and, within a slot, over the key tiles of that
 // block in order; scaled, stored once.
 template <typename T>
-__device__ void dq_reduce(const float* part, const int* indices, T* dqo, const int* cu, int nseq, i64 T_, int Hq, int h0, int Hs, int D,
+__device__ void dq_merge(const float* part, const int* indices, T* dqo, const int* cu, int nseq, i64 T_, int Hq, int h0, int Hs, int D,
                           int B, int topk, int nsub, int kvt, float scale) {
   const int C4 = D / 4;
   const i64 n = T_ * Hs * C4;
@@ -477,14 +477,14 @@ __device__ void dq_reduce(const float* part, const int* indices, T* dqo, const i
   }
 }
 
-#define DQ_REDUCE_ENTRY(N, T)                                                                                          \
-  extern "C" __global__ void dq_reduce_##N(const float* part, const int* indices, T* dqo, const int* cu, int nseq,     \
+#define DQ_MERGE_ENTRY(N, T)                                                                                          \
+  extern "C" __global__ void dq_merge_##N(const float* part, const int* indices, T* dqo, const int* cu, int nseq,     \
                                            long long T_, int Hq, int h0, int Hs, int D, int B, int topk, int nsub,      \
                                            int kvt, float scale) {                                                      \
-    dq_reduce<T>(part, indices, dqo, cu, nseq, T_, Hq, h0, Hs, D, B, topk, nsub, kvt, scale);                          \
+    dq_merge<T>(part, indices, dqo, cu, nseq, T_, Hq, h0, Hs, D, B, topk, nsub, kvt, scale);                          \
   }
-DQ_REDUCE_ENTRY(f16, __half)
-DQ_REDUCE_ENTRY(bf16, __nv_bfloat16)
+DQ_MERGE_ENTRY(f16, __half)
+DQ_MERGE_ENTRY(bf16, __nv_bfloat16)
 
 // dkdv_tc_d{D}_{dtype}: 4 warps, 64-key tiles; dkdv_tc8_d128_{dtype}: 8 warps, 128-key tiles (D = 128).
 #define BACKWARD_TC_ENTRIES(N, T, D, NW, TAG)                                                                                \

@@ -144,7 +144,7 @@ extern "C" __global__ void __launch_bounds__(256) collect_sort(const int* indice
 // Routing slot of every list entry: slots[e] = the position i of block g in row rows[e]'s indices (head h)
 // for list (h, g). One CTA per list (grid-strided); the attention kernels read it with the rows instead of
 // searching the indices (dependent loads) inside their chunk loops.
-extern "C" __global__ void __launch_bounds__(256) collect_slots(const int* indices, const int* offsets, const int* rows, int* slots,
+extern "C" __global__ void __launch_bounds__(256) collect_slot_of(const int* indices, const int* offsets, const int* rows, int* slots,
                                                                 const int* block_base, int nseq, int Hq, int topk, int NB) {
   for (i64 list = blockIdx.x; list < (i64)Hq * NB; list += gridDim.x) {
     const int h = (int)(list / NB), g = (int)(list - (i64)h * NB);

@@ -1,7 +1,7 @@
 // Forward (SPEC §4): one warp per (query row t, head h); 4 warps per CTA own neighbouring rows of the
 // same head, so they share most selected blocks in L1/L2. The warp walks the row's selected blocks in
-// chunks of 32 keys: lane j scores key j against the row (q staged in shared memory, pre-scaled by
-// scale * log2 e), then the chunk updates the online-softmax state (running max m, sum l) and every
+// tiles of 32 keys: lane j scores key j against the row (q staged in shared memory, pre-scaled by
+// scale * log2 e), then the tile updates the online-softmax state (running max m, sum l) and every
 // lane's slice of the f32 accumulator (dims lane, lane + 32, ...). The own block stops at key t when
 // causal. Epilogue: out = acc / l, lse = (m + log2 l) * ln 2; a row with no keys gives 0 and -inf.
 #include "common.cuh"
@@ -46,7 +46,7 @@ __device__ void forward(const T* q, const T* k, const T* v, const int* indices, 
         const float mc = warp_max(x);
         const float mn = fmaxf(m, mc);
         if (mn == -INFINITY) continue;  // nothing finite yet (keys of -inf score)
-        const float alpha = exp2f(m - mn);  // m = -inf on the first chunk: 0
+        const float alpha = exp2f(m - mn);  // m = -inf on the first key tile: 0
         const float pr = lane < n ? exp2f(x - mn) : 0.f;
         l = l * alpha + warp_sum(pr);
         for (int r = 0; r < MAX_DPL; ++r) acc[r] *= alpha;
@@ -261,12 +261,12 @@ __device__ void forward_tc(const T* q, const T* k, const T* v, const int* indice
 }
 
 // ---------------------------------------------------------------------------------------------------
-// Key-major forward (forward_kv + forward_reduce), used when a whole key block fits in shared memory.
+// Key-major forward (forward_kv + forward_merge), used when a whole key block fits in shared memory.
 // One CTA per (key block, kv head) stages the block's K and V once, then walks the block's collected
 // query lists (every query head of the group) in chunks of CH rows: a warp owns 16 rows and runs the
 // online softmax over the block's 64-key tiles (fwd_tile). The unnormalised O and its (m, l), in log2
 // units, are stored as the partial of (row, routing slot of this block): every partial has one writer.
-// forward_reduce merges a row's partials in slot order (fixed, so deterministic): M = max m, weights
+// forward_merge merges a row's partials in slot order (fixed, so deterministic): M = max m, weights
 // 2^(m - M), out = Σ w·O / Σ w·l, lse = (M + log2 Σ w·l)·ln 2. A row's K/V are read once per block
 // instead of once per (query window, block) as in forward_tc.
 template <typename T, int D>
@@ -389,7 +389,7 @@ __device__ void forward_kv(const T* q, const T* k, const T* v, const int* slots,
 
 // out and lse of query heads [h0, h0 + Hs) from forward_kv's partials; one thread per 4 channels of a row.
 template <typename T>
-__device__ void forward_reduce(const float* part, const float* part_ml, const int* indices, T* out, float* lse, i64 T_, int Hq, int h0,
+__device__ void forward_merge(const float* part, const float* part_ml, const int* indices, T* out, float* lse, i64 T_, int Hq, int h0,
                                int Hs, int D, int topk) {
   const int C4 = D / 4;
   const i64 n = T_ * Hs * C4;
@@ -440,13 +440,13 @@ FORWARD_KV_ENTRIES(f16, __half, 64)
 FORWARD_KV_ENTRIES(f16, __half, 128)
 FORWARD_KV_ENTRIES(bf16, __nv_bfloat16, 64)
 FORWARD_KV_ENTRIES(bf16, __nv_bfloat16, 128)
-#define FORWARD_REDUCE_ENTRY(N, T)                                                                                     \
-  extern "C" __global__ void forward_reduce_##N(const float* part, const float* part_ml, const int* indices, T* out,    \
+#define FORWARD_MERGE_ENTRY(N, T)                                                                                     \
+  extern "C" __global__ void forward_merge_##N(const float* part, const float* part_ml, const int* indices, T* out,    \
                                                 float* lse, long long T_, int Hq, int h0, int Hs, int D, int topk) {    \
-    forward_reduce<T>(part, part_ml, indices, out, lse, T_, Hq, h0, Hs, D, topk);                                     \
+    forward_merge<T>(part, part_ml, indices, out, lse, T_, Hq, h0, Hs, D, topk);                                     \
   }
-FORWARD_REDUCE_ENTRY(f16, __half)
-FORWARD_REDUCE_ENTRY(bf16, __nv_bfloat16)
+FORWARD_MERGE_ENTRY(f16, __half)
+FORWARD_MERGE_ENTRY(bf16, __nv_bfloat16)
 
 #define FORWARD_TC_ENTRY(N, T, D)                                                                                        \
   extern "C" __global__ void __launch_bounds__(TC_WARPS * WARP) forward_tc_d##D##_##N(                                   \

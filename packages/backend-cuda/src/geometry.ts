@@ -65,7 +65,7 @@ export function elementwiseLaunch(what: string, n: number): Launch {
   return strided(what, n, K.elementThreads);
 }
 
-/** centroids: grid (blocks, channel chunks). */
+/** centroids: grid (blocks, groups of centroidThreads channels). */
 export function centroidsLaunch(totalBlocks: number, C: number): Launch {
   return check('centroids', { grid: [Math.max(1, totalBlocks), Math.ceil(C / K.centroidThreads), 1], block: [K.centroidThreads, 1, 1], shared: 0 });
 }
@@ -152,7 +152,7 @@ export function dkdvShared(D: number, kc: number): number {
   return (2 * kc * (D + 1) + 2 * K.rowWarps * D + 2 * K.rowWarps * kc) * f32 + K.rowWarps * kc * 4;
 }
 
-/** dkdv: one CTA per (kv head, global block, chunk of kc keys), grid-strided. */
+/** dkdv: one CTA per (kv head, global block, tile of kc keys), grid-strided. */
 export function dkdvLaunch(Hkv: number, totalBlocks: number, blockSize: number, D: number): Launch & { kc: number } {
   checkHeadDim(D);
   const kc = dkdvKeys(D);

@@ -51,7 +51,6 @@ export function reserveBytes(total: number): number {
  * Size policy of a reusable workspace slot: keep the buffer when it is large enough (same-sized
  * problems reuse it), otherwise replace it by one of exactly the requested size.
  */
-export function slotAction(have: number | undefined, want: number): 'reuse' | 'grow' | 'alloc' {
-  if (have === undefined) return 'alloc';
-  return have >= want ? 'reuse' : 'grow';
+export function slotAction(have: number | undefined, want: number): 'reuse' | 'alloc' {
+  return have !== undefined && have >= want ? 'reuse' : 'alloc';
 }

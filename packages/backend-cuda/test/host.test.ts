@@ -14,8 +14,10 @@ import { archOf, cacheDir, cacheKey, compileCached, compileOptions, expandInclud
 import { cudaIncludeDir, loadKoffi, nvrtcCandidates } from '../src/driver.js';
 import * as geo from '../src/geometry.js';
 import { isAvailable, unavailableReason } from '../src/index.js';
+import { KERNEL_FILES, KERNEL_PARAMS, kernelBase } from '../src/kernels.js';
 import { checkFits, checkIndexLimits, opBytes, reserveBytes, slotAction } from '../src/memory.js';
 import { MAX_ARGS, SLOT_BYTES, f32, i32, i64, packParams, ptr, writeSlotPointers } from '../src/params.js';
+import { orderArgs } from '../src/program.js';
 import { checkCu, checkNvrtc, cuError, cuResultName, nvrtcError } from '../src/status.js';
 
 describe('status → MobaError', () => {
@@ -88,8 +90,8 @@ describe('compilation inputs and the cubin cache', () => {
     const files = readdirSync(kernelsDir()).filter((f) => f.endsWith('.cu')).sort();
     expect(files).toEqual(['backward.cu', 'collect.cu', 'forward.cu', 'kconv.cu', 'route.cu']);
     const want: Record<string, string[]> = {
-      'kconv.cu': ['kconv_forward', 'kconv_dz', 'kconv_dk', 'kconv_dw'], 'route.cu': ['route', 'centroid_split'], 'forward.cu': ['forward', 'forward_reduce'],
-      'backward.cu': ['delta', 'dkdv', 'dq', 'dq_reduce'],
+      'kconv.cu': ['kconv_forward', 'kconv_dz', 'kconv_dk', 'kconv_dw'], 'route.cu': ['route', 'centroid_split'], 'forward.cu': ['forward', 'forward_merge'],
+      'backward.cu': ['delta', 'dkdv', 'dq', 'dq_merge'],
     };
     const tc: Record<string, string[]> = { 'forward.cu': ['forward_tc', 'forward_kv'], 'route.cu': ['route_tc', 'route_tcs'] };
     for (const f of files) {
@@ -106,7 +108,7 @@ describe('compilation inputs and the cubin cache', () => {
     }
     expect(kernelSource('route.cu')).toContain('extern "C" __global__ void centroids(');
     expect(bwd).toMatch(/__global__ void (__launch_bounds__\(256\) )?dkdv_meta\(/);
-    for (const k of ['collect_count', 'collect_scan', 'collect_fill', 'collect_sort', 'collect_slots']) expect(kernelSource('collect.cu')).toMatch(new RegExp(`__global__ void (__launch_bounds__\\(\\d+\\) )?${k}\\(`));
+    for (const k of ['collect_count', 'collect_scan', 'collect_fill', 'collect_sort', 'collect_slot_of']) expect(kernelSource('collect.cu')).toMatch(new RegExp(`__global__ void (__launch_bounds__\\(\\d+\\) )?${k}\\(`));
     expect(() => kernelSource('missing.cu')).toThrow(/MOBA_CUDA_KERNELS/);
   });
   it('compileCached compiles once and then reads the cubin back from disk', () => {
@@ -241,7 +243,7 @@ describe('launch geometry', () => {
     expect(huge.grid[0]).toBe(geo.LIMITS.gridStrideCap);
     expect(() => geo.forwardLaunch(1, 1, 257)).toThrow(/head dim/);
   });
-  it('dK/dV: chunks of 32 keys (16 above D = 128), shared memory and registers within limits for every D', () => {
+  it('dK/dV: key tiles of 32 keys (16 above D = 128), shared memory and registers within limits for every D', () => {
     fc.assert(fc.property(fc.integer({ min: 1, max: 256 }), fc.integer({ min: 1, max: 4096 }), (D, B) => {
       const L = geo.dkdvLaunch(2, 7, B, D);
       expect(L.kc).toBe(D <= 128 ? 32 : 16);
@@ -323,7 +325,49 @@ describe('device-memory planning', () => {
     expect(slotAction(undefined, 10)).toBe('alloc');
     expect(slotAction(10, 10)).toBe('reuse');
     expect(slotAction(10, 4)).toBe('reuse');
-    expect(slotAction(10, 11)).toBe('grow');
+    expect(slotAction(10, 11)).toBe('alloc');
+  });
+});
+
+/** Every extern "C" entry point of a .cu source: its base name (kernels.ts) and parameter names in order. */
+function entryPoints(src: string): { base: string; params: string[] }[] {
+  const text = src.replace(/\\\n/g, ' ');
+  const out: { base: string; params: string[] }[] = [];
+  for (const m of text.matchAll(/extern "C" __global__ void (?:__launch_bounds__\([^)]*\) )?(\w+(?:##\w+)*)\(([^)]*)\)/g)) {
+    const params = m[2]!.split(',').map((x) => x.trim().split(/[\s*]+/).pop()!);
+    const name = m[1]!.replace(/_##N$/, '').replace(/_d##D##$/, '');
+    for (const base of name === 'dkdv_##TAG##' ? ['dkdv_tc', 'dkdv_tc8'] : [name]) out.push({ base, params });
+  }
+  return out;
+}
+
+describe('kernel parameter lists (kernels.ts)', () => {
+  it('mirror every entry point of the .cu sources, in order, and name no kernel that does not exist', () => {
+    const seen = new Set<string>();
+    for (const f of KERNEL_FILES) {
+      for (const e of entryPoints(kernelSource(f))) {
+        expect(KERNEL_PARAMS[e.base], `${f}: ${e.base}`).toBeDefined();
+        expect(KERNEL_PARAMS[e.base]!.file).toBe(f);
+        expect([...KERNEL_PARAMS[e.base]!.params], `${f}: ${e.base}`).toEqual(e.params);
+        seen.add(e.base);
+      }
+    }
+    expect([...seen].sort()).toEqual(Object.keys(KERNEL_PARAMS).sort());
+  });
+  it('base names strip the head-dim and dtype suffixes', () => {
+    expect(kernelBase('dkdv_tc8_d128_bf16')).toBe('dkdv_tc8');
+    expect(kernelBase('forward_kv_d64_f16')).toBe('forward_kv');
+    expect(kernelBase('route_f32')).toBe('route');
+    expect(kernelBase('centroids')).toBe('centroids');
+    expect(kernelBase('collect_slot_of')).toBe('collect_slot_of');
+  });
+  it('a launch orders named arguments by the signature and throws on a missing or extra name', () => {
+    const args = { a: ptr(1n), n: i32(5) };
+    expect(orderArgs('collect.cu', 'collect_scan', { n: args.n, a: args.a })).toEqual([args.a, args.n]);
+    expect(() => orderArgs('collect.cu', 'collect_scan', { a: args.a })).toThrow(/missing argument\(s\) n/);
+    expect(() => orderArgs('collect.cu', 'collect_scan', { ...args, m: i32(1) })).toThrow(/unknown argument\(s\) m/);
+    expect(() => orderArgs('route.cu', 'collect_scan', args)).toThrow(/no parameter list/);
+    expect(() => orderArgs('collect.cu', 'collect_nothing', args)).toThrow(/no parameter list/);
   });
 });
 

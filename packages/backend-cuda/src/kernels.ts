@@ -1,0 +1,54 @@
+/**
+ * The kernels' parameter lists, in order, one entry per kernel base name (the entry point without its
+ * `_d{D}` head-dim and `_{dtype}` suffixes). Each list mirrors the `extern "C"` signature in the `.cu`
+ * file with the .cu parameter names (test/host.test.ts checks them against the sources); a launch passes
+ * its arguments by these names (program.ts) and fails when one is missing or extra.
+ */
+import type { DType } from '@moba/core';
+
+export const KERNEL_FILES = ['kconv.cu', 'route.cu', 'collect.cu', 'forward.cu', 'backward.cu'] as const;
+export type KernelFile = (typeof KERNEL_FILES)[number];
+
+/** Storage dtype code (route.cu centroids) and entry-point suffix. */
+export const DT: Record<DType, { code: number; suffix: string }> = { f32: { code: 0, suffix: 'f32' }, f16: { code: 1, suffix: 'f16' }, bf16: { code: 2, suffix: 'bf16' } };
+
+const routeTc = ['q', 'chi', 'clo', 'indices', 'cu', 'block_base', 'tile_base', 'nseq', 'Hq', 'Hkv', 'B', 'topk', 'causal'] as const;
+const dkdvTc = ['q', 'k', 'v', 'dout', 'meta', 'offsets', 'dko', 'dvo', 'part', 'cu', 'block_base', 'nseq', 'Hq', 'Hkv', 'B', 'NB', 'topk', 'causal', 'scale', 'nsub', 'kv0'] as const;
+
+export const KERNEL_PARAMS: Readonly<Record<string, { readonly file: KernelFile; readonly params: readonly string[] }>> = Object.freeze({
+  // route.cu
+  centroids: { file: 'route.cu', params: ['kraw', 'dtype', 'cent', 'cu', 'block_base', 'nseq', 'B', 'C', 'total_blocks'] },
+  route: { file: 'route.cu', params: ['q', 'cent', 'indices', 'cu', 'block_base', 'tile_base', 'nseq', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'ct'] },
+  centroid_split: { file: 'route.cu', params: ['cent', 'hi', 'lo', 'n'] },
+  route_tc: { file: 'route.cu', params: routeTc },
+  route_tcs: { file: 'route.cu', params: routeTc },
+  // collect.cu
+  collect_count: { file: 'collect.cu', params: ['indices', 'counts', 'cu', 'block_base', 'nseq', 'T_', 'Hq', 'topk', 'NB'] },
+  collect_scan: { file: 'collect.cu', params: ['a', 'n'] },
+  collect_fill: { file: 'collect.cu', params: ['indices', 'offsets', 'cursor', 'rows', 'cu', 'block_base', 'nseq', 'T_', 'Hq', 'topk', 'NB'] },
+  collect_sort: { file: 'collect.cu', params: ['indices', 'offsets', 'rows', 'cu', 'block_base', 'nseq', 'Hq', 'topk', 'NB', 'B', 'causal'] },
+  collect_slot_of: { file: 'collect.cu', params: ['indices', 'offsets', 'rows', 'slots', 'block_base', 'nseq', 'Hq', 'topk', 'NB'] },
+  // forward.cu
+  forward: { file: 'forward.cu', params: ['q', 'k', 'v', 'indices', 'out', 'lse', 'cu', 'nseq', 'T_', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'scale'] },
+  forward_kv: { file: 'forward.cu', params: ['q', 'k', 'v', 'slots', 'offsets', 'rows', 'part', 'part_ml', 'cu', 'block_base', 'nseq', 'Hq', 'Hkv', 'B', 'NB', 'topk', 'causal', 'scale', 'kv0'] },
+  forward_merge: { file: 'forward.cu', params: ['part', 'part_ml', 'indices', 'out', 'lse', 'T_', 'Hq', 'h0', 'Hs', 'D', 'topk'] },
+  forward_tc: { file: 'forward.cu', params: ['q', 'k', 'v', 'indices', 'out', 'lse', 'acc', 'cu', 'win_base', 'nseq', 'Hq', 'Hkv', 'B', 'topk', 'causal', 'scale', 'BQ'] },
+  // backward.cu
+  delta: { file: 'backward.cu', params: ['out', 'dout', 'dlt', 'nrows', 'D'] },
+  dkdv: { file: 'backward.cu', params: ['q', 'k', 'v', 'dout', 'lse', 'dlt', 'offsets', 'rows', 'dk', 'dv', 'cu', 'block_base', 'nseq', 'Hq', 'Hkv', 'D', 'B', 'NB', 'causal', 'scale', 'kc'] },
+  dq: { file: 'backward.cu', params: ['q', 'k', 'v', 'dout', 'lse', 'dlt', 'indices', 'dqo', 'cu', 'nseq', 'T_', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'scale'] },
+  dkdv_meta: { file: 'backward.cu', params: ['offsets', 'rows', 'slots', 'lse', 'dlt', 'Hq', 'NB', 'meta'] },
+  dq_merge: { file: 'backward.cu', params: ['part', 'indices', 'dqo', 'cu', 'nseq', 'T_', 'Hq', 'h0', 'Hs', 'D', 'B', 'topk', 'nsub', 'kvt', 'scale'] },
+  dkdv_tc: { file: 'backward.cu', params: dkdvTc },
+  dkdv_tc8: { file: 'backward.cu', params: dkdvTc },
+  // kconv.cu
+  kconv_forward: { file: 'kconv.cu', params: ['k', 'w', 'out', 'cu', 'nseq', 'T_', 'C', 'W'] },
+  kconv_dz: { file: 'kconv.cu', params: ['k', 'w', 'dkout', 'dz', 'cu', 'nseq', 'T_', 'C', 'W'] },
+  kconv_dk: { file: 'kconv.cu', params: ['w', 'dkout', 'dz', 'dk', 'cu', 'nseq', 'T_', 'C', 'W'] },
+  kconv_dw: { file: 'kconv.cu', params: ['k', 'dz', 'dw', 'cu', 'nseq', 'T_', 'C', 'W'] },
+});
+
+/** The base name of an entry point: `dkdv_tc8_d128_bf16` → `dkdv_tc8`, `route_f32` → `route`. */
+export function kernelBase(name: string): string {
+  return name.replace(/_(f32|f16|bf16)$/, '').replace(/_d\d+$/, '');
+}
