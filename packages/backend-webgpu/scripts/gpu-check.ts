@@ -15,7 +15,8 @@ import { join } from 'node:path';
 import { type DeviceTensor, Rng, hostTensor, plan, resolveConfig } from '@moba/core';
 import { runConformance, summaryLine } from '@moba/testkit';
 import { type WebGpuBackend, type WebGpuTuning, createWebGpuBackend } from '../src/index.js';
-import { USAGE, getGpu } from '../src/device.js';
+import { USAGE } from '../src/buffers.js';
+import { getGpu } from '../src/device.js';
 import { chooseTiles } from '../src/launch.js';
 
 const log = (s: string): void => void process.stdout.write(`${s}\n`);

@@ -60,7 +60,7 @@ ${tensorRead('dOut', 4, kind)}// [T, Hq, D]
 ${tensorWrite('dk', 6, out, remap)}// [T, Hkv, D]
 ${tensorWrite('dv', 7, out, remap)}// [T, Hkv, D]
 fn kvAcc(i: u32) -> u32 { return accIndex(i, P.Hkv); }
-@group(0) @binding(8) var<storage, read_write> work: array<vec4<f32>>; // [T, Hq, 2] (lse, Δ), then dq shares [passCap + CM, subs, paddedD] per entry of the pass
+@group(0) @binding(8) var<storage, read_write> work: array<vec4<f32>>; // [T, Hq, 2] (lse, Δ), then dq partials [passCap + CM, subs, paddedD] per entry of the pass
 
 var<workgroup> sm: array<vec4<f32>, ${dkdvSm4(s)}>;
 var<workgroup> rowIds: array<u32, M>;
@@ -150,7 +150,7 @@ fn step(t: Tile, r0: u32, nr: u32, accK: ptr<function, Acc>, accV: ptr<function,
   }
   if (lid < KT) { atomicStore(&keyIn[lid], 0u); }
   workgroupBarrier();
-  // causally, a step whose rows all precede the keys contributes nothing (rows ascend): zero dQ shares
+  // causally, a step whose rows all precede the keys contributes nothing (rows ascend): zero dQ partials
   if (P.causal != 0u && workgroupUniformLoad(&rowIds[M - 1u]) < t.c0) {
     storeDq(t, r0, nr, Dq(), lid);
     return;
@@ -278,11 +278,11 @@ fn dqKeys(dq: ptr<function, Dq>, g: u32, c4: u32, tx: u32, ty: u32) {
   }
 }
 
-// Stores the dQ shares of the step's rows at (partial index of the entry, sub); NaN where rowOut says so.
+// Stores the dQ partials of the step's rows at (partial index of the entry, sub); NaN where rowOut says so.
 fn storeDq(t: Tile, r0: u32, nr: u32, dq: Dq, lid: u32) {
   let tx = tileX(lid);
   let ty = tileY(lid);
-  let dqOff4 = dqSharesOffset() / 4u;
+  let dqOff4 = dqPartialsOffset() / 4u;
   let Dp4 = paddedD() / 4u;
   for (var i = 0u; i < RW; i++) {
     let r = ty + 16u * i;
