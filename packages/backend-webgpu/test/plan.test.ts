@@ -1,8 +1,8 @@
 /**
  * Buffer planning without a GPU (the stages' plans: route.ts, collect.ts, forward.ts, backward.ts): the H200
- * bench configuration at 128K tokens per sequence (batch 2 ×
- * 131072, 16 heads, D 128, bf16, blockSize 128, topk 8) fits bindings of 2^31 − 4 bytes (the adapter's
- * maxStorageBufferBindingSize) now that 16-bit tensors take 2 bytes per element; in f32 it does not.
+ * bench configuration at 128K tokens per sequence (batch 2 × 131072, 16 heads, D 128, bf16, blockSize 128,
+ * topk 8) fits bindings of 2^31 − 4 bytes (the adapter's maxStorageBufferBindingSize) now that 16-bit tensors
+ * take 2 bytes per element; in f32 it does not.
  */
 import { MobaError, type ProblemShape, sequences, uniformSeqlens } from '@moba/core';
 import { describe, expect, it } from 'vitest';
