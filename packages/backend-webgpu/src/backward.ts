@@ -1,6 +1,6 @@
 /**
  * Backward launchers (SPEC §5): the Δ pass (lse, Δ) → per pass, dK/dV per 64-key tile over the collected
- * lists, which also stores each (entry, tile)'s dQ share → the dQ merge in slot order. No float atomics, so
+ * lists, which also stores each (entry, tile)'s dQ partial → the dQ merge in slot order. No float atomics, so
  * results are bitwise reproducible. Passes exist only so that the dQ partials fit one storage binding.
  * dq, dk, dv are written in their dtype's storage. Sums a 16-bit output carries across passes go through f32
  * windows (accIndex in common.wgsl.ts), packed once complete (the pack pass, handed in: pack.ts): dq of a head split across passes
