@@ -1,27 +1,35 @@
 /**
  * The WebGPU backend's device check, bundled for the GPU machine (scripts/bundle.sh): Dawn over the
  * machine's Vulkan driver. (a) the adapter, its limits and the tile sizes chosen for D = 128, (b) runConformance
- * with the package's golden cases, (c) wall-clock timings of route / forward / backward in the peers.md
+ * with the package's golden cases, (c) wall-clock timings of route / forward / backward in the bench
  * configuration (batch 2, 16 heads, D 128, bf16 inputs, B 128, topk 8) at GPU_CHECK_SIZES (default 8192),
  * median of 3 after a warm-up, each timed to queue completion, (d) unless GPU_CHECK_PROFILE=0, GPU time per
  * kernel (timestamp queries, on another backend so that (c) stays unprofiled) for one route → forward (with
  * collect) → backward at the first size. Writes `$OUT/webgpu-report.json`. (c) and (d) run with a workspace
  * budget of GPU_CHECK_MEMORY_GB (default 96; the default budget of at most 8 GiB stops at about 64K tokens per
- * sequence here), (a) and (b) with the defaults. GPU_CHECK_VARIANTS='{"name": tuning, …}' times (c) and (d) once per
- * `WebGpuTuning` (A/B of kernels and tile sets in one call).
+ * sequence here), (a) and (b) with the defaults. GPU_CHECK_VARIANTS='{"name": knobs, …}' times (c) and (d) once per
+ * set of knobs, those of `WebGpuTuning` and of the unstable `WebGpuUnstable` in one object (A/B of kernels and
+ * tile sets in one call).
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type DeviceTensor, Rng, hostTensor, plan, resolveConfig } from '@moba/core';
 import { runConformance, summaryLine } from '@moba/testkit';
-import { type WebGpuBackend, type WebGpuTuning, createWebGpuBackend } from '../src/index.js';
-import { USAGE, getGpu } from '../src/device.js';
+import { type WebGpuBackend, type WebGpuTuning, type WebGpuUnstable, createWebGpuBackend } from '../src/index.js';
+import { USAGE } from '../src/buffers.js';
+import { getGpu } from '../src/device.js';
 import { chooseTiles } from '../src/launch.js';
 
 const log = (s: string): void => void process.stdout.write(`${s}\n`);
 const sizes = (process.env.GPU_CHECK_SIZES ?? '8192').split(',').map(Number);
 
 const memoryBytes = Number(process.env.GPU_CHECK_MEMORY_GB ?? 96) * 2 ** 30;
+
+/** A variant's knobs: the tuning ones and the unstable experiment ones, in one object. */
+type Knobs = WebGpuTuning & WebGpuUnstable;
+function options({ dkdvShape, routeKernel, ...tuning }: Knobs): { tuning: WebGpuTuning; unstable: WebGpuUnstable } {
+  return { tuning, unstable: { dkdvShape, routeKernel } };
+}
 
 /** Median wall time of `f` over n runs, each ended by waiting for the GPU queue to drain. */
 async function median(device: GPUDevice, n: number, f: () => Promise<void>): Promise<number> {
@@ -63,12 +71,12 @@ report.conformance = { passed: conf.passed, failed: conf.failed, skipped: conf.s
 log(`conformance: ${summaryLine(conf)}`);
 await backend.destroy();
 
-// GPU_CHECK_VARIANTS: a JSON object { name: tuning } of backends to time side by side (default: one, untuned)
-const variants = Object.entries(JSON.parse(process.env.GPU_CHECK_VARIANTS ?? '{"default":{}}') as Record<string, WebGpuTuning>);
+// GPU_CHECK_VARIANTS: a JSON object { name: knobs } of backends to time side by side (default: one, untuned)
+const variants = Object.entries(JSON.parse(process.env.GPU_CHECK_VARIANTS ?? '{"default":{}}') as Record<string, Knobs>);
 const rows: string[] = [];
 const timings: unknown[] = [];
 for (const [variant, tuning] of variants) {
-  const timer = await createWebGpuBackend({ memoryBytes, tuning });
+  const timer = await createWebGpuBackend({ memoryBytes, ...options(tuning) });
   for (const N of sizes) {
     const batch = 2, H = 16, D = 128, T = batch * N;
     const rng = new Rng(N);
@@ -104,7 +112,7 @@ report.timings = timings;
 /**
  * What an op pays outside its kernels, to explain wall time far above GPU time: an empty queue round trip, an
  * error-scope push/pop, and creating, clearing (first use) and destroying storage buffers of the sizes the ops
- * allocate per call (partials are ~1 GiB at 8K in the peers.md configuration).
+ * allocate per call (partials are ~1 GiB at 8K in the 16-head, D 128, bf16, B 128, top-8 bench configuration).
  */
 async function overheads(dev: GPUDevice): Promise<Record<string, number>> {
   const med = async (f: () => Promise<void>): Promise<number> => {
@@ -134,8 +142,8 @@ async function overheads(dev: GPUDevice): Promise<Record<string, number>> {
 }
 
 /** GPU ms per kernel for one route → forward (collects) → backward on a profiled backend, after a warm-up. */
-async function breakdown(N: number, tuning: WebGpuTuning): Promise<[string, number][]> {
-  const b: WebGpuBackend = await createWebGpuBackend({ profile: true, memoryBytes, tuning });
+async function breakdown(N: number, knobs: Knobs): Promise<[string, number][]> {
+  const b: WebGpuBackend = await createWebGpuBackend({ profile: true, memoryBytes, ...options(knobs) });
   try {
     const batch = 2, H = 16, D = 128, T = batch * N;
     const rng = new Rng(N);

@@ -28,9 +28,9 @@ export function dkdvBytes(s: DkdvShape): number {
 
 /**
  * The dK/dV kernel's shape: most rows per step, then most rows (and keys) per step-3 round, then 8 dims per S/dP
- * round (16 only where 8 does not fit: on the H200, 8 dims took 115 ms at 32K in the peers configuration against
- * 128 ms for 16, bench/results/2026-11-29-webgpu-h200-round3-ab3.log), such that each round loads at most 4 vec4
- * per invocation (the prefetch registers).
+ * round (16 only where 8 does not fit: on the H200, 8 dims took 115 ms at 32K in the 16-head, D 128, bf16,
+ * B 128, top-8 bench configuration against 128 ms for 16, bench/results/2026-11-29-webgpu-h200-round3-ab3.log),
+ * such that each round loads at most 4 vec4 per invocation (the prefetch registers).
  */
 export function dkdvShape(dc: number, bytes: number): DkdvShape {
   for (const rw of [4, 2, 1]) {
@@ -47,7 +47,7 @@ export function dkdvShape(dc: number, bytes: number): DkdvShape {
   throw new Error(`no dK/dV tiles fit ${bytes} bytes of workgroup memory`);
 }
 
-/** The chosen dK/dV shape with some fields imposed (tuning.dkdvShape, to time other shapes); checked. */
+/** The chosen dK/dV shape with some fields imposed (the unstable dkdvShape option, to time other shapes); checked. */
 export function withDkdv(chosen: DkdvShape, imposed: Partial<DkdvShape>, bytes: number): DkdvShape {
   const s = { ...chosen, ...imposed, oc4: chosen.oc4 };
   const ok = [1, 2, 4].includes(s.rw) && [1, 2, 4, 8, 16, 32].includes(s.dk) && Number.isInteger(s.rc) && s.rc >= 1 && s.rc <= 16 * s.rw

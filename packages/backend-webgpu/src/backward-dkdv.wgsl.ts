@@ -5,12 +5,11 @@
  *   1. S = Q Kᵀ, dP = dO Vᵀ, DK head dims per round, in two staging buffers that alternate;
  *   2. P = exp2(S·scale·log2e − lse·log2e), dS = P ⊙ (dP − Δ) into workgroup memory;
  *   3. per round RC rows of dO, Q and VK keys of K: dV += Pᵀ dO, dK += dSᵀ Q (registers, whole walk) and the
- *      step's dQ share dS K over the 64 keys, stored per (entry, sub), summed per row by backward-dq.wgsl.ts.
+ *      step's dQ partial dS K over the 64 keys, stored per (entry, sub), summed per row by backward-dq.wgsl.ts.
  * Each round's global loads are issued before the previous round's arithmetic (backward-dkdv-stage.wgsl.ts).
  * 256 invocations (tx × ty = 16 × 16, a 32-wide subgroup spans 8 × 4). Register tiles: S/dP RW rows × 4 keys,
- * dK/dV 4 keys × 4·OC4 dims, dQ RW rows × 4·OC4 dims. One owner per (kv head, key): no atomics; dK/dV are
- * added to dk and dv at the end (to earlier passes' sums). NaN: staged operands are tested and replaced by 0;
- * flags mark the dk, dv and dq that the reference makes NaN (SPEC §7), the other values never see it.
+ * dK/dV 4 keys × 4·OC4 dims, dQ RW rows × 4·OC4 dims. One owner per (kv head, key): no atomics; dK/dV are added
+ * to dk and dv at the end. NaN: staged operands are replaced by 0; flags mark the outputs the reference makes NaN.
  */
 import { type DkdvShape, dkdvSm4 } from './backward-dkdv-shape.js';
 import { dkdvStageWgsl } from './backward-dkdv-stage.wgsl.js';
@@ -60,7 +59,7 @@ ${tensorRead('dOut', 4, kind)}// [T, Hq, D]
 ${tensorWrite('dk', 6, out, remap)}// [T, Hkv, D]
 ${tensorWrite('dv', 7, out, remap)}// [T, Hkv, D]
 fn kvAcc(i: u32) -> u32 { return accIndex(i, P.Hkv); }
-@group(0) @binding(8) var<storage, read_write> work: array<vec4<f32>>; // [T, Hq, 2] (lse, Δ), then dq shares [passCap + CM, subs, paddedD] per entry of the pass
+@group(0) @binding(8) var<storage, read_write> work: array<vec4<f32>>; // [T, Hq, 2] (lse, Δ), then dq partials [passCap + CM, subs, paddedD] per entry of the pass
 
 var<workgroup> sm: array<vec4<f32>, ${dkdvSm4(s)}>;
 var<workgroup> rowIds: array<u32, M>;
@@ -150,7 +149,7 @@ fn step(t: Tile, r0: u32, nr: u32, accK: ptr<function, Acc>, accV: ptr<function,
   }
   if (lid < KT) { atomicStore(&keyIn[lid], 0u); }
   workgroupBarrier();
-  // causally, a step whose rows all precede the keys contributes nothing (rows ascend): zero dQ shares
+  // causally, a step whose rows all precede the keys contributes nothing (rows ascend): zero dQ partials
   if (P.causal != 0u && workgroupUniformLoad(&rowIds[M - 1u]) < t.c0) {
     storeDq(t, r0, nr, Dq(), lid);
     return;
@@ -174,7 +173,7 @@ fn step(t: Tile, r0: u32, nr: u32, accK: ptr<function, Acc>, accV: ptr<function,
   load2(t, nr, 0u, &pre2, lid);
   probabilities(t, nr, s, dp, tx, ty);
   store2(&pre2, lid);
-  // -- 3. dV += Pᵀ dO, dK += dSᵀ Q (RC rows per round) and the dQ share dS K (VK keys per round) --
+  // -- 3. dV += Pᵀ dO, dK += dSᵀ Q (RC rows per round) and the dQ partial dS K (VK keys per round) --
   var dq: Dq;
   let nk = t.c1 - t.c0;
   let n2 = max((nr + RC - 1u) / RC, (nk + VK - 1u) / VK);
@@ -278,11 +277,11 @@ fn dqKeys(dq: ptr<function, Dq>, g: u32, c4: u32, tx: u32, ty: u32) {
   }
 }
 
-// Stores the dQ shares of the step's rows at (partial index of the entry, sub); NaN where rowOut says so.
+// Stores the dQ partials of the step's rows at (partial index of the entry, sub); NaN where rowOut says so.
 fn storeDq(t: Tile, r0: u32, nr: u32, dq: Dq, lid: u32) {
   let tx = tileX(lid);
   let ty = tileY(lid);
-  let dqOff4 = dqSharesOffset() / 4u;
+  let dqOff4 = dqPartialsOffset() / 4u;
   let Dp4 = paddedD() / 4u;
   for (var i = 0u; i < RW; i++) {
     let r = ty + 16u * i;

@@ -1,6 +1,6 @@
 /**
  * Backward dQ merge: per (t, h, d), dq = scale · Σ over the row's slots (in slot order) and over the 64-key
- * sub-tiles of each selected block (in order) of the dQ shares the dK/dV pass stored (backward-dkdv.wgsl.ts).
+ * sub-tiles of each selected block (in order) of the dQ partials the dK/dV pass stored (backward-dkdv.wgsl.ts).
  * No float atomics: each sum has one owner and a fixed order, so dq is bitwise reproducible. One invocation per
  * (t, h, 4 dims) of the pass's heads; a pass holding part of a head's entries (Params) merges a contiguous run of
  * each row's slots, the running sum kept (unscaled) in dq.
@@ -22,7 +22,7 @@ const KT: u32 = 64u;   // keys per dK/dV workgroup
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> indices: array<i32>;    // [T, Hq, topk]
 @group(0) @binding(2) var<storage, read> collected: array<u32>;  // CollectedLayout (geometry included)
-@group(0) @binding(3) var<storage, read> work: array<vec4<f32>>; // (lse, Δ), dq shares [passCap + CM, subs, paddedD] per entry of the pass
+@group(0) @binding(3) var<storage, read> work: array<vec4<f32>>; // (lse, Δ), dq partials [passCap + CM, subs, paddedD] per entry of the pass
 ${tensorWrite('dq', 4, acc ? 'f32' : kind, acc ? { remap: 'dqAcc' } : {})}// [T, Hq, D]
 fn dqAcc(i: u32) -> u32 { return accIndex(i, P.Hq); }
 
@@ -41,7 +41,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let h = row % P.Hq;
   let blockBase = collected[P.seqsOff + 4u * collected[P.rowSeqOff + t] + 2u];
   let subs = (P.blockSize + KT - 1u) / KT;
-  let dqOff4 = dqSharesOffset() / 4u;
+  let dqOff4 = dqPartialsOffset() / 4u;
   let base = row * P.topk;
   var acc = vec4<f32>(0.0);
   var bad = vec4<bool>(false);
@@ -53,7 +53,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     if (j < 0) { break; }
     n = s + 1u;
     let g = blockBase + u32(j);
-    let e = collected[P.invOff + base + s];
+    let e = collected[P.entryOfOff + base + s];
     if (P.passWhole == 0u) { // part of the head's entries: skip another pass's
       let off = collected[h * P.totalBlocks + g];
       if (off + (e - off) / CM * CM - base0 - P.passE0 >= P.passCap) { continue; }

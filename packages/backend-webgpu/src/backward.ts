@@ -1,28 +1,30 @@
 /**
- * Backward launchers (SPEC §5): preprocess (lse, Δ) → per pass, dK/dV per 64-key tile over the collected
- * lists, which also stores each (entry, tile)'s dQ share → the dQ merge in slot order. No float atomics, so
- * results are bitwise reproducible. Passes exist only so that the dQ shares fit one storage binding.
+ * Backward launchers (SPEC §5): the Δ pass (lse, Δ) → per pass, dK/dV per 64-key tile over the collected
+ * lists, which also stores each (entry, tile)'s dQ partial → the dQ merge in slot order. No float atomics, so
+ * results are bitwise reproducible. Passes exist only so that the dQ partials fit one storage binding.
  * dq, dk, dv are written in their dtype's storage. Sums a 16-bit output carries across passes go through f32
- * windows (accIndex in common.wgsl.ts), packed once complete (pack.wgsl.ts): dq of a head split across passes
+ * windows (accIndex in common.wgsl.ts), packed once complete (the pack pass, handed in: pack.ts): dq of a head split across passes
  * ([T, D]), and dk/dv whenever there are several passes ([T, kvWindow, D], the kv heads one pass touches).
  */
 /// <reference types="@webgpu/types" />
-import type { ShaderSpec } from './device.js';
+import type { DType } from '@moba/core';
 import { backwardDkdvWgsl } from './backward-dkdv.wgsl.js';
 import { backwardDqWgsl } from './backward-dq.wgsl.js';
-import { backwardPreprocessWgsl } from './backward-preprocess.wgsl.js';
-import { ATTN_WG, type AttnConfig, encodePack, headWindowBytes, paddedD } from './forward.js';
-import { CHUNK_ROWS, type CollectedLayout, type Launch, type Pass, type Tiles, shaderVariant } from './launch.js';
-import type { Dims } from './route.js';
-import type { StorageKind } from './storage.wgsl.js';
+import type { BufferLimits } from './buffers.js';
+import { deltaWgsl } from './delta.wgsl.js';
+import { type Launch, type Tiles, shaderVariant } from './launch.js';
+import type { ShaderSpec } from './pipelines.js';
+import {
+  ATTN_WG, type AttnConfig, CHUNK_ROWS, type CollectedLayout, type Dims, F32, type Packer, type Pass,
+  headWindowBytes, paddedD, partialLimit, planPasses, subTiles,
+} from './shapes.js';
+import { type StorageKind, storageBytes } from './storage.wgsl.js';
 
-const PRE_BINDINGS = ['uniform', 'read', 'read', 'read', 'rw'] as const;
+const DELTA_BINDINGS = ['uniform', 'read', 'read', 'read', 'rw'] as const;
 const DKDV_BINDINGS = ['uniform', 'read', 'read', 'read', 'read', 'read', 'rw', 'rw', 'rw'] as const;
 const DQ_BINDINGS = ['uniform', 'read', 'read', 'read', 'rw'] as const;
-/** Rows per preprocess workgroup (backward-preprocess.wgsl.ts). */
-const PRE_ROWS = 16;
-/** Keys per dK/dV workgroup (backward-dkdv.wgsl.ts). */
-export const DKDV_KEYS = 64;
+/** Rows per Δ workgroup (delta.wgsl.ts). */
+const DELTA_ROWS = 16;
 
 /** The kv heads [lo, hi) whose query heads a pass holds. */
 function kvRange(pass: Pass, group: number): [number, number] {
@@ -44,19 +46,31 @@ function dkdvShader(tiles: Tiles, kind: StorageKind, acc: boolean): ShaderSpec {
   return shaderVariant(`moba.backward-dkdv${s.oc4}x${s.rw}-${s.dk}.${s.rc}.${s.vk}.${kind}${acc ? '.window' : ''}`, DKDV_BINDINGS, () => backwardDkdvWgsl(s, kind, acc));
 }
 
-/** dQ shares per collected entry: one per 64-key sub-tile of a block. */
-export function subTiles(blockSize: number): number {
-  return Math.ceil(blockSize / DKDV_KEYS);
-}
-
-/** Word offset of the dQ shares in `work`: after (lse, Δ) [T, Hq, 2], on a vec4 (dqSharesOffset() in the shaders). */
-export function dqSharesOffset(T: number, Hq: number): number {
+/** Word offset of the dQ partials in `work`: after (lse, Δ) [T, Hq, 2], on a vec4 (dqPartialsOffset() in the shaders). */
+export function dqPartialsOffset(T: number, Hq: number): number {
   return Math.ceil((2 * T * Hq) / 4) * 4;
 }
 
-/** f32 words of `work`: (lse, Δ) [T, Hq, 2], then the dQ shares of one pass ([entry, tile, paddedD]). */
+/** f32 words of `work`: (lse, Δ) [T, Hq, 2], then the dQ partials of one pass ([entry, tile, paddedD]). */
 export function backwardWorkWords(dims: Dims, blockSize: number, passes: readonly Pass[]): number {
-  return dqSharesOffset(dims.T, dims.Hq) + (Math.max(...passes.map((p) => p.cap)) + CHUNK_ROWS) * subTiles(blockSize) * paddedD(dims.D);
+  return dqPartialsOffset(dims.T, dims.Hq) + (Math.max(...passes.map((p) => p.cap)) + CHUNK_ROWS) * subTiles(blockSize) * paddedD(dims.D);
+}
+
+/**
+ * The passes and the bytes of every buffer (0: not allocated) of backward: work ((lse, Δ) then a pass's dQ
+ * partials), dq, dk, dv (in their dtype), and the f32 windows of 16-bit sums carried across passes. Checked
+ * against the device's limits before anything is allocated.
+ */
+export function backwardPlan(s: Dims & { dtype: DType }, cfg: { topk: number; blockSize: number }, totalBlocks: number, limits: BufferLimits, partialBytes?: number) {
+  const { T, Hq, Hkv, D, dtype } = s;
+  const partials = subTiles(cfg.blockSize) * paddedD(D);
+  const passes = planPasses({ T, Hq, topk: cfg.topk, totalBlocks }, partials, partialLimit(limits, dqPartialsOffset(T, Hq) * F32, partialBytes));
+  const kvWindow = kvWindowHeads(dtype, passes, Hq / Hkv);
+  const bytes = {
+    work: backwardWorkWords(s, cfg.blockSize, passes) * F32, dq: storageBytes(T * Hq * D, dtype), 'dk, dv': storageBytes(T * Hkv * D, dtype),
+    'dq window': headWindowBytes(dtype, passes, T, D), 'dk, dv windows': T * kvWindow * D * F32,
+  };
+  return { passes, bytes };
 }
 
 export interface BackwardBuffers {
@@ -68,7 +82,7 @@ export interface BackwardBuffers {
   readonly dOut: GPUBuffer;
   readonly indices: GPUBuffer;
   readonly collected: GPUBuffer;
-  /** (lse, Δ) [T, Hq, 2] then the dQ shares (backwardWorkWords). */
+  /** (lse, Δ) [T, Hq, 2] then the dQ partials (backwardWorkWords). */
   readonly work: GPUBuffer;
   readonly dq: GPUBuffer;
   /** [T, Hkv, D] each; must be zero (fresh): every pass adds to them (or stores packed words into them). */
@@ -77,7 +91,7 @@ export interface BackwardBuffers {
 }
 
 export function encodeBackward(
-  l: Launch, dims: Dims, kind: StorageKind, cfg: AttnConfig, tiles: Tiles, lists: CollectedLayout, passes: readonly Pass[], b: BackwardBuffers,
+  l: Launch, dims: Dims, kind: StorageKind, cfg: AttnConfig, tiles: Tiles, lists: CollectedLayout, passes: readonly Pass[], b: BackwardBuffers, pack: Packer,
 ): void {
   const { T, Hq, Hkv, D } = dims;
   const group = Hq / Hkv;
@@ -87,8 +101,8 @@ export function encodeBackward(
   const dkWin = kvWin > 0 ? l.temp('dk window', T * kvWin * D * 4) : null;
   const dvWin = kvWin > 0 ? l.temp('dv window', T * kvWin * D * 4) : null;
   const fields = { ...dims, ...cfg, geo: lists.geo, lists };
-  const pre = shaderVariant(`moba.backward-preprocess.${kind}`, PRE_BINDINGS, () => backwardPreprocessWgsl(kind));
-  l.add(pre, 'main', {}, fields, [b.out, b.dOut, b.lse, b.work], Math.ceil((T * Hq) / PRE_ROWS));
+  const delta = shaderVariant(`moba.delta.${kind}`, DELTA_BINDINGS, () => deltaWgsl(kind));
+  l.add(delta, 'main', {}, fields, [b.out, b.dOut, b.lse, b.work], Math.ceil((T * Hq) / DELTA_ROWS));
   const dkdv = dkdvShader(tiles, kind, kvWin > 0);
   const dq = shaderVariant(`moba.backward-dq.${kind}${dqWin ? '.window' : ''}`, DQ_BINDINGS, () => backwardDqWgsl(kind, !!dqWin));
   const tilesPerHead = lists.geo.totalBlocks * subTiles(cfg.blockSize);
@@ -100,12 +114,12 @@ export function encodeBackward(
     l.add(dq, 'main', { WG: ATTN_WG, CM: CHUNK_ROWS }, { ...fields, pass, accHeads: 1 }, [b.indices, b.collected, b.work, dqWin ?? b.dq],
       Math.ceil((T * (pass.hHi - pass.hLo) * paddedD(D) / 4) / ATTN_WG));
     const next = passes[p + 1];
-    if (dqWin && next?.hLo !== pass.hLo) encodePack(l, kind, dqWin, b.dq, { T, Hq, D, hLo: pass.hLo, hHi: pass.hHi, accHeads: 1 });
+    if (dqWin && next?.hLo !== pass.hLo) pack(dqWin, b.dq, { T, Hq, D, hLo: pass.hLo, hHi: pass.hHi, accHeads: 1 });
     // kv heads whose last pass this is: those before the next pass's first
     const complete = next ? kvRange(next, group)[0] : Hkv;
     if (dkWin && dvWin && complete > kvDone) {
       for (const [win, dst] of [[dkWin, b.dk], [dvWin, b.dv]] as const) {
-        encodePack(l, kind, win, dst, { T, Hq: Hkv, D, hLo: kvDone, hHi: complete, accHeads: kvWin });
+        pack(win, dst, { T, Hq: Hkv, D, hLo: kvDone, hHi: complete, accHeads: kvWin });
       }
       kvDone = complete;
     }

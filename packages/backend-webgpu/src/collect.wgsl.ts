@@ -5,7 +5,7 @@
  * (atomic cursors: arrival order, not deterministic) → `sortLists`: one workgroup per list places each row at
  * its rank: short lists by counting, longer ones sorted in pieces of PIECE rows (bitonic, workgroup memory)
  * then, past one piece, index in its piece plus a binary search in every other piece; so every list comes out
- * ascending and the whole result is deterministic. It also writes `inv` (the entry of each (t, h, slot)) and the chunk table.
+ * ascending and the whole result is deterministic. It also writes `entryOf` (the entry of each (t, h, slot)) and the chunk table.
  * Layout of `collected`: CollectedLayout in launch.ts; its geometry section is written before these run.
  */
 import { commonWgsl } from './common.wgsl.js';
@@ -162,14 +162,14 @@ fn lowerBound(a: u32, n: u32, x: u32) -> u32 {
   return lo;
 }
 
-// Row t goes to entry e of list l: rows, and inv of the slot of t that chose the list's block.
+// Row t goes to entry e of list l: rows, and entryOf of the slot of t that chose the list's block.
 fn emit(l: u32, e: u32, t: u32) {
   collected[P.rowsOff + e] = t;
   let h = l / P.totalBlocks;
   let j = i32(l % P.totalBlocks - blockBaseOf(t));
   let base = (t * P.Hq + h) * P.topk;
   for (var s = 0u; s < P.topk; s++) {
-    if (indices[base + s] == j) { collected[P.invOff + base + s] = e; break; }
+    if (indices[base + s] == j) { collected[P.entryOfOff + base + s] = e; break; }
   }
 }
 

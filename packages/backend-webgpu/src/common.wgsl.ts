@@ -15,7 +15,7 @@ struct Params {
   negInfBits: u32,  // 0xff800000: −∞ must come from a runtime value (constant expressions reject it)
   nanBits: u32,     // 0x7fc00000: a quiet NaN, likewise
   // the collected routing (collect.wgsl.ts): Hq · totalBlocks lists, word offsets of its sections
-  nLists: u32, maxEntries: u32, rowsOff: u32, invOff: u32,
+  nLists: u32, maxEntries: u32, rowsOff: u32, entryOfOff: u32,
   chunksOff: u32, chunkOffOff: u32,
   // one pass of the attention kernels: query heads [hLo, hHi) and, of their entries, those whose chunk starts
   // in base + [passE0, passE0 + passCap), base = the first entry of head hLo (passWhole = 1: all of them);
@@ -34,12 +34,12 @@ fn negInf() -> f32 { return bitcast<f32>(P.negInfBits); }
 fn isNan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
 fn isNan4(x: vec4<f32>) -> vec4<bool> { return (bitcast<vec4<u32>>(x) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u); }
 
-// Per-entry partials (forward o, dQ shares) are stored with the head dim padded to a multiple of 4 (zeros),
+// Per-entry partials (forward o, dQ partials) are stored with the head dim padded to a multiple of 4 (zeros),
 // so that the merges read them as vec4.
 fn paddedD() -> u32 { return (P.D + 3u) / 4u * 4u; }
 
-// The backward's work buffer: (lse, Δ) [T, Hq, 2], then the dQ shares from this word on (a vec4 boundary).
-fn dqSharesOffset() -> u32 { return (2u * P.T * P.Hq + 3u) / 4u * 4u; }
+// The backward's work buffer: (lse, Δ) [T, Hq, 2], then the dQ partials from this word on (a vec4 boundary).
+fn dqPartialsOffset() -> u32 { return (2u * P.T * P.Hq + 3u) / 4u * 4u; }
 
 // A quiet NaN from bits. WGSL lets compilers assume no NaN (lavapipe's exp2 and max() turn NaN into finite
 // values), so NaN inputs are tracked with isNan() on raw scores and written back explicitly.

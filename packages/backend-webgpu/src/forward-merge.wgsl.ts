@@ -75,7 +75,7 @@ fn merge(row: u32, d4: u32, withO: bool) -> Merged {
     let j = indices[base + s];
     if (j < 0) { break; }
     r.slots = s + 1u;
-    if (inPass(t, h, j, collected[P.invOff + base + s], e0 - P.passE0)) { r.first = min(r.first, s); r.last = s + 1u; }
+    if (inPass(t, h, j, collected[P.entryOfOff + base + s], e0 - P.passE0)) { r.first = min(r.first, s); r.last = s + 1u; }
   }
   if (r.first >= r.last) { return r; }
   let D = P.D;
@@ -90,7 +90,7 @@ fn merge(row: u32, d4: u32, withO: bool) -> Merged {
     }
   }
   for (var s = r.first; s < r.last; s++) {
-    let e = collected[P.invOff + base + s] - e0;
+    let e = collected[P.entryOfOff + base + s] - e0;
     let st = statsOf(e);
     if (isNan(st.x)) { r.badRow = true; continue; }
     var os = vec4<f32>(0.0);

@@ -2,17 +2,17 @@
  * @moba/backend-webgpu: MoBA in WGSL on any GPUDevice (navigator.gpu in browsers, Dawn's `webgpu` package in
  * Node): fused tiled routing, parallel collect, collect-and-densify forward (one workgroup per chunk of a key
  * block's rows, register-tiled, online softmax, partials merged per row in slot order), deterministic backward
- * (Δ, dK/dV per 64-key tile with the dQ shares, dQ merged per row), kconv. f32 compute; f16/bf16 tensors
+ * (Δ, dK/dV per 64-key tile with the dQ partials, dQ merged per row), kconv. f32 compute; f16/bf16 tensors
  * stored in 16 bits and decoded in the shaders (no shader-f16 needed). Kernel design: docs/webgpu.md.
  */
 /// <reference types="@webgpu/types" />
 import { MobaError } from '@moba/core';
-import { type WebGpuBackend, WebGpuBackendImpl, type WebGpuTuning } from './backend.js';
+import { type WebGpuBackend, WebGpuBackendImpl, type WebGpuTuning, type WebGpuUnstable } from './backend.js';
 import { GpuContext, getGpu, openDevice } from './device.js';
 
-export type { WebGpuBackend, WebGpuTuning } from './backend.js';
+export type { WebGpuBackend, WebGpuTuning, WebGpuUnstable } from './backend.js';
 export type { RouteKernel } from './route.js';
-export { liveBufferCount } from './device.js';
+export { liveBufferCount } from './buffers.js';
 
 export interface WebGpuBackendOptions {
   /** Run on this device (the backend never destroys it); default: open one with the adapter's limits. */
@@ -26,6 +26,12 @@ export interface WebGpuBackendOptions {
   profile?: boolean;
   /** Tuning and test knobs (smaller workgroup-memory and partial-buffer budgets than the device allows). */
   tuning?: WebGpuTuning;
+  /**
+   * Unstable experiment knobs, for timing kernel variants against each other: `dkdvShape` imposes fields of the
+   * dK/dV kernel's shape, `routeKernel` picks the routing top-k kernel. They may change or vanish in any
+   * release (including a patch release).
+   */
+  unstable?: WebGpuUnstable;
 }
 
 /**
@@ -43,7 +49,7 @@ export async function createWebGpuBackend(opts: WebGpuBackendOptions = {}): Prom
   }
   const ctx = new GpuContext(device, own, opened.gpu);
   if (opts.profile) ctx.enableProfiling();
-  return new WebGpuBackendImpl(ctx, memoryBytes, opts.tuning);
+  return new WebGpuBackendImpl(ctx, memoryBytes, opts.tuning, opts.unstable);
 }
 
 /** The uniform factory name every backend module exports (used by CLIs). */

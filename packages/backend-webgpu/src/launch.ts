@@ -5,8 +5,10 @@
  */
 /// <reference types="@webgpu/types" />
 import { type DkdvShape, dkdvShape, withDkdv } from './backward-dkdv-shape.js';
+import { type Dispatch, type GpuContext, f32bits, grid1d } from './device.js';
 import type { Geometry } from './geometry.js';
-import { type Dispatch, type GpuContext, type ShaderSpec, f32bits, grid1d } from './device.js';
+import type { ShaderSpec } from './pipelines.js';
+import type { CollectedLayout, Pass } from './shapes.js';
 
 /** The fields of `Params` (common.wgsl.ts); unset fields are 0. */
 export interface ParamFields {
@@ -16,64 +18,6 @@ export interface ParamFields {
   lists?: CollectedLayout; pass?: Pass;
   /** Heads of an f32 accumulation window (accIndex in common.wgsl.ts). */
   accHeads?: number;
-}
-
-/**
- * One pass of the attention kernels: query heads [hLo, hHi) and, of their collected entries, those whose chunk
- * starts in [e0, e0 + cap) counted from the heads' first entry (`whole`: all of them). Passes exist only so
- * that the per-entry partials fit one storage binding: usually one pass holds every head.
- */
-export interface Pass {
-  readonly hLo: number;
-  readonly hHi: number;
-  readonly e0: number;
-  readonly cap: number;
-  readonly whole: boolean;
-  /** Workgroups for the pass's chunks: an upper bound (extra ones return at once). */
-  readonly groups: number;
-}
-
-/**
- * Word offsets of the collected routing (collect.wgsl.ts), one u32 buffer kept with the routing:
- * offsets [nLists + 1] | chunkOff [nLists + 1] | rows [maxEntries] | inv [T·Hq·topk] | chunks [2 · maxChunks] |
- * geometry (geometry.ts; a routing is tied to one layout and block size, so its geometry is fixed).
- * List `h · totalBlocks + g` holds the ascending query rows of head h that chose global block g; entry e is a
- * position in `rows`; `inv[(t·Hq + h)·topk + s]` is the entry of row t's slot s; chunk c = (list, first entry)
- * covers up to CHUNK_ROWS entries of one list. The attention kernels read the geometry from here, which saves
- * them a binding.
- */
-export interface CollectedLayout {
-  readonly nLists: number;
-  readonly maxEntries: number;
-  readonly maxChunks: number;
-  readonly chunkOffOff: number;
-  readonly rowsOff: number;
-  readonly invOff: number;
-  readonly chunksOff: number;
-  readonly geoOff: number;
-  readonly words: number;
-  /** The geometry with its offsets counted from the start of this buffer (for Params). */
-  readonly geo: Geometry;
-}
-
-/** Query rows per chunk of the collected lists (the forward's workgroup rows; passes are cut at chunk starts). */
-export const CHUNK_ROWS = 64;
-
-export function collectedLayout(T: number, Hq: number, topk: number, geometry: Geometry): CollectedLayout {
-  const totalBlocks = geometry.totalBlocks;
-  const nLists = Hq * totalBlocks;
-  const maxEntries = T * Hq * topk;
-  const maxChunks = Math.floor(maxEntries / CHUNK_ROWS) + nLists; // Σ ceil(n / CHUNK_ROWS) over the lists
-  const chunkOffOff = nLists + 1;
-  const rowsOff = 2 * (nLists + 1);
-  const invOff = rowsOff + maxEntries;
-  const chunksOff = invOff + maxEntries;
-  const geoOff = chunksOff + 2 * maxChunks;
-  const g = geometry;
-  const geo = {
-    ...g, seqsOff: g.seqsOff + geoOff, rowSeqOff: g.rowSeqOff + geoOff, qTilesOff: g.qTilesOff + geoOff, blocksOff: g.blocksOff + geoOff,
-  };
-  return { nLists, maxEntries, maxChunks, chunkOffOff, rowsOff, invOff, chunksOff, geoOff, words: geoOff + g.words.length, geo };
 }
 
 function paramWords(p: ParamFields, gridX: number): number[] {
@@ -86,7 +30,7 @@ function paramWords(p: ParamFields, gridX: number): number[] {
     g?.blocksOff ?? 0, g?.totalBlocks ?? 0, f32bits(scale * Math.LOG2E),
     f32bits(scale), g?.nSeqs ?? 0, p.width ?? 0, p.mode ?? 0,
     0xff800000, 0x7fc00000, p.lists?.nLists ?? 0, p.lists?.maxEntries ?? 0,
-    p.lists?.rowsOff ?? 0, p.lists?.invOff ?? 0, p.lists?.chunksOff ?? 0, p.lists?.chunkOffOff ?? 0,
+    p.lists?.rowsOff ?? 0, p.lists?.entryOfOff ?? 0, p.lists?.chunksOff ?? 0, p.lists?.chunkOffOff ?? 0,
     p.pass?.e0 ?? 0, p.pass?.cap ?? 0, p.pass?.hLo ?? 0, p.pass?.hHi ?? 0,
     p.pass?.whole ? 1 : 0, p.accHeads ?? 0,
   ];
@@ -116,8 +60,6 @@ export interface RouteTiles {
 
 /** Tile sizes of all kernels for head dim D. */
 export interface Tiles {
-  /** Query rows per attention geometry tile (unused by the attention kernels, which walk the collected lists). */
-  readonly rows: number;
   readonly route: RouteTiles;
   /** D padded to a power of two ≥ 64 (the attention tiles' head dim), and Dc / 64. */
   readonly dc: number;
@@ -200,7 +142,7 @@ export function chooseTiles(
   bytes = Math.min(bytes, limits.maxComputeWorkgroupStorageSize);
   const dc = Math.max(64, 2 ** Math.ceil(Math.log2(Math.max(1, D))));
   return {
-    rows: 64, route: routeTiles(dc, bytes), dc, oc4: dc / 64, forward: forwardTiles(dc, bytes),
+    route: routeTiles(dc, bytes), dc, oc4: dc / 64, forward: forwardTiles(dc, bytes),
     dkdv: withDkdv(dkdvShape(dc, bytes), dkdv, bytes),
   };
 }
@@ -209,7 +151,7 @@ const variants = new Map<string, ShaderSpec>();
 
 /**
  * The shader `name` (one per variant: tile constants baked in, storage kinds), its code made on first use.
- * Pipelines are cached per device by this name (GpuContext.pipeline).
+ * Pipelines are cached per device by this name (pipelines.ts).
  */
 export function shaderVariant(name: string, bindings: ShaderSpec['bindings'], code: () => string): ShaderSpec {
   let s = variants.get(name);
@@ -229,7 +171,7 @@ export class Launch {
 
   /** A buffer freed after the submission unless passed to `keep`. */
   temp(label: string, bytes: number): GPUBuffer {
-    const b = this.#ctx.buffer(label, bytes);
+    const b = this.#ctx.buffers.buffer(label, bytes);
     this.#temps.push(b);
     return b;
   }
@@ -240,7 +182,7 @@ export class Launch {
   }
 
   tempData(label: string, data: ArrayBufferView): GPUBuffer {
-    const b = this.#ctx.upload(label, data);
+    const b = this.#ctx.buffers.upload(label, data);
     this.#temps.push(b);
     return b;
   }
@@ -256,7 +198,7 @@ export class Launch {
   /** Adds `groups` workgroups (folded into x, y) times `z` of `entry`; binding 0 gets the Params. */
   add(shader: ShaderSpec, entry: string, constants: Record<string, number>, fields: ParamFields, buffers: GPUBuffer[], groups: number, z = 1): void {
     const [x, y] = grid1d(groups, this.#ctx.limits.maxComputeWorkgroupsPerDimension);
-    const u = this.#ctx.uniforms(`${shader.name}.${entry} params`, paramWords(fields, x));
+    const u = this.#ctx.buffers.uniforms(`${shader.name}.${entry} params`, paramWords(fields, x));
     this.#temps.push(u);
     this.#dispatches.push({ pipeline: this.#ctx.pipeline(shader, entry, constants), buffers: [u, ...buffers], grid: [x, y, z] });
   }
@@ -266,13 +208,13 @@ export class Launch {
     try {
       if (this.#dispatches.length > 0) await this.#ctx.run(label, this.#dispatches);
     } finally {
-      this.#ctx.free(...this.#temps);
+      this.#ctx.buffers.free(...this.#temps);
       this.#temps.length = 0;
     }
   }
 
   /** Frees everything, kept or not (for a failure after `keep`). */
   discard(...bufs: GPUBuffer[]): void {
-    this.#ctx.free(...bufs);
+    this.#ctx.buffers.free(...bufs);
   }
 }

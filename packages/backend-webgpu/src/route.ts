@@ -1,14 +1,13 @@
 /**
- * Routing launchers: centroids → fused tiled top-k (route.wgsl.ts) producing indices [T, Hq, topk], and
- * collect (collect.wgsl.ts) producing the key-block-major lists the forward and backward walk.
+ * Routing launcher: centroids → fused tiled top-k (route.wgsl.ts, route-split.wgsl.ts) producing indices
+ * [T, Hq, topk]. The routing is then collected (collect.ts).
  */
 /// <reference types="@webgpu/types" />
-import type { ShaderSpec } from './device.js';
 import type { Geometry } from './geometry.js';
-import { CHUNK_ROWS, type CollectedLayout, type Launch, type Tiles, shaderVariant } from './launch.js';
-import { collectWgsl } from './collect.wgsl.js';
+import { type Launch, type Tiles, shaderVariant } from './launch.js';
 import { SPLIT_CAPACITIES, routeSplitWgsl } from './route-split.wgsl.js';
 import { routeWgsl } from './route.wgsl.js';
+import { type Dims, F32 } from './shapes.js';
 import type { StorageKind } from './storage.wgsl.js';
 
 const ROUTE_BINDINGS = ['uniform', 'read', 'read', 'read', 'rw', 'rw'] as const;
@@ -28,17 +27,13 @@ export function defaultRouteKernel(device: GPUDevice): RouteKernel {
   const info = (device as GPUDevice & { adapterInfo?: GPUAdapterInfo }).adapterInfo;
   return info?.architecture === 'swiftshader' || /swiftshader/i.test(info?.description ?? '') ? 'owner' : 'split';
 }
-const COLLECT: ShaderSpec = { name: 'moba.collect', code: collectWgsl, bindings: ['uniform', 'read', 'rw', 'rw', 'rw'] };
+
 /** Query rows per routing workgroup (route.wgsl.ts: one owner invocation per row). */
 export const ROUTE_ROWS = 64;
-const COLLECT_WG = 256; // collect.wgsl.ts's scanLocal takes 4 lists per invocation
-const SCAN_LISTS = 4 * COLLECT_WG;
 
-export interface Dims {
-  readonly T: number;
-  readonly Hq: number;
-  readonly Hkv: number;
-  readonly D: number;
+/** The buffers of route: geometry, centroids, indices. */
+export function routeBytes(s: Dims, topk: number, geo: Geometry): Record<string, number> {
+  return { geometry: geo.words.byteLength, centroids: geo.totalBlocks * s.Hkv * s.D * F32, indices: s.T * s.Hq * topk * 4 };
 }
 
 /** Centroids [totalBlocks, Hkv, D] into `cent`, then each row's selection into `indices` [T, Hq, topk]; q, k stored as `kind`. */
@@ -58,31 +53,4 @@ export function encodeRoute(
     ? shaderVariant(`moba.route-split.k${kp}.${kind}`, ROUTE_BINDINGS, () => routeSplitWgsl(kp, kind)) : undefined;
   if (split) l.add(split, 'topkSplit', { ...tiles.route.split }, { ...fields, nItems: geo.nQTiles }, bufs, geo.nQTiles, Hq);
   else l.add(ROUTE, 'topk', { DK: tiles.route.DK, SH: tiles.route.SH, STAGE4: tiles.route.STAGE4 }, { ...fields, nItems: geo.nQTiles }, bufs, geo.nQTiles, Hq);
-}
-
-/** Workspace of encodeCollect in bytes: atomic counters, then the rows in arrival order plus the scan sums. */
-export function collectScratchBytes(lists: CollectedLayout): { counters: number; scratch: number } {
-  return { counters: 2 * lists.nLists * 4, scratch: (lists.maxEntries + 2 * Math.ceil(lists.nLists / SCAN_LISTS)) * 4 };
-}
-
-/**
- * The collected form of `indices` into `collected` (CollectedLayout): its geometry section, then count →
- * prefix sums (counts and chunks) → scatter → per-list sort, which also writes `inv` and the chunk table.
- * `counters` must be zero (fresh).
- */
-export function encodeCollect(
-  l: Launch, geometry: Geometry, dims: { T: number; Hq: number; topk: number }, lists: CollectedLayout,
-  b: { indices: GPUBuffer; counters: GPUBuffer; scratch: GPUBuffer; collected: GPUBuffer },
-): void {
-  l.write(b.collected, lists.geoOff * 4, geometry.words);
-  const fields = { ...dims, geo: lists.geo, lists };
-  const bufs = [b.indices, b.counters, b.scratch, b.collected];
-  const constants = { WG: COLLECT_WG, CM: CHUNK_ROWS };
-  const perEntry = Math.ceil(lists.maxEntries / COLLECT_WG);
-  l.add(COLLECT, 'count', constants, fields, bufs, perEntry);
-  l.add(COLLECT, 'scanLocal', constants, fields, bufs, Math.ceil(lists.nLists / SCAN_LISTS));
-  l.add(COLLECT, 'scanTop', constants, fields, bufs, 1);
-  l.add(COLLECT, 'scanAdd', constants, fields, bufs, Math.ceil(lists.nLists / COLLECT_WG));
-  l.add(COLLECT, 'scatter', constants, fields, bufs, perEntry);
-  l.add(COLLECT, 'sortLists', constants, fields, bufs, lists.nLists);
 }

@@ -6,7 +6,7 @@
  * invocation per row that keeps the row's running top-k (insertion into sorted slots), visiting candidates in
  * ascending block order. Scores are raw q·c; exact ties go to the higher block; NaN is never selected;
  * causally the own block is forced and only earlier blocks compete. No [T, NB] buffer. This single-owner kernel
- * is tuning.routeKernel 'owner' and the path for more than 16 competing slots; route-split.wgsl.ts is the default.
+ * is unstable.routeKernel 'owner' and the path for more than 16 competing slots; route-split.wgsl.ts is the default.
  */
 import { commonWgsl } from './common.wgsl.js';
 import { type StorageKind, tensorRead } from './storage.wgsl.js';

@@ -1,5 +1,5 @@
 /**
- * Lifecycle and leaks (issue 3, "Limits and faults"): backends created and destroyed many times, and many
+ * Lifecycle and leaks (limits and faults): backends created and destroyed many times, and many
  * problems on one backend, leave no live GPU buffers behind. Every backend runs a real problem (kconv, route,
  * forward, backward, readback) so each op's temporaries are exercised. The adapter is only touched inside
  * tests (never at module top level); a missing adapter skips, unless MOBA_REQUIRE names webgpu.
@@ -7,7 +7,8 @@
 import { type Backend, type DeviceTensor, MobaError, hostTensor, uniformSeqlens } from '@moba/core';
 import { isRequired } from '@moba/testkit/vitest';
 import { beforeAll, describe, expect, it } from 'vitest';
-import { GpuContext, USAGE } from '../src/device.js';
+import { USAGE } from '../src/buffers.js';
+import { GpuContext } from '../src/device.js';
 import { type WebGpuBackend, createWebGpuBackend, liveBufferCount } from '../src/index.js';
 
 const T = 16;
@@ -75,7 +76,7 @@ describe('webgpu lifecycle', () => {
   it('runs 100 problems on one backend with dispose: live buffers stay flat; use after destroy is E_DEVICE', async (t) => {
     if (unavailable) return t.skip(unavailable);
     const b = await createWebGpuBackend();
-    // warm-up: the lazily made placeholders, and the pool of freed buffers kept for reuse (GpuContext.free)
+    // warm-up: the lazily made placeholders, and the pool of freed buffers kept for reuse (BufferPool.free)
     // fills up to what one problem needs at once
     for (let i = 0; i < 3; i++) await runProblem(b);
     const steady = b.liveBuffers;
@@ -92,20 +93,21 @@ describe('webgpu lifecycle', () => {
     if (unavailable) return t.skip(unavailable);
     const owner = await createWebGpuBackend();
     const ctx = new GpuContext(owner.device, false);
+    const pool = ctx.buffers;
     try {
-      ctx.poolCapBytes = 3 * 1024;
-      const [a, b, c] = [ctx.buffer('a', 1024), ctx.buffer('b', 1024), ctx.buffer('c', 1024)];
-      ctx.free(a, b, c);
-      expect([ctx.pooledBytes, ctx.liveBuffers]).toEqual([3 * 1024, 3]);
-      const big = ctx.buffer('big', 2048); // not in the pool: a new buffer
-      expect(ctx.liveBuffers).toBe(4);
-      ctx.free(big); // makes room by destroying a and b, the oldest
-      expect([ctx.pooledBytes, ctx.liveBuffers]).toEqual([3 * 1024, 2]);
-      expect(ctx.buffer('again', 2048)).toBe(big); // reused: same size and usage
-      expect(ctx.buffer('c again', 1024)).toBe(c);
-      expect(ctx.pooledBytes).toBe(0);
-      ctx.free(ctx.buffer('too big', 4096, USAGE.STORAGE | USAGE.COPY_DST)); // over the cap: destroyed at once
-      expect(ctx.liveBuffers).toBe(2);
+      pool.poolCapBytes = 3 * 1024;
+      const [a, b, c] = [pool.buffer('a', 1024), pool.buffer('b', 1024), pool.buffer('c', 1024)];
+      pool.free(a, b, c);
+      expect([pool.pooledBytes, pool.liveBuffers]).toEqual([3 * 1024, 3]);
+      const big = pool.buffer('big', 2048); // not in the pool: a new buffer
+      expect(pool.liveBuffers).toBe(4);
+      pool.free(big); // makes room by destroying a and b, the oldest
+      expect([pool.pooledBytes, pool.liveBuffers]).toEqual([3 * 1024, 2]);
+      expect(pool.buffer('again', 2048)).toBe(big); // reused: same size and usage
+      expect(pool.buffer('c again', 1024)).toBe(c);
+      expect(pool.pooledBytes).toBe(0);
+      pool.free(pool.buffer('too big', 4096, USAGE.STORAGE | USAGE.COPY_DST)); // over the cap: destroyed at once
+      expect(pool.liveBuffers).toBe(2);
     } finally {
       ctx.destroy();
       await owner.destroy();

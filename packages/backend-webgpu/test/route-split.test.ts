@@ -64,8 +64,8 @@ describe.each<[string, WebGpuTuning]>([
   let unavailable: string | null = null;
   beforeAll(async () => {
     try {
-      split = await createWebGpuBackend({ tuning: { ...tuning, routeKernel: 'split' } });
-      owner = await createWebGpuBackend({ device: split.device, tuning: { ...tuning, routeKernel: 'owner' } });
+      split = await createWebGpuBackend({ tuning, unstable: { routeKernel: 'split' } });
+      owner = await createWebGpuBackend({ device: split.device, tuning, unstable: { routeKernel: 'owner' } });
     } catch (e) {
       if (!(e instanceof MobaError && e.code === 'E_DEVICE')) throw e;
       unavailable = e.message;

@@ -1,5 +1,5 @@
 /**
- * Backward preprocess (FA2's compute_dot_do_o): per (t, h) the pair (lse, Δ = rowsum(dOut ⊙ out)), so the
+ * The Δ pass of the backward (FA2's compute_dot_do_o): per (t, h) the pair (lse, Δ = rowsum(dOut ⊙ out)), so the
  * dK/dV pass reads both with one load. 16 invocations per row read it coalesced (dims lane, lane + 16, …); their
  * 16 partial sums are added in a fixed order, so Δ is reproducible. They go to the start of the backward's
  * `work` buffer: [T, Hq, 2] f32.
@@ -8,7 +8,7 @@ import { commonWgsl } from './common.wgsl.js';
 import { type StorageKind, tensorRead } from './storage.wgsl.js';
 
 /** `kind`: the storage of out and dOut (storage.wgsl.ts). */
-export function backwardPreprocessWgsl(kind: StorageKind): string {
+export function deltaWgsl(kind: StorageKind): string {
   return /* wgsl */ `
 ${commonWgsl}
 const LANES: u32 = 16u;

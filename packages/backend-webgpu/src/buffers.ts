@@ -1,0 +1,186 @@
+/**
+ * The buffers of one backend: labelled storage buffers counted while alive, a pool of freed ones kept for
+ * reuse, uploads, uniforms, placeholders for unused bindings, and readback to the host.
+ */
+/// <reference types="@webgpu/types" />
+import { MobaError, fmtBytes } from '@moba/core';
+
+/** GPUBufferUsage / GPUMapMode values (the globals are absent in Node unless installed). */
+export const USAGE = { MAP_READ: 0x1, COPY_SRC: 0x4, COPY_DST: 0x8, UNIFORM: 0x40, STORAGE: 0x80, QUERY_RESOLVE: 0x200 } as const;
+export const MAP_READ_MODE = 0x1;
+
+/** The limits that bound one buffer. */
+export interface BufferLimits {
+  readonly maxStorageBufferBindingSize: number;
+  readonly maxBufferSize: number;
+}
+
+/** Throws E_MEMORY if any of these buffers (name → bytes) exceeds the limits: the check before any allocation. */
+export function checkBufferSizes(limits: BufferLimits, sizes: Record<string, number>): void {
+  const max = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+  for (const [name, bytes] of Object.entries(sizes)) {
+    if (bytes > max) {
+      throw new MobaError('E_MEMORY', `buffer ${name} needs ${fmtBytes(bytes)}, over this device's limit of ${fmtBytes(max)} per storage binding (maxStorageBufferBindingSize / maxBufferSize)`, 'workspace');
+    }
+  }
+}
+
+/** Every live buffer of every GpuContext in this process (for leak checks). */
+let liveBuffersTotal = 0;
+export function liveBufferCount(): number {
+  return liveBuffersTotal;
+}
+
+/**
+ * The buffers a backend holds: destroyed with it (`destroy`), freed ones kept for reuse up to `poolCapBytes`.
+ * `checkAlive` throws E_DEVICE once the device is lost (GpuContext.checkAlive).
+ */
+export class BufferPool {
+  #buffers = new Set<GPUBuffer>(); // every buffer this pool holds: in use, or kept for reuse (#pool)
+  /**
+   * Freed buffers kept for reuse, by size and usage: creating and destroying the large per-op temporaries
+   * (partials of ~1 GiB at 8K tokens in the 16-head, D 128, bf16, B 128, top-8 bench configuration) costs far more than the kernels on
+   * some drivers. A reused buffer is cleared to zero first, as a new one would be. When a freed buffer does not
+   * fit under the cap, the oldest kept ones are destroyed to make room: the sizes of the latest problem stay.
+   */
+  #pool = new Map<string, GPUBuffer[]>();
+  #pooled = new Set<GPUBuffer>(); // in the order they were kept (oldest first)
+  #pooledBytes = 0;
+  /** Most bytes of freed buffers kept for reuse (the backend sets it from its memory budget). */
+  poolCapBytes = 0;
+  #dummies = new Map<string, GPUBuffer>();
+
+  readonly #checkAlive: () => void;
+
+  constructor(readonly device: GPUDevice, readonly limits: BufferLimits, checkAlive: () => void = () => {}) {
+    this.#checkAlive = checkAlive;
+  }
+
+  /**
+   * A 16-byte placeholder for a binding an entry point does not use. Read-only placeholders may be shared;
+   * writable bindings of one dispatch must not alias (a validation error), so each `slot` gets its own.
+   */
+  placeholder(kind: 'read' | 'rw', slot = 0): GPUBuffer {
+    const key = kind === 'read' ? 'read' : `rw ${slot}`;
+    let b = this.#dummies.get(key);
+    if (!b) this.#dummies.set(key, (b = this.buffer(`placeholder ${key}`, 16)));
+    return b;
+  }
+
+  get liveBuffers(): number {
+    return this.#buffers.size;
+  }
+
+  /** A labelled storage buffer (at least 16 bytes: empty bindings are invalid). */
+  buffer(label: string, bytes: number, usage: number = USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST): GPUBuffer {
+    this.#checkAlive();
+    checkBufferSizes(this.limits, { [label]: bytes });
+    const size = Math.max(16, Math.ceil(bytes / 4) * 4);
+    const reused = this.#pool.get(`${size}:${usage}`)?.pop();
+    if (reused) {
+      this.#pooled.delete(reused);
+      this.#pooledBytes -= size;
+      reused.label = label;
+      const enc = this.device.createCommandEncoder();
+      enc.clearBuffer(reused); // zero, as a new buffer is; queued before any later write or use
+      this.device.queue.submit([enc.finish()]);
+      return reused;
+    }
+    const b = this.device.createBuffer({ label, size, usage });
+    this.#buffers.add(b);
+    liveBuffersTotal++;
+    return b;
+  }
+
+  /** A storage buffer holding `data`. */
+  upload(label: string, data: ArrayBufferView, usage?: number): GPUBuffer {
+    const b = this.buffer(label, data.byteLength, usage);
+    if (data.byteLength > 0) this.device.queue.writeBuffer(b, 0, data.buffer, data.byteOffset, data.byteLength); // byteLength % 4 === 0
+    return b;
+  }
+
+  /** A uniform buffer of u32 words (pass f32 through `f32bits`). */
+  uniforms(label: string, words: readonly number[]): GPUBuffer {
+    const data = new Uint32Array(Math.max(4, Math.ceil(words.length / 4) * 4));
+    data.set(words);
+    return this.upload(label, data, USAGE.UNIFORM | USAGE.COPY_DST);
+  }
+
+  /**
+   * Gives buffers back: kept for reuse (only COPY_DST buffers, which can be cleared), the oldest kept ones
+   * destroyed when the pool would exceed its cap; else destroyed. Work already submitted that uses them is
+   * unaffected (the queue is ordered).
+   */
+  free(...bufs: (GPUBuffer | undefined)[]): void {
+    for (const b of bufs) {
+      if (!b || !this.#buffers.has(b) || this.#pooled.has(b)) continue;
+      if ((b.usage & USAGE.COPY_DST) !== 0 && b.mapState === 'unmapped' && b.size <= this.poolCapBytes) {
+        for (const old of this.#pooled) {
+          if (this.#pooledBytes + b.size <= this.poolCapBytes) break;
+          this.#evict(old);
+        }
+        const key = `${b.size}:${b.usage}`;
+        const list = this.#pool.get(key);
+        if (list) list.push(b);
+        else this.#pool.set(key, [b]);
+        this.#pooled.add(b);
+        this.#pooledBytes += b.size;
+        continue;
+      }
+      this.#destroyBuffer(b);
+    }
+  }
+
+  /** Bytes of freed buffers kept for reuse. */
+  get pooledBytes(): number {
+    return this.#pooledBytes;
+  }
+
+  #evict(b: GPUBuffer): void {
+    const list = this.#pool.get(`${b.size}:${b.usage}`);
+    list?.splice(list.indexOf(b), 1);
+    this.#pooled.delete(b);
+    this.#pooledBytes -= b.size;
+    this.#destroyBuffer(b);
+  }
+
+  #destroyBuffer(b: GPUBuffer): void {
+    if (this.#buffers.delete(b)) {
+      liveBuffersTotal--;
+      b.destroy();
+    }
+  }
+
+  /** Copies a buffer's first `bytes` back to the host. */
+  async read(src: GPUBuffer, bytes: number): Promise<ArrayBuffer> {
+    this.#checkAlive();
+    if (bytes === 0) return new ArrayBuffer(0);
+    const size = Math.ceil(bytes / 4) * 4;
+    const staging = this.buffer(`${src.label} readback`, size, USAGE.MAP_READ | USAGE.COPY_DST);
+    try {
+      const enc = this.device.createCommandEncoder({ label: `read ${src.label}` });
+      enc.copyBufferToBuffer(src, 0, staging, 0, size);
+      this.device.queue.submit([enc.finish()]);
+      try {
+        await staging.mapAsync(MAP_READ_MODE);
+      } catch (e) {
+        this.#checkAlive();
+        throw new MobaError('E_DEVICE', `mapAsync failed for ${src.label}: ${(e as Error).message}`, 'device');
+      }
+      const out = staging.getMappedRange().slice(0, bytes);
+      staging.unmap();
+      return out;
+    } finally {
+      this.free(staging);
+    }
+  }
+
+  /** Frees every buffer. */
+  destroy(): void {
+    for (const b of [...this.#buffers]) this.#destroyBuffer(b);
+    this.#pool.clear();
+    this.#pooled.clear();
+    this.#pooledBytes = 0;
+    this.#dummies.clear();
+  }
+}
