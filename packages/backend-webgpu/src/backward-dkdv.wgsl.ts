@@ -5,7 +5,7 @@
  *   1. S = Q Kᵀ, dP = dO Vᵀ, DK head dims per round, in two staging buffers that alternate;
  *   2. P = exp2(S·scale·log2e − lse·log2e), dS = P ⊙ (dP − Δ) into workgroup memory;
  *   3. per round RC rows of dO, Q and VK keys of K: dV += Pᵀ dO, dK += dSᵀ Q (registers, whole walk) and the
- *      step's dQ partial dS K over the 64 keys, stored per (entry, sub), summed per row by backward-dq.wgsl.ts.
+ *      step's dQ partial dS K over the 64 keys, stored per (entry, sub), summed per row by dq-merge.wgsl.ts.
  * Each round's global loads are issued before the previous round's arithmetic (backward-dkdv-stage.wgsl.ts).
  * 256 invocations (tx × ty = 16 × 16, a 32-wide subgroup spans 8 × 4). Register tiles: S/dP RW rows × 4 keys,
  * dK/dV 4 keys × 4·OC4 dims, dQ RW rows × 4·OC4 dims. One owner per (kv head, key): no atomics; dK/dV are added

@@ -9,7 +9,7 @@
 /// <reference types="@webgpu/types" />
 import type { DType } from '@moba/core';
 import { backwardDkdvWgsl } from './backward-dkdv.wgsl.js';
-import { backwardDqWgsl } from './backward-dq.wgsl.js';
+import { dqMergeWgsl } from './dq-merge.wgsl.js';
 import type { BufferLimits } from './buffers.js';
 import { deltaWgsl } from './delta.wgsl.js';
 import { type Launch, type Tiles, shaderVariant } from './launch.js';
@@ -104,7 +104,7 @@ export function encodeBackward(
   const delta = shaderVariant(`moba.delta.${kind}`, DELTA_BINDINGS, () => deltaWgsl(kind));
   l.add(delta, 'main', {}, fields, [b.out, b.dOut, b.lse, b.work], Math.ceil((T * Hq) / DELTA_ROWS));
   const dkdv = dkdvShader(tiles, kind, kvWin > 0);
-  const dq = shaderVariant(`moba.backward-dq.${kind}${dqWin ? '.window' : ''}`, DQ_BINDINGS, () => backwardDqWgsl(kind, !!dqWin));
+  const dq = shaderVariant(`moba.dq-merge.${kind}${dqWin ? '.window' : ''}`, DQ_BINDINGS, () => dqMergeWgsl(kind, !!dqWin));
   const tilesPerHead = lists.geo.totalBlocks * subTiles(cfg.blockSize);
   let kvDone = 0; // kv heads [0, kvDone) are packed
   passes.forEach((pass, p) => {

@@ -12,7 +12,7 @@ import { type StorageKind, tensorWrite } from './storage.wgsl.js';
  * `kind`: the storage of dq; `acc`: dq is an f32 accumulation window of one head instead (accIndex in
  * common.wgsl.ts), for 16-bit outputs of passes that hold part of a head's entries (backward.ts packs it).
  */
-export function backwardDqWgsl(kind: StorageKind, acc = false): string {
+export function dqMergeWgsl(kind: StorageKind, acc = false): string {
   return /* wgsl */ `
 ${commonWgsl}
 override WG: u32 = 64;
