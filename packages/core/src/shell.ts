@@ -218,7 +218,7 @@ export abstract class BackendShell<TData, RData> implements Backend {
  * A backend that delegates every member of the contract to `inner`, except those in `over`: for
  * instrumentation (timing, event logs) and for deliberately faulty test backends.
  */
-export function wrapBackend<B extends Backend>(inner: B, over: Partial<Backend> = {}): Backend {
+export function wrapBackend(inner: Backend, over: Partial<Backend> = {}): Backend {
   const b: Backend = {
     name: inner.name,
     caps: inner.caps,
