@@ -15,7 +15,7 @@ const root = fileURLToPath(new URL('../../../', import.meta.url));
 const cli = fileURLToPath(new URL('../src/cli.ts', import.meta.url));
 
 function run(...args: string[]): { code: number | null; stdout: string; stderr: string; last: string } {
-  const r = spawnSync(process.execPath, ['--conditions=@moba/source', '--import', 'tsx', cli, ...args], { cwd: root, encoding: 'utf8', timeout: 120_000 });
+  const r = spawnSync(process.execPath, ['--conditions=@moba/source', '--import', 'tsx', cli, ...args], { cwd: root, encoding: 'utf8' });
   const lines = r.stdout.trimEnd().split('\n');
   return { code: r.status, stdout: r.stdout, stderr: r.stderr, last: lines[lines.length - 1]! };
 }
