@@ -181,8 +181,13 @@ export function flagHelp(specs: FlagSpecs): string {
 
 // ------------------------------------------------------------------------------------- paths
 
+/** The path's stats, or undefined when nothing is there (also below a file: ENOTDIR). */
 function stat(p: string): ReturnType<typeof statSync> | undefined {
-  return statSync(p, { throwIfNoEntry: false });
+  try {
+    return statSync(p, { throwIfNoEntry: false });
+  } catch {
+    return undefined;
+  }
 }
 
 function writable(p: string): boolean {
