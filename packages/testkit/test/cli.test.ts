@@ -85,6 +85,17 @@ describe('moba-conformance CLI', () => {
     expect(r.stderr.trimEnd().split('\n')).toHaveLength(1);
   });
 
+  it('fails when nothing ran: every selected property skipped on the backend', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'moba-narrow-'));
+    const ref = fileURLToPath(new URL('../src/reference-backend.ts', import.meta.url));
+    writeFileSync(join(dir, 'narrow.ts'), `import { createReferenceBackend } from ${JSON.stringify(ref)};\n` +
+      "export const createBackend = () => createReferenceBackend({ name: 'narrow', caps: { dtypes: ['f32'], headDims: [16] } });\n");
+    const r = run('--backend', join(dir, 'narrow.ts'), '--cases', join(PACKAGE_CASES_DIR, 'c05_mqa_k1_d59.json'));
+    expect(r.last).toBe('0 passed, 0 failed, 1 skipped');
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^error: nothing ran: all 1 selected properties were skipped on narrow\n$/);
+  });
+
   it('--help on stdout with exit 0; --version', () => {
     const h = run('--help');
     expect([h.code, h.stderr]).toEqual([0, '']);
