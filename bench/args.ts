@@ -6,27 +6,66 @@
  *    configuration (batch 2, 16 heads, D 128, bf16, B 128, top-8) against dense SDPA from torch and FlashMoBA's
  *    published numbers (the CUDA and WebGPU speed targets).
  */
+import { type FlagSpecs, type Parsed, UsageError, parseFlags } from '@moba/testkit';
 import type { BackendKind } from 'moba-ts';
 
-export class UsageError extends Error {}
+export { UsageError };
 
-/** A size: an integer >= 1, `K` suffix = ×1024. */
+/** The largest size a size flag takes (tokens per sequence, dense-max). */
+const MAX_SIZE = 2 ** 24;
+
+/** A size: an integer in [1, 2^24], `K` suffix = ×1024. */
 export function size(flag: string, raw: string | undefined): number {
-  const m = raw === undefined ? null : /^(\d+)([kK]?)$/.exec(raw);
-  const n = m ? Number(m[1]) * (m[2] ? 1024 : 1) : NaN;
-  if (!Number.isSafeInteger(n) || n < 1) throw new UsageError(`--${flag} ${raw ?? ''} is invalid: must be an integer >= 1 (K suffix allowed)`);
-  return n;
-}
-
-/** A number of seconds > 0. */
-function seconds(flag: string, raw: string | undefined): number {
-  const n = raw === undefined || raw === '' ? NaN : Number(raw);
-  if (!Number.isFinite(n) || n <= 0) throw new UsageError(`--${flag} ${raw ?? ''} is invalid: must be a number of seconds > 0`);
-  return n;
+  const { flags } = parseFlags([`--${flag}`, raw ?? ''], { [flag]: { type: 'int', min: 1, max: MAX_SIZE, help: '' } });
+  return flags[flag] as number;
 }
 
 /** Sizes as written in tables: 8192 → "8K", 1000 → "1000". */
 export const kLabel = (n: number): string => (n % 1024 === 0 ? `${n / 1024}K` : String(n));
+
+const BACKENDS = ['auto', 'cpu', 'webgpu', 'cuda'] as const;
+const DTYPES = ['f32', 'f16', 'bf16'] as const;
+
+/** The flags both benches take (same names, bounds and meaning). */
+const SHARED = {
+  backend: { type: 'enum', values: BACKENDS, help: 'backend' },
+  tokens: { type: 'ints', min: 1, max: MAX_SIZE, meta: 'LIST', help: 'sizes, comma separated, K suffix ok' },
+  heads: { type: 'int', min: 1, max: 1024, help: 'query heads Hq' },
+  'kv-heads': { type: 'int', min: 1, max: 1024, help: 'key/value heads Hkv' },
+  'head-dim': { type: 'int', min: 1, max: 1024, help: 'head dim D' },
+  'block-size': { type: 'int', min: 1, max: 65536, help: 'block size B' },
+  topk: { type: 'int', min: 1, max: 65536, help: 'blocks per query' },
+  dtype: { type: 'enum', values: DTYPES, help: 'storage dtype' },
+  reps: { type: 'int', min: 1, max: 1000, help: 'timed repetitions' },
+  threads: { type: 'int', min: 1, max: 256, help: 'worker threads' },
+  seed: { type: 'int', min: 0, max: 2 ** 32 - 1, help: 'input seed' },
+  quick: { type: 'bool', help: 'a smoke run' },
+  'no-dense': { type: 'bool', help: 'no dense baseline' },
+  'no-write': { type: 'bool', help: 'print only, write no files' },
+  out: { type: 'string', meta: 'DIR', help: 'results folder' },
+} as const satisfies FlagSpecs;
+
+const CPU_FLAGS = { ...SHARED, 'no-scaling': { type: 'bool', help: 'no 1-thread vs N-thread runs' } } as const satisfies FlagSpecs;
+
+const GPU_FLAGS = {
+  ...SHARED,
+  paper: { type: 'bool', help: 'the GPU bench on any backend' },
+  batch: { type: 'int', min: 1, max: 1024, help: 'sequences per batch' },
+  'dense-max': { type: 'int', min: 1, max: MAX_SIZE, help: 'dense SDPA only up to this N' },
+  'dense-reps': { type: 'int', min: 1, max: 1000, help: 'dense SDPA repetitions' },
+  'no-matmul': { type: 'bool', help: 'no torch matmul rate' },
+  'no-torch': { type: 'bool', help: 'run no python' },
+  python: { type: 'string', meta: 'CMD', help: 'python with torch' },
+  'no-fma': { type: 'bool', help: 'no WebGPU FMA peak' },
+  'memory-gb': { type: 'int', min: 1, max: 65536, help: 'WebGPU workspace budget (GiB)' },
+  'time-limit': { type: 'number', above: 0, max: 7 * 86400, help: 'whole run budget (s)' },
+} as const satisfies FlagSpecs;
+
+/** Parses with `specs`: 'help' / 'version' when asked, else the flags and which were given. */
+function parse<F extends FlagSpecs>(argv: readonly string[], specs: F): 'help' | 'version' | { f: Parsed<F>; given: ReadonlySet<string> } {
+  const r = parseFlags(argv, specs);
+  return r.help ? 'help' : r.version ? 'version' : { f: r.flags, given: r.given };
+}
 
 // ------------------------------------------------------------------------------------------- CPU bench
 
@@ -51,9 +90,11 @@ flags:
   --quick              T = 2K, 4K and 2 repetitions (a smoke run; targets are judged at the largest T run)
   --no-dense           skip the dense baseline
   --no-scaling         skip the 1-thread vs N-thread runs
-  --out DIR            results folder (default bench/results)
+  --out DIR            results folder (default bench/results; checked, and created, before anything runs)
   --no-write           print only, write no files
-  --help               this text
+  --help, -h           this text
+  --version            print the version
+Integers are bounded (e.g. --reps 1…1000, --threads 1…256, sizes 1…16M): a value out of range is an error.
 `;
 
 export interface CpuFlags {
@@ -62,70 +103,20 @@ export interface CpuFlags {
   out: string; write: boolean;
 }
 
-interface Flag {
-  readonly name: string;
-  readonly value: () => string | undefined;
-  readonly raw: string;
-}
-
-/** Walks argv as `--name value` / `--name=value` flags (a lone `--`, which pnpm passes through, is skipped). */
-function* flags(argv: readonly string[]): Generator<Flag> {
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const eq = a.indexOf('=');
-    const name = a.startsWith('--') ? a.slice(2, eq < 0 ? undefined : eq) : a;
-    if (name === '') continue;
-    yield { name, raw: a, value: () => (eq >= 0 ? a.slice(eq + 1) : argv[++i]) };
-  }
-}
-
-function backendOf(v: string | undefined): BackendKind {
-  if (v !== 'auto' && v !== 'cpu' && v !== 'webgpu' && v !== 'cuda') throw new UsageError(`--backend ${v ?? ''} is invalid: must be one of auto, cpu, webgpu, cuda`);
-  return v;
-}
-
-function dtypeOf(v: string | undefined): 'f32' | 'f16' | 'bf16' {
-  if (v !== 'f32' && v !== 'f16' && v !== 'bf16') throw new UsageError(`--dtype ${v ?? ''} is invalid: must be one of f32, f16, bf16`);
-  return v;
-}
-
-function folder(v: string | undefined, resolve: (p: string) => string): string {
-  if (!v) throw new UsageError('--out needs a folder');
-  return resolve(v);
-}
-
 /** The CPU bench's flags (CPU bench targets). `resultsDir`: the default `--out`; `resolve`: makes `--out` absolute. */
-export function parseCpuFlags(argv: readonly string[], resultsDir: string, resolve: (p: string) => string = (p) => p): CpuFlags | 'help' {
+export function parseCpuFlags(argv: readonly string[], resultsDir: string, resolve: (p: string) => string = (p) => p): CpuFlags | 'help' | 'version' {
+  const r = parse(argv, CPU_FLAGS);
+  if (typeof r === 'string') return r;
+  const { f: a, given } = r;
   const f: CpuFlags = {
-    backend: 'cpu', tokens: [2048, 4096, 8192, 16384], heads: 4, headDim: 64, blockSize: 64, topk: 8, dtype: 'f32', reps: 3,
-    seed: 1, quick: false, dense: true, scaling: true, out: resultsDir, write: true,
+    backend: a.backend ?? 'cpu', tokens: a.tokens ?? [2048, 4096, 8192, 16384], heads: a.heads ?? 4, headDim: a['head-dim'] ?? 64,
+    blockSize: a['block-size'] ?? 64, topk: a.topk ?? 8, dtype: a.dtype ?? 'f32', reps: a.reps ?? 3, seed: a.seed ?? 1,
+    quick: a.quick, dense: !a['no-dense'], scaling: !a['no-scaling'], out: a.out !== undefined ? resolve(a.out) : resultsDir, write: !a['no-write'],
+    ...(a['kv-heads'] !== undefined ? { kvHeads: a['kv-heads'] } : {}),
+    ...(a.threads !== undefined ? { threads: a.threads } : {}),
   };
-  let tokensGiven = false;
-  let repsGiven = false;
-  for (const { name, value, raw } of flags(argv)) {
-    switch (name) {
-      case 'help': case '-h': return 'help';
-      case 'backend': f.backend = backendOf(value()); break;
-      case 'tokens': f.tokens = (value() ?? '').split(',').map((t) => size('tokens', t)); tokensGiven = true; break;
-      case 'heads': f.heads = size(name, value()); break;
-      case 'kv-heads': f.kvHeads = size(name, value()); break;
-      case 'head-dim': f.headDim = size(name, value()); break;
-      case 'block-size': f.blockSize = size(name, value()); break;
-      case 'topk': f.topk = size(name, value()); break;
-      case 'reps': f.reps = size(name, value()); repsGiven = true; break;
-      case 'threads': f.threads = size(name, value()); break;
-      case 'seed': f.seed = size(name, value()); break;
-      case 'dtype': f.dtype = dtypeOf(value()); break;
-      case 'quick': f.quick = true; break;
-      case 'no-dense': f.dense = false; break;
-      case 'no-scaling': f.scaling = false; break;
-      case 'no-write': f.write = false; break;
-      case 'out': f.out = folder(value(), resolve); break;
-      default: throw new UsageError(`unknown flag ${raw} (see --help)`);
-    }
-  }
-  if (f.quick && !tokensGiven) f.tokens = [2048, 4096];
-  if (f.quick && !repsGiven) f.reps = 2;
+  if (f.quick && !given.has('tokens')) f.tokens = [2048, 4096];
+  if (f.quick && !given.has('reps')) f.reps = 2;
   if (f.heads % (f.kvHeads ?? f.heads) !== 0) throw new UsageError(`--heads ${f.heads} is not a multiple of --kv-heads ${f.kvHeads}`);
   return f;
 }
@@ -169,9 +160,10 @@ flags:
                        default of at most 8 GiB stops at about 64K tokens per sequence in this configuration)
   --time-limit S       whole run's budget in seconds (default 500): sizes predicted to overrun it are
                        skipped and reported; python gets what is left (the device tool stops at 600 s)
-  --out DIR            results folder (default $OUT when set, else bench/results)
+  --out DIR            results folder (default $OUT when set, else bench/results; checked before anything runs)
   --no-write           print only, write no files
-  --help               this text
+  --help, -h           this text
+  --version            print the version
 `;
 
 export interface GpuFlags {
@@ -202,75 +194,34 @@ const presetOf = (b: BackendKind): 'cuda' | 'webgpu' | 'cpu' => (b === 'auto' ? 
  */
 export function parseGpuFlags(
   argv: readonly string[], resultsDir: string, env: Record<string, string | undefined> = {}, resolve: (p: string) => string = (p) => p,
-): GpuFlags | 'help' {
-  let backend: BackendKind = 'cuda';
-  let tokens: number[] | null = null;
-  let reps: number | null = null;
-  let quick = false;
-  let kvHeads: number | null = null;
-  let torch = true;
-  const f: GpuFlags = {
-    backend, tokens: [], batch: 2, heads: 16, kvHeads: 16, headDim: 128, blockSize: 128, topk: 8, dtype: 'bf16',
-    reps: 0, seed: 1, dense: true, denseMax: null, denseReps: 3, matmul: true, python: env.MOBA_PYTHON || 'python3', fma: true,
-    memoryGb: 96, timeLimitS: 500, out: env.OUT ? resolve(env.OUT) : resultsDir, write: true,
-  };
-  for (const { name, value, raw } of flags(argv)) {
-    switch (name) {
-      case 'help': case '-h': return 'help';
-      case 'backend': backend = backendOf(value()); break;
-      case 'paper': break;
-      case 'tokens': tokens = (value() ?? '').split(',').map((t) => size('tokens', t)); break;
-      case 'quick': quick = true; break;
-      case 'batch': f.batch = size(name, value()); break;
-      case 'heads': f.heads = size(name, value()); break;
-      case 'kv-heads': kvHeads = size(name, value()); break;
-      case 'head-dim': f.headDim = size(name, value()); break;
-      case 'block-size': f.blockSize = size(name, value()); break;
-      case 'topk': f.topk = size(name, value()); break;
-      case 'dtype': f.dtype = dtypeOf(value()); break;
-      case 'reps': reps = size(name, value()); break;
-      case 'seed': f.seed = size(name, value()); break;
-      case 'threads': f.threads = size(name, value()); break;
-      case 'no-dense': f.dense = false; break;
-      case 'dense-max': f.denseMax = size(name, value()); break;
-      case 'dense-reps': f.denseReps = size(name, value()); break;
-      case 'memory-gb': f.memoryGb = size(name, value()); break;
-      case 'no-matmul': f.matmul = false; break;
-      case 'no-torch': torch = false; break;
-      case 'python': {
-        const v = value();
-        if (!v) throw new UsageError('--python needs a command');
-        f.python = v;
-        break;
-      }
-      case 'no-fma': f.fma = false; break;
-      case 'time-limit': f.timeLimitS = seconds(name, value()); break;
-      case 'no-write': f.write = false; break;
-      case 'out': f.out = folder(value(), resolve); break;
-      default: throw new UsageError(`unknown flag ${raw} (see --help)`);
-    }
-  }
-  f.backend = backend;
+): GpuFlags | 'help' | 'version' {
+  const r = parse(argv, GPU_FLAGS);
+  if (typeof r === 'string') return r;
+  const a = r.f;
+  const backend: BackendKind = a.backend ?? 'cuda';
   const preset = presetOf(backend);
   const quickTokens = preset === 'webgpu' ? [8192] : preset === 'cpu' ? [1024] : [8192, 32768];
-  f.tokens = [...new Set(tokens ?? (quick ? quickTokens : PAPER_TOKENS[preset]))].sort((a, b) => a - b);
-  f.reps = reps ?? (quick ? 2 : preset === 'cuda' ? 5 : preset === 'webgpu' ? 3 : 2);
-  f.kvHeads = kvHeads ?? f.heads;
-  if (!torch) f.dense = f.matmul = false;
+  const heads = a.heads ?? 16;
+  const torch = !a['no-torch'];
+  const f: GpuFlags = {
+    backend, tokens: [...new Set(a.tokens ?? (a.quick ? quickTokens : PAPER_TOKENS[preset]))].sort((x, y) => x - y),
+    batch: a.batch ?? 2, heads, kvHeads: a['kv-heads'] ?? heads, headDim: a['head-dim'] ?? 128, blockSize: a['block-size'] ?? 128,
+    topk: a.topk ?? 8, dtype: a.dtype ?? 'bf16', reps: a.reps ?? (a.quick ? 2 : preset === 'cuda' ? 5 : preset === 'webgpu' ? 3 : 2),
+    seed: a.seed ?? 1, dense: torch && !a['no-dense'], denseMax: a['dense-max'] ?? null, denseReps: a['dense-reps'] ?? 3,
+    matmul: torch && !a['no-matmul'], python: a.python ?? (env.MOBA_PYTHON || 'python3'), fma: !a['no-fma'],
+    memoryGb: a['memory-gb'] ?? 96, timeLimitS: a['time-limit'] ?? 500,
+    out: a.out !== undefined ? resolve(a.out) : env.OUT ? resolve(env.OUT) : resultsDir, write: !a['no-write'],
+    ...(a.threads !== undefined ? { threads: a.threads } : {}),
+  };
   if (f.heads % f.kvHeads !== 0) throw new UsageError(`--heads ${f.heads} is not a multiple of --kv-heads ${f.kvHeads}`);
   return f;
 }
 
-/** Which bench the arguments ask for: the GPU bench for `--backend cuda|webgpu` or `--paper`. */
-export function benchMode(argv: readonly string[]): 'cpu' | 'gpu' | 'help' {
-  let backend: string | undefined;
-  let paper = false;
-  for (const { name, value } of flags(argv)) {
-    if (name === 'help' || name === '-h') return 'help';
-    if (name === 'paper') paper = true;
-    else if (name === 'backend') backend = value();
-    else if (name.startsWith('no-') || name === 'quick') continue; // flags without a value
-    else value(); // skip the value of any other flag
-  }
-  return paper || backend === 'cuda' || backend === 'webgpu' ? 'gpu' : 'cpu';
+/** Which bench the arguments ask for: the GPU bench for `--backend cuda|webgpu` or `--paper`. Values are checked later. */
+export function benchMode(argv: readonly string[]): 'cpu' | 'gpu' | 'help' | 'version' {
+  const any = Object.fromEntries(Object.entries({ ...CPU_FLAGS, ...GPU_FLAGS }).map(([k, s]) => [k, s.type === 'bool' ? s : { type: 'string', help: '' }])) as FlagSpecs;
+  const r = parseFlags(argv, any);
+  if (r.help || r.version) return r.help ? 'help' : 'version';
+  const backend = r.flags.backend;
+  return r.flags.paper || backend === 'cuda' || backend === 'webgpu' ? 'gpu' : 'cpu';
 }

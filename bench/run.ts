@@ -7,11 +7,13 @@
  */
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { availableParallelism, cpus, hostname, loadavg } from 'node:os';
 import { dirname, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { type Backend, type MobaConfig, plan, resolveConfig } from 'moba-ts';
-import { CPU_HELP, type CpuFlags, GPU_HELP, UsageError, benchMode, parseCpuFlags, parseGpuFlags } from './args.js';
+import { checkOutputDir, reportError } from '@moba/testkit';
+import { CPU_HELP, type CpuFlags, GPU_HELP, benchMode, parseCpuFlags, parseGpuFlags } from './args.js';
 import { openBackend } from './backends.js';
 import { runGpuBench } from './gpu.js';
 import { type BenchShape, type DenseRep, type MobaRep, denseOf, denseRep, median, mobaRep, uploadInputs } from './measure.js';
@@ -98,26 +100,32 @@ function gitCommit(): string | null {
   }
 }
 
-async function main(argv: readonly string[]): Promise<number> {
-  let f: CpuFlags | 'help';
+/** moba-ts's version, read only when asked (the bundled bench on the GPU machine has no package.json beside it). */
+function version(): string {
   try {
-    const mode = benchMode(argv);
-    if (mode === 'gpu') {
-      const g = parseGpuFlags(argv, join(HERE, 'results'), process.env, resolve);
-      if (g !== 'help') return await runGpuBench(g);
-    }
-    f = mode === 'gpu' ? 'help' : parseCpuFlags(argv, join(HERE, 'results'), resolve);
-  } catch (e) {
-    if (e instanceof UsageError) {
-      process.stderr.write(`error: ${e.message}\n`);
-      return 2;
-    }
-    throw e;
+    return (createRequire(import.meta.url)('moba-ts/package.json') as { version: string }).version;
+  } catch {
+    return 'unknown';
   }
-  if (f === 'help') {
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  // Every flag, and the results folder, is checked before anything is measured (a usage error exits 2).
+  const mode = benchMode(argv);
+  const g = mode === 'gpu' ? parseGpuFlags(argv, join(HERE, 'results'), process.env, resolve) : null;
+  const f = mode === 'cpu' ? parseCpuFlags(argv, join(HERE, 'results'), resolve) : mode;
+  if (f === 'help' || g === 'help') {
     process.stdout.write(`${CPU_HELP}\n${GPU_HELP}`);
     return 0;
   }
+  if (f === 'version' || g === 'version') {
+    process.stdout.write(`moba-ts ${version()}\n`);
+    return 0;
+  }
+  const dest = g ?? (f as Exclude<typeof f, string>);
+  if (dest.write) checkOutputDir('out', dest.out);
+  if (g) return await runGpuBench(g);
+  if (typeof f === 'string') return 2; // not reached: mode is cpu here
   const cfg: MobaConfig = { blockSize: f.blockSize, topk: f.topk };
   const shapeAt = (T: number): BenchShape => ({ T, Hq: f.heads, Hkv: f.kvHeads ?? f.heads, D: f.headDim, dtype: f.dtype });
   const tokens = [...f.tokens].sort((a, b) => a - b);
@@ -195,6 +203,5 @@ async function main(argv: readonly string[]): Promise<number> {
 try {
   process.exitCode = await main(process.argv.slice(2));
 } catch (e) {
-  process.stderr.write(`error: ${e instanceof Error ? e.message : String(e)}\n`);
-  process.exitCode = 1;
+  process.exitCode = reportError(e, 'pnpm bench -- --help', process.stderr);
 }

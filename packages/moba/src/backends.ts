@@ -39,6 +39,8 @@ export interface BackendStatus {
   readonly reason?: string;
   /** The package version, when it is installed. */
   readonly version?: string;
+  adapter?: string;
+  software?: boolean;
 }
 
 interface BackendModule {

@@ -235,13 +235,14 @@ export async function runDemo(o: DemoOptions, progress?: Progress): Promise<Demo
     });
     const compute = phases.filter((ph) => ph.name !== 'upload' && ph.name !== 'download').reduce((a, ph) => a + ph.ms, 0);
     const timedMs = phases.reduce((a, ph) => a + ph.ms, 0);
-    const lens = Array.from({ length: o.batch }, (_, b) => cu[b + 1]! - cu[b]!);
+    let [minLen, maxLen] = [Infinity, 0]; // a loop, not Math.min(...lens): batch may be 10⁵+ sequences (a spread overflows the stack)
+    for (let b = 0; b < o.batch; b++) [minLen, maxLen] = [Math.min(minLen, cu[b + 1]! - cu[b]!), Math.max(maxLen, cu[b + 1]! - cu[b]!)];
     const summary = (e: { maxAbs: number; relRms: number }): ErrorSummary => ({ maxAbs: e.maxAbs, relRms: e.relRms });
     return {
       backend: { name: backend.name, threads: threadsOf(backend, o) },
       problem: {
         T: o.tokens, Hq: o.heads, Hkv: o.kvHeads, D: o.headDim, dtype: o.dtype, batch: o.batch,
-        seqlens: { min: Math.min(...lens), max: Math.max(...lens) },
+        seqlens: { min: minLen, max: maxLen },
         blockSize: rc.blockSize, topk: rc.topk, causal: rc.causal, kconvWidth: o.kconv, scale: rc.scale, seed: o.seed,
       },
       warmupTokens: o.warmup ? warmT : null,

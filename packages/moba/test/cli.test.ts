@@ -12,7 +12,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { Rng, createBackend, hostTensor, moba, mobaBackward, resolveConfig, sequences } from '../src/index.js';
 import { sampleRows, spotCheck } from '../src/check.js';
 import type { DemoReport } from '../src/demo.js';
-import { main } from '../src/main.js';
+import { formatInfo, main } from '../src/main.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'moba-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -88,7 +88,7 @@ describe('moba demo', () => {
 
   it('rejects bad flags with exit code 2 and a clear message', async () => {
     const cases: [string[], RegExp][] = [
-      [['demo', '--tokens', 'lots'], /--tokens lots is invalid: must be an integer >= 1/],
+      [['demo', '--tokens', 'lots'], /--tokens lots is invalid: must be an integer in \[1, 16777216\]/],
       [['demo', '--topk', '0'], /--topk 0 is invalid/],
       [['demo', '--dtype', 'f64'], /--dtype f64 is invalid: must be one of f32, f16, bf16/],
       [['demo', '--tokkens', '8'], /unknown flag --tokkens \(did you mean --tokens\?\)/],
@@ -102,8 +102,51 @@ describe('moba demo', () => {
       expect(r.code, argv.join(' ')).toBe(2);
       expect(r.stderr).toMatch(/^error: /);
       expect(r.stderr).toMatch(msg);
+      expect(r.stderr.trimEnd().split('\n'), argv.join(' ')).toHaveLength(1); // one line, no stack
       expect(r.stdout).toBe('');
     }
+  });
+
+  it('integer flags reject non-integers, out-of-range and absurd values in one line', async () => {
+    const cases: [string[], RegExp][] = [
+      [['--tokens', '1.5'], /--tokens 1\.5 is invalid: must be an integer in \[1, /],
+      [['--tokens', '1e3'], /--tokens 1e3 is invalid/],
+      [['--tokens', '99999999999999999999'], /--tokens 99999999999999999999 is invalid/],
+      [['--tokens', '64M'], /--tokens 64M is invalid/],
+      [['--heads', '0x10'], /--heads 0x10 is invalid/],
+      [['--seed', '-1'], /--seed -1 is invalid/],
+      [['--samples', '99999999999'], /--samples 99999999999 is invalid/],
+      [['--block-size', '999999999'], /--block-size 999999999 is invalid/],
+    ];
+    for (const [argv, msg] of cases) {
+      const r = await run('demo', ...argv);
+      expect(r.code, argv.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(msg);
+      expect(r.stderr.trimEnd().split('\n'), argv.join(' ')).toHaveLength(1);
+    }
+  });
+
+  it('checks flag combinations and the --svg path before any work starts', async () => {
+    const cases: [string[], RegExp][] = [
+      [['--svg', join(dir, 'no-such-dir', 'x.svg')], /--svg .*no-such-dir.*: the folder .*no-such-dir does not exist/],
+      [['--svg', dir], /--svg .* is a folder/],
+      [['--tokens', '8M', '--heads', '1024', '--head-dim', '1024'], /too large/],
+      [['--tokens', '100', '--batch', '101'], /--batch 101 is larger than --tokens 100/],
+    ];
+    for (const [argv, msg] of cases) {
+      const r = await run('demo', ...argv);
+      expect(r.code, argv.join(' ')).toBe(2);
+      expect(r.stderr).toMatch(msg);
+      expect(r.stderr.trimEnd().split('\n'), argv.join(' ')).toHaveLength(1); // not even a progress line: nothing ran
+    }
+  });
+
+  it('one token per sequence at T = 150000 reports the sequence lengths (no spread of a large array)', async () => {
+    const r = await run('demo', '--tokens', '150000', '--batch', '150000', '--heads', '1', '--head-dim', '2', '--block-size', '16',
+      '--topk', '2', '--kconv', '0', '--threads', '1', '--samples', '4', '--no-svg', '--no-warmup', '--json');
+    expect(r.stderr).not.toMatch(/error/);
+    expect(r.code).toBe(0);
+    expect((JSON.parse(r.stdout) as DemoReport).problem).toMatchObject({ T: 150000, batch: 150000, seqlens: { min: 1, max: 1 } });
   });
 
   it('prints MobaErrors as "error: <message>" with exit code 1', async () => {
@@ -122,7 +165,43 @@ describe('moba demo', () => {
   });
 });
 
+describe('moba commands', () => {
+  it('an unknown command suggests the known ones (not "moba foo --help"); no command is one line too', async () => {
+    const typo = await run('dmeo');
+    expect(typo.code).toBe(2);
+    expect(typo.stderr).toMatch(/^error: unknown command 'dmeo' \(did you mean demo\?\)/);
+    const foo = await run('foo');
+    expect(foo.code).toBe(2);
+    expect(foo.stderr).toMatch(/unknown command 'foo': the commands are demo, info, conformance/);
+    const none = await run();
+    expect(none.code).toBe(2);
+    for (const r of [typo, foo, none]) {
+      expect(r.stderr).not.toMatch(/moba (foo|dmeo) --help/);
+      expect(r.stderr.trimEnd().split('\n')).toHaveLength(1);
+    }
+  });
+
+  it('moba conformance --help prints the runner\'s flags on stdout with exit 0', async () => {
+    const r = await run('conformance', '--help');
+    expect(r.code).toBe(0);
+    expect(r.stderr).toBe('');
+    expect(r.stdout).toMatch(/usage: moba-conformance/);
+    expect(r.stdout).toContain('--num-runs');
+  });
+});
+
 describe('moba info', () => {
+  it('names each backend\'s adapter (software or not) and why one is unavailable', () => {
+    const text = formatInfo({ mobaTs: '0.1.0', node: 'v20', platform: 'linux x64', cores: 2, cpu: 'x' }, [
+      { name: 'cuda', package: '@moba/backend-cuda', available: false, reason: 'no CUDA device found' },
+      { name: 'webgpu', package: '@moba/backend-webgpu', available: true, version: '0.1.0', adapter: 'SwiftShader Device (Subzero)', software: true },
+      { name: 'cpu', package: '@moba/backend-cpu', available: true, version: '0.1.0', adapter: '2 worker threads', software: false },
+    ]);
+    expect(text).toMatch(/cuda\s+not available\s+no CUDA device found/);
+    expect(text).toMatch(/webgpu\s+available\s+@moba\/backend-webgpu 0\.1\.0, adapter SwiftShader Device \(Subzero\) \(software\)/);
+    expect(text).toMatch(/cpu\s+available\s+@moba\/backend-cpu 0\.1\.0, adapter 2 worker threads\n/);
+  });
+
   it('lists every backend kind; cpu is available', async () => {
     const r = await run('info', '--json');
     expect(r.code).toBe(0);
@@ -178,18 +257,39 @@ describe('spot check', () => {
   });
 });
 
-describe('entry script', () => {
-  it('sets the exit code: 2 for a bad flag, 0 for --version', async () => {
-    const root = fileURLToPath(new URL('../../..', import.meta.url));
-    const cli = (args: string[]) => new Promise<{ code: number; stdout: string; stderr: string }>((done) => {
-      execFile(process.execPath, ['--conditions=@moba/source', '--import', 'tsx', 'packages/moba/src/cli.ts', ...args], { cwd: root }, (e, stdout, stderr) =>
-        done({ code: e ? (e as { code?: number }).code ?? 1 : 0, stdout, stderr }));
-    });
-    const bad = await cli(['demo', '--block-size', 'x']);
+describe('every CLI (entry scripts as subprocesses)', () => {
+  const root = fileURLToPath(new URL('../../..', import.meta.url));
+  const node = (script: string, args: string[]) => new Promise<{ code: number; stdout: string; stderr: string }>((done) => {
+    execFile(process.execPath, ['--conditions=@moba/source', '--import', 'tsx', script, ...args], { cwd: root }, (e, stdout, stderr) =>
+      done({ code: e ? (e as { code?: number }).code ?? 1 : 0, stdout, stderr }));
+  });
+  const CLIS: [string, string[]][] = [
+    ['packages/moba/src/cli.ts', []], ['packages/moba/src/cli.ts', ['demo']], ['packages/testkit/src/cli.ts', []],
+    ['bench/run.ts', []], ['examples/web/serve.ts', []],
+  ];
+
+  it('--help and -h on stdout with exit 0, --version prints a version, a bad flag is one line with exit 2', async () => {
+    for (const [script, pre] of CLIS) {
+      const what = [script, ...pre].join(' ');
+      for (const h of script === CLIS[0]![0] ? ['--help', '-h'] : ['--help']) {
+        const help = await node(script, [...pre, h]);
+        expect([help.code, help.stderr], `${what} ${h}`).toEqual([0, '']);
+        expect(help.stdout, what).toMatch(/usage: /);
+      }
+      const v = await node(script, [...pre, '--version']);
+      expect([v.code, v.stderr], `${what} --version`).toEqual([0, '']);
+      expect(v.stdout.trim(), what).toMatch(/^(\S+ )?\d+\.\d+\.\d+$/);
+      const bad = await node(script, [...pre, '--no-such-flag']);
+      expect(bad.code, `${what} --no-such-flag`).toBe(2);
+      expect(bad.stderr.trimEnd().split('\n'), what).toHaveLength(1);
+      expect(bad.stderr, what).toMatch(/^error: unknown flag --no-such-flag/);
+      expect(bad.stdout, what).toBe('');
+    }
+  });
+
+  it('sets the exit code: 2 for a bad flag value', async () => {
+    const bad = await node('packages/moba/src/cli.ts', ['demo', '--block-size', 'x']);
     expect(bad.code).toBe(2);
     expect(bad.stderr).toContain('error: --block-size x is invalid');
-    const ok = await cli(['--version']);
-    expect(ok.code).toBe(0);
-    expect(ok.stdout.trim()).toMatch(/^\d+\.\d+\.\d+/);
   });
 });

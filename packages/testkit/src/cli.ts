@@ -1,64 +1,44 @@
 /**
  * `moba-conformance --backend cpu|webgpu|cuda|reference|<module> [--cases DIR] [--seed N] [--num-runs N] [--only S] [--json]`:
  * runs the conformance suite (or, with --cases, only that folder's golden cases) and ends with the line
- * `N passed, M failed` (`, K skipped` when K > 0); the exit code is 1 on any failure, 2 on bad usage.
+ * `N passed, M failed` (`, K skipped` when K > 0). Exit code 0 when everything that ran passed, 1 on a failure
+ * or when nothing ran (every selected property skipped), 2 on a bad command line — one line on stderr — which
+ * includes a `--cases` path that does not exist and an `--only` / `--cases` that selects nothing. The flags are
+ * parsed by args.ts, the one command-line layer of every moba CLI.
  */
 import { createRequire } from 'node:module';
 import { isAbsolute, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { Backend } from '@moba/core';
+import { type FlagSpecs, type ParseResult, UsageError, checkInputPath, flagHelp, parseFlags, reportError } from './args.js';
+import { listGoldenCases } from './golden.js';
+import { selectProperties } from './properties/index.js';
 import { createReferenceBackend } from './reference-backend.js';
-import { runConformance, summaryLine } from './run.js';
+import { DEFAULT_NUM_RUNS, DEFAULT_SEED, MAX_NUM_RUNS, SEED_RANGE, runConformance, summaryLine } from './run.js';
 import type { PropertyResult, Report } from './types.js';
 
 const PACKAGES: Record<string, string> = { cpu: '@moba/backend-cpu', webgpu: '@moba/backend-webgpu', cuda: '@moba/backend-cuda' };
 
-const USAGE = `usage: moba-conformance --backend cpu|webgpu|cuda|reference|<module path or package> [--cases DIR] [--seed N] [--num-runs N] [--only TEXT] [--json]
-  --backend   a built-in name, or a module exporting createBackend(opts?) (sync or async) and optionally isAvailable()
-  --cases     run only the golden cases (golden-format.md) of DIR, one result per file
-  --seed      fast-check seed (default fixed; also MOBA_SEED)
-  --num-runs  runs per randomized property (also MOBA_NUM_RUNS)
-  --only      run only properties whose "group: name" contains TEXT (comma list)
-  --json      print the Report as JSON on stdout (the summary line goes to stderr)`;
+const FLAGS = {
+  backend: { type: 'string', meta: 'NAME|MODULE', help: 'cpu, webgpu, cuda, reference, or a module exporting createBackend(opts?) (and optionally isAvailable())' },
+  cases: { type: 'string', meta: 'DIR', help: 'run only the golden cases (golden-format.md) of DIR (or one file), one result per file' },
+  seed: { type: 'int', min: SEED_RANGE[0], max: SEED_RANGE[1], help: `fast-check seed (default ${DEFAULT_SEED}; also MOBA_SEED)` },
+  'num-runs': { type: 'int', min: 1, max: MAX_NUM_RUNS, help: `runs per randomized property, at most ${MAX_NUM_RUNS} (default ${DEFAULT_NUM_RUNS}; also MOBA_NUM_RUNS)` },
+  only: { type: 'list', meta: 'TEXT', help: 'run only the properties whose "group: name" contains TEXT (comma list)' },
+  json: { type: 'bool', help: 'print the Report as JSON on stdout (the summary line goes to stderr)' },
+} as const satisfies FlagSpecs;
 
-interface Args {
-  backend: string;
-  cases?: string;
-  seed?: number;
-  numRuns?: number;
-  only?: string[];
-  json: boolean;
-}
+const USAGE = `usage: moba-conformance --backend cpu|webgpu|cuda|reference|<module path or package> [flags]
 
-class UsageError extends Error {}
+Runs the MoBA conformance suite (or, with --cases, only those golden cases) on a backend and ends with
+the line 'N passed, M failed'. Exit code 0 when every property that ran passed, 1 on a failure or when
+nothing ran, 2 on a bad command line (also when --only or --cases select nothing).
 
-function parseArgs(argv: readonly string[]): Args {
-  const out: Partial<Args> & { json: boolean } = { json: false };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    const [flag, inline] = a.startsWith('--') && a.includes('=') ? [a.slice(0, a.indexOf('=')), a.slice(a.indexOf('=') + 1)] : [a, undefined];
-    const value = (): string => {
-      const v = inline ?? argv[++i];
-      if (v === undefined) throw new UsageError(`${flag} needs a value`);
-      return v;
-    };
-    const integer = (): number => {
-      const v = value();
-      if (!/^-?\d+$/.test(v)) throw new UsageError(`${flag} = ${v} is not an integer`);
-      return Number(v);
-    };
-    if (flag === '--backend') out.backend = value();
-    else if (flag === '--cases') out.cases = value();
-    else if (flag === '--seed') out.seed = integer();
-    else if (flag === '--num-runs') out.numRuns = integer();
-    else if (flag === '--only') out.only = value().split(',');
-    else if (flag === '--json') out.json = true;
-    else if (flag === '--help' || flag === '-h') throw new UsageError('');
-    else throw new UsageError(`unknown argument ${a}`);
-  }
-  if (!out.backend) throw new UsageError('--backend is required');
-  return out as Args;
-}
+flags:
+${flagHelp(FLAGS)}
+`;
+
+const VERSION = (createRequire(import.meta.url)('../package.json') as { version: string }).version;
 
 interface BackendModule {
   createBackend?: (opts?: unknown) => Backend | Promise<Backend>;
@@ -102,16 +82,33 @@ function line(r: PropertyResult): string {
   return r.ok ? head : `${head}\n    ${(r.message ?? '').split('\n').join('\n    ')}`;
 }
 
-async function main(argv: readonly string[]): Promise<number> {
-  let args: Args;
-  try {
-    args = parseArgs(argv);
-  } catch (e) {
-    if (!(e instanceof UsageError)) throw e;
-    if (e.message) console.error(`moba-conformance: ${e.message}`);
-    console.error(USAGE);
-    return 2;
+/** Parses and checks the command line, and that it selects something to run (throws UsageError). */
+function parseArgs(argv: readonly string[]): ParseResult<typeof FLAGS> {
+  const parsed = parseFlags(argv, FLAGS);
+  if (parsed.help || parsed.version) return parsed;
+  const f = parsed.flags;
+  if (!f.backend) throw new UsageError('--backend is required');
+  if (f.cases !== undefined) {
+    checkInputPath('cases', f.cases);
+    if (listGoldenCases(f.cases).length === 0) throw new UsageError(`nothing to run: --cases ${f.cases} holds no golden case (*.json)`);
   }
+  const selected = selectProperties({ casesDirs: f.cases !== undefined ? [f.cases] : [], goldenOnly: f.cases !== undefined, only: f.only ?? [] });
+  if (selected.length === 0) throw new UsageError(`nothing to run: no property matches --only '${(f.only ?? []).join(',')}'${f.cases !== undefined ? ` among the cases of ${f.cases}` : ''}`);
+  return parsed;
+}
+
+async function main(argv: readonly string[]): Promise<number> {
+  const parsed = parseArgs(argv);
+  if (parsed.help) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  if (parsed.version) {
+    process.stdout.write(`moba-conformance ${VERSION}\n`);
+    return 0;
+  }
+  const f = parsed.flags;
+  const args = { backend: f.backend!, cases: f.cases, seed: f.seed, numRuns: f['num-runs'], only: f.only, json: f.json };
   let factory: () => Promise<Backend>;
   if (args.backend === 'reference') {
     factory = async () => createReferenceBackend();
@@ -119,7 +116,7 @@ async function main(argv: readonly string[]): Promise<number> {
     const mod = await importBackend(args.backend);
     factory = factoryOf(mod, args.backend);
     if (typeof mod.isAvailable === 'function' && !(await mod.isAvailable())) {
-      console.error(`moba-conformance: backend ${args.backend} is not available on this machine (isAvailable() is false)`);
+      console.error(`error: backend ${args.backend} is not available on this machine (isAvailable() is false)`);
       console.log(summaryLine({ passed: 0, failed: 1, skipped: 0 }));
       return 1;
     }
@@ -146,14 +143,15 @@ async function main(argv: readonly string[]): Promise<number> {
     console.log(`backend ${report.backend}, seed ${report.seed}, ${(report.durationMs / 1000).toFixed(1)} s`);
     console.log(summaryLine(report));
   }
+  if (report.passed + report.failed === 0) {
+    console.error(`error: nothing ran: all ${report.skipped} selected properties were skipped on ${report.backend}`);
+    return 1;
+  }
   return report.failed > 0 ? 1 : 0;
 }
 
 // Exit explicitly: a backend's worker threads or device handles must not keep the process alive.
 main(process.argv.slice(2)).then(
   (code) => process.exit(code),
-  (e: unknown) => {
-    console.error(`moba-conformance: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-    process.exit(1);
-  },
+  (e: unknown) => process.exit(reportError(e, 'moba-conformance --help', process.stderr)),
 );

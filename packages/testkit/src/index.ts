@@ -3,7 +3,7 @@
  * runner; `describeConformance` lives in `@moba/testkit/vitest`. Also exported: the property
  * catalogue, the problem generators, the checks, the golden-case loader and the reference backend.
  */
-export { runConformance, runProperty, resolveSettings, capsNotCovered, summaryLine, DEFAULT_SEED, DEFAULT_NUM_RUNS, type ResolvedSettings } from './run.js';
+export { runConformance, runProperty, resolveSettings, capsNotCovered, summaryLine, DEFAULT_SEED, DEFAULT_NUM_RUNS, MAX_NUM_RUNS, SEED_RANGE, type ResolvedSettings } from './run.js';
 export { coreProperties, selectProperties, goldenProperty, goldenProperties } from './properties/index.js';
 export { type ConformanceOptions, type Property, type PropertyContext, type PropertyResult, type Report, Skip } from './types.js';
 export { type Problem, type ProblemSpec, makeProblem, specArb, randomRouting, describeSpec, cuSeqlensOf, headDims, supportsHeadDim } from './problem.js';
@@ -11,3 +11,4 @@ export { referencePair, attentionChecks } from './checks.js';
 export { routingErrors, scoreEps, type RoutingCheckOptions } from './routing-checks.js';
 export { type GoldenCase, type GoldenExpected, loadGoldenCase, listGoldenCases, PACKAGE_CASES_DIR } from './golden.js';
 export { createReferenceBackend, type ReferenceBackendOptions } from './reference-backend.js';
+export { UsageError, type FlagSpec, type FlagSpecs, type Parsed, type ParseResult, parseFlags, flagHelp, didYouMean, checkOutputFile, checkOutputDir, checkInputPath, reportError } from './args.js';

@@ -11,6 +11,15 @@ import type { ConformanceOptions, Report } from './types.js';
 
 export { DEFAULT_NUM_RUNS, DEFAULT_SEED, type RunSettings, capsNotCovered, propertyContext, runProperty, summaryLine } from './runner.js';
 
+/**
+ * The most runs per randomized property: 12 (the default) take about 5 s for the whole suite on the CPU
+ * backend, so 10 000 already take over an hour; more is a typo, rejected rather than left to run for days.
+ */
+export const MAX_NUM_RUNS = 10_000;
+
+/** The seeds fast-check prints and the CLI takes: 32-bit signed integers. */
+export const SEED_RANGE = [-(2 ** 31), 2 ** 31 - 1] as const;
+
 export interface ResolvedSettings extends RunSettings {
   readonly casesDirs: readonly string[];
   readonly only: readonly string[];
@@ -29,7 +38,12 @@ function envInt(name: string): number | undefined {
   return n;
 }
 
-/** Options merged with the environment and defaults. */
+function checkInt(what: string, n: number, [lo, hi]: readonly [number, number]): number {
+  if (!Number.isSafeInteger(n) || n < lo || n > hi) throw new RangeError(`${what} = ${n} is invalid: must be an integer in [${lo}, ${hi}]`);
+  return n;
+}
+
+/** Options merged with the environment and defaults; a numRuns out of range throws a RangeError (never clamped). */
 export function resolveSettings(opts: ConformanceOptions = {}): ResolvedSettings {
   const dirs = opts.casesDir === undefined ? [] : typeof opts.casesDir === 'string' ? [opts.casesDir] : [...opts.casesDir];
   const only = env('MOBA_ONLY');
@@ -37,7 +51,7 @@ export function resolveSettings(opts: ConformanceOptions = {}): ResolvedSettings
   return {
     seed: opts.seed ?? envInt('MOBA_SEED') ?? DEFAULT_SEED,
     path: opts.path ?? (env('MOBA_PATH') || undefined),
-    numRuns: Math.max(1, opts.numRuns ?? envInt('MOBA_NUM_RUNS') ?? DEFAULT_NUM_RUNS),
+    numRuns: checkInt(opts.numRuns !== undefined ? 'numRuns' : 'MOBA_NUM_RUNS', opts.numRuns ?? envInt('MOBA_NUM_RUNS') ?? DEFAULT_NUM_RUNS, [1, MAX_NUM_RUNS]),
     casesDirs: dirs,
     only: opts.only ?? envOnly,
   };
