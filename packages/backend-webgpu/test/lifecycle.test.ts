@@ -71,7 +71,7 @@ describe('webgpu lifecycle', () => {
       expect(b.liveBuffers).toBe(0);
       expect(liveBufferCount()).toBe(base);
     }
-  }, 300_000);
+  });
 
   it('runs 100 problems on one backend with dispose: live buffers stay flat; use after destroy is E_DEVICE', async (t) => {
     if (unavailable) return t.skip(unavailable);
@@ -87,7 +87,7 @@ describe('webgpu lifecycle', () => {
     await b.destroy();
     expect(b.liveBuffers).toBe(0);
     await expect(b.upload(hostTensor('f32', [1, 1, 1]))).rejects.toMatchObject({ code: 'E_DEVICE' });
-  }, 300_000);
+  });
 
   it('the pool of freed buffers keeps the newest within its cap, destroys the oldest, and reuses by size', async (t) => {
     if (unavailable) return t.skip(unavailable);
@@ -133,5 +133,5 @@ describe('webgpu lifecycle', () => {
     } finally {
       await owner.destroy();
     }
-  }, 300_000);
+  });
 });

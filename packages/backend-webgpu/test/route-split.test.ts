@@ -93,5 +93,5 @@ describe.each<[string, WebGpuTuning]>([
       const bad = a.findIndex((x, i) => x !== b[i]);
       expect(bad, `${JSON.stringify(p)}: first difference at ${bad}`).toBe(-1);
     }
-  }, 300_000);
+  });
 });

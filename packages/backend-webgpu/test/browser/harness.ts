@@ -29,7 +29,7 @@ export function hasChromium(): boolean {
 /** Launches chromium; `webgpu: false` leaves WebGPU off (the page then sees no adapter). */
 export async function launchChromium(opts: { webgpu?: boolean } = {}): Promise<Browser> {
   const args = [...CHROMIUM_ARGS, ...(opts.webgpu === false ? [] : ['--enable-unsafe-webgpu'])];
-  return chromium.launch({ executablePath: CHROMIUM, headless: true, args, timeout: 60_000 });
+  return chromium.launch({ executablePath: CHROMIUM, headless: true, args, timeout: 0 }); // no launch limit: vitest.config.ts's hang guard applies
 }
 
 /**
