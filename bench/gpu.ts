@@ -23,10 +23,8 @@ const log = (s: string): void => void process.stderr.write(`bench: ${s}\n`);
 /** Seconds since the process started. */
 const elapsedS = (): number => performance.now() / 1000;
 
-/** What the bench uses of a backend besides the contract (CUDA: memory accounting; WebGPU: its device). */
+/** What the bench uses of a backend besides the contract (WebGPU, CUDA: its device). */
 interface Extras {
-  memoryStats?: () => { liveBytes: number; peakBytes: number };
-  resetPeakMemory?: () => void;
   device?: unknown;
 }
 
@@ -94,7 +92,6 @@ async function measureSize(c: SizeContext, N: number): Promise<GpuSizeResult & {
   const { b, f, sync } = c;
   const { T, layout, base } = planSize(f, N);
   const cfg = { blockSize: f.blockSize, topk: f.topk };
-  const x = b as Backend & Extras;
   const owned: DeviceTensor[] = [];
   const t0 = elapsedS();
   let hostS = 0;
@@ -139,10 +136,11 @@ async function measureSize(c: SizeContext, N: number): Promise<GpuSizeResult & {
       }
     };
     const total = (r: GpuRep): number => r.route + r.forward + r.backward;
-    const accounting = typeof x.memoryStats === 'function' && typeof x.resetPeakMemory === 'function';
-    if (accounting) x.resetPeakMemory!();
+    // the contract's memory accounting (core MemoryStats): device allocations on CUDA and WebGPU, per-call bounds on the CPU
+    const accounting = typeof b.memoryStats === 'function' && typeof b.resetPeakMemory === 'function';
+    if (accounting) b.resetPeakMemory();
     const warmup = await rep(); // compilation, workspace growth; its peak is that of one route + fwd + bwd with the inputs live
-    const peakBytes = accounting ? x.memoryStats!().peakBytes : null;
+    const peakBytes = accounting ? b.memoryStats().peakBytes : null;
     log(`N=${kLabel(N)}: warm-up ${total(warmup).toFixed(1)} ms${peakBytes !== null ? `, peak ${(peakBytes / 2 ** 30).toFixed(2)} GiB` : ''}`);
     const left = c.deadlineS - elapsedS();
     const nReps = Math.max(1, Math.min(f.reps, Math.floor((left * 1000) / Math.max(total(warmup), 1e-3))));

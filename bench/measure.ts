@@ -63,20 +63,27 @@ async function timeIt<R>(b: Backend, f: () => Promise<R>): Promise<[R, number]> 
   return [r, performance.now() - t0];
 }
 
-/** Milliseconds of each MoBA phase in one repetition. */
+/** Milliseconds of each MoBA phase in one repetition, and its memory peak. */
 export interface MobaRep {
   readonly route: number;
   readonly forward: number;
   readonly backward: number;
+  /**
+   * `memoryStats().peakBytes` over the repetition (peak reset with the inputs uploaded, read before the outputs are
+   * freed): inputs, routing, outputs, gradients and workspace; on the CPU an upper bound per call (core MemoryStats).
+   */
+  readonly peakBytes: number;
 }
 
 /** One MoBA repetition: route → forward → backward, each call timed; outputs freed. */
 export async function mobaRep(b: Backend, x: BenchInputs, cfg: MobaConfig): Promise<MobaRep> {
+  b.resetPeakMemory();
   const [routing, route] = await timeIt(b, () => b.route(x.q, x.k, x.layout, cfg));
   const [fwd, forward] = await timeIt(b, () => b.forward(x.q, x.k, x.v, routing, x.layout, cfg));
   const [g, backward] = await timeIt(b, () => b.backward(x.q, x.k, x.v, fwd.out, fwd.lse, x.dOut, routing, x.layout, cfg));
+  const { peakBytes } = b.memoryStats();
   b.dispose(routing, fwd.out, fwd.lse, g.dq, g.dk, g.dv);
-  return { route, forward, backward };
+  return { route, forward, backward, peakBytes };
 }
 
 /** Milliseconds of the dense baseline's phases in one repetition. */

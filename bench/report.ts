@@ -100,6 +100,11 @@ const ms = (x: number | null): string => (x === null ? '–' : x >= 1000 ? `${(x
 const gf = (x: number): string => (x / 1e9).toFixed(2);
 const rate = (flops: number, t: number | null): string => (t === null || t <= 0 ? '–' : (flops / (t * 1e6)).toFixed(2));
 const mb = (x: number): string => (x / 2 ** 20).toFixed(1);
+/** The largest MoBA peak (`memoryStats().peakBytes`) over a size's repetitions, in MiB. */
+const peakMb = (s: SizeResult): string => {
+  const p = s.reps.moba.map((r) => r.peakBytes).filter((x) => typeof x === 'number');
+  return p.length > 0 ? mb(Math.max(...p)) : '–';
+};
 const mark = (m: boolean | null): string => (m === null ? 'not measured' : m ? 'met' : 'MISSED');
 
 type Row = readonly string[];
@@ -109,22 +114,22 @@ function rows(r: BenchResult): Row[] {
   for (const s of r.sizes) {
     const ratio = (d: number, m: number): string => (d / m).toFixed(2);
     const speed = (d: number | null, m: number): string => (d === null ? '–' : (d / m).toFixed(2));
-    out.push([String(s.T), 'route', ms(s.ms.route), gf(s.flops.route), rate(s.flops.route, s.ms.route), '–', '–', '–', mb(s.bytes.route), '–', '–']);
+    out.push([String(s.T), 'route', ms(s.ms.route), gf(s.flops.route), rate(s.flops.route, s.ms.route), '–', '–', '–', mb(s.bytes.route), '–', '–', '–']);
     out.push([
       String(s.T), 'forward', ms(s.ms.mobaForward), gf(s.flops.mobaForward), rate(s.flops.mobaForward, s.ms.mobaForward),
       ms(s.ms.denseForward), gf(s.flops.denseForward), rate(s.flops.denseForward, s.ms.denseForward),
-      `${mb(s.bytes.mobaForward)} / ${mb(s.bytes.denseForward)}`, speed(s.ms.denseForward, s.ms.mobaForward), ratio(s.flops.denseForward, s.flops.mobaForward),
+      `${mb(s.bytes.mobaForward)} / ${mb(s.bytes.denseForward)}`, speed(s.ms.denseForward, s.ms.mobaForward), ratio(s.flops.denseForward, s.flops.mobaForward), '–',
     ]);
     out.push([
       String(s.T), 'fwd+bwd', ms(s.ms.mobaFwdBwd), gf(s.flops.mobaFwdBwd), rate(s.flops.mobaFwdBwd, s.ms.mobaFwdBwd),
       ms(s.ms.denseFwdBwd), gf(s.flops.denseFwdBwd), rate(s.flops.denseFwdBwd, s.ms.denseFwdBwd),
-      `${mb(s.bytes.mobaFwdBwd)} / ${mb(s.bytes.denseFwdBwd)}`, speed(s.ms.denseFwdBwd, s.ms.mobaFwdBwd), ratio(s.flops.denseFwdBwd, s.flops.mobaFwdBwd),
+      `${mb(s.bytes.mobaFwdBwd)} / ${mb(s.bytes.denseFwdBwd)}`, speed(s.ms.denseFwdBwd, s.ms.mobaFwdBwd), ratio(s.flops.denseFwdBwd, s.flops.mobaFwdBwd), peakMb(s),
     ]);
   }
   return out;
 }
 
-const HEAD: Row = ['T', 'op', 'MoBA time', 'MoBA GFLOP', 'MoBA GFLOP/s', 'dense time', 'dense GFLOP', 'dense GFLOP/s', 'MB moved MoBA / dense', 'speedup', 'FLOP ratio'];
+const HEAD: Row = ['T', 'op', 'MoBA time', 'MoBA GFLOP', 'MoBA GFLOP/s', 'dense time', 'dense GFLOP', 'dense GFLOP/s', 'MB moved MoBA / dense', 'speedup', 'FLOP ratio', 'MoBA peak MiB'];
 
 function header(r: BenchResult): string[] {
   const p = r.problem;
@@ -164,7 +169,7 @@ export function markdownReport(r: BenchResult): string {
   const L = [`# ${title}`, '', ...rest.map((x) => `${x}  `), '', `Command: \`${r.command}\``, ''];
   L.push(`| ${HEAD.join(' | ')} |`, `|${HEAD.map((_, c) => (c < 2 ? '---' : '---:')).join('|')}|`);
   for (const row of rows(r)) L.push(`| ${row.join(' | ')} |`);
-  L.push('', 'speedup = dense time / MoBA time; FLOP ratio = dense FLOPs / MoBA FLOPs (MoBA FLOPs include routing).', '');
+  L.push('', 'speedup = dense time / MoBA time; FLOP ratio = dense FLOPs / MoBA FLOPs (MoBA FLOPs include routing); MoBA peak = the most of `memoryStats().peakBytes` over one route + forward + backward, inputs included (on the CPU an upper bound per call).', '');
   L.push(...scalingLines(r).map((x) => x.trim()), '', '## Targets', '', '| target | value | required | status |', '|---|---|---|---|');
   for (const t of r.targets) L.push(`| ${t.name}${t.note ? ` (${t.note})` : ''} | ${t.value} | ${t.target} | ${mark(t.met)} |`);
   return `${L.join('\n')}\n`;

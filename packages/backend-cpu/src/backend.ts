@@ -15,6 +15,7 @@ import { type CpuRouting, collect } from './collect.js';
 import { denseBackward, denseForward } from './dense.js';
 import { forward } from './forward.js';
 import { kconv, kconvBackward, kconvWorkspaceBytes } from './kconv.js';
+import { MIN_MEMORY_BYTES, THREADS_PER_CORE, defaultMemoryBytes } from './host.js';
 import { Pool } from './pool.js';
 import { route } from './route.js';
 import { type Cpu, KEY_TILE, Storage } from './tensor.js';
@@ -22,9 +23,17 @@ import { type Cpu, KEY_TILE, Storage } from './tensor.js';
 export interface CpuBackendOptions {
   /**
    * Worker threads for large problems (default: available cores, at most 16); 1 runs in the calling thread.
-   * Where there are no worker threads (browsers) every value runs in the calling thread and `threads` reads 1.
+   * At most 4 per available core (E_RANGE above: each worker costs memory and start-up time, and more of them
+   * than cores only queue). Where there are no worker threads (browsers) any value in [1, 256] runs in the
+   * calling thread and `threads` reads 1.
    */
   threads?: number;
+  /**
+   * Workspace bytes one call may use (`caps.memoryBytes`; E_MEMORY above it), an integer ≥ 1 MiB. Default: half
+   * of the machine's memory or of the process's cgroup memory limit, whichever is smaller (Node; in browsers half
+   * of `navigator.deviceMemory`, 4 GiB when it is not told).
+   */
+  memoryBytes?: number;
   /** Estimated FLOPs below which a job runs in the calling thread (default 2e7; 0 always uses workers). */
   minParallelWork?: number;
 }
@@ -57,8 +66,12 @@ export class CpuBackendImpl extends BackendShell<Float32Array, CpuRouting> imple
   constructor(opts: CpuBackendOptions = {}) {
     super('CPU');
     const workers = host.workers;
-    const threads = opts.threads === undefined ? Math.max(1, Math.min(16, workers?.defaultCount() ?? 1)) : checkInt('threads', opts.threads, 1, 256);
+    const cores = Math.max(1, workers?.defaultCount() ?? 1);
+    const threads = opts.threads === undefined ? Math.min(16, cores) : checkThreads(opts.threads, workers ? cores : null);
     this.threads = workers ? threads : 1; // no worker threads here: the calling thread only
+    const memoryBytes = opts.memoryBytes === undefined
+      ? defaultMemoryBytes(host.totalMemory(), host.memoryLimit())
+      : checkInt('memoryBytes', opts.memoryBytes, MIN_MEMORY_BYTES);
     const minWork = opts.minParallelWork ?? 2e7;
     if (typeof minWork !== 'number' || !(minWork >= 0)) {
       throw new MobaError('E_RANGE', `minParallelWork = ${String(minWork)} is invalid: must be a number >= 0`, 'minParallelWork');
@@ -70,7 +83,7 @@ export class CpuBackendImpl extends BackendShell<Float32Array, CpuRouting> imple
       dtypes: Object.freeze(['f32', 'f16', 'bf16'] as DType[]),
       maxHeadDim: 512, maxTopk: 1024, maxBlockSize: 1 << 20,
       nonCausal: true, kconv: true, maxKconvWidth: 64, kconvWeightDtype: 'any',
-      memoryBytes: Math.floor(host.totalMemory() / 2),
+      memoryBytes,
       deterministic: true,
     });
   }
@@ -78,7 +91,7 @@ export class CpuBackendImpl extends BackendShell<Float32Array, CpuRouting> imple
   async denseForward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, layout: Layout, opts: DenseOptions = {}): Promise<ForwardResult> {
     this.alive();
     const p = checkProblem(this.caps, q, k, v, layout, { blockSize: KEY_TILE, topk: 1, scale: opts?.scale });
-    const res = await denseForward(this.#cpu, p, { q: this.tensor('q', q), k: this.tensor('k', k), v: this.tensor('v', v) });
+    const res = await this.measured(() => denseForward(this.#cpu, p, { q: this.tensor('q', q), k: this.tensor('k', k), v: this.tensor('v', v) }));
     const { T, Hq, D, dtype } = p.shape;
     return { out: this.wrap(dtype, [T, Hq, D], res.out), lse: this.wrap('f32', [T, Hq], res.lse) };
   }
@@ -94,7 +107,7 @@ export class CpuBackendImpl extends BackendShell<Float32Array, CpuRouting> imple
       q: this.tensor('q', q), k: this.tensor('k', k), v: this.tensor('v', v),
       out: this.tensor('out', out), lse: this.tensor('lse', lse), dOut: this.tensor('dOut', dOut),
     };
-    const g = await denseBackward(this.#cpu, p, t);
+    const g = await this.measured(() => denseBackward(this.#cpu, p, t));
     const { T, Hq, Hkv, D, dtype } = p.shape;
     return { dq: this.wrap(dtype, [T, Hq, D], g.dq), dk: this.wrap(dtype, [T, Hkv, D], g.dk), dv: this.wrap(dtype, [T, Hkv, D], g.dv) };
   }
@@ -145,6 +158,18 @@ export class CpuBackendImpl extends BackendShell<Float32Array, CpuRouting> imple
     return kconvBackward(this.#cpu, p, k, w, dkOut, layout);
   }
 
+  protected bytesOf(data: Float32Array): number {
+    return data.byteLength;
+  }
+
+  protected routingBytesOf(r: CpuRouting): number {
+    return r.indices.byteLength + r.offsets.byteLength + r.rows.byteLength;
+  }
+
+  protected override allocatedBytes(): number {
+    return this.#cpu.mem.allocatedBytes;
+  }
+
   protected async doSync(): Promise<void> {
     // every job has finished when the op that ran it resolves
   }
@@ -158,4 +183,14 @@ export class CpuBackendImpl extends BackendShell<Float32Array, CpuRouting> imple
   protected async doDestroy(): Promise<void> {
     await this.#cpu.pool.close();
   }
+}
+
+/** `threads` as given: an integer in [1, 4 × cores] where workers run (`cores` known), else in [1, 256]. */
+function checkThreads(threads: unknown, cores: number | null): number {
+  if (cores === null) return checkInt('threads', threads, 1, 256);
+  const cap = THREADS_PER_CORE * cores;
+  if (typeof threads === 'number' && Number.isInteger(threads) && threads > cap) {
+    throw new MobaError('E_RANGE', `threads = ${threads} is invalid: must be an integer in [1, ${cap}] (at most ${THREADS_PER_CORE} per available core; this host has ${cores})`, 'threads');
+  }
+  return checkInt('threads', threads, 1, cap);
 }

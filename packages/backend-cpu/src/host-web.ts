@@ -1,7 +1,7 @@
 /**
  * The host everywhere but Node (`#host` under `default`): browsers and web workers. No Node built-ins, no
  * SharedArrayBuffer: kernels run in the calling thread. Memory comes from `navigator.deviceMemory` where the
- * browser tells it (Chromium, in GiB, rounded), else 4 GiB is assumed.
+ * browser tells it (Chromium, in GiB, rounded), else 4 GiB is assumed; there are no cgroups to read.
  */
 import type { Host } from './host.js';
 
@@ -13,5 +13,6 @@ export const host: Host = {
     const gib = nav?.deviceMemory;
     return (typeof gib === 'number' && gib > 0 ? gib : 4) * GIB;
   },
+  memoryLimit: () => null,
   workers: null,
 };

@@ -20,6 +20,9 @@ export interface Cpu {
 
 /** Allocates zeroed arrays of one backend: shared (for a worker pool) or plain (the calling thread only). */
 export class Storage {
+  /** Bytes of every array this storage made (ever increasing: the arrays go with their last reference). */
+  allocatedBytes = 0;
+
   constructor(readonly shared: boolean) {}
 
   f32(n: number): Float32Array {
@@ -43,6 +46,7 @@ export class Storage {
 
   #buffer(bytes: number): ArrayBufferLike {
     const n = Math.max(bytes, 0);
+    this.allocatedBytes += n;
     return this.shared ? new SharedArrayBuffer(n) : new ArrayBuffer(n);
   }
 }

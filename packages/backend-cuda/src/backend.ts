@@ -7,7 +7,7 @@
  */
 import {
   type Backend, type BackwardInputs, type Capabilities, type CheckedKconv, type CheckedProblem, type CheckedRoutingCall, type DType,
-  type DeviceTensor, type HostTensor, type Layout, type Qkv, type Routing,
+  type DeviceMemory, type DeviceTensor, type HostTensor, type Layout, type MemoryStats, type Qkv, type Routing,
   BackendShell, MobaError, hostTensor, numel,
 } from '@moba/core';
 import { Allocator, type Buf } from './allocator.js';
@@ -47,14 +47,13 @@ export interface CudaBackend extends Backend {
   /** Free and total device memory now. */
   memoryInfo(): { free: number; total: number };
   /**
-   * This backend's own device allocations (tensors, routings, workspace slots): bytes live now and the
-   * peak since creation or the last `resetPeakMemory()`, counting the requested sizes; `cachedBytes`:
-   * released buffers kept for reuse (at most 16 GiB; given back when an allocation would not fit
-   * otherwise, and by destroy()).
+   * The contract's MemoryStats of this backend's own device allocations (the sizes asked of cuMemAlloc, at least
+   * 16 B): `liveBytes` the caller's tensors and routings, `scratchBytes` the workspace slots kept between calls,
+   * `pooledBytes` released buffers kept for reuse (at most 16 GiB; given back when an allocation would not fit
+   * otherwise, and by destroy()), `peakBytes` the most in use at once since creation or `resetPeakMemory()`.
+   * `cachedBytes` is `pooledBytes` under its earlier name.
    */
-  memoryStats(): { liveBytes: number; peakBytes: number; cachedBytes: number };
-  /** Starts a new peak: `peakBytes` becomes the bytes live now. */
-  resetPeakMemory(): void;
+  memoryStats(): MemoryStats & { readonly cachedBytes: number };
   /**
    * Profiling: while `profiling` is true every kernel launch is synchronised and its wall time added to
    * a per-kernel total (ms); `takeProfile()` returns the totals since the last call and clears them.
@@ -123,12 +122,9 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
     return this.#drv.memInfo();
   }
 
-  memoryStats(): { liveBytes: number; peakBytes: number; cachedBytes: number } {
-    return this.#mem.stats();
-  }
-
-  resetPeakMemory(): void {
-    this.#mem.resetPeak();
+  override memoryStats(): MemoryStats & { readonly cachedBytes: number } {
+    const s = super.memoryStats();
+    return { ...s, cachedBytes: s.pooledBytes };
   }
 
   get profiling(): boolean {
@@ -224,6 +220,23 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
 
   protected async doKconvBackward(p: CheckedKconv, k: Buf, w: Buf, dkOut: Buf, layout: Layout): Promise<{ dk: Buf; dw: Buf }> {
     return kconvBackward(this.#c, p, k, w, dkOut, layout);
+  }
+
+  protected bytesOf(b: Buf): number {
+    return Math.max(b.bytes, 16); // as the allocator counts it
+  }
+
+  protected routingBytesOf(s: RoutingStore): number {
+    return routingBufs(s).reduce((n, b) => n + this.bytesOf(b), 0);
+  }
+
+  protected override deviceMemory(): DeviceMemory {
+    const s = this.#mem.stats();
+    return { inUseBytes: s.liveBytes, pooledBytes: s.cachedBytes, peakBytes: s.peakBytes };
+  }
+
+  protected override resetDevicePeak(): void {
+    this.#mem.resetPeak();
   }
 
   protected async doSync(): Promise<void> {

@@ -2,7 +2,7 @@
  * Device-memory planning (pure): the bytes each op allocates, checked against the device's free memory
  * before any allocation (E_MEMORY), and the reusable workspace slots a backend keeps between calls.
  */
-import { type DType, MobaError, dtypeBytes, fmtBytes } from '@moba/core';
+import { type DType, MobaError, checkIndexLimits as checkRoutingLimits, dtypeBytes, fmtBytes } from '@moba/core';
 
 export interface CudaProblem {
   readonly T: number;
@@ -27,12 +27,12 @@ export function opBytes(p: CudaProblem): { route: number; forward: number; backw
   };
 }
 
-/** Int32 indexing limits of the routing formats (offsets and rows are int32 on the device). */
+/**
+ * Int32 indexing limits of the routing formats (offsets and rows are int32 on the device): core's check (E_MEMORY),
+ * which the shell already ran on every call; repeated here where the stages plan device memory.
+ */
 export function checkIndexLimits(p: CudaProblem): void {
-  const n = p.T * p.Hq * p.topk;
-  if (n >= 2 ** 31 || p.Hq * p.totalBlocks + 1 >= 2 ** 31) {
-    throw new MobaError('E_UNSUPPORTED', `T·Hq·topk = ${n} exceeds the CUDA backend's int32 routing indices (< 2^31)`, 'T');
-  }
+  checkRoutingLimits(p);
 }
 
 /** Throws E_MEMORY when `need` bytes do not fit in `free` minus `reserve` (checked before allocating). */

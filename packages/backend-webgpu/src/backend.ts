@@ -9,7 +9,7 @@
 import {
   type Backend, type BackwardInputs, type Capabilities, type CheckedKconv, type CheckedProblem, type CheckedRoutingCall,
   type DType, type DeviceTensor, type HostTensor, type Layout, type Qkv, type Routing,
-  BackendShell, checkWorkspace, hostTensor, numel,
+  type DeviceMemory, BackendShell, checkWorkspace, hostTensor, numel,
 } from '@moba/core';
 import type { DkdvShape } from './backward-dkdv-shape.js';
 import { backwardPlan, encodeBackward } from './backward.js';
@@ -29,8 +29,12 @@ const F32 = 4;
 /** The WebGPU backend: the Backend contract plus the device it runs on and a live-buffer count. */
 export interface WebGpuBackend extends Backend {
   readonly device: GPUDevice;
-  /** Buffers this backend holds now (tensors, routings, placeholders); 0 after `destroy()`. */
+  /**
+   * Buffers in use now (tensors, routings, binding placeholders); freed buffers kept for reuse are not
+   * counted here but in `pooledBuffers`. Both 0 after `destroy()`.
+   */
   readonly liveBuffers: number;
+  readonly pooledBuffers: number;
   /** Bytes of the storage buffer holding a tensor: 4 per element for f32, 4·⌈n/2⌉ for f16/bf16 (two per word). */
   tensorBytes(t: DeviceTensor): number;
   /** GPU ms per kernel (`shader:entry`) since the last `clearTimings()`; empty unless created with `profile: true`. */
@@ -88,6 +92,10 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
 
   get liveBuffers(): number {
     return this.#ctx.buffers.liveBuffers;
+  }
+
+  get pooledBuffers(): number {
+    return this.#ctx.buffers.pooledBuffers;
   }
 
   tensorBytes(t: DeviceTensor): number {
@@ -199,6 +207,23 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
     encodeKconvBackward(l, this.#ctx, plan.geo, p.T, p.C, p.W, this.#kconvBuffers(l, p, plan.geo, k, w), dkOut, dz, dk, dw);
     await this.#submitKeeping(l, 'kconv backward', dk, dw);
     return { dk, dw };
+  }
+
+  protected bytesOf(buf: GPUBuffer): number {
+    return buf.size;
+  }
+
+  protected routingBytesOf(r: RoutingStore): number {
+    return r.indices.size + r.collected.size;
+  }
+
+  protected override deviceMemory(): DeviceMemory {
+    const b = this.#ctx.buffers;
+    return { inUseBytes: b.inUseBytes, pooledBytes: b.pooledBytes, peakBytes: b.peakBytes };
+  }
+
+  protected override resetDevicePeak(): void {
+    this.#ctx.buffers.resetPeak();
   }
 
   protected async doSync(): Promise<void> {

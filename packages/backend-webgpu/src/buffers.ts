@@ -1,6 +1,7 @@
 /**
- * The buffers of one backend: labelled storage buffers counted while alive, a pool of freed ones kept for
- * reuse, uploads, uniforms, placeholders for unused bindings, and readback to the host.
+ * The buffers of one backend: labelled storage buffers counted while alive (in use and pooled apart, in
+ * buffers and bytes, with the peak of the bytes in use), a pool of freed ones kept for reuse, uploads,
+ * uniforms, placeholders for unused bindings, and readback to the host.
  */
 /// <reference types="@webgpu/types" />
 import { MobaError, fmtBytes } from '@moba/core';
@@ -25,7 +26,7 @@ export function checkBufferSizes(limits: BufferLimits, sizes: Record<string, num
   }
 }
 
-/** Every live buffer of every GpuContext in this process (for leak checks). */
+/** Every buffer of every GpuContext in this process, in use or pooled (for leak checks). */
 let liveBuffersTotal = 0;
 export function liveBufferCount(): number {
   return liveBuffersTotal;
@@ -46,6 +47,8 @@ export class BufferPool {
   #pool = new Map<string, GPUBuffer[]>();
   #pooled = new Set<GPUBuffer>(); // in the order they were kept (oldest first)
   #pooledBytes = 0;
+  #heldBytes = 0; // bytes of #buffers
+  #peakInUse = 0;
   /** Most bytes of freed buffers kept for reuse (the backend sets it from its memory budget). */
   poolCapBytes = 0;
   #dummies = new Map<string, GPUBuffer>();
@@ -67,8 +70,33 @@ export class BufferPool {
     return b;
   }
 
+  /** Buffers in use (tensors, routings, placeholders, temporaries of an op in flight): held, not pooled. */
   get liveBuffers(): number {
+    return this.#buffers.size - this.#pooled.size;
+  }
+
+  /** Freed buffers kept for reuse. */
+  get pooledBuffers(): number {
+    return this.#pooled.size;
+  }
+
+  /** Every buffer this pool holds (in use + pooled); 0 after destroy(). */
+  get heldBuffers(): number {
     return this.#buffers.size;
+  }
+
+  /** Bytes of the buffers in use. */
+  get inUseBytes(): number {
+    return this.#heldBytes - this.#pooledBytes;
+  }
+
+  /** Most bytes in use at once since creation or `resetPeak()`. */
+  get peakBytes(): number {
+    return this.#peakInUse;
+  }
+
+  resetPeak(): void {
+    this.#peakInUse = this.inUseBytes;
   }
 
   /** A labelled storage buffer (at least 16 bytes: empty bindings are invalid). */
@@ -81,6 +109,7 @@ export class BufferPool {
       this.#pooled.delete(reused);
       this.#pooledBytes -= size;
       reused.label = label;
+      this.#notePeak();
       const enc = this.device.createCommandEncoder();
       enc.clearBuffer(reused); // zero, as a new buffer is; queued before any later write or use
       this.device.queue.submit([enc.finish()]);
@@ -88,6 +117,8 @@ export class BufferPool {
     }
     const b = this.device.createBuffer({ label, size, usage });
     this.#buffers.add(b);
+    this.#heldBytes += b.size;
+    this.#notePeak();
     liveBuffersTotal++;
     return b;
   }
@@ -136,6 +167,10 @@ export class BufferPool {
     return this.#pooledBytes;
   }
 
+  #notePeak(): void {
+    this.#peakInUse = Math.max(this.#peakInUse, this.inUseBytes);
+  }
+
   #evict(b: GPUBuffer): void {
     const list = this.#pool.get(`${b.size}:${b.usage}`);
     list?.splice(list.indexOf(b), 1);
@@ -146,6 +181,7 @@ export class BufferPool {
 
   #destroyBuffer(b: GPUBuffer): void {
     if (this.#buffers.delete(b)) {
+      this.#heldBytes -= b.size;
       liveBuffersTotal--;
       b.destroy();
     }
@@ -181,6 +217,7 @@ export class BufferPool {
     this.#pool.clear();
     this.#pooled.clear();
     this.#pooledBytes = 0;
+    this.#peakInUse = 0;
     this.#dummies.clear();
   }
 }

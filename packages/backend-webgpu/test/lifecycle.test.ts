@@ -79,10 +79,10 @@ describe('webgpu lifecycle', () => {
     // warm-up: the lazily made placeholders, and the pool of freed buffers kept for reuse (BufferPool.free)
     // fills up to what one problem needs at once
     for (let i = 0; i < 3; i++) await runProblem(b);
-    const steady = b.liveBuffers;
+    const steady = [b.liveBuffers, b.pooledBuffers];
     for (let i = 0; i < 100; i++) {
       await runProblem(b);
-      expect(b.liveBuffers).toBe(steady);
+      expect([b.liveBuffers, b.pooledBuffers]).toEqual(steady);
     }
     await b.destroy();
     expect(b.liveBuffers).toBe(0);
@@ -98,16 +98,17 @@ describe('webgpu lifecycle', () => {
       pool.poolCapBytes = 3 * 1024;
       const [a, b, c] = [pool.buffer('a', 1024), pool.buffer('b', 1024), pool.buffer('c', 1024)];
       pool.free(a, b, c);
-      expect([pool.pooledBytes, pool.liveBuffers]).toEqual([3 * 1024, 3]);
+      expect([pool.pooledBytes, pool.heldBuffers, pool.liveBuffers, pool.pooledBuffers]).toEqual([3 * 1024, 3, 0, 3]);
       const big = pool.buffer('big', 2048); // not in the pool: a new buffer
-      expect(pool.liveBuffers).toBe(4);
+      expect([pool.heldBuffers, pool.liveBuffers, pool.inUseBytes]).toEqual([4, 1, 2048]);
       pool.free(big); // makes room by destroying a and b, the oldest
-      expect([pool.pooledBytes, pool.liveBuffers]).toEqual([3 * 1024, 2]);
+      expect([pool.pooledBytes, pool.heldBuffers, pool.pooledBuffers]).toEqual([3 * 1024, 2, 2]);
       expect(pool.buffer('again', 2048)).toBe(big); // reused: same size and usage
       expect(pool.buffer('c again', 1024)).toBe(c);
       expect(pool.pooledBytes).toBe(0);
       pool.free(pool.buffer('too big', 4096, USAGE.STORAGE | USAGE.COPY_DST)); // over the cap: destroyed at once
-      expect(pool.liveBuffers).toBe(2);
+      expect([pool.heldBuffers, pool.liveBuffers]).toEqual([2, 2]);
+      expect(pool.peakBytes).toBe(2048 + 1024 + 4096); // 'again', 'c again' and 'too big' in use at once
     } finally {
       ctx.destroy();
       await owner.destroy();
@@ -128,7 +129,7 @@ describe('webgpu lifecycle', () => {
         await b.destroy();
         expect(b.liveBuffers).toBe(0);
       }
-      expect(liveBufferCount()).toBe(base + owner.liveBuffers); // only the owner's placeholders remain
+      expect(liveBufferCount()).toBe(base + owner.liveBuffers + owner.pooledBuffers); // only the owner's placeholders and pool remain
       expect(await runProblem(owner)).toEqual(expected); // the shared device was not destroyed
     } finally {
       await owner.destroy();

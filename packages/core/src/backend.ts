@@ -8,7 +8,7 @@ import {
 } from './config.js';
 import type { DType } from './dtype.js';
 import { MobaError, checkInt } from './errors.js';
-import { type Plan, plan } from './plan.js';
+import { type Plan, checkIndexLimits, plan } from './plan.js';
 import { validateRoutingIndices } from './routing.js';
 import type { HostTensor } from './tensor.js';
 
@@ -64,6 +64,32 @@ export interface BackwardResult {
   readonly dv: DeviceTensor;
 }
 
+/**
+ * A backend's memory, in bytes (`memoryStats()`). Where a backend cannot see a figure it reads 0; after
+ * `destroy()` every field is 0.
+ */
+export interface MemoryStats {
+  /** Bytes of the tensors and routings this backend handed out and the caller has not disposed (nor let be collected). */
+  readonly liveBytes: number;
+  /** Tensors among them. */
+  readonly liveTensors: number;
+  /** Routings among them. */
+  readonly liveRoutings: number;
+  /**
+   * Bytes the backend holds besides them, for itself: workspace kept between calls, binding placeholders, the
+   * temporaries of a call in flight (0 on host backends, whose temporaries are garbage-collected).
+   */
+  readonly scratchBytes: number;
+  /** Bytes of freed buffers kept for reuse by later allocations (not in use; 0 where there is no pool). */
+  readonly pooledBytes: number;
+  /**
+   * Most bytes in use at once (held by the caller plus scratch, the pool excluded) since the backend was created
+   * or `resetPeakMemory()`; never less than `liveBytes + scratchBytes`. GPU backends count every allocation;
+   * host backends bound each call from above: the bytes in use when it started plus all it allocated.
+   */
+  readonly peakBytes: number;
+}
+
 export interface Backend {
   readonly name: string;
   readonly caps: Capabilities;
@@ -94,6 +120,10 @@ export interface Backend {
   dispose(...items: (DeviceTensor | Routing)[]): void;
   /** Frees everything the backend holds; the backend is unusable afterwards. */
   destroy(): Promise<void>;
+  /** The backend's memory now (MemoryStats); all zeros after `destroy()` (never throws). */
+  memoryStats(): MemoryStats;
+  /** Starts a new peak: `peakBytes` becomes the bytes in use now (a no-op after `destroy()`). */
+  resetPeakMemory(): void;
 }
 
 export interface CheckedProblem {
@@ -125,7 +155,8 @@ export interface CheckedKconv {
 
 /**
  * The common validation of SPEC §7 for route/forward/backward: shapes, dtypes, layout, config, the
- * backend's declared caps, and the workspace against `caps.memoryBytes` (before any allocation).
+ * backend's declared caps, the int32 routing limits (`checkIndexLimits`) and the workspace against
+ * `caps.memoryBytes` (both E_MEMORY, before any allocation).
  */
 export function checkProblem(caps: Capabilities, q: TensorLike, k: TensorLike, v: TensorLike | null, layout: Layout, cfg: MobaConfig): CheckedProblem {
   const shape = v === null ? validateQk(q, k) : validateQkv(q, k, v);
@@ -134,6 +165,7 @@ export function checkProblem(caps: Capabilities, q: TensorLike, k: TensorLike, v
   const rc = resolveConfig(cfg, shape.D, caps);
   if (!rc.causal && !caps.nonCausal) throw new MobaError('E_UNSUPPORTED', 'causal = false is not supported by this backend (caps.nonCausal is false)', 'causal');
   const seqs = sequences(layout, rc.blockSize);
+  checkIndexLimits({ T: shape.T, Hq: shape.Hq, topk: rc.topk, totalBlocks: seqs.totalBlocks });
   const p = plan(shape, layout, rc);
   const need = p.workspaceBytes;
   if (need > caps.memoryBytes) {
@@ -151,6 +183,7 @@ export function checkRoutingCall(caps: Capabilities, indices: Int32Array, shape:
   const rc = resolveConfig(cfg, 1, caps); // the scale is not used by a routing
   if (!rc.causal && !caps.nonCausal) throw new MobaError('E_UNSUPPORTED', 'causal = false is not supported by this backend (caps.nonCausal is false)', 'causal');
   const seqs = sequences(layout, rc.blockSize);
+  checkIndexLimits({ T, Hq, topk: rc.topk, totalBlocks: seqs.totalBlocks }); // before the indices' length is read
   validateRoutingIndices(indices, T, Hq, seqs, rc);
   return { T, Hq, cfg: rc, seqs };
 }

@@ -75,3 +75,72 @@ export function checkRoutingLayout<S extends { readonly cuSeqlens: Int32Array }>
 function isObject(x: unknown): x is object {
   return x !== null && typeof x === 'object';
 }
+
+interface LedgerEntry {
+  readonly gen: number;
+  readonly bytes: number;
+  readonly routing: boolean;
+}
+
+/**
+ * The shell's count of the bytes behind live handles (MemoryStats `liveBytes`, `liveTensors`, `liveRoutings`) and
+ * the peak of the bytes in use. A handle leaves the count when it is freed or, never freed, garbage-collected;
+ * `clear()` (destroy) forgets every handle at once.
+ */
+export class MemoryLedger {
+  liveBytes = 0;
+  liveTensors = 0;
+  liveRoutings = 0;
+  #peak = 0;
+  #gen = 0;
+  readonly #entries = new WeakMap<object, LedgerEntry>();
+  readonly #gc = new FinalizationRegistry<LedgerEntry>((e) => this.#drop(e));
+
+  /** Most bytes in use at once since creation or `resetPeak`. */
+  get peakBytes(): number {
+    return this.#peak;
+  }
+
+  /** Counts a new handle holding `bytes`. */
+  add(handle: object, bytes: number, routing: boolean): void {
+    const e: LedgerEntry = { gen: this.#gen, bytes, routing };
+    this.#entries.set(handle, e);
+    this.#gc.register(handle, e, handle);
+    this.liveBytes += bytes;
+    if (routing) this.liveRoutings++;
+    else this.liveTensors++;
+    this.note(this.liveBytes);
+  }
+
+  /** Stops counting a freed handle (idempotent). */
+  remove(handle: object): void {
+    const e = this.#entries.get(handle);
+    if (!e) return;
+    this.#entries.delete(handle);
+    this.#gc.unregister(handle);
+    this.#drop(e);
+  }
+
+  /** Raises the peak to `inUse` bytes if it is higher. */
+  note(inUse: number): void {
+    if (inUse > this.#peak) this.#peak = inUse;
+  }
+
+  /** The peak becomes `inUse` (default: the live bytes). */
+  resetPeak(inUse = this.liveBytes): void {
+    this.#peak = inUse;
+  }
+
+  /** Forgets every handle and the peak (destroy); handles collected later are ignored. */
+  clear(): void {
+    this.#gen++;
+    this.liveBytes = this.liveTensors = this.liveRoutings = this.#peak = 0;
+  }
+
+  #drop(e: LedgerEntry): void {
+    if (e.gen !== this.#gen) return;
+    this.liveBytes -= e.bytes;
+    if (e.routing) this.liveRoutings--;
+    else this.liveTensors--;
+  }
+}

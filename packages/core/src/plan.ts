@@ -5,6 +5,30 @@
  */
 import type { Layout, ProblemShape, ResolvedConfig } from './config.js';
 import { dtypeBytes } from './dtype.js';
+import { MobaError } from './errors.js';
+
+/**
+ * Largest routing every backend can hold: its entries (`T·Hq·topk`, one per routing slot) and the collected
+ * offsets (`Hq·blocks + 1`) are int32 on every device (CPU `Int32Array`s, WGSL `i32`/`u32`, CUDA `int`), so each
+ * count must stay at most 2^31 − 1.
+ */
+export const MAX_ROUTING_ENTRIES = 2 ** 31 - 1;
+
+/**
+ * E_MEMORY, before anything is allocated, when a routing of `T` tokens, `Hq` query heads and `topk` slots over
+ * `totalBlocks` key blocks (all sequences) would overflow the int32 offsets of MAX_ROUTING_ENTRIES.
+ */
+export function checkIndexLimits(d: { readonly T: number; readonly Hq: number; readonly topk: number; readonly totalBlocks: number }): void {
+  const entries = d.T * d.Hq * d.topk;
+  const offsets = d.Hq * d.totalBlocks + 1;
+  const fix = 'split the batch or the heads over several calls, or lower topk';
+  if (entries > MAX_ROUTING_ENTRIES) {
+    throw new MobaError('E_MEMORY', `T·Hq·topk = ${d.T}·${d.Hq}·${d.topk} = ${entries} routing entries exceed the int32 routing offsets of every backend (at most 2^31 − 1 = ${MAX_ROUTING_ENTRIES}): ${fix}`, 'T');
+  }
+  if (offsets > MAX_ROUTING_ENTRIES) {
+    throw new MobaError('E_MEMORY', `Hq·blocks + 1 = ${d.Hq}·${d.totalBlocks} + 1 = ${offsets} collected offsets exceed the int32 routing offsets of every backend (at most 2^31 − 1 = ${MAX_ROUTING_ENTRIES}): ${fix}`, 'T');
+  }
+}
 
 export interface Plan {
   /** Query-key pairs attended, summed over query heads (exact for causal routing). */

@@ -7,14 +7,26 @@
  */
 import {
   type BackwardResult, type Backend, type Capabilities, type CheckedKconv, type CheckedProblem, type CheckedRoutingCall,
-  type DeviceTensor, type ForwardResult, type Routing,
+  type DeviceTensor, type ForwardResult, type MemoryStats, type Routing,
   checkBackwardTensors, checkKconv, checkProblem, checkRouting, checkRoutingCall,
 } from './backend.js';
 import type { Layout, MobaConfig } from './config.js';
 import type { DType } from './dtype.js';
 import { MobaError } from './errors.js';
-import { HandleTable, checkRoutingLayout } from './handles.js';
+import { HandleTable, MemoryLedger, checkRoutingLayout } from './handles.js';
 import { type HostTensor, checkTensor } from './tensor.js';
+
+export { timeBackend, wrapBackend, type BackendOp, type TimingHooks } from './wrap.js';
+
+/** What a backend counts of its device memory beyond the handles (BackendShell.deviceMemory). */
+export interface DeviceMemory {
+  /** Bytes allocated and neither freed nor pooled: the handles' data plus the backend's scratch. */
+  readonly inUseBytes: number;
+  /** Bytes of freed buffers kept for reuse. */
+  readonly pooledBytes: number;
+  /** Most of `inUseBytes` at once since creation or the last `resetDevicePeak()`. */
+  readonly peakBytes: number;
+}
 
 /** Tensor data of one attention call, by contract name. */
 export interface Qkv<T> { readonly q: T; readonly k: T; readonly v: T }
@@ -35,6 +47,7 @@ export abstract class BackendShell<TData, RData> implements Backend {
   readonly #label: string;
   readonly #tensors: HandleTable<TData>;
   readonly #routings: HandleTable<RoutingEntry<RData>>;
+  readonly #ledger = new MemoryLedger();
   #destroyed = false;
 
   constructor(label: string) {
@@ -64,6 +77,18 @@ export abstract class BackendShell<TData, RData> implements Backend {
   protected abstract freeRouting(store: RData, handle: Routing): void;
   /** Releases the device after every handle was forgotten (runs once). */
   protected abstract doDestroy(): Promise<void>;
+  /** Bytes behind a tensor's data and a routing's store (MemoryStats `liveBytes`). */
+  protected abstract bytesOf(data: TData): number;
+  protected abstract routingBytesOf(store: RData): number;
+  /** The device's own counts (GPU allocators); null: the shell's count of the handles is all there is. */
+  protected deviceMemory(): DeviceMemory | null {
+    return null;
+  }
+  protected resetDevicePeak(): void {}
+  /** Bytes allocated since creation, ever increasing (host backends: bounds each call's peak; 0: not counted). */
+  protected allocatedBytes(): number {
+    return 0;
+  }
   /** Extra liveness checks of the device, run before every call (e.g. make its context current). */
   protected checkDevice(): void {}
   /** Called for every new handle (e.g. to register it for collection). */
@@ -77,7 +102,7 @@ export abstract class BackendShell<TData, RData> implements Backend {
     if (!this.caps.dtypes.includes(t.dtype)) {
       throw new MobaError('E_UNSUPPORTED', `dtype ${t.dtype} is not supported by the ${this.#label} backend: allowed ${this.caps.dtypes.join(', ')}`, 'dtype');
     }
-    return this.wrap(t.dtype, t.shape, await this.doUpload(t));
+    return this.wrap(t.dtype, t.shape, await this.measured(() => this.doUpload(t)));
   }
 
   async download(t: DeviceTensor): Promise<HostTensor> {
@@ -87,14 +112,14 @@ export abstract class BackendShell<TData, RData> implements Backend {
   async route(q: DeviceTensor, k: DeviceTensor, layout: Layout, cfg: MobaConfig): Promise<Routing> {
     this.alive();
     const p = checkProblem(this.caps, q, k, null, layout, cfg);
-    const store = await this.doRoute(p, this.tensor('q', q), this.tensor('k', k), layout);
+    const store = await this.measured(() => this.doRoute(p, this.tensor('q', q), this.tensor('k', k), layout));
     return this.#newRouting(store, p.shape.T, p.shape.Hq, layout, p.cfg);
   }
 
   async routingFromIndices(indices: Int32Array, shape: { T: number; Hq: number }, layout: Layout, cfg: MobaConfig): Promise<Routing> {
     this.alive();
     const p = checkRoutingCall(this.caps, indices, shape, layout, cfg);
-    const store = await this.doRoutingFromIndices(indices, p, layout);
+    const store = await this.measured(() => this.doRoutingFromIndices(indices, p, layout));
     return this.#newRouting(store, p.T, p.Hq, layout, p.cfg);
   }
 
@@ -107,7 +132,7 @@ export abstract class BackendShell<TData, RData> implements Backend {
     const p = checkProblem(this.caps, q, k, v, layout, cfg);
     checkRouting(r, this.name, p.shape, p.cfg);
     const rs = this.#routingFor(r, layout);
-    const res = await this.doForward(p, { q: this.tensor('q', q), k: this.tensor('k', k), v: this.tensor('v', v) }, rs, layout);
+    const res = await this.measured(() => this.doForward(p, { q: this.tensor('q', q), k: this.tensor('k', k), v: this.tensor('v', v) }, rs, layout));
     const { T, Hq, D, dtype } = p.shape;
     return { out: this.wrap(dtype, [T, Hq, D], res.out), lse: this.wrap('f32', [T, Hq], res.lse) };
   }
@@ -125,7 +150,7 @@ export abstract class BackendShell<TData, RData> implements Backend {
       q: this.tensor('q', q), k: this.tensor('k', k), v: this.tensor('v', v),
       out: this.tensor('out', out), lse: this.tensor('lse', lse), dOut: this.tensor('dOut', dOut),
     };
-    const g = await this.doBackward(p, t, rs, layout);
+    const g = await this.measured(() => this.doBackward(p, t, rs, layout));
     const { T, Hq, Hkv, D, dtype } = p.shape;
     return { dq: this.wrap(dtype, [T, Hq, D], g.dq), dk: this.wrap(dtype, [T, Hkv, D], g.dk), dv: this.wrap(dtype, [T, Hkv, D], g.dv) };
   }
@@ -133,14 +158,14 @@ export abstract class BackendShell<TData, RData> implements Backend {
   async kconv(k: DeviceTensor, w: DeviceTensor, layout: Layout): Promise<DeviceTensor> {
     this.alive();
     const p = checkKconv(this.caps, k, w, layout);
-    const out = await this.doKconv(p, this.tensor('k', k), this.tensor('kconvWeight', w), layout);
+    const out = await this.measured(() => this.doKconv(p, this.tensor('k', k), this.tensor('kconvWeight', w), layout));
     return this.wrap(p.dtype, [p.T, p.Hkv, p.D], out);
   }
 
   async kconvBackward(k: DeviceTensor, w: DeviceTensor, dkOut: DeviceTensor, layout: Layout): Promise<{ dk: DeviceTensor; dw: DeviceTensor }> {
     this.alive();
     const p = checkKconv(this.caps, k, w, layout, dkOut);
-    const g = await this.doKconvBackward(p, this.tensor('k', k), this.tensor('kconvWeight', w), this.tensor('dkOut', dkOut), layout);
+    const g = await this.measured(() => this.doKconvBackward(p, this.tensor('k', k), this.tensor('kconvWeight', w), this.tensor('dkOut', dkOut), layout));
     return { dk: this.wrap(p.dtype, [p.T, p.Hkv, p.D], g.dk), dw: this.wrap(p.wDtype, [p.C, p.W], g.dw) };
   }
 
@@ -153,11 +178,14 @@ export abstract class BackendShell<TData, RData> implements Backend {
     for (const it of items) {
       const data = this.#tensors.free(it);
       if (data !== undefined) {
+        this.#ledger.remove(it);
         this.freeTensor(data, it as DeviceTensor);
         continue;
       }
       const r = this.#routings.free(it);
-      if (r !== undefined) this.freeRouting(r.store, it as Routing);
+      if (r === undefined) continue;
+      this.#ledger.remove(it);
+      this.freeRouting(r.store, it as Routing);
     }
   }
 
@@ -166,7 +194,24 @@ export abstract class BackendShell<TData, RData> implements Backend {
     this.#destroyed = true;
     this.#tensors.clear(); // drop every reference to the backend's data
     this.#routings.clear();
+    this.#ledger.clear();
     await this.doDestroy();
+  }
+
+  memoryStats(): MemoryStats {
+    if (this.#destroyed) return { liveBytes: 0, liveTensors: 0, liveRoutings: 0, scratchBytes: 0, pooledBytes: 0, peakBytes: 0 };
+    const l = this.#ledger;
+    const dev = this.deviceMemory();
+    const scratchBytes = dev ? Math.max(0, dev.inUseBytes - l.liveBytes) : 0;
+    const peakBytes = Math.max(l.peakBytes, dev?.peakBytes ?? 0, l.liveBytes + scratchBytes);
+    return { liveBytes: l.liveBytes, liveTensors: l.liveTensors, liveRoutings: l.liveRoutings, scratchBytes, pooledBytes: dev?.pooledBytes ?? 0, peakBytes };
+  }
+
+  resetPeakMemory(): void {
+    if (this.#destroyed) return;
+    this.resetDevicePeak();
+    const dev = this.deviceMemory();
+    this.#ledger.resetPeak(Math.max(this.#ledger.liveBytes, dev?.inUseBytes ?? 0));
   }
 
   // ---------------------------------------------------------------- for the backend's own extra ops
@@ -188,10 +233,26 @@ export abstract class BackendShell<TData, RData> implements Backend {
     return this.#tensors.get(param, t);
   }
 
+  /**
+   * Runs one op's stage and raises the peak to the bytes in use when it started plus all it allocated
+   * (`allocatedBytes`); backends' own ops (a dense baseline) may run through it too.
+   */
+  protected async measured<R>(stage: () => Promise<R>): Promise<R> {
+    const dev = this.deviceMemory();
+    const start = Math.max(this.#ledger.liveBytes, dev?.inUseBytes ?? 0);
+    const a0 = this.allocatedBytes();
+    try {
+      return await stage();
+    } finally {
+      this.#ledger.note(start + this.allocatedBytes() - a0);
+    }
+  }
+
   /** A new tensor handle for `data`. */
   protected wrap(dtype: DType, shape: readonly number[], data: TData): DeviceTensor {
     const t: DeviceTensor = Object.freeze({ backend: this.name, dtype, shape: Object.freeze([...shape]) });
     this.#tensors.add(t, data);
+    this.#ledger.add(t, this.bytesOf(data), false);
     this.adopted(t, data);
     return t;
   }
@@ -209,72 +270,8 @@ export abstract class BackendShell<TData, RData> implements Backend {
   #newRouting(store: RData, T: number, Hq: number, layout: Layout, rc: { topk: number; blockSize: number; causal: boolean }): Routing {
     const r: Routing = Object.freeze({ backend: this.name, T, Hq, topk: rc.topk, blockSize: rc.blockSize, causal: rc.causal });
     this.#routings.add(r, { store, cuSeqlens: Int32Array.from(layout.cuSeqlens) });
+    this.#ledger.add(r, this.routingBytesOf(store), true);
     this.adopted(r, store);
     return r;
   }
-}
-
-/**
- * A backend that delegates every member of the contract to `inner`, except those in `over`: for
- * instrumentation (timing, event logs) and for deliberately faulty test backends.
- */
-export function wrapBackend(inner: Backend, over: Partial<Backend> = {}): Backend {
-  const b: Backend = {
-    name: inner.name,
-    caps: inner.caps,
-    upload: (t) => inner.upload(t),
-    download: (t) => inner.download(t),
-    route: (q, k, l, c) => inner.route(q, k, l, c),
-    routingFromIndices: (i, s, l, c) => inner.routingFromIndices(i, s, l, c),
-    routingIndices: (r) => inner.routingIndices(r),
-    forward: (q, k, v, r, l, c) => inner.forward(q, k, v, r, l, c),
-    backward: (q, k, v, o, lse, g, r, l, c) => inner.backward(q, k, v, o, lse, g, r, l, c),
-    kconv: (k, w, l) => inner.kconv(k, w, l),
-    kconvBackward: (k, w, g, l) => inner.kconvBackward(k, w, g, l),
-    sync: () => inner.sync(),
-    dispose: (...items) => inner.dispose(...items),
-    destroy: () => inner.destroy(),
-  };
-  return { ...b, ...over };
-}
-
-/** The contract's data ops, as `timeBackend` names them. */
-export type BackendOp = 'upload' | 'download' | 'route' | 'routingFromIndices' | 'routingIndices' | 'forward' | 'backward' | 'kconv' | 'kconvBackward';
-
-export interface TimingHooks {
-  /** Called before an op starts (after the device went idle). */
-  start?(op: BackendOp): void;
-  /** Called with the op's milliseconds, from an idle device to the op's completion on the device (also when it failed). */
-  end(op: BackendOp, ms: number): void;
-}
-
-/**
- * A backend whose every data op is timed to device completion: `sync()` before the op starts (so earlier
- * work is not counted) and after it resolves (so queued work is), then `hooks.end(op, ms)`. Results are
- * exactly those of `inner`.
- */
-export function timeBackend(inner: Backend, hooks: TimingHooks): Backend {
-  const time = async <R>(op: BackendOp, f: () => Promise<R>): Promise<R> => {
-    await inner.sync();
-    hooks.start?.(op);
-    const t0 = performance.now();
-    try {
-      const r = await f();
-      await inner.sync();
-      return r;
-    } finally {
-      hooks.end(op, performance.now() - t0);
-    }
-  };
-  return wrapBackend(inner, {
-    upload: (t) => time('upload', () => inner.upload(t)),
-    download: (t) => time('download', () => inner.download(t)),
-    route: (q, k, l, c) => time('route', () => inner.route(q, k, l, c)),
-    routingFromIndices: (i, s, l, c) => time('routingFromIndices', () => inner.routingFromIndices(i, s, l, c)),
-    routingIndices: (r) => time('routingIndices', () => inner.routingIndices(r)),
-    forward: (q, k, v, r, l, c) => time('forward', () => inner.forward(q, k, v, r, l, c)),
-    backward: (q, k, v, o, lse, g, r, l, c) => time('backward', () => inner.backward(q, k, v, o, lse, g, r, l, c)),
-    kconv: (k, w, l) => time('kconv', () => inner.kconv(k, w, l)),
-    kconvBackward: (k, w, g, l) => time('kconvBackward', () => inner.kconvBackward(k, w, g, l)),
-  });
 }

@@ -87,6 +87,15 @@ class ReferenceBackend extends BackendShell<HostTensor, Int32Array> {
     return { dk: put(g.dk, p.dtype, k.shape), dw: put(g.dw, p.wDtype, w.shape) };
   }
 
+  /** Host memory: the bytes of a tensor's data and of a routing's indices; no scratch, no pool. */
+  protected bytesOf(h: HostTensor): number {
+    return h.data.byteLength;
+  }
+
+  protected routingBytesOf(indices: Int32Array): number {
+    return indices.byteLength;
+  }
+
   protected async doSync(): Promise<void> {}
   protected freeTensor(): void {}
   protected freeRouting(): void {}

@@ -7,6 +7,7 @@ import { determinismProperties } from './determinism.js';
 import { forwardProperties } from './forward.js';
 import { hostileProperties } from './hostile.js';
 import { kconvProperties } from './kconv.js';
+import { memoryProperties } from './memory.js';
 import { mobaProperties } from './moba.js';
 import { oracleProperties } from './oracles.js';
 import { routingProperties } from './routing.js';
@@ -23,6 +24,7 @@ export const coreProperties: readonly Property[] = [
   ...hostileProperties,
   ...determinismProperties,
   ...validationProperties,
+  ...memoryProperties,
 ];
 
 /** The properties whose `group: name` contains one of `only`'s strings (all of them when `only` has none). */
