@@ -78,8 +78,8 @@ fn max4(x: vec4<f32>) -> f32 { return max(max(x.x, x.y), max(x.z, x.w)); }
 // Row r's scores (log2 domain), −∞ where masked; a NaN score or a NaN key marks the row.
 fn maskRow(s: vec4<f32>, r: u32, pos: vec4<u32>, keyOk: vec4<bool>, kNan: vec4<bool>, nRows: u32, b1: u32) -> vec4<f32> {
   let valid = (pos < vec4<u32>(b1)) & !(vec4<bool>(P.causal != 0u) & (pos > vec4<u32>(rowIds[r]))) & vec4<bool>(r < nRows);
-  if (any(valid & (isNan4(s) | kNan))) { atomicOr(&rowBad[r], 1u); }
-  return select(vec4<f32>(negInf()), s * P.scaleLog2, valid & keyOk & !isNan4(s));
+  if (any(valid & (notFinite4(s) | kNan))) { atomicOr(&rowBad[r], 1u); }
+  return select(vec4<f32>(negInf()), s * P.scaleLog2, valid & keyOk & !notFinite4(s));
 }
 
 fn expRow(s: vec4<f32>, m: f32) -> vec4<f32> { return select(exp2(s - m), vec4<f32>(0.0), s == vec4<f32>(negInf())); }
@@ -143,12 +143,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       m = mNew;
     }
     accumulatePV(&o, transpose(pr), hk, p0, b1, kEnd, ch.rows, lid);
-    // -- NaN in v reaches the rows that attend the key (their p > 0) --
+    // -- a non-finite v reaches every row that attends the key (p = 0 or not: the reference's 0 · NaN) --
     if (rowsIn) {
       let vNan = (vec4<u32>(atomicLoad(&keyBad[tx * 4u]), atomicLoad(&keyBad[tx * 4u + 1u]), atomicLoad(&keyBad[tx * 4u + 2u]), atomicLoad(&keyBad[tx * 4u + 3u])) & vec4<u32>(2u)) != vec4<u32>(0u);
       if (any(vNan)) {
         for (var i = 0u; i < 4u; i++) {
-          if (any(vNan & (pr[i] > vec4<f32>(0.0)))) { atomicOr(&rowBad[r0 + i], 2u); }
+          if (any(vNan & (sv[i] != vec4<f32>(negInf())))) { atomicOr(&rowBad[r0 + i], 2u); }
         }
       }
     }

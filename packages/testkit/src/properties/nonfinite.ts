@@ -57,9 +57,9 @@ export async function nonFiniteErrors(ctx: { readonly backend: Backend }, p: Pro
   const { T, Hq, Hkv, D } = p.shape;
   return scoped(b, async (s) => {
     const d = await uploadProblem(s, p);
-    if (opts.route) s.own(await withTimeout(b.route(d.q, d.k, p.layout, p.cfg), 60_000, 'route() with a non-finite input'));
+    if (opts.route) s.own(await withTimeout(b.route(d.q, d.k, p.layout, p.cfg), 300_000, 'route() with a non-finite input'));
     const r = s.own(await b.routingFromIndices(indices.slice(), { T, Hq }, p.layout, p.cfg));
-    const got = await withTimeout(runAttention(s, p, d, r, { backward: true }), 60_000, 'forward/backward with a non-finite input');
+    const got = await withTimeout(runAttention(s, p, d, r, { backward: true }), 300_000, 'forward/backward with a non-finite input');
     const rp = referencePair(p, indices);
     const lines = [
       ...rowSetErrors('out', got.out, rp.ref.out, D, Hq),
@@ -209,8 +209,8 @@ export const nonFiniteProperties: Property[] = [
         const lines = await scoped(b, async (s) => {
           const kd = await s.up(k.t);
           const wd = await s.up(w.t);
-          const kOut = await s.f64(s.own(await withTimeout(b.kconv(kd, wd, layout), 60_000, 'kconv with a non-finite input')));
-          const g = await withTimeout(b.kconvBackward(kd, wd, await s.up(dkOut.t), layout), 60_000, 'kconvBackward with a non-finite input');
+          const kOut = await s.f64(s.own(await withTimeout(b.kconv(kd, wd, layout), 300_000, 'kconv with a non-finite input')));
+          const g = await withTimeout(b.kconvBackward(kd, wd, await s.up(dkOut.t), layout), 300_000, 'kconvBackward with a non-finite input');
           s.own(g.dk);
           s.own(g.dw);
           const dk = await s.f64(g.dk);
