@@ -26,7 +26,7 @@ __device__ void forward(const T* q, const T* k, const T* v, const int* indices, 
     for (int d = lane; d < D; d += WARP) sq[d] = ld(q, ((i64)t * Hq + h) * D + d) * qs;
     __syncwarp();
     float m = -INFINITY, l = 0.f, acc[MAX_DPL];
-    bool nan_row = false;  // a NaN score makes the whole row NaN (SPEC §7), as in the reference
+    bool nan_row = false;  // a non-finite score makes the whole row NaN (docs/api.md), as in the reference
     for (int r = 0; r < MAX_DPL; ++r) acc[r] = 0.f;
     const int* sel = indices + ((i64)t * Hq + h) * topk;
     for (int i = 0; i < topk; ++i) {
@@ -42,7 +42,7 @@ __device__ void forward(const T* q, const T* k, const T* v, const int* indices, 
           x = 0.f;
           for (int d = 0; d < D; ++d) x += sq[d] * ld(kp, d);
         }
-        nan_row |= __any_sync(0xffffffffu, x != x);
+        nan_row |= __any_sync(0xffffffffu, lane < n && not_finite(x));  // NaN or ±inf: q or k non-finite
         const float mc = warp_max(x);
         const float mn = fmaxf(m, mc);
         if (mn == -INFINITY) continue;  // nothing finite yet (keys of -inf score)
@@ -139,7 +139,7 @@ __device__ __forceinline__ void fwd_tile(const T* sq, const T* sk, const T* sv, 
     for (int e = 0; e < 4; ++e) {  // mask and scale (log2 units)
       const int key = kt0 + n * 8 + 2 * cq + (e & 1), t = trow[e / 2];
       const bool ok = t >= 0 && key < kend && (!causal || key <= t);
-      s[n][e] = ok ? s[n][e] * sl2 : -INFINITY;
+      s[n][e] = ok ? (not_finite(s[n][e]) ? NAN : s[n][e] * sl2) : -INFINITY;  // non-finite score: P, l, O NaN
       mx[e / 2] = fmaxf(mx[e / 2], s[n][e]);
     }
   float mu[2], sum[2] = {0.f, 0.f};
