@@ -231,7 +231,7 @@ fn probabilities(t: Tile, nr: u32, s: Rows, dp: Rows, tx: u32, ty: u32) {
       let c = tx * 4u + j;
       let pos = t.c0 + c;
       if (r >= nr || pos >= t.c1 || (P.causal != 0u && pos > rowIds[r])) { continue; }
-      let pBad = (rIn & 1u) != 0u || (kIn[j] & 1u) != 0u || notFinite(s[i][j]) || notFinite(lse);
+      let pBad = (rIn & 1u) != 0u || (kIn[j] & 1u) != 0u || notFinite(s[i][j]) || isNan(lse);
       let dsBad = pBad || (rIn & 2u) != 0u || (kIn[j] & 2u) != 0u || notFinite(dp[i][j]) || notFinite(delta);
       let dvBad = pBad || (rIn & 2u) != 0u;     // P NaN, or dO NaN
       let dkBad = dsBad || (rIn & 1u) != 0u;    // dS NaN, or q NaN
