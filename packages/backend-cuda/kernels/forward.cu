@@ -1,9 +1,10 @@
 // Forward (SPEC §4): one warp per (query row t, head h); 4 warps per CTA own neighbouring rows of the
 // same head, so they share most selected blocks in L1/L2. The warp walks the row's selected blocks in
-// tiles of 32 keys: lane j scores key j against the row (q staged in shared memory, pre-scaled by
-// scale * log2 e), then the tile updates the online-softmax state (running max m, sum l) and every
-// lane's slice of the f32 accumulator (dims lane, lane + 32, ...). The own block stops at key t when
-// causal. Epilogue: out = acc / l, lse = (m + log2 l) * ln 2; a row with no keys gives 0 and -inf.
+// tiles of 32 keys: lane j scores key j against the row (q staged in shared memory; raw scores, the max
+// taken before the scale: exp2((x − m)·scale·log2 e) cannot overflow for any f32 scale), then the tile updates
+// the online-softmax state (running max m, sum l) and every lane's slice of the f32 accumulator (dims lane,
+// lane + 32, ...). The own block stops at key t when causal. Epilogue: out = acc / l, lse = m·scale + ln l;
+// a row with no keys gives 0 and -inf.
 #include "common.cuh"
 using namespace moba;
 
@@ -21,9 +22,8 @@ __device__ void forward(const T* q, const T* k, const T* v, const int* indices, 
     const int h = (int)(row / T_), t = (int)(row - (i64)h * T_), kvh = h / (Hq / Hkv);
     const int s = upper_index(cu, nseq, t);
     const int s0 = cu[s], s1 = cu[s + 1], cb = (t - s0) / B;
-    const float qs = scale * LOG2E;
     __syncwarp();
-    for (int d = lane; d < D; d += WARP) sq[d] = ld(q, ((i64)t * Hq + h) * D + d) * qs;
+    for (int d = lane; d < D; d += WARP) sq[d] = ld(q, ((i64)t * Hq + h) * D + d);
     __syncwarp();
     float m = -INFINITY, l = 0.f, acc[MAX_DPL];
     bool nan_row = false;  // a non-finite score makes the whole row NaN (docs/api.md), as in the reference
@@ -46,8 +46,9 @@ __device__ void forward(const T* q, const T* k, const T* v, const int* indices, 
         const float mc = warp_max(x);
         const float mn = fmaxf(m, mc);
         if (mn == -INFINITY) continue;  // nothing finite yet (keys of -inf score)
-        const float alpha = exp2f(m - mn);  // m = -inf on the first key tile: 0
-        const float pr = lane < n ? exp2f(x - mn) : 0.f;
+        // raw scores: scale · (x − max) ≤ 0 never overflows to +inf (any finite f32 scale, docs/api.md)
+        const float alpha = exp2f((m - mn) * scale * LOG2E);  // m = -inf on the first key tile: 0
+        const float pr = lane < n ? exp2f((x - mn) * scale * LOG2E) : 0.f;
         l = l * alpha + warp_sum(pr);
         for (int r = 0; r < MAX_DPL; ++r) acc[r] *= alpha;
         for (int jj = 0; jj < n; ++jj) {
@@ -61,7 +62,7 @@ __device__ void forward(const T* q, const T* k, const T* v, const int* indices, 
     if (nan_row) l = m = NAN;
     const float inv = l > 0.f ? 1.f / l : (l == 0.f ? 0.f : NAN);
     for (int r = 0; r < MAX_DPL; ++r) if (lane + r * WARP < D) st(out, ((i64)t * Hq + h) * D + lane + r * WARP, acc[r] * inv);
-    if (lane == 0) lse[(i64)t * Hq + h] = l > 0.f ? (m + log2f(l)) * LN2 : (l == 0.f ? -INFINITY : NAN);
+    if (lane == 0) lse[(i64)t * Hq + h] = l > 0.f ? m * scale + log2f(l) * LN2 : (l == 0.f ? -INFINITY : NAN);
   }
 }
 

@@ -3,7 +3,7 @@
  * keys of one block and one kv head (sub-tile `sub` of block g) and walks, for every query head of the group,
  * the block's collected rows M = 16·RW at a time (the entries of this pass only). Per step:
  *   1. S = Q Kᵀ, dP = dO Vᵀ, DK head dims per round, in two staging buffers that alternate;
- *   2. P = exp2(S·scale·log2e − lse·log2e), dS = P ⊙ (dP − Δ) into workgroup memory;
+ *   2. P = exp2((S·scale − lse)·log2e), dS = P ⊙ (dP − Δ) into workgroup memory;
  *   3. per round RC rows of dO, Q and VK keys of K: dV += Pᵀ dO, dK += dSᵀ Q (registers, whole walk) and the
  *      step's dQ partial dS K over the 64 keys, stored per (entry, sub), summed per row by dq-merge.wgsl.ts.
  * Each round's global loads are issued before the previous round's arithmetic (backward-dkdv-stage.wgsl.ts).
@@ -238,7 +238,7 @@ fn probabilities(t: Tile, nr: u32, s: Rows, dp: Rows, tx: u32, ty: u32) {
       if (dvBad || dkBad) { atomicOr(&keyOut[c], select(0u, 1u, dvBad) | select(0u, 2u, dkBad)); }
       if (dsBad || (kIn[j] & 1u) != 0u) { atomicOr(&rowOut[r], 1u); }
       if (pBad) { continue; }
-      let p = exp2(s[i][j] * P.scaleLog2 - lse * LOG2E);
+      let p = exp2((s[i][j] * P.scale - lse) * LOG2E); // not s · scale·log2e: inf for a scale near the f32 maximum
       pv[j] = p; // dV += P dO even where dS is poisoned (a non-finite v or Δ): dv stays finite unless dvBad
       if (!dsBad) { dsv[j] = p * (dp[i][j] - delta); }
     }

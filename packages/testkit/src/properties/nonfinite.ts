@@ -140,25 +140,30 @@ function sweepCases(caps: Capabilities): { dtype: DType; operand: Operand; label
 }
 
 /** The cases of issue #11: T = 2, D = 1, B = 2, top-1, causal (T = 1 for the last). */
-const ISSUE_CASES: { label: string; T: number; q: number[]; k: number[]; v: number[]; dOut: number[] }[] = [
+const ISSUE_CASES: { label: string; T: number; q: number[]; k: number[]; v: number[]; dOut: number[]; scale?: number }[] = [
   { label: 'v = [1, NaN]', T: 2, q: [1, 1], k: [1, 1], v: [1, NaN], dOut: [1, 1] },
   { label: 'v = [1, +Inf]', T: 2, q: [1, 1], k: [1, 1], v: [1, Infinity], dOut: [1, 1] },
   { label: 'q = [+Inf, 1]', T: 2, q: [Infinity, 1], k: [1, 1], v: [1, 2], dOut: [1, 1] },
   { label: 'k = [1, -Inf]', T: 2, q: [1, 1], k: [1, -Infinity], v: [1, 2], dOut: [1, 1] },
   { label: 'dOut = [1, -Inf]', T: 2, q: [1, 1], k: [1, 1], v: [1, 2], dOut: [1, -Infinity] },
   { label: 'q = [+Inf], k = [-1] (every score -Inf)', T: 1, q: [Infinity], k: [-1], v: [1], dOut: [1] },
+  // a finite f32 scale whose product with the scores overflows f32 (scale·log2e·1.5 > 3.4e38); lse stays finite
+  { label: 'scale = 2^127, q = [1.5, 1.5], k = [1, 0.5] (all finite)', T: 2, q: [1.5, 1.5], k: [1, 0.5], v: [1, 2], dOut: [1, 1], scale: 2 ** 127 },
 ];
 
 export const nonFiniteProperties: Property[] = [
   {
     group: 'non-finite',
-    name: 'issue #11 cases (T=2, D=1): the rows that turn non-finite and the finite values match the reference',
+    name: 'issue #11 cases (T=2, D=1; a scale near the f32 maximum): the rows that turn non-finite and the finite values match the reference',
     async run(ctx) {
       const caps = ctx.backend.caps;
       if (nearestHeadDim(caps, 1) !== 1) throw new Skip('head dim 1 is not in caps');
       const failures: string[] = [];
       for (const c of ISSUE_CASES) {
-        const spec: ProblemSpec = { seqlens: [c.T], Hq: 1, Hkv: 1, D: 1, dtype: preferredDtype(caps), blockSize: Math.min(2, caps.maxBlockSize), topk: 1, causal: true, seed: 1 };
+        const spec: ProblemSpec = {
+          seqlens: [c.T], Hq: 1, Hkv: 1, D: 1, dtype: preferredDtype(caps), blockSize: Math.min(2, caps.maxBlockSize), topk: 1, causal: true, seed: 1,
+          ...(c.scale !== undefined ? { scale: c.scale } : {}),
+        };
         let p = makeProblem(spec);
         for (const op of ['q', 'k', 'v', 'dOut'] as const) p = withValues(p, op, Float64Array.from(c[op]));
         const lines = await nonFiniteErrors(ctx, p, new Int32Array(c.T)); // every row: its own block 0
