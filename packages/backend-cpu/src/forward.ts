@@ -165,11 +165,14 @@ function softmaxUpdate(st: TileState, m: number, scale: number, D: number): void
     const so = i * KEY_TILE;
     const r = st.local[i];
     let mx = -Infinity;
+    let bad = false;
     for (let j = so; j < so + n; j++) {
       s[j] *= scale;
+      bad ||= s[j] - s[j] !== 0; // NaN or ±Infinity (only from a non-finite q or k: f32 inputs cannot overflow f64)
       mx = Math.max(mx, s[j]); // Math.max keeps a NaN score NaN
     }
-    const mNew = Math.max(rowMax[r], mx);
+    // a non-finite score poisons the row (docs/api.md, "Non-finite values"): a NaN max makes out and lse NaN
+    const mNew = bad ? NaN : Math.max(rowMax[r], mx);
     // all keys -inf (or none): skip, since exp(-inf − -inf) would be NaN
     if (mNew === -Infinity) {
       st.hi[i] = 0;

@@ -39,7 +39,6 @@ __device__ void dkdv(const T* q, const T* k, const T* v, const T* dout, const fl
   float* sds = sp + BWD_WARPS * kc;        // [BWD_WARPS][kc]  dS
   int* sok = (int*)(sds + BWD_WARPS * kc); // [BWD_WARPS][kc]  1 where the row attends the key
   const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, G = Hq / Hkv, nchunk = (B + kc - 1) / kc;
-  const float l2 = scale * LOG2E;
   for (i64 item = blockIdx.x; item < (i64)Hkv * NB * nchunk; item += gridDim.x) {
     const int kvh = (int)(item / ((i64)NB * nchunk)), rest = (int)(item - (i64)kvh * NB * nchunk);
     const int g = rest / nchunk, c = rest - g * nchunk, s = upper_index(block_base, nseq, g);
@@ -70,7 +69,7 @@ __device__ void dkdv(const T* q, const T* k, const T* v, const T* dout, const fl
             float x = 0.f, dp = 0.f;
             for (int d = 0; d < D; ++d) { x += sq[warp * D + d] * sk[j * (D + 1) + d]; dp += sdo[warp * D + d] * sv[j * (D + 1) + d]; }
             const bool ok = k0 + j < k1 && (!causal || k0 + j <= t) && L != -INFINITY;
-            const float p = exp2f(x * l2 - L * LOG2E);
+            const float p = exp2f((x * scale - L) * LOG2E);  // not x · scale·log2e: inf for a scale near the f32 maximum
             sp[warp * kc + j] = p;
             sds[warp * kc + j] = p * (dp - dl);
             sok[warp * kc + j] = ok;  // pairs not attended add nothing (not even 0 · NaN)
@@ -100,7 +99,7 @@ __device__ void dkdv(const T* q, const T* k, const T* v, const T* dout, const fl
 template <typename T>
 __device__ void dq(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* dlt, const int* indices, T* dqo,
                    const int* cu, int nseq, int T_, int Hq, int Hkv, int D, int B, int topk, int causal, float scale) {
-  extern __shared__ float smem[];  // [BWD_WARPS][2][D]: q (scaled to log2 units), dOut
+  extern __shared__ float smem[];  // [BWD_WARPS][2][D]: q, dOut
   const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
   float* sq = smem + warp * 2 * D;
   float* sdo = sq + D;
@@ -109,9 +108,9 @@ __device__ void dq(const T* q, const T* k, const T* v, const T* dout, const floa
     const int s = upper_index(cu, nseq, t), s0 = cu[s], s1 = cu[s + 1], cb = (t - s0) / B;
     const i64 qo = ((i64)t * Hq + h) * D;
     __syncwarp();
-    for (int d = lane; d < D; d += WARP) { sq[d] = ld(q, qo + d) * scale * LOG2E; sdo[d] = ld(dout, qo + d); }
+    for (int d = lane; d < D; d += WARP) { sq[d] = ld(q, qo + d); sdo[d] = ld(dout, qo + d); }
     __syncwarp();
-    const float L2 = lse[(i64)t * Hq + h] * LOG2E, dl = dlt[(i64)t * Hq + h];
+    const float L2 = lse[(i64)t * Hq + h], dl = dlt[(i64)t * Hq + h];  // natural log; scores raw (any finite f32 scale)
     float acc[MAX_DPL];
     for (int r = 0; r < MAX_DPL; ++r) acc[r] = 0.f;
     const int* sel = indices + ((i64)t * Hq + h) * topk;
@@ -124,7 +123,7 @@ __device__ void dq(const T* q, const T* k, const T* v, const T* dout, const floa
           const i64 ko = ((i64)(pc + lane) * Hkv + kvh) * D;
           float x = 0.f, dp = 0.f;
           for (int d = 0; d < D; ++d) { x += sq[d] * ld(k, ko + d); dp += sdo[d] * ld(v, ko + d); }
-          const float p = exp2f(x - L2);
+          const float p = exp2f((x * scale - L2) * LOG2E);
           ds = p * (dp - dl);
         }
         for (int jj = 0; jj < n; ++jj) {

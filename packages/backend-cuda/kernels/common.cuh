@@ -15,6 +15,8 @@
 #endif
 
 namespace moba {
+// NaN or ±inf, on the bits (independent of fast-math flags): a non-finite score poisons its row (docs/api.md)
+__device__ __forceinline__ bool not_finite(float x) { return (__float_as_uint(x) & 0x7f800000u) == 0x7f800000u; }
 
 typedef long long i64;
 

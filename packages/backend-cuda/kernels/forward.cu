@@ -1,9 +1,10 @@
 // Forward (SPEC §4): one warp per (query row t, head h); 4 warps per CTA own neighbouring rows of the
 // same head, so they share most selected blocks in L1/L2. The warp walks the row's selected blocks in
-// tiles of 32 keys: lane j scores key j against the row (q staged in shared memory, pre-scaled by
-// scale * log2 e), then the tile updates the online-softmax state (running max m, sum l) and every
-// lane's slice of the f32 accumulator (dims lane, lane + 32, ...). The own block stops at key t when
-// causal. Epilogue: out = acc / l, lse = (m + log2 l) * ln 2; a row with no keys gives 0 and -inf.
+// tiles of 32 keys: lane j scores key j against the row (q staged in shared memory; raw scores, the max
+// taken before the scale: exp2((x − m)·scale·log2 e) cannot overflow for any f32 scale), then the tile updates
+// the online-softmax state (running max m, sum l) and every lane's slice of the f32 accumulator (dims lane,
+// lane + 32, ...). The own block stops at key t when causal. Epilogue: out = acc / l, lse = m·scale + ln l;
+// a row with no keys gives 0 and -inf.
 #include "common.cuh"
 using namespace moba;
 
@@ -21,12 +22,11 @@ __device__ void forward(const T* q, const T* k, const T* v, const int* indices, 
     const int h = (int)(row / T_), t = (int)(row - (i64)h * T_), kvh = h / (Hq / Hkv);
     const int s = upper_index(cu, nseq, t);
     const int s0 = cu[s], s1 = cu[s + 1], cb = (t - s0) / B;
-    const float qs = scale * LOG2E;
     __syncwarp();
-    for (int d = lane; d < D; d += WARP) sq[d] = ld(q, ((i64)t * Hq + h) * D + d) * qs;
+    for (int d = lane; d < D; d += WARP) sq[d] = ld(q, ((i64)t * Hq + h) * D + d);
     __syncwarp();
     float m = -INFINITY, l = 0.f, acc[MAX_DPL];
-    bool nan_row = false;  // a NaN score makes the whole row NaN (SPEC §7), as in the reference
+    bool nan_row = false;  // a non-finite score makes the whole row NaN (docs/api.md), as in the reference
     for (int r = 0; r < MAX_DPL; ++r) acc[r] = 0.f;
     const int* sel = indices + ((i64)t * Hq + h) * topk;
     for (int i = 0; i < topk; ++i) {
@@ -42,12 +42,13 @@ __device__ void forward(const T* q, const T* k, const T* v, const int* indices, 
           x = 0.f;
           for (int d = 0; d < D; ++d) x += sq[d] * ld(kp, d);
         }
-        nan_row |= __any_sync(0xffffffffu, x != x);
+        nan_row |= __any_sync(0xffffffffu, lane < n && not_finite(x));  // NaN or ±inf: q or k non-finite
         const float mc = warp_max(x);
         const float mn = fmaxf(m, mc);
         if (mn == -INFINITY) continue;  // nothing finite yet (keys of -inf score)
-        const float alpha = exp2f(m - mn);  // m = -inf on the first key tile: 0
-        const float pr = lane < n ? exp2f(x - mn) : 0.f;
+        // raw scores: scale · (x − max) ≤ 0 never overflows to +inf (any finite f32 scale, docs/api.md)
+        const float alpha = exp2f((m - mn) * scale * LOG2E);  // m = -inf on the first key tile: 0
+        const float pr = lane < n ? exp2f((x - mn) * scale * LOG2E) : 0.f;
         l = l * alpha + warp_sum(pr);
         for (int r = 0; r < MAX_DPL; ++r) acc[r] *= alpha;
         for (int jj = 0; jj < n; ++jj) {
@@ -61,7 +62,7 @@ __device__ void forward(const T* q, const T* k, const T* v, const int* indices, 
     if (nan_row) l = m = NAN;
     const float inv = l > 0.f ? 1.f / l : (l == 0.f ? 0.f : NAN);
     for (int r = 0; r < MAX_DPL; ++r) if (lane + r * WARP < D) st(out, ((i64)t * Hq + h) * D + lane + r * WARP, acc[r] * inv);
-    if (lane == 0) lse[(i64)t * Hq + h] = l > 0.f ? (m + log2f(l)) * LN2 : (l == 0.f ? -INFINITY : NAN);
+    if (lane == 0) lse[(i64)t * Hq + h] = l > 0.f ? m * scale + log2f(l) * LN2 : (l == 0.f ? -INFINITY : NAN);
   }
 }
 
@@ -139,7 +140,7 @@ __device__ __forceinline__ void fwd_tile(const T* sq, const T* sk, const T* sv, 
     for (int e = 0; e < 4; ++e) {  // mask and scale (log2 units)
       const int key = kt0 + n * 8 + 2 * cq + (e & 1), t = trow[e / 2];
       const bool ok = t >= 0 && key < kend && (!causal || key <= t);
-      s[n][e] = ok ? s[n][e] * sl2 : -INFINITY;
+      s[n][e] = ok ? (not_finite(s[n][e]) ? NAN : s[n][e] * sl2) : -INFINITY;  // non-finite score: P, l, O NaN
       mx[e / 2] = fmaxf(mx[e / 2], s[n][e]);
     }
   float mu[2], sum[2] = {0.f, 0.f};

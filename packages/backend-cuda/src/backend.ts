@@ -107,6 +107,8 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
       nonCausal: true, kconv: true, maxKconvWidth: 8, kconvWeightDtype: 'k',
       memoryBytes: Math.max(0, mem.free - this.#mem.reserve),
       deterministic: true,
+      // the tensor-core paths (docs/cuda.md): a non-finite k/v (q/dOut) may reach a row (key) its causal mask hides
+      nonFinite: this.#c.fast ? 'block' : 'rows',
     });
   }
 

@@ -36,7 +36,7 @@ fn load1(t: Tile, nr: u32, d0: u32, pre: ptr<function, array<vec4<f32>, PF1>>, l
   }
 }
 
-// Stores a step-1 round into the buffer at base, transposed (vec4 over rows or keys); flags NaN.
+// Stores a step-1 round into the buffer at base, transposed (vec4 over rows or keys); flags NaN and ±∞ (stored as 0).
 fn store1(base: u32, pre: ptr<function, array<vec4<f32>, PF1>>, lid: u32) {
   for (var u = 0u; u < PF1; u++) {
     let e = lid + 256u * u;
@@ -44,12 +44,12 @@ fn store1(base: u32, pre: ptr<function, array<vec4<f32>, PF1>>, lid: u32) {
     if (e < DK * M / 2u) {
       let w = e / (DK * M / 4u); // 0: q, 1: dO
       let f = e % (DK * M / 4u);
-      for (var i = 0u; i < 4u; i++) { if (isNan(x[i])) { atomicOr(&rowIn[(f / DK) * 4u + i], 1u << w); x[i] = 0.0; } }
+      for (var i = 0u; i < 4u; i++) { if (notFinite(x[i])) { atomicOr(&rowIn[(f / DK) * 4u + i], 1u << w); x[i] = 0.0; } }
       sm[base + (w * DK + f % DK) * QS + f / DK] = x;
     } else if (e < N1) {
       let w = (e - DK * M / 2u) / (16u * DK); // 0: k, 1: v
       let f = (e - DK * M / 2u) % (16u * DK);
-      for (var i = 0u; i < 4u; i++) { if (isNan(x[i])) { atomicOr(&keyIn[(f / DK) * 4u + i], 1u << w); x[i] = 0.0; } }
+      for (var i = 0u; i < 4u; i++) { if (notFinite(x[i])) { atomicOr(&keyIn[(f / DK) * 4u + i], 1u << w); x[i] = 0.0; } }
       sm[base + 2u * DK * QS + (w * DK + f % DK) * KS + f / DK] = x;
     }
   }
@@ -78,11 +78,11 @@ fn load2(t: Tile, nr: u32, j: u32, pre: ptr<function, array<vec4<f32>, PF2>>, li
   }
 }
 
-// Stores a step-3 round (NaN already flagged by step 1: replaced by 0).
+// Stores a step-3 round (non-finite values already flagged by step 1: replaced by 0).
 fn store2(pre: ptr<function, array<vec4<f32>, PF2>>, lid: u32) {
   for (var u = 0u; u < PF2; u++) {
     let e = lid + 256u * u;
-    if (e < N2) { sm[S2 + e] = select((*pre)[u], vec4<f32>(0.0), isNan4((*pre)[u])); }
+    if (e < N2) { sm[S2 + e] = select((*pre)[u], vec4<f32>(0.0), notFinite4((*pre)[u])); }
   }
 }
 

@@ -3,7 +3,7 @@
  * keys of one block and one kv head (sub-tile `sub` of block g) and walks, for every query head of the group,
  * the block's collected rows M = 16·RW at a time (the entries of this pass only). Per step:
  *   1. S = Q Kᵀ, dP = dO Vᵀ, DK head dims per round, in two staging buffers that alternate;
- *   2. P = exp2(S·scale·log2e − lse·log2e), dS = P ⊙ (dP − Δ) into workgroup memory;
+ *   2. P = exp2((S·scale − lse)·log2e), dS = P ⊙ (dP − Δ) into workgroup memory;
  *   3. per round RC rows of dO, Q and VK keys of K: dV += Pᵀ dO, dK += dSᵀ Q (registers, whole walk) and the
  *      step's dQ partial dS K over the 64 keys, stored per (entry, sub), summed per row by dq-merge.wgsl.ts.
  * Each round's global loads are issued before the previous round's arithmetic (backward-dkdv-stage.wgsl.ts).
@@ -231,16 +231,16 @@ fn probabilities(t: Tile, nr: u32, s: Rows, dp: Rows, tx: u32, ty: u32) {
       let c = tx * 4u + j;
       let pos = t.c0 + c;
       if (r >= nr || pos >= t.c1 || (P.causal != 0u && pos > rowIds[r])) { continue; }
-      let pBad = (rIn & 1u) != 0u || (kIn[j] & 1u) != 0u || isNan(s[i][j]) || isNan(lse);
-      let dsBad = pBad || (rIn & 2u) != 0u || (kIn[j] & 2u) != 0u || isNan(dp[i][j]) || isNan(delta);
+      let pBad = (rIn & 1u) != 0u || (kIn[j] & 1u) != 0u || notFinite(s[i][j]) || isNan(lse);
+      let dsBad = pBad || (rIn & 2u) != 0u || (kIn[j] & 2u) != 0u || notFinite(dp[i][j]) || notFinite(delta);
       let dvBad = pBad || (rIn & 2u) != 0u;     // P NaN, or dO NaN
       let dkBad = dsBad || (rIn & 1u) != 0u;    // dS NaN, or q NaN
       if (dvBad || dkBad) { atomicOr(&keyOut[c], select(0u, 1u, dvBad) | select(0u, 2u, dkBad)); }
       if (dsBad || (kIn[j] & 1u) != 0u) { atomicOr(&rowOut[r], 1u); }
-      if (dsBad) { continue; }
-      let p = exp2(s[i][j] * P.scaleLog2 - lse * LOG2E);
-      pv[j] = p;
-      dsv[j] = p * (dp[i][j] - delta);
+      if (pBad) { continue; }
+      let p = exp2((s[i][j] * P.scale - lse) * LOG2E); // not s · scale·log2e: inf for a scale near the f32 maximum
+      pv[j] = p; // dV += P dO even where dS is poisoned (a non-finite v or Δ): dv stays finite unless dvBad
+      if (!dsBad) { dsv[j] = p * (dp[i][j] - delta); }
     }
     sm[r * 16u + tx] = pv;
     sm[DS + r * 17u + tx] = dsv;

@@ -33,6 +33,9 @@ fn negInf() -> f32 { return bitcast<f32>(P.negInfBits); }
 // NaN test on the bits: a compiler may fold "x != x" away under fast-math assumptions.
 fn isNan(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) > 0x7f800000u; }
 fn isNan4(x: vec4<f32>) -> vec4<bool> { return (bitcast<vec4<u32>>(x) & vec4<u32>(0x7fffffffu)) > vec4<u32>(0x7f800000u); }
+// NaN or ±∞ (docs/api.md, "Non-finite values": both poison what they reach), likewise on the bits.
+fn notFinite(x: f32) -> bool { return (bitcast<u32>(x) & 0x7fffffffu) >= 0x7f800000u; }
+fn notFinite4(x: vec4<f32>) -> vec4<bool> { return (bitcast<vec4<u32>>(x) & vec4<u32>(0x7fffffffu)) >= vec4<u32>(0x7f800000u); }
 
 // Per-entry partials (forward o, dQ partials) are stored with the head dim padded to a multiple of 4 (zeros),
 // so that the merges read them as vec4.

@@ -28,16 +28,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let lane = lid % LANES;
   let i = itemOf(wid) * ROWS + r; // (t, h)
   var s = 0.0;
+  var bad = false; // a non-finite dOut or out makes Δ NaN (tested on the bits: WGSL may assume finite math)
   if (i < P.T * P.Hq) {
-    for (var d = lane; d < P.D; d += LANES) { s += dOutAt(i * P.D + d) * outAt(i * P.D + d); }
+    for (var d = lane; d < P.D; d += LANES) {
+      let g = dOutAt(i * P.D + d);
+      let o = outAt(i * P.D + d);
+      bad = bad || notFinite(g) || notFinite(o);
+      s += g * o;
+    }
   }
-  part[lid] = s;
+  part[lid] = select(s, nanF(), bad);
   workgroupBarrier();
   if (lane != 0u || i >= P.T * P.Hq) { return; }
   var delta = 0.0;
-  for (var x = 0u; x < LANES; x++) { delta += part[r * LANES + x]; }
+  var dBad = false;
+  for (var x = 0u; x < LANES; x++) { delta += part[r * LANES + x]; dBad = dBad || isNan(part[r * LANES + x]); }
   stats[2u * i] = lse[i];
-  stats[2u * i + 1u] = delta;
+  stats[2u * i + 1u] = select(delta, nanF(), dBad);
 }
 `;
 }

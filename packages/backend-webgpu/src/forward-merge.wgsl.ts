@@ -1,7 +1,7 @@
 /**
  * Forward merge: per (t, h) the partials (o, m, l) of its selected blocks (forward.wgsl.ts), combined in slot
  * order — the FA2 / FlashDecoding rescale: m = max, l = Σ l_s 2^(m_s − m), o = Σ o_s 2^(m_s − m) — then
- * out = o / l, lse = ln2 · (m + log2 l). `main`: one invocation per (t, h, 4 dims) of the pass's heads, writes out;
+ * out = o / l, lse = m · scale + ln l (m: the raw row max). `main`: one invocation per (t, h, 4 dims) of the pass's heads, writes out;
  * then `stats`: one per (t, h), writes lse (both compute the same m and l). A pass that holds only part of a
  * head's entries (Params) merges, per row, the contiguous run of slots it holds (a row's entries rise with its
  * slots); between such passes the running state is kept in out (o) and run (m, l; read by `main`, then
@@ -97,8 +97,8 @@ fn merge(row: u32, d4: u32, withO: bool) -> Merged {
     if (withO) { os = part[e * Dq + d4]; r.badOut = r.badOut | isNan4(os); }
     let mNew = max(r.m, st.x);
     if (mNew == negInf()) { continue; }
-    let a = select(exp2(r.m - mNew), 0.0, r.m == negInf());
-    let b = select(exp2(st.x - mNew), 0.0, st.x == negInf());
+    let a = select(exp2((r.m - mNew) * P.scale * LOG2E), 0.0, r.m == negInf()); // m raw: scaled after the difference
+    let b = select(exp2((st.x - mNew) * P.scale * LOG2E), 0.0, st.x == negInf());
     r.l = r.l * a + st.y * b;
     r.o = select(r.o * a + os * b, vec4<f32>(0.0), r.badOut);
     r.m = mNew;
@@ -148,7 +148,7 @@ fn stats(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
     run[2u * row + 1u] = r.l;
     return;
   }
-  lse[row] = select(select((r.m + log2(r.l)) * LN2, negInf(), r.l == 0.0), nanF(), r.badRow);
+  lse[row] = select(select(r.m * P.scale + log2(r.l) * LN2, negInf(), r.l == 0.0), nanF(), r.badRow);
 }
 `;
 }

@@ -6,7 +6,7 @@
  * the barrier (bench/results/2026-11-30-webgpu-h200-round3.md).
  */
 export const forwardStageWgsl = /* wgsl */ `
-// 4 rows of one dim of Q (staging entry e of the slice at d0); NaN is flagged and zeroed when stored.
+// 4 rows of one dim of Q (staging entry e of the slice at d0); a non-finite value is flagged and zeroed when stored.
 fn fetchQ(e: u32, d0: u32, h: u32, nRows: u32) -> vec4<f32> {
   let D = P.D;
   let d = d0 + e % DK;
@@ -32,7 +32,7 @@ fn fetchK(e: u32, d0: u32, hk: u32, p0: u32, b1: u32) -> vec4<f32> {
 fn putQ(e: u32, x: vec4<f32>) {
   var y = x;
   for (var i = 0u; i < 4u; i++) {
-    if (isNan(y[i])) { atomicOr(&rowBad[(e / DK) * 4u + i], 1u); y[i] = 0.0; }
+    if (notFinite(y[i])) { atomicOr(&rowBad[(e / DK) * 4u + i], 1u); y[i] = 0.0; }
   }
   stage[(e % DK) * (M / 4u) + e / DK] = y;
 }
@@ -40,7 +40,7 @@ fn putQ(e: u32, x: vec4<f32>) {
 fn putK(e: u32, x: vec4<f32>) {
   var y = x;
   for (var i = 0u; i < 4u; i++) {
-    if (isNan(y[i])) { atomicOr(&keyBad[(e / DK) * 4u + i], 1u); y[i] = 0.0; }
+    if (notFinite(y[i])) { atomicOr(&keyBad[(e / DK) * 4u + i], 1u); y[i] = 0.0; }
   }
   stage[DK * (M / 4u) + (e % DK) * (TN / 4u) + e / DK] = y;
 }
@@ -130,7 +130,7 @@ fn accumulatePV(o: ptr<function, array<mat4x4<f32>, OC4>>, pt: mat4x4<f32>, hk: 
         if (e < n) {
           var y = va[j];
           for (var i = 0u; i < 4u; i++) {
-            if (isNan(y[i])) { atomicOr(&keyBad[v0 + e / (DC / 4u)], 2u); y[i] = 0.0; }
+            if (notFinite(y[i])) { atomicOr(&keyBad[v0 + e / (DC / 4u)], 2u); y[i] = 0.0; }
           }
           stage[e] = y;
         }

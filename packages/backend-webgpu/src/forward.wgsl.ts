@@ -4,7 +4,7 @@
  * through in tiles of 64: S = Q Kᵀ (log2 domain) with the reduction over the head dim staged DK at a time,
  * online softmax per row, O += P V with V staged VK keys at a time. 256 invocations = 16 row groups × 16
  * column groups; each holds a 4 × 4 tile of S and a 4 × (4·OC4) tile of O in registers (vec4 over rows / dims).
- * The result is one partial per (row, slot) — entry e of the collected rows: unnormalised o, row max m (log2)
+ * The result is one partial per (row, slot) — entry e of the collected rows: unnormalised o, row max m (raw)
  * and row sum l — merged per row in slot order by forward-merge.wgsl.ts, so nothing races and the output does
  * not depend on how rows were chunked. Only the chunks of this pass (Params; usually all) are computed.
  * NaN (WGSL lets compilers assume none): staged operands are tested on the bits and replaced by 0, and flags
@@ -75,14 +75,15 @@ fn findChunk(w: u32) -> Chunk {
 // a dynamically indexed private array may be placed in memory by the compiler.
 fn max4(x: vec4<f32>) -> f32 { return max(max(x.x, x.y), max(x.z, x.w)); }
 
-// Row r's scores (log2 domain), −∞ where masked; a NaN score or a NaN key marks the row.
+// Row r's raw scores (unscaled: the scale is applied to s − max, which cannot overflow for any f32 scale),
+// −∞ where masked; a non-finite score or key marks the row.
 fn maskRow(s: vec4<f32>, r: u32, pos: vec4<u32>, keyOk: vec4<bool>, kNan: vec4<bool>, nRows: u32, b1: u32) -> vec4<f32> {
   let valid = (pos < vec4<u32>(b1)) & !(vec4<bool>(P.causal != 0u) & (pos > vec4<u32>(rowIds[r]))) & vec4<bool>(r < nRows);
-  if (any(valid & (isNan4(s) | kNan))) { atomicOr(&rowBad[r], 1u); }
-  return select(vec4<f32>(negInf()), s * P.scaleLog2, valid & keyOk & !isNan4(s));
+  if (any(valid & (notFinite4(s) | kNan))) { atomicOr(&rowBad[r], 1u); }
+  return select(vec4<f32>(negInf()), s, valid & keyOk & !notFinite4(s));
 }
 
-fn expRow(s: vec4<f32>, m: f32) -> vec4<f32> { return select(exp2(s - m), vec4<f32>(0.0), s == vec4<f32>(negInf())); }
+fn expRow(s: vec4<f32>, m: f32) -> vec4<f32> { return select(exp2((s - m) * P.scale * LOG2E), vec4<f32>(0.0), s == vec4<f32>(negInf())); }
 
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -107,7 +108,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let kEnd = select(b1, min(b1, workgroupUniformLoad(&rowIds[M - 1u]) + 1u), causal);
 
   var o: array<mat4x4<f32>, OC4>; // o[jv][i]: row ty·4 + i, dims (jv·16 + tx)·4 .. + 3
-  var m = vec4<f32>(negInf());    // row max (log2 domain), the same in all 16 invocations of a row group
+  var m = vec4<f32>(negInf());    // row max (raw score), the same in all 16 invocations of a row group
   var l = vec4<f32>(0.0);         // this invocation's share of the row sums
   let r0 = ty * 4u;
   let rowsIn = r0 < ch.rows; // row groups past the chunk's rows only join the barriers
@@ -132,7 +133,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var mNew = m;
       for (var x = 0u; x < 16u; x++) { mNew = max(mNew, red[x * 16u + ty]); }
       let live = mNew != vec4<f32>(negInf()); // rows with an unmasked key so far (avoid −∞ − −∞)
-      let alpha = select(vec4<f32>(1.0), select(exp2(m - mNew), vec4<f32>(0.0), m == vec4<f32>(negInf())), live);
+      let alpha = select(vec4<f32>(1.0), select(exp2((m - mNew) * P.scale * LOG2E), vec4<f32>(0.0), m == vec4<f32>(negInf())), live);
       let mUse = select(vec4<f32>(0.0), mNew, live);
       pr = mat4x4<f32>(expRow(sv[0], mUse.x), expRow(sv[1], mUse.y), expRow(sv[2], mUse.z), expRow(sv[3], mUse.w));
       for (var jv = 0u; jv < OC4; jv++) {
@@ -143,12 +144,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       m = mNew;
     }
     accumulatePV(&o, transpose(pr), hk, p0, b1, kEnd, ch.rows, lid);
-    // -- NaN in v reaches the rows that attend the key (their p > 0) --
+    // -- a non-finite v reaches every row that attends the key (p = 0 or not: the reference's 0 · NaN) --
     if (rowsIn) {
       let vNan = (vec4<u32>(atomicLoad(&keyBad[tx * 4u]), atomicLoad(&keyBad[tx * 4u + 1u]), atomicLoad(&keyBad[tx * 4u + 2u]), atomicLoad(&keyBad[tx * 4u + 3u])) & vec4<u32>(2u)) != vec4<u32>(0u);
       if (any(vNan)) {
         for (var i = 0u; i < 4u; i++) {
-          if (any(vNan & (pr[i] > vec4<f32>(0.0)))) { atomicOr(&rowBad[r0 + i], 2u); }
+          if (any(vNan & (sv[i] != vec4<f32>(negInf())))) { atomicOr(&rowBad[r0 + i], 2u); }
         }
       }
     }

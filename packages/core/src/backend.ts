@@ -49,6 +49,14 @@ export interface Capabilities {
   readonly memoryBytes: number;
   /** Same inputs give bitwise-equal outputs. */
   readonly deterministic: boolean;
+  /**
+   * How far a non-finite input reaches (docs/api.md, "Non-finite values"). `'rows'` (the default): exactly the rows
+   * the rule names. `'block'`: those rows, and possibly also the rows that meet a causally masked key of their own
+   * selected block inside a dense tile (query row t, key p > t of t's block, as a zero-weight product): out and dq
+   * of such a row from a non-finite k or v of such a key, dk and dv of such a key from a non-finite q or dOut of
+   * such a row, as if the causal mask were absent for non-finite values only. Finite values are unaffected.
+   */
+  readonly nonFinite?: 'rows' | 'block';
 }
 
 export interface ForwardResult {

@@ -51,8 +51,9 @@ export function resolveConfig(cfg: MobaConfig, D: number, limits?: { maxTopk?: n
   const causal = cfg.causal ?? true;
   if (typeof causal !== 'boolean') throw new MobaError('E_RANGE', `causal = ${String(causal)} is invalid: must be true or false`, 'causal');
   const scale = cfg.scale ?? 1 / Math.sqrt(D);
-  if (typeof scale !== 'number' || !Number.isFinite(scale) || scale <= 0) {
-    throw new MobaError('E_RANGE', `scale = ${String(scale)} is invalid: must be a finite number > 0`, 'scale');
+  // every backend holds the scale in f32: one that rounds to Infinity there (≥ 2^128 · (1 − 2^-25)) is rejected
+  if (typeof scale !== 'number' || !Number.isFinite(Math.fround(scale)) || scale <= 0) {
+    throw new MobaError('E_RANGE', `scale = ${String(scale)} is invalid: must be a number > 0 that is finite in f32 (below 3.4028235677973366e38)`, 'scale');
   }
   return { blockSize, topk, causal, scale };
 }

@@ -39,7 +39,8 @@ export function referenceBackward(
       const delta = dot(dOut, row * D, out, row * D); // Δ = rowsum(dO ⊙ O)
       for (const p of keys) {
         const kp = (p * Hkv + kvh) * D;
-        const pr = round(Math.exp(round(round(cfg.scale * dot(q, row * D, k, kp)) - lse[row]!)));
+        const sc = round(cfg.scale * dot(q, row * D, k, kp));
+        const pr = Number.isFinite(sc) ? round(Math.exp(round(sc - lse[row]!))) : NaN; // a non-finite score poisons P
         const dp = dot(dOut, row * D, v, kp);
         const ds = round(pr * round(dp - delta));
         for (let d = 0; d < D; d++) {

@@ -60,8 +60,14 @@ export function referenceForward(
         for (let d = 0; d < D; d++) dot = round(dot + round(q[row * D + d]! * k[(p * Hkv + kvh) * D + d]!));
         return round(dot * cfg.scale);
       });
+      // a non-finite score (q or a key non-finite; f32 inputs cannot overflow f64) poisons the row (docs/api.md)
+      if (sc.some((x) => !Number.isFinite(x))) {
+        out.fill(NaN, row * D, row * D + D);
+        lse[row] = NaN;
+        continue;
+      }
       // -- softmax --
-      const m = sc.reduce((a, b) => (b > a || Number.isNaN(b) ? b : a), -Infinity);
+      const m = sc.reduce((a, b) => Math.max(a, b), -Infinity);
       let l = 0;
       const pr = sc.map((x) => round(Math.exp(round(x - m))));
       for (const x of pr) l = round(l + x);

@@ -9,6 +9,7 @@ import { attentionChecks, expectWithin, failure, referencePair, runAttention, sc
 import { routingErrors } from '../routing-checks.js';
 import { type ProblemSpec, describeSpec, makeProblem, nearestHeadDim, preferredDtype, randomRouting, supportsHeadDim } from '../problem.js';
 import type { Property, PropertyContext } from '../types.js';
+import { nonFiniteProperties } from './nonfinite.js';
 
 interface HostileCase {
   readonly label: string;
@@ -138,6 +139,7 @@ export const hostileProperties: Property[] = [
       });
     },
   },
+  ...nonFiniteProperties, // NaN, ±Inf in every input (nonfinite.ts)
 ];
 
 function describeNan(t: number, h: number): string {
