@@ -10,6 +10,7 @@ import { pathToFileURL } from 'node:url';
 import { Worker } from 'node:worker_threads';
 import type { JobMessage } from './kernels.js';
 import type { PoolWorker } from './pool.js';
+import { WORKER_SOURCE } from './worker-source.js';
 
 interface WorkerReply {
   readonly ok: boolean;
@@ -17,15 +18,21 @@ interface WorkerReply {
 }
 
 /**
- * How to start the worker. From the built `dist/` it is plain `worker.js`. From sources (this file is
- * `.ts`: under vitest or `node --import tsx`) it is `worker.ts`, which needs tsx's loader and the
- * `@moba/source` condition; Node 20 ignores `--import` in a worker's execArgv, so a small `data:`
- * bootstrap registers tsx's ESM API (the ESM build: its CJS build resolves its loader wrongly there)
- * and then imports the worker.
+ * How to start the worker.
+ * - From sources (this file is `.ts`: under vitest or `node --import tsx`) it is `worker.ts`, which needs
+ *   tsx's loader and the `@moba/source` condition; Node 20 ignores `--import` in a worker's execArgv, so a
+ *   small `data:` bootstrap registers tsx's ESM API (the ESM build: its CJS build resolves its loader wrongly
+ *   there) and then imports the worker.
+ * - From the built package it is the embedded, self-contained worker module (worker-source.js, made by the
+ *   build) as a `data:` URL: it works wherever this file ends up, also inside an application bundle with no
+ *   node_modules and no worker.js beside it. A build without the embedding step falls back to `worker.js`.
  */
 function workerEntry(): { url: URL; execArgv: string[] } {
   const self = import.meta.url;
-  if (!/\.ts($|\?)/.test(self)) return { url: new URL('./worker.js', self), execArgv: [] };
+  if (!/\.ts($|\?)/.test(self)) {
+    if (WORKER_SOURCE) return { url: new URL(`data:text/javascript,${encodeURIComponent(WORKER_SOURCE)}`), execArgv: [] };
+    return { url: new URL('./worker.js', self), execArgv: [] };
+  }
   const pkgFile = createRequire(self).resolve('tsx/package.json');
   const pkg = JSON.parse(readFileSync(pkgFile, 'utf8')) as { exports: Record<string, { import: { default: string } }> };
   const api = pathToFileURL(join(dirname(pkgFile), pkg.exports['./esm/api']!.import.default)).href;

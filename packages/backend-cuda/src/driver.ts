@@ -19,13 +19,24 @@ type Koffi = typeof import('koffi');
 type Fn = (...args: any[]) => any;
 
 let koffiCache: Koffi | null | undefined;
+/** Why koffi could not be loaded (null until a load failed). */
+let koffiFailure: string | null = null;
 
-/** koffi, or null when it cannot be loaded (then CUDA is unavailable). */
+/**
+ * koffi, or null when it cannot be loaded (then CUDA is unavailable). koffi is an optional dependency of
+ * this package: an install on a platform it has no binary for (or with optional dependencies omitted) lacks it.
+ */
 export function loadKoffi(): Koffi | null {
   if (koffiCache !== undefined) return koffiCache;
   try {
     koffiCache = createRequire(import.meta.url)('koffi') as Koffi;
-  } catch {
+  } catch (e) {
+    const err = e as { code?: string; message?: string };
+    const msg = err?.message ?? String(e);
+    const missing = err?.code === 'MODULE_NOT_FOUND' && msg.includes("'koffi'");
+    koffiFailure = missing
+      ? 'the koffi package (FFI, an optional dependency of @moba/backend-cuda) is not installed: npm install koffi'
+      : `the koffi package (FFI) failed to load: ${msg.split('\n')[0]}`;
     koffiCache = null;
   }
   return koffiCache;
@@ -33,7 +44,7 @@ export function loadKoffi(): Koffi | null {
 
 function koffiOrThrow(): Koffi {
   const k = loadKoffi();
-  if (!k) throw new MobaError('E_DEVICE', 'the koffi FFI package could not be loaded (is it installed for this platform?)', 'cuda');
+  if (!k) throw new MobaError('E_UNSUPPORTED', koffiFailure ?? 'the koffi package could not be loaded', 'cuda');
   return k;
 }
 

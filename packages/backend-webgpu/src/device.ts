@@ -7,7 +7,9 @@
 /// <reference types="@webgpu/types" />
 import { MobaError } from '@moba/core';
 import { BufferPool, MAP_READ_MODE, USAGE, checkBufferSizes } from './buffers.js';
+import { type AdapterProbe, type DawnLoad, describeAdapter } from './dawn.js';
 import { type ShaderSpec, compilePipeline } from './pipelines.js';
+import { loadDawn } from '#dawn';
 
 /** Limits the backend asks for: as much as the adapter offers. */
 const WANTED_LIMITS = [
@@ -24,18 +26,35 @@ const WANTED_LIMITS = [
  * collector ran while Dawn's threads were winding down), and one shared instance cannot be collected at all.
  */
 export async function getGpu(): Promise<GPU | null> {
+  return (await loadGpu()).gpu;
+}
+
+/** Like `getGpu`, with the reason when there is no GPU object (the `webgpu` package missing, no navigator.gpu). */
+export async function loadGpu(): Promise<DawnLoad> {
   const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
-  if (nav?.gpu) return nav.gpu;
-  if (typeof process === 'undefined' || !process.versions?.node) return null;
-  // unquantized timestamps: they serve only the `profile` option's per-kernel times
-  dawn ??= import('webgpu')
-    .then((mod: { create(opts: string[]): GPU }) => mod.create(['disable-dawn-features=timestamp_quantization']))
-    .catch(() => null);
+  if (nav?.gpu) return { gpu: nav.gpu, reason: null };
+  dawn ??= loadDawn();
   return dawn;
 }
 
 /** The process's Dawn instance (Node only), created on first use and never released. */
-let dawn: Promise<GPU | null> | undefined;
+let dawn: Promise<DawnLoad> | undefined;
+
+/**
+ * Whether an adapter can be obtained here and what it is (name, software or hardware). Never throws; no
+ * device is opened.
+ */
+export async function probeAdapter(): Promise<AdapterProbe> {
+  try {
+    const { gpu, reason } = await loadGpu();
+    if (!gpu) return { available: false, reason };
+    const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
+    if (!adapter) return { available: false, reason: 'WebGPU is present but requestAdapter() returned no adapter' };
+    return { available: true, ...describeAdapter(adapter) };
+  } catch (e) {
+    return { available: false, reason: `WebGPU adapter probe failed: ${(e instanceof Error ? e.message : String(e)).split('\n')[0]}` };
+  }
+}
 
 /** A device and the GPU object it came from (keep both referenced while the device is in use). */
 export interface OpenedDevice {
@@ -48,8 +67,8 @@ export interface OpenedDevice {
  * `timestamps`, when offered); E_DEVICE when there is no adapter.
  */
 export async function openDevice(opts: { timestamps?: boolean } = {}): Promise<OpenedDevice> {
-  const gpu = await getGpu();
-  if (!gpu) throw new MobaError('E_DEVICE', 'WebGPU is not available: no navigator.gpu and no `webgpu` package (Dawn) to load', 'device');
+  const { gpu, reason } = await loadGpu();
+  if (!gpu) throw new MobaError('E_UNSUPPORTED', `WebGPU is not available: ${reason}`, 'device');
   const adapter = await gpu.requestAdapter({ powerPreference: 'high-performance' });
   if (!adapter) throw new MobaError('E_DEVICE', 'WebGPU is available but requestAdapter() returned no adapter', 'device');
   const requiredLimits: Record<string, number> = {};

@@ -8,11 +8,14 @@
 /// <reference types="@webgpu/types" />
 import { MobaError } from '@moba/core';
 import { type WebGpuBackend, WebGpuBackendImpl, type WebGpuTuning, type WebGpuUnstable } from './backend.js';
-import { GpuContext, getGpu, openDevice } from './device.js';
+import { GpuContext, openDevice, probeAdapter } from './device.js';
 
 export type { WebGpuBackend, WebGpuTuning, WebGpuUnstable } from './backend.js';
 export type { RouteKernel } from './route.js';
 export { liveBufferCount } from './buffers.js';
+export type { AdapterProbe } from './dawn.js';
+export { describeAdapter } from './dawn.js';
+export { probeAdapter } from './device.js';
 
 export interface WebGpuBackendOptions {
   /** Run on this device (the backend never destroys it); default: open one with the adapter's limits. */
@@ -36,7 +39,9 @@ export interface WebGpuBackendOptions {
 
 /**
  * Creates a WebGPU backend. Without `device` it opens one (and destroys it in `destroy()`); throws
- * `MobaError('E_DEVICE')` when no adapter can be obtained.
+ * `MobaError('E_UNSUPPORTED')` when there is no WebGPU at all (in Node: the optional `webgpu` package is not
+ * installed; the message says so) and `MobaError('E_DEVICE')` when no adapter or device can be obtained.
+ * Any adapter is accepted, software ones (llvmpipe, SwiftShader) included: see `probeAdapter()`.
  */
 export async function createWebGpuBackend(opts: WebGpuBackendOptions = {}): Promise<WebGpuBackend> {
   const own = !opts.device;
@@ -55,12 +60,7 @@ export async function createWebGpuBackend(opts: WebGpuBackendOptions = {}): Prom
 /** The uniform factory name every backend module exports (used by CLIs). */
 export const createBackend = createWebGpuBackend;
 
-/** Whether a WebGPU adapter can be obtained here (navigator.gpu, or Dawn in Node). */
+/** Whether a WebGPU adapter (hardware or software) can be obtained here (navigator.gpu, or Dawn in Node). */
 export async function isAvailable(): Promise<boolean> {
-  try {
-    const gpu = await getGpu();
-    return !!gpu && (await gpu.requestAdapter()) !== null;
-  } catch {
-    return false;
-  }
+  return (await probeAdapter()).available;
 }

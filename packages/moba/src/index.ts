@@ -4,4 +4,8 @@
  * selection with lazy imports, so the GPU backends stay optional.
  */
 export * from '@moba/core';
-export { createBackend, listBackends, BACKEND_KINDS, type BackendKind, type ConcreteBackendKind, type BackendOptions, type BackendStatus } from './backends.js';
+export {
+  createBackend, listBackends, BACKEND_KINDS, type BackendKind, type ConcreteBackendKind, type BackendOptions, type AutoBackendOptions,
+  type BackendStatus, type CpuBackend, type CpuBackendOptions, type WebGpuBackend, type WebGpuBackendOptions, type CudaBackend,
+  type CudaBackendOptions, type BackendFor, type BackendOptionsFor,
+} from './backends.js';
