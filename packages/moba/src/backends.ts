@@ -6,7 +6,7 @@
  * declaration files never name the optional packages (their types below are structural), so a consumer's
  * TypeScript compiles without them.
  */
-import { type Backend, MobaError } from '@moba/core';
+import { type Backend, type MemoryStats, MobaError } from '@moba/core';
 import type { CpuBackend, CpuBackendOptions } from '@moba/backend-cpu';
 
 export type { CpuBackend, CpuBackendOptions } from '@moba/backend-cpu';
@@ -32,7 +32,9 @@ export interface WebGpuBackendOptions {
 /** The WebGPU backend as moba-ts types it (`@moba/backend-webgpu`'s `WebGpuBackend` has `device: GPUDevice`). */
 export interface WebGpuBackend extends Backend {
   readonly device: object;
+  /** GPU buffers in use (tensors, routings, scratch); the reuse pool is `pooledBuffers`. */
   readonly liveBuffers: number;
+  readonly pooledBuffers: number;
   timings(): Map<string, number>;
   clearTimings(): void;
 }
@@ -51,7 +53,8 @@ export interface CudaBackend extends Backend {
   readonly device: { readonly name: string; readonly ordinal: number; readonly arch: string; readonly sms: number; readonly totalBytes: number };
   synchronize(): void;
   memoryInfo(): { free: number; total: number };
-  memoryStats(): { liveBytes: number; peakBytes: number; cachedBytes: number };
+  /** `cachedBytes` is `pooledBytes` under its earlier name. */
+  memoryStats(): MemoryStats & { readonly cachedBytes: number };
 }
 
 /**
