@@ -46,8 +46,8 @@ export interface TensorLike {
 /** Validates a config against head dim `D` and fills in defaults. */
 export function resolveConfig(cfg: MobaConfig, D: number, limits?: { maxTopk?: number; maxBlockSize?: number }): ResolvedConfig {
   if (cfg === null || typeof cfg !== 'object') throw new MobaError('E_RANGE', 'config must be an object { blockSize, topk, causal?, scale? }', 'config');
-  const blockSize = checkInt('blockSize', cfg.blockSize, 1, limits?.maxBlockSize);
-  const topk = checkInt('topk', cfg.topk, 1, limits?.maxTopk);
+  const blockSize = withinCaps('blockSize', checkInt('blockSize', cfg.blockSize, 1), 'maxBlockSize', limits?.maxBlockSize);
+  const topk = withinCaps('topk', checkInt('topk', cfg.topk, 1), 'maxTopk', limits?.maxTopk);
   const causal = cfg.causal ?? true;
   if (typeof causal !== 'boolean') throw new MobaError('E_RANGE', `causal = ${String(causal)} is invalid: must be true or false`, 'causal');
   const scale = cfg.scale ?? 1 / Math.sqrt(D);
@@ -55,6 +55,17 @@ export function resolveConfig(cfg: MobaConfig, D: number, limits?: { maxTopk?: n
     throw new MobaError('E_RANGE', `scale = ${String(scale)} is invalid: must be a finite number > 0`, 'scale');
   }
   return { blockSize, topk, causal, scale };
+}
+
+/**
+ * `E_UNSUPPORTED` when `value` (valid per SPEC) exceeds the backend's declared `caps[cap]`; values SPEC §7
+ * forbids are `E_RANGE` (checked before this).
+ */
+export function withinCaps(param: string, value: number, cap: string, max: number | undefined): number {
+  if (max !== undefined && value > max) {
+    throw new MobaError('E_UNSUPPORTED', `${param} = ${value} is not supported by this backend: caps.${cap} = ${max}`, param);
+  }
+  return value;
 }
 
 /** Checks `cuSeqlens` (SPEC §1): starts at 0, non-decreasing, ends at T. */
@@ -161,5 +172,5 @@ export function validateKconvWeight(w: TensorLike, Hkv: number, D: number, maxWi
   if (!w || !Array.isArray(w.shape) || w.shape.length !== 2 || w.shape[0] !== Hkv * D) {
     throw new MobaError('E_SHAPE', `kconvWeight.shape = ${w && Array.isArray(w.shape) ? shapeStr(w.shape) : String(w)} is invalid: must be [Hkv·D = ${Hkv * D}, W]`, 'kconvWeight.shape');
   }
-  return checkInt('kconvWeight width W', w.shape[1], 1, maxWidth);
+  return withinCaps('kconvWeight width W', checkInt('kconvWeight width W', w.shape[1], 1), 'maxKconvWidth', maxWidth);
 }
