@@ -3,7 +3,7 @@
  * `MobaError` naming the parameter, the value given and what is allowed.
  */
 import type { DType } from './dtype.js';
-import { MobaError, checkInt, shapeStr } from './errors.js';
+import { MobaError, checkInt, checkKeys, shapeStr } from './errors.js';
 
 export interface MobaConfig {
   /** Tokens per key block (B). Integer >= 1. */
@@ -15,6 +15,9 @@ export interface MobaConfig {
   /** Softmax scale; defaults to 1/sqrt(D). Routing never uses it. */
   scale?: number;
 }
+
+/** The keys a MobaConfig may have; any other key is E_RANGE (with the nearest allowed key suggested). */
+export const CONFIG_KEYS: readonly string[] = Object.freeze(['blockSize', 'topk', 'causal', 'scale']);
 
 export interface ResolvedConfig {
   readonly blockSize: number;
@@ -46,6 +49,7 @@ export interface TensorLike {
 /** Validates a config against head dim `D` and fills in defaults. */
 export function resolveConfig(cfg: MobaConfig, D: number, limits?: { maxTopk?: number; maxBlockSize?: number }): ResolvedConfig {
   if (cfg === null || typeof cfg !== 'object') throw new MobaError('E_RANGE', 'config must be an object { blockSize, topk, causal?, scale? }', 'config');
+  checkKeys(cfg, CONFIG_KEYS, 'config key'); // unknown keys and nulls (undefined means the default)
   const blockSize = withinCaps('blockSize', checkInt('blockSize', cfg.blockSize, 1), 'maxBlockSize', limits?.maxBlockSize);
   const topk = withinCaps('topk', checkInt('topk', cfg.topk, 1), 'maxTopk', limits?.maxTopk);
   const causal = cfg.causal ?? true;
