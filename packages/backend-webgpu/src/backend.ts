@@ -9,7 +9,7 @@
 import {
   type Backend, type BackwardInputs, type Capabilities, type CheckedKconv, type CheckedProblem, type CheckedRoutingCall,
   type DType, type DeviceTensor, type HostTensor, type Layout, type Qkv, type Routing,
-  BackendShell, checkWorkspace, hostTensor, numel,
+  BackendShell, checkKeys, checkWorkspace, hostTensor, numel,
 } from '@moba/core';
 import type { DkdvShape } from './backward-dkdv-shape.js';
 import { backwardPlan, encodeBackward } from './backward.js';
@@ -59,6 +59,29 @@ export interface WebGpuUnstable {
   readonly dkdvShape?: Partial<Omit<DkdvShape, 'oc4'>>;
   /** Routing top-k kernel (route.ts): `split` (up to 16 competing slots, else `owner`) or `owner`; default: defaultRouteKernel. */
   readonly routeKernel?: RouteKernel;
+}
+
+/**
+ * The keys `createWebGpuBackend` accepts, per level (a new option adds its key here); any other key, or a null
+ * value, is E_RANGE naming it.
+ */
+export const WEBGPU_OPTION_KEYS = Object.freeze({
+  options: Object.freeze(['device', 'memoryBytes', 'profile', 'tuning', 'unstable']),
+  tuning: Object.freeze(['workgroupStorage', 'partialBytes']),
+  unstable: Object.freeze(['dkdvShape', 'routeKernel']),
+  dkdvShape: Object.freeze(['rw', 'dk', 'rc', 'vk']),
+}) satisfies Record<string, readonly string[]>;
+
+/** Checks the keys of `createWebGpuBackend` options, nested objects included, before anything is opened. */
+export function checkWebGpuOptions(opts: unknown): void {
+  const K = WEBGPU_OPTION_KEYS;
+  checkKeys(opts, K.options, 'WebGPU backend option');
+  const o = opts as { tuning?: unknown; unstable?: { dkdvShape?: unknown } };
+  if (o.tuning !== undefined) checkKeys(o.tuning, K.tuning, 'WebGPU tuning option');
+  if (o.unstable !== undefined) {
+    checkKeys(o.unstable, K.unstable, 'WebGPU unstable option');
+    if (o.unstable.dkdvShape !== undefined) checkKeys(o.unstable.dkdvShape, K.dkdvShape, 'WebGPU unstable.dkdvShape field');
+  }
 }
 
 export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> implements WebGpuBackend {
