@@ -38,6 +38,12 @@ export interface WebGpuBackend extends Backend {
   clearTimings(): void;
 }
 
+/** `v`, or a copy of it in a plain ArrayBuffer when it views a SharedArrayBuffer (queue.writeBuffer refuses those). */
+function unshared(v: ArrayBufferView): ArrayBufferView {
+  if (typeof SharedArrayBuffer === 'undefined' || !(v.buffer instanceof SharedArrayBuffer)) return v;
+  return new Uint8Array(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+}
+
 /** A routing: its indices and its collected form (CollectedLayout), made together. */
 interface RoutingStore {
   readonly indices: GPUBuffer; // [T, Hq, topk] i32
@@ -131,7 +137,7 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
 
   protected async doUpload(t: HostTensor): Promise<GPUBuffer> {
     this.#ctx.checkSizes({ tensor: storageBytes(t.data.length, t.dtype) });
-    let data: ArrayBufferView = t.data;
+    let data: ArrayBufferView = unshared(t.data);
     if (t.dtype !== 'f32' && t.data.length % 2 === 1) { // whole words: the last one's high half is 0
       const padded = new Uint16Array(t.data.length + 1);
       padded.set(t.data);
@@ -164,7 +170,7 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
     const c = collectPlan(p.seqs, p.T, p.Hq, p.cfg);
     this.#ctx.checkSizes({ indices: indices.byteLength, ...collectBytes(c.lists) });
     const l = new Launch(this.#ctx);
-    const buf = l.tempData('routing indices', indices);
+    const buf = l.tempData('routing indices', unshared(indices));
     return this.#collect(l, 'routing from indices', buf, { T: p.T, Hq: p.Hq, topk: p.cfg.topk }, c);
   }
 
