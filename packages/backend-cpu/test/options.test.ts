@@ -41,4 +41,15 @@ describe('CPU backend options', () => {
       await b.destroy();
     }
   });
+
+  it('uploads data over a SharedArrayBuffer (it copies it) and round-trips it bitwise', async () => {
+    const b = createCpuBackend({ threads: 1 });
+    try {
+      const u = new Uint16Array(new SharedArrayBuffer(6));
+      u.set([0x3c00, 0x8001, 0x7e00]);
+      expect((await b.download(await b.upload(hostTensor('f16', [3], u)))).data).toEqual(new Uint16Array(u));
+    } finally {
+      await b.destroy();
+    }
+  });
 });
