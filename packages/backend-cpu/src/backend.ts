@@ -8,7 +8,7 @@ import { host } from '#host';
 import {
   type Backend, type BackwardInputs, type BackwardResult, type Capabilities, type CheckedKconv, type CheckedProblem, type CheckedRoutingCall,
   type DType, type DeviceTensor, type ForwardResult, type HostTensor, type Layout, type Qkv, type Routing,
-  BackendShell, MobaError, bf16ToF32, checkBackwardTensors, checkInt, checkProblem, checkWorkspace, f16ToF32, fromFloat, hostTensor,
+  BackendShell, MobaError, bf16ToF32, checkBackwardTensors, checkInt, checkKeys, checkProblem, checkWorkspace, f16ToF32, fromFloat, hostTensor,
 } from '@moba/core';
 import { backward } from './backward.js';
 import { type CpuRouting, collect } from './collect.js';
@@ -38,6 +38,15 @@ export interface CpuBackendOptions {
   minParallelWork?: number;
 }
 
+/**
+ * The keys `createCpuBackend` accepts (a new option adds its key here); any other key, or a null value, is
+ * E_RANGE naming it.
+ */
+export const CPU_BACKEND_OPTION_KEYS: readonly (keyof CpuBackendOptions)[] = Object.freeze(['threads', 'minParallelWork', 'memoryBytes'] as const);
+
+/** The keys of `denseForward` / `denseBackward` options. */
+export const DENSE_OPTION_KEYS: readonly (keyof DenseOptions)[] = Object.freeze(['scale'] as const);
+
 /** Options of the dense baseline. */
 export interface DenseOptions {
   /** Softmax scale, default 1/sqrt(D). */
@@ -65,6 +74,7 @@ export class CpuBackendImpl extends BackendShell<Float32Array, CpuRouting> imple
 
   constructor(opts: CpuBackendOptions = {}) {
     super('CPU');
+    checkKeys(opts, CPU_BACKEND_OPTION_KEYS, 'CPU backend option');
     const workers = host.workers;
     const cores = Math.max(1, workers?.defaultCount() ?? 1);
     const threads = opts.threads === undefined ? Math.min(16, cores) : checkThreads(opts.threads, workers ? cores : null);
@@ -90,7 +100,8 @@ export class CpuBackendImpl extends BackendShell<Float32Array, CpuRouting> imple
 
   async denseForward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, layout: Layout, opts: DenseOptions = {}): Promise<ForwardResult> {
     this.alive();
-    const p = checkProblem(this.caps, q, k, v, layout, { blockSize: KEY_TILE, topk: 1, scale: opts?.scale });
+    checkKeys(opts, DENSE_OPTION_KEYS, 'denseForward option');
+    const p = checkProblem(this.caps, q, k, v, layout, { blockSize: KEY_TILE, topk: 1, scale: opts.scale });
     const res = await this.measured(() => denseForward(this.#cpu, p, { q: this.tensor('q', q), k: this.tensor('k', k), v: this.tensor('v', v) }));
     const { T, Hq, D, dtype } = p.shape;
     return { out: this.wrap(dtype, [T, Hq, D], res.out), lse: this.wrap('f32', [T, Hq], res.lse) };
@@ -101,7 +112,8 @@ export class CpuBackendImpl extends BackendShell<Float32Array, CpuRouting> imple
     layout: Layout, opts: DenseOptions = {},
   ): Promise<BackwardResult> {
     this.alive();
-    const p = checkProblem(this.caps, q, k, v, layout, { blockSize: KEY_TILE, topk: 1, scale: opts?.scale });
+    checkKeys(opts, DENSE_OPTION_KEYS, 'denseBackward option');
+    const p = checkProblem(this.caps, q, k, v, layout, { blockSize: KEY_TILE, topk: 1, scale: opts.scale });
     checkBackwardTensors(p.shape, out, lse, dOut);
     const t = {
       q: this.tensor('q', q), k: this.tensor('k', k), v: this.tensor('v', v),

@@ -5,9 +5,13 @@
  * Safe to import in a browser: no Node built-in is imported there (see host.ts), and kernels run in
  * the calling thread on plain ArrayBuffers.
  */
-import { type CpuBackend, type CpuBackendOptions, CpuBackendImpl } from './backend.js';
+import { CPU_BACKEND_OPTION_KEYS, type CpuBackend, type CpuBackendOptions, CpuBackendImpl } from './backend.js';
 
 export type { CpuBackend, CpuBackendOptions, DenseOptions } from './backend.js';
+export { CPU_BACKEND_OPTION_KEYS, DENSE_OPTION_KEYS } from './backend.js';
+
+/** The uniform name of the factory's option keys in every backend module (unknown keys are E_RANGE). */
+export const optionKeys: readonly string[] = CPU_BACKEND_OPTION_KEYS;
 
 /**
  * Creates a CPU backend. In Node, `threads` (default: the available cores, at most 16) workers share

@@ -8,7 +8,7 @@
 import {
   type Backend, type BackwardInputs, type Capabilities, type CheckedKconv, type CheckedProblem, type CheckedRoutingCall, type DType,
   type DeviceMemory, type DeviceTensor, type HostTensor, type Layout, type MemoryStats, type Qkv, type Routing,
-  BackendShell, MobaError, hostTensor, numel,
+  BackendShell, MobaError, checkKeys, hostTensor, numel,
 } from '@moba/core';
 import { Allocator, type Buf } from './allocator.js';
 import { backward } from './backward.js';
@@ -37,6 +37,22 @@ export interface CudaBackendOptions {
    *   (a cross-check for the tensor-core paths).
    */
   unstable?: { kvHeadsPerLaunch?: number | null; fastPaths?: boolean };
+}
+
+/**
+ * The keys `createCudaBackend` accepts, per level (a new option adds its key here); any other key is E_RANGE
+ * naming it, as is null except where it means something (`cacheDir`, `unstable.kvHeadsPerLaunch`).
+ */
+export const CUDA_OPTION_KEYS = Object.freeze({
+  options: Object.freeze(['ordinal', 'cacheDir', 'unstable']),
+  unstable: Object.freeze(['kvHeadsPerLaunch', 'fastPaths']),
+}) satisfies Record<string, readonly string[]>;
+
+/** Checks the keys of `createCudaBackend` options, `unstable` included, before the driver is loaded. */
+export function checkCudaOptions(opts: unknown): void {
+  checkKeys(opts, CUDA_OPTION_KEYS.options, 'CUDA backend option', ['cacheDir']);
+  const u = (opts as CudaBackendOptions).unstable;
+  if (u !== undefined) checkKeys(u, CUDA_OPTION_KEYS.unstable, 'CUDA unstable option', ['kvHeadsPerLaunch']);
 }
 
 /** The CUDA backend: the Backend contract plus device facts and an explicit synchronise for timing. */
@@ -77,6 +93,7 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
 
   constructor(opts: CudaBackendOptions = {}) {
     super('CUDA');
+    checkCudaOptions(opts);
     const ordinal = opts.ordinal ?? 0;
     if (!Number.isInteger(ordinal) || ordinal < 0) throw new MobaError('E_RANGE', `ordinal = ${String(ordinal)} is invalid: must be an integer >= 0`, 'ordinal');
     const kvHeads = opts.unstable?.kvHeadsPerLaunch ?? null;

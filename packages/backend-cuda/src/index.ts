@@ -4,11 +4,15 @@
  * via koffi: no native addon, nothing compiled at install time.
  */
 import { MobaError } from '@moba/core';
-import { type CudaBackend, type CudaBackendOptions, CudaBackendImpl } from './backend.js';
+import { CUDA_OPTION_KEYS, type CudaBackend, type CudaBackendOptions, CudaBackendImpl } from './backend.js';
 import { CudaDriver, Nvrtc } from './driver.js';
 
 export type { CudaBackend, CudaBackendOptions } from './backend.js';
 export { cuError, nvrtcError, CU_RESULT_NAMES } from './status.js';
+export { CUDA_OPTION_KEYS } from './backend.js';
+
+/** The uniform name of the factory's (top-level) option keys in every backend module; unknown keys and nulls are E_RANGE. */
+export const optionKeys: readonly string[] = CUDA_OPTION_KEYS.options;
 
 /** Creates a CUDA backend on device `ordinal` (default 0); throws MobaError E_DEVICE with the reason when unavailable. */
 export function createCudaBackend(opts: CudaBackendOptions = {}): CudaBackend {

@@ -9,7 +9,7 @@
 import {
   type Backend, type BackwardInputs, type Capabilities, type CheckedKconv, type CheckedProblem, type CheckedRoutingCall,
   type DType, type DeviceTensor, type HostTensor, type Layout, type Qkv, type Routing,
-  type DeviceMemory, BackendShell, checkWorkspace, hostTensor, numel,
+  type DeviceMemory, BackendShell, checkKeys, checkWorkspace, hostTensor, numel,
 } from '@moba/core';
 import type { DkdvShape } from './backward-dkdv-shape.js';
 import { backwardPlan, encodeBackward } from './backward.js';
@@ -42,6 +42,12 @@ export interface WebGpuBackend extends Backend {
   clearTimings(): void;
 }
 
+/** `v`, or a copy of it in a plain ArrayBuffer when it views a SharedArrayBuffer (queue.writeBuffer refuses those). */
+function unshared(v: ArrayBufferView): ArrayBufferView {
+  if (typeof SharedArrayBuffer === 'undefined' || !(v.buffer instanceof SharedArrayBuffer)) return v;
+  return new Uint8Array(new Uint8Array(v.buffer, v.byteOffset, v.byteLength));
+}
+
 /** A routing: its indices and its collected form (CollectedLayout), made together. */
 interface RoutingStore {
   readonly indices: GPUBuffer; // [T, Hq, topk] i32
@@ -63,6 +69,29 @@ export interface WebGpuUnstable {
   readonly dkdvShape?: Partial<Omit<DkdvShape, 'oc4'>>;
   /** Routing top-k kernel (route.ts): `split` (up to 16 competing slots, else `owner`) or `owner`; default: defaultRouteKernel. */
   readonly routeKernel?: RouteKernel;
+}
+
+/**
+ * The keys `createWebGpuBackend` accepts, per level (a new option adds its key here); any other key, or a null
+ * value, is E_RANGE naming it.
+ */
+export const WEBGPU_OPTION_KEYS = Object.freeze({
+  options: Object.freeze(['device', 'memoryBytes', 'profile', 'tuning', 'unstable']),
+  tuning: Object.freeze(['workgroupStorage', 'partialBytes']),
+  unstable: Object.freeze(['dkdvShape', 'routeKernel']),
+  dkdvShape: Object.freeze(['rw', 'dk', 'rc', 'vk']),
+}) satisfies Record<string, readonly string[]>;
+
+/** Checks the keys of `createWebGpuBackend` options, nested objects included, before anything is opened. */
+export function checkWebGpuOptions(opts: unknown): void {
+  const K = WEBGPU_OPTION_KEYS;
+  checkKeys(opts, K.options, 'WebGPU backend option');
+  const o = opts as { tuning?: unknown; unstable?: { dkdvShape?: unknown } };
+  if (o.tuning !== undefined) checkKeys(o.tuning, K.tuning, 'WebGPU tuning option');
+  if (o.unstable !== undefined) {
+    checkKeys(o.unstable, K.unstable, 'WebGPU unstable option');
+    if (o.unstable.dkdvShape !== undefined) checkKeys(o.unstable.dkdvShape, K.dkdvShape, 'WebGPU unstable.dkdvShape field');
+  }
 }
 
 export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> implements WebGpuBackend {
@@ -116,7 +145,7 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
 
   protected async doUpload(t: HostTensor): Promise<GPUBuffer> {
     this.#ctx.checkSizes({ tensor: storageBytes(t.data.length, t.dtype) });
-    let data: ArrayBufferView = t.data;
+    let data: ArrayBufferView = unshared(t.data);
     if (t.dtype !== 'f32' && t.data.length % 2 === 1) { // whole words: the last one's high half is 0
       const padded = new Uint16Array(t.data.length + 1);
       padded.set(t.data);
@@ -149,7 +178,7 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
     const c = collectPlan(p.seqs, p.T, p.Hq, p.cfg);
     this.#ctx.checkSizes({ indices: indices.byteLength, ...collectBytes(c.lists) });
     const l = new Launch(this.#ctx);
-    const buf = l.tempData('routing indices', indices);
+    const buf = l.tempData('routing indices', unshared(indices));
     return this.#collect(l, 'routing from indices', buf, { T: p.T, Hq: p.Hq, topk: p.cfg.topk }, c);
   }
 

@@ -7,6 +7,7 @@
  */
 /// <reference types="@webgpu/types" />
 import { MobaError } from '@moba/core';
+import { WEBGPU_OPTION_KEYS, checkWebGpuOptions } from './backend.js';
 import { type WebGpuBackend, WebGpuBackendImpl, type WebGpuTuning, type WebGpuUnstable } from './backend.js';
 import { GpuContext, openDevice, probeAdapter } from './device.js';
 
@@ -37,6 +38,10 @@ export interface WebGpuBackendOptions {
   unstable?: WebGpuUnstable;
 }
 
+export { WEBGPU_OPTION_KEYS } from './backend.js';
+/** The uniform name of the factory's (top-level) option keys in every backend module; unknown keys and nulls are E_RANGE. */
+export const optionKeys: readonly string[] = WEBGPU_OPTION_KEYS.options;
+
 /**
  * Creates a WebGPU backend. Without `device` it opens one (and destroys it in `destroy()`); throws
  * `MobaError('E_UNSUPPORTED')` when there is no WebGPU at all (in Node: the optional `webgpu` package is not
@@ -44,6 +49,7 @@ export interface WebGpuBackendOptions {
  * Any adapter is accepted, software ones (llvmpipe, SwiftShader) included: see `probeAdapter()`.
  */
 export async function createWebGpuBackend(opts: WebGpuBackendOptions = {}): Promise<WebGpuBackend> {
+  checkWebGpuOptions(opts); // unknown keys and nulls (E_RANGE), before any adapter is requested
   const own = !opts.device;
   const opened = opts.device ? { gpu: null, device: opts.device } : await openDevice({ timestamps: !!opts.profile });
   const device = opened.device;

@@ -3,7 +3,7 @@
  * `MobaError` naming the parameter, the value given and what is allowed.
  */
 import type { DType } from './dtype.js';
-import { MobaError, checkInt, shapeStr } from './errors.js';
+import { MobaError, checkInt, checkKeys, shapeStr } from './errors.js';
 
 export interface MobaConfig {
   /** Tokens per key block (B). Integer >= 1. */
@@ -15,6 +15,9 @@ export interface MobaConfig {
   /** Softmax scale; defaults to 1/sqrt(D). Routing never uses it. */
   scale?: number;
 }
+
+/** The keys a MobaConfig may have; any other key is E_RANGE (with the nearest allowed key suggested). */
+export const CONFIG_KEYS: readonly string[] = Object.freeze(['blockSize', 'topk', 'causal', 'scale']);
 
 export interface ResolvedConfig {
   readonly blockSize: number;
@@ -46,8 +49,9 @@ export interface TensorLike {
 /** Validates a config against head dim `D` and fills in defaults. */
 export function resolveConfig(cfg: MobaConfig, D: number, limits?: { maxTopk?: number; maxBlockSize?: number }): ResolvedConfig {
   if (cfg === null || typeof cfg !== 'object') throw new MobaError('E_RANGE', 'config must be an object { blockSize, topk, causal?, scale? }', 'config');
-  const blockSize = checkInt('blockSize', cfg.blockSize, 1, limits?.maxBlockSize);
-  const topk = checkInt('topk', cfg.topk, 1, limits?.maxTopk);
+  checkKeys(cfg, CONFIG_KEYS, 'config key'); // unknown keys and nulls (undefined means the default)
+  const blockSize = withinCaps('blockSize', checkInt('blockSize', cfg.blockSize, 1), 'maxBlockSize', limits?.maxBlockSize);
+  const topk = withinCaps('topk', checkInt('topk', cfg.topk, 1), 'maxTopk', limits?.maxTopk);
   const causal = cfg.causal ?? true;
   if (typeof causal !== 'boolean') throw new MobaError('E_RANGE', `causal = ${String(causal)} is invalid: must be true or false`, 'causal');
   const scale = cfg.scale ?? 1 / Math.sqrt(D);
@@ -56,6 +60,17 @@ export function resolveConfig(cfg: MobaConfig, D: number, limits?: { maxTopk?: n
     throw new MobaError('E_RANGE', `scale = ${String(scale)} is invalid: must be a number > 0 that is finite in f32 (below 3.4028235677973366e38)`, 'scale');
   }
   return { blockSize, topk, causal, scale };
+}
+
+/**
+ * `E_UNSUPPORTED` when `value` (valid per SPEC) exceeds the backend's declared `caps[cap]`; values SPEC §7
+ * forbids are `E_RANGE` (checked before this).
+ */
+export function withinCaps(param: string, value: number, cap: string, max: number | undefined): number {
+  if (max !== undefined && value > max) {
+    throw new MobaError('E_UNSUPPORTED', `${param} = ${value} is not supported by this backend: caps.${cap} = ${max}`, param);
+  }
+  return value;
 }
 
 /** Checks `cuSeqlens` (SPEC §1): starts at 0, non-decreasing, ends at T. */
@@ -162,5 +177,5 @@ export function validateKconvWeight(w: TensorLike, Hkv: number, D: number, maxWi
   if (!w || !Array.isArray(w.shape) || w.shape.length !== 2 || w.shape[0] !== Hkv * D) {
     throw new MobaError('E_SHAPE', `kconvWeight.shape = ${w && Array.isArray(w.shape) ? shapeStr(w.shape) : String(w)} is invalid: must be [Hkv·D = ${Hkv * D}, W]`, 'kconvWeight.shape');
   }
-  return checkInt('kconvWeight width W', w.shape[1], 1, maxWidth);
+  return withinCaps('kconvWeight width W', checkInt('kconvWeight width W', w.shape[1], 1), 'maxKconvWidth', maxWidth);
 }

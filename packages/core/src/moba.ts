@@ -11,9 +11,9 @@
  *   4. backward: dq, dk', dv = backend.backward(…) (SPEC §5); dk, dw = kconvBackward(k, w, dk').
  */
 import type { Backend, DeviceTensor, Routing } from './backend.js';
-import type { Layout, MobaConfig } from './config.js';
-import { MobaError } from './errors.js';
-import type { HostTensor } from './tensor.js';
+import { CONFIG_KEYS, type Layout, type MobaConfig } from './config.js';
+import { MobaError, checkKeys } from './errors.js';
+import { type HostTensor, asHostTensor } from './tensor.js';
 
 export type TensorInput = HostTensor | DeviceTensor;
 
@@ -61,31 +61,42 @@ export interface MobaGradients {
   readonly dKconvWeight?: DeviceTensor;
 }
 
+/** The keys a `moba()` inputs object may have. */
+export const MOBA_INPUT_KEYS: readonly string[] = Object.freeze(['q', 'k', 'v', 'cuSeqlens', 'kconvWeight']);
+
 function isHost(t: TensorInput): t is HostTensor {
-  return t !== null && typeof t === 'object' && 'data' in t && ArrayBuffer.isView((t as HostTensor).data);
+  return 'data' in t;
 }
 
-async function onBackend(backend: Backend, t: TensorInput, owned: DeviceTensor[]): Promise<DeviceTensor> {
+/** `t` on `backend` (uploaded into `owned` when it is a HostTensor); anything else is refused naming `param`. */
+async function onBackend(backend: Backend, param: string, t: TensorInput, owned: DeviceTensor[]): Promise<DeviceTensor> {
+  if (t === null || typeof t !== 'object' || Array.isArray(t) || ArrayBuffer.isView(t)) {
+    const got = Array.isArray(t) ? 'an array' : ArrayBuffer.isView(t) ? `a bare ${t.constructor.name}` : String(t);
+    throw new MobaError('E_SHAPE', `${param} = ${got} is invalid: must be a HostTensor { dtype, shape, data } or a DeviceTensor of backend ${backend.name}`, param);
+  }
   if (isHost(t)) {
-    const d = await backend.upload(t);
+    const h = asHostTensor(param, t);
+    const d = await backend.upload(h);
     owned.push(d);
     return d;
   }
-  if (!t || (t as DeviceTensor).backend !== backend.name) {
-    throw new MobaError('E_UNSUPPORTED', `tensor belongs to backend ${(t as DeviceTensor)?.backend ?? String(t)}, not ${backend.name}`, 'tensor');
+  if ((t as DeviceTensor).backend !== backend.name) {
+    throw new MobaError('E_UNSUPPORTED', `${param} belongs to backend ${String((t as DeviceTensor).backend)}, not ${backend.name}`, param);
   }
   return t as DeviceTensor;
 }
 
 /** Runs kconv → route → forward; see the module doc. */
 export async function moba(backend: Backend, inputs: MobaInputs, cfg: MobaConfig): Promise<MobaResult> {
+  checkKeys(inputs, MOBA_INPUT_KEYS, 'moba() input', MOBA_INPUT_KEYS); // nulls: named by the tensor checks below
+  checkKeys(cfg, CONFIG_KEYS, 'config key'); // the rest of the config is checked by route(), before any kernel runs
   const owned: DeviceTensor[] = [];
   const layout: Layout = { cuSeqlens: inputs.cuSeqlens };
   try {
-    const q = await onBackend(backend, inputs.q, owned);
-    const k = await onBackend(backend, inputs.k, owned);
-    const v = await onBackend(backend, inputs.v, owned);
-    const w = inputs.kconvWeight ? await onBackend(backend, inputs.kconvWeight, owned) : undefined;
+    const q = await onBackend(backend, 'q', inputs.q, owned);
+    const k = await onBackend(backend, 'k', inputs.k, owned);
+    const v = await onBackend(backend, 'v', inputs.v, owned);
+    const w = inputs.kconvWeight === undefined ? undefined : await onBackend(backend, 'kconvWeight', inputs.kconvWeight, owned);
     const kUsed = w ? await backend.kconv(k, w, layout) : k;
     if (w) owned.push(kUsed);
     const routing = await backend.route(q, kUsed, layout, cfg);
@@ -104,10 +115,11 @@ export async function moba(backend: Backend, inputs: MobaInputs, cfg: MobaConfig
 
 /** Backward of `moba()` for upstream gradient `dOut [T, Hq, D]`. */
 export async function mobaBackward(backend: Backend, ctx: MobaContext, dOut: TensorInput): Promise<MobaGradients> {
+  if (ctx === null || typeof ctx !== 'object') throw new MobaError('E_RANGE', `ctx = ${String(ctx)} is invalid: must be the ctx that moba() returned`, 'ctx');
   if (ctx.backend !== backend) throw new MobaError('E_UNSUPPORTED', 'mobaBackward must run on the backend that ran moba()', 'backend');
   const owned: DeviceTensor[] = [];
   try {
-    const g = await onBackend(backend, dOut, owned);
+    const g = await onBackend(backend, 'dOut', dOut, owned);
     const { dq, dk: dkUsed, dv } = await backend.backward(ctx.q, ctx.kUsed, ctx.v, ctx.out, ctx.lse, g, ctx.routing, ctx.layout, ctx.cfg);
     if (!ctx.w) return { dq, dk: dkUsed, dv };
     const { dk, dw } = await backend.kconvBackward(ctx.k, ctx.w, dkUsed, ctx.layout);

@@ -2,7 +2,7 @@
 // same cases again through each backend's public API.
 import { describe, expect, it } from 'vitest';
 import {
-  MobaError, Rng, checkProblem, collectRouting, expandCollected, hostTensor, plan, resolveConfig, routingToMask,
+  MobaError, Rng, checkKconv, checkProblem, collectRouting, expandCollected, hostTensor, plan, resolveConfig, routingToMask,
   sequences, validateLayout, validateQkv, validateRoutingIndices, type Capabilities,
 } from '../src/index.js';
 import { referenceRoute } from '../src/reference/index.js';
@@ -25,7 +25,19 @@ describe('validation (SPEC §7)', () => {
     }
     expect(code(() => resolveConfig({ blockSize: 4, topk: 2, scale: 0 }, 8))).toBe('E_RANGE');
     expect(() => resolveConfig({ blockSize: 4, topk: 0 }, 8)).toThrow(/topk = 0 .*>= 1/);
-    expect(code(() => resolveConfig({ blockSize: 4, topk: 65 }, 8, caps))).toBe('E_RANGE');
+  });
+
+  it('a topk, blockSize or kconv width valid per SPEC but beyond caps is E_UNSUPPORTED; one invalid per SPEC is E_RANGE', () => {
+    expect(code(() => resolveConfig({ blockSize: 4, topk: 65 }, 8, caps))).toBe('E_UNSUPPORTED');
+    expect(code(() => resolveConfig({ blockSize: 4097, topk: 2 }, 8, caps))).toBe('E_UNSUPPORTED');
+    expect(code(() => resolveConfig({ blockSize: 4, topk: 0 }, 8, caps))).toBe('E_RANGE');
+    expect(code(() => resolveConfig({ blockSize: 4, topk: 65.5 }, 8, caps))).toBe('E_RANGE');
+    expect(() => resolveConfig({ blockSize: 4, topk: 65 }, 8, caps)).toThrow(/topk = 65 .*caps\.maxTopk = 64/);
+    const layout = { cuSeqlens: Int32Array.from([0, 8]) };
+    expect(code(() => checkProblem(caps, t3(8, 2, 4), t3(8, 2, 4), t3(8, 2, 4), layout, { blockSize: 4, topk: 65 }))).toBe('E_UNSUPPORTED');
+    const k = { dtype: 'f32' as const, shape: [8, 2, 4] };
+    expect(code(() => checkKconv(caps, k, { dtype: 'f32', shape: [8, 9] }, layout))).toBe('E_UNSUPPORTED');
+    expect(code(() => checkKconv(caps, k, { dtype: 'f32', shape: [8, 0] }, layout))).toBe('E_RANGE');
   });
 
   it('rejects bad cuSeqlens', () => {

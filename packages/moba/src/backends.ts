@@ -117,7 +117,7 @@ interface Entry {
 
 let ENTRIES: Record<ConcreteBackendKind, Entry> = {
   cpu: {
-    pkg: '@moba/backend-cpu', factory: 'createCpuBackend', install: 'npm install @moba/backend-cpu', keys: ['threads', 'minParallelWork'],
+    pkg: '@moba/backend-cpu', factory: 'createCpuBackend', install: 'npm install @moba/backend-cpu', keys: ['threads', 'minParallelWork', 'memoryBytes'],
     load: () => import('@moba/backend-cpu'),
   },
   webgpu: {
@@ -236,9 +236,11 @@ async function create(kind: ConcreteBackendKind, loaded: Loaded, opts: object | 
 }
 
 /** The options `kind`'s factory gets: all but moba-ts's own key, or (for `'auto'`) only the keys it knows. */
-function optionsFor(kind: ConcreteBackendKind, opts: object | undefined, onlyKnown: boolean): object | undefined {
+function optionsFor(kind: ConcreteBackendKind, loaded: Loaded, opts: object | undefined, onlyKnown: boolean): object | undefined {
   if (!opts) return undefined;
-  const keys = ENTRIES[kind].keys;
+  // The package's own list when it exports one (`optionKeys`), else the list above.
+  const own = loaded.ok ? loaded.mod.optionKeys : undefined;
+  const keys = Array.isArray(own) ? (own as readonly string[]) : ENTRIES[kind].keys;
   const picked = Object.entries(opts).filter(([k]) => k !== 'allowSoftwareAdapter' && (!onlyKnown || keys.includes(k)));
   return picked.length > 0 ? Object.fromEntries(picked) : undefined;
 }
@@ -249,7 +251,7 @@ async function explicit(kind: ConcreteBackendKind, opts: object | undefined): Pr
     const p = await probe(kind, loaded.mod);
     if (!p.available) throw new MobaError('E_UNSUPPORTED', `backend '${kind}' is not available here: ${p.reason}`, 'backend');
   }
-  return create(kind, loaded, optionsFor(kind, opts, false));
+  return create(kind, loaded, optionsFor(kind, loaded, opts, false));
 }
 
 async function auto(opts: AutoBackendOptions | undefined): Promise<Backend> {
@@ -270,7 +272,7 @@ async function auto(opts: AutoBackendOptions | undefined): Promise<Backend> {
       reasons.push(`${k}: only a software adapter (${p.adapter ?? 'unknown'}); allow it with allowSoftwareAdapter: true or MOBA_ALLOW_SOFTWARE_WEBGPU=1`);
       continue;
     }
-    return create(k, loaded, optionsFor(k, opts, true));
+    return create(k, loaded, optionsFor(k, loaded, opts, true));
   }
   throw new MobaError('E_UNSUPPORTED', `no backend is available here (${reasons.join('; ')})`, 'backend');
 }

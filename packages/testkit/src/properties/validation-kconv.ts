@@ -1,5 +1,8 @@
-/** Kconv argument errors of the validation property (SPEC §6, §7): weight shape, width, and dtype by caps. */
-import { type HostTensor, fromFloat, hostTensor, moba } from '@moba/core';
+/**
+ * Kconv argument errors of the validation property (SPEC §6, §7): weight shape, width, and dtype by caps; and
+ * moba()'s own argument errors (null tensors, a non-tensor kconvWeight, unknown config keys, null config values).
+ */
+import { type HostTensor, type MobaConfig, type MobaInputs, fromFloat, hostTensor, moba } from '@moba/core';
 import type { Scope, uploadProblem } from '../checks.js';
 import type { Problem } from '../problem.js';
 import type { PropertyContext } from '../types.js';
@@ -13,7 +16,15 @@ export async function kconvCases(ctx: PropertyContext, s: Scope, p: Problem, d: 
   const { T, Hkv, D, dtype } = p.shape;
   const lay = p.layout;
   const cfg = p.cfg;
-  const cases: Case[] = [];
+  const one = (inputs: Partial<Record<keyof MobaInputs, unknown>>, c: unknown = cfg): Promise<unknown> =>
+    moba(b, { q: p.q, k: p.k, v: p.v, cuSeqlens: lay.cuSeqlens, ...inputs } as MobaInputs, c as MobaConfig).then((x) => x.ctx.dispose());
+  const cases: Case[] = [
+    { what: 'moba() with q = null', codes: SHAPE, fn: () => one({ q: null }) },
+    { what: 'moba() with kconvWeight = 0 (not a tensor; only undefined means no kconv)', codes: ['E_SHAPE', 'E_RANGE'], fn: () => one({ kconvWeight: 0 }) },
+    { what: "moba() with config key 'casual'", codes: ['E_RANGE'], fn: () => one({}, { ...cfg, casual: false }) },
+    { what: 'route() with scale = null', codes: ['E_RANGE'], fn: async () => b.route(d.q, d.k, lay, { ...cfg, scale: null } as unknown as MobaConfig).then((x) => s.own(x)) },
+    { what: 'route() with causal = null', codes: ['E_RANGE'], fn: async () => b.route(d.q, d.k, lay, { ...cfg, causal: null } as unknown as MobaConfig).then((x) => s.own(x)) },
+  ];
   if (b.caps.kconv) {
     const C = Hkv * D;
     const w = (shape: number[]): HostTensor => fromFloat(new Float32Array(shape.reduce((a, c) => a * c, 1)), dtype, shape);
@@ -32,7 +43,7 @@ export async function kconvCases(ctx: PropertyContext, s: Scope, p: Problem, d: 
       );
     }
     const maxW = b.caps.maxKconvWidth;
-    if (maxW < 1024) cases.push({ what: `kconv() with width maxKconvWidth + 1 = ${maxW + 1}`, codes: ['E_RANGE', 'E_UNSUPPORTED'], fn: async () => b.kconv(d.k, await s.up(w([C, maxW + 1])), lay).then((x) => s.own(x)) });
+    if (maxW < 1024) cases.push({ what: `kconv() with width maxKconvWidth + 1 = ${maxW + 1}`, codes: ['E_UNSUPPORTED'], fn: async () => b.kconv(d.k, await s.up(w([C, maxW + 1])), lay).then((x) => s.own(x)) });
   }
   return cases;
 }

@@ -29,6 +29,7 @@ function baseSpec(ctx: PropertyContext): ProblemSpec {
 
 const RANGE = ['E_RANGE'];
 const SHAPE = ['E_SHAPE'];
+const UNSUPPORTED = ['E_UNSUPPORTED'];
 
 /** Config errors of route/forward/moba(), then the layout, shape, backward and kconv cases. */
 async function problemCases(ctx: PropertyContext, s: Scope, p: Problem): Promise<Case[]> {
@@ -56,8 +57,9 @@ async function problemCases(ctx: PropertyContext, s: Scope, p: Problem): Promise
     );
   }
   cases.push({ what: 'route() with scale = NaN', codes: RANGE, fn: () => route({ ...cfg, scale: NaN }) });
-  if (caps.maxTopk < 2 ** 20) cases.push({ what: `route() with topk = maxTopk + 1 = ${caps.maxTopk + 1}`, codes: ['E_RANGE', 'E_UNSUPPORTED'], fn: () => route({ ...cfg, topk: caps.maxTopk + 1 }) });
-  if (caps.maxBlockSize < 2 ** 20) cases.push({ what: `route() with blockSize = maxBlockSize + 1 = ${caps.maxBlockSize + 1}`, codes: ['E_RANGE', 'E_UNSUPPORTED'], fn: () => route({ ...cfg, blockSize: caps.maxBlockSize + 1 }) });
+  // valid per SPEC but beyond this backend's caps: E_UNSUPPORTED (E_RANGE is for values SPEC §7 forbids)
+  if (caps.maxTopk < 2 ** 20) cases.push({ what: `route() with topk = maxTopk + 1 = ${caps.maxTopk + 1}`, codes: UNSUPPORTED, fn: () => route({ ...cfg, topk: caps.maxTopk + 1 }) });
+  if (caps.maxBlockSize < 2 ** 20) cases.push({ what: `route() with blockSize = maxBlockSize + 1 = ${caps.maxBlockSize + 1}`, codes: UNSUPPORTED, fn: () => route({ ...cfg, blockSize: caps.maxBlockSize + 1 }) });
   cases.push(...(await layoutAndShapeCases(ctx, s, p, d, r)));
   cases.push(...(await backwardCases(ctx, s, p, d, r)));
   return cases;
