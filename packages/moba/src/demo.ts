@@ -9,7 +9,7 @@ import { writeFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import {
   type Backend, type DType, type DeviceTensor, type HostTensor, type Layout, type MobaConfig, type ProblemShape, type Routing,
-  type BackendOp, Rng, fromFloat, hostTensor, moba, mobaBackward, plan, resolveConfig, sequences, routingCounts, timeBackend,
+  type BackendOp, MobaError, Rng, fromFloat, hostTensor, moba, mobaBackward, plan, resolveConfig, sequences, routingCounts, timeBackend,
 } from '@moba/core';
 import { type BackendKind, createBackend } from './backends.js';
 import { type RoutingCheck, sampleRows, spotCheck } from './check.js';
@@ -159,6 +159,9 @@ export async function runDemo(o: DemoOptions, progress?: Progress): Promise<Demo
   const cfg: MobaConfig = { blockSize: o.blockSize, topk: o.topk };
   const rc = resolveConfig(cfg, o.headDim);
   const owned = typeof o.backend === 'string';
+  if (o.threads !== undefined && (o.backend === 'webgpu' || o.backend === 'cuda')) {
+    throw new MobaError('E_RANGE', `threads = ${o.threads} applies to the CPU backend only, not '${o.backend}'`, 'threads');
+  }
   const backend = typeof o.backend === 'string' ? await createBackend(o.backend, o.threads !== undefined ? { threads: o.threads } : undefined) : o.backend;
   try {
     const warmT = Math.min(o.tokens, 1024);
