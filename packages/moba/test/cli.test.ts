@@ -155,6 +155,14 @@ describe('moba demo', () => {
     expect(r.stderr).toMatch(/^error: \[E_UNSUPPORTED\] backend 'cuda'/);
   });
 
+  it('--threads with an explicit GPU backend is refused before anything is opened', async () => {
+    for (const b of ['webgpu', 'cuda']) {
+      const r = await run('demo', '--backend', b, '--threads', '2', '--tokens', '64', '--no-svg');
+      expect(r.code, b).toBe(1);
+      expect(r.stderr, b).toMatch(/^error: \[E_RANGE\] threads = 2 applies to the CPU backend only/);
+    }
+  });
+
   it('--help of each command exits 0', async () => {
     for (const argv of [['--help'], ['demo', '--help'], ['info', '--help']]) {
       const r = await run(...argv);
