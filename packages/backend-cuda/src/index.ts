@@ -31,7 +31,8 @@ export function unavailableReason(): string | null {
     new Nvrtc();
     return null;
   } catch (e) {
-    return e instanceof MobaError ? e.message : String(e);
+    // The reason alone: callers wrap it in their own MobaError, so the code prefix would appear twice.
+    return e instanceof MobaError ? e.message.replace(/^\[E_[A-Z]+\] /, '') : String(e);
   }
 }
 

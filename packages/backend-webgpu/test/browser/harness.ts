@@ -34,8 +34,8 @@ export async function launchChromium(opts: { webgpu?: boolean } = {}): Promise<B
 
 /**
  * Bundles `entry` for the browser into `outdir/main.js` (ESM, workspace sources through `@moba/source`).
- * `webgpu` (Dawn's Node binding, imported lazily by the backend only where there is no `navigator.gpu`) stays
- * external: a browser never loads it.
+ * Nothing is external: the backend's `#dawn` import resolves to its web stub under the browser platform, so
+ * Dawn (`webgpu`, the Node binding) is never reached; a bundle that tried would fail here.
  */
 export async function bundlePage(entry: string, outdir: string, extra: Partial<BuildOptions> = {}): Promise<void> {
   await build({
@@ -49,7 +49,6 @@ export async function bundlePage(entry: string, outdir: string, extra: Partial<B
     sourcemap: 'inline',
     logLevel: 'warning',
     ...extra,
-    external: ['webgpu', ...(extra.external ?? [])],
   });
 }
 
