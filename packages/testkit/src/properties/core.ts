@@ -9,6 +9,7 @@ import { hostileProperties } from './hostile.js';
 import { kconvProperties } from './kconv.js';
 import { mobaProperties } from './moba.js';
 import { oracleProperties } from './oracles.js';
+import { reachProperties } from './reach.js';
 import { routingProperties } from './routing.js';
 import { validationProperties } from './validation.js';
 
@@ -17,6 +18,7 @@ export const coreProperties: readonly Property[] = [
   ...routingProperties,
   ...forwardProperties,
   ...backwardProperties,
+  ...reachProperties,
   ...oracleProperties,
   ...kconvProperties,
   ...mobaProperties,
