@@ -48,7 +48,7 @@ describe('generators', () => {
   });
 
   it('the long problems have several hundred blocks; the sweep covers every group 1..8 with Hkv = 2', () => {
-    for (const s of fc.sample(longSpecArb(wide), { seed: 6, numRuns: 50 })) expect(Math.ceil(s.seqlens[0]! / s.blockSize)).toBeGreaterThanOrEqual(150);
+    for (const s of fc.sample(longSpecArb(wide), { seed: 6, numRuns: 50 })) expect(Math.ceil(s.seqlens[0]! / s.blockSize)).toBeGreaterThanOrEqual(128);
     expect(fc.sample(longSpecArb(wide), { seed: 7, numRuns: 50 }).some((s) => s.topk === 64)).toBe(true);
     const sweep = groupSweepSpecs(wide, 1);
     expect(sweep.filter((s) => s.Hkv === 2).map((s) => s.Hq / 2)).toEqual([1, 2, 3, 4, 5, 6, 7, 8]);

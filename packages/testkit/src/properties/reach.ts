@@ -28,11 +28,11 @@ export function groupSweepSpecs(caps: Capabilities, seed: number): ProblemSpec[]
 /** A long problem and whether it runs under the backend's own routing (else a random valid one). */
 export type LongSpec = ProblemSpec & { readonly own: boolean };
 
-/** One sequence of 300..700 tokens (and maybe a short one) in blocks of 1..2: 150..700 blocks. */
+/** One sequence of 256..600 tokens (and maybe a short one) in blocks of 1..2: 128..600 blocks. */
 export function longSpecArb(caps: Capabilities): fc.Arbitrary<LongSpec> {
   const causal = caps.nonCausal ? fc.boolean() : fc.constant(true);
   return fc.record({
-    long: fc.integer({ min: 300, max: 700 }), short: fc.integer({ min: 0, max: 40 }),
+    long: fc.integer({ min: 256, max: 600 }), short: fc.integer({ min: 0, max: 40 }),
     Hkv: fc.integer({ min: 1, max: 2 }), group: fc.integer({ min: 1, max: 2 }),
     D: fc.constantFrom(...headDims(caps, 8)), dtype: fc.constantFrom(...caps.dtypes),
     blockSize: fc.integer({ min: 1, max: Math.min(2, caps.maxBlockSize) }),
@@ -70,7 +70,7 @@ export const reachProperties: Property[] = [
     name: 'sequences of several hundred blocks, topk up to min(maxTopk, 64) (first the largest topk up to 128): forward and backward match',
     async run(ctx) {
       const caps = ctx.backend.caps;
-      const numRuns = Math.max(2, Math.ceil(ctx.numRuns / 4));
+      const numRuns = Math.max(2, Math.ceil(ctx.numRuns / 6)); // plus the largest-topk example: 3 long problems by default
       await forAll(ctx, longSpecArb(caps), (spec) => attentionCheck(ctx.backend, spec, { own: spec.own, backward: true }), numRuns, [largestTopkSpec(caps, ctx.seed)]);
     },
   },
