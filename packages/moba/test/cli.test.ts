@@ -153,13 +153,9 @@ describe('moba demo', () => {
     const r = await run('demo', '--backend', 'cuda', '--tokens', '64');
     expect(r.code).toBe(1);
     expect(r.stderr).toMatch(/^error: \[E_UNSUPPORTED\] backend 'cuda'/);
-  });
-
-  it('--threads with an explicit GPU backend is refused before anything is opened', async () => {
-    for (const b of ['webgpu', 'cuda']) {
-      const r = await run('demo', '--backend', b, '--threads', '2', '--tokens', '64', '--no-svg');
-      expect(r.code, b).toBe(1);
-      expect(r.stderr, b).toMatch(/^error: \[E_RANGE\] threads = 2 applies to the CPU backend only/);
+    for (const b of ['webgpu', 'cuda']) { // --threads with a GPU backend: refused before anything opens
+      const t = await run('demo', '--backend', b, '--threads', '2', '--tokens', '64', '--no-svg');
+      expect([t.code, t.stderr.split('\n')[0]], b).toEqual([1, `error: [E_RANGE] threads = 2 applies to the CPU backend only, not '${b}'`]);
     }
   });
 

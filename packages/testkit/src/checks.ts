@@ -13,11 +13,17 @@ import type { Problem, ProblemSpec } from './problem.js';
 import { describeSpec } from './problem.js';
 import type { PropertyContext } from './types.js';
 
-/** Runs `body` on `numRuns` generated values with the run's seed (and replay path); no shrinking. */
-export async function forAll<T>(ctx: PropertyContext, arb: fc.Arbitrary<T>, body: (x: T) => Promise<void>, numRuns = ctx.numRuns): Promise<void> {
+/**
+ * Runs `body` on `numRuns` generated values with the run's seed (and replay path); no shrinking. `examples`
+ * run first (fixed values at the edges of the caps that a random draw would rarely reach).
+ */
+export async function forAll<T>(
+  ctx: PropertyContext, arb: fc.Arbitrary<T>, body: (x: T) => Promise<void>, numRuns = ctx.numRuns, examples: readonly T[] = [],
+): Promise<void> {
   await fc.assert(fc.asyncProperty(arb, body), {
     seed: ctx.seed,
     numRuns,
+    ...(examples.length > 0 ? { examples: examples.map((x): [T] => [x]) } : {}),
     endOnFailure: true,
     includeErrorInReport: true,
     ...(ctx.path !== undefined ? { path: ctx.path } : {}),

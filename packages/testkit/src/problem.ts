@@ -6,7 +6,7 @@
 import fc from 'fast-check';
 import {
   type Capabilities, type DType, type HostTensor, type Layout, type MobaConfig, type ProblemShape, type ResolvedConfig, type Sequences,
-  Rng, fromFloat, resolveConfig, sequences, toFloat64,
+  Rng, fromFloat, plan, resolveConfig, sequences, toFloat64,
 } from '@moba/core';
 
 /** Everything that defines one problem; small enough to print in a failure message. */
@@ -135,9 +135,48 @@ export interface SpecLimits {
   readonly minBlockSize?: number;
   readonly minTokens?: number;
   readonly maxHkv?: number;
+  /** Largest GQA group Hq / Hkv (default 8). */
+  readonly maxGroup?: number;
 }
 
-/** The general problem generator, narrowed by `caps` (dtypes, head dims, maxTopk, maxBlockSize, nonCausal). */
+/** GQA group sizes the generators reach: 1..3 usually, 4..8 (large groups, with Hkv up to its limit) a third of the time. */
+export function groupArb(max = 8): fc.Arbitrary<number> {
+  const small = fc.integer({ min: 1, max: Math.min(3, max) });
+  return max <= 3 ? small : fc.oneof({ arbitrary: small, weight: 2 }, { arbitrary: fc.integer({ min: 4, max }), weight: 1 });
+}
+
+/** topk values the generators reach: 1..6 usually, 7..`hi` (hi = min(maxTopk, 16)) a third of the time. */
+export function topkArb(caps: Capabilities, hi = 16): fc.Arbitrary<number> {
+  const top = Math.min(caps.maxTopk, hi);
+  const small = fc.integer({ min: 1, max: Math.min(6, top) });
+  return top <= 6 ? small : fc.oneof({ arbitrary: small, weight: 2 }, { arbitrary: fc.integer({ min: 7, max: top }), weight: 1 });
+}
+
+/** The workspace `plan()` gives a spec (what `caps.memoryBytes` bounds). */
+export function specWorkspace(s: ProblemSpec): number {
+  const T = s.seqlens.reduce((a, b) => a + b, 0);
+  const layout = { cuSeqlens: cuSeqlensOf(s.seqlens) };
+  const cfg = { blockSize: s.blockSize, topk: s.topk, causal: s.causal };
+  return plan({ T, Hq: s.Hq, Hkv: s.Hkv, D: s.D, dtype: s.dtype }, layout, resolveConfig(cfg, s.D)).workspaceBytes;
+}
+
+/** `s` shrunk (topk, then heads, then tokens halved) until its workspace fits `caps.memoryBytes`. */
+export function fitMemory<S extends ProblemSpec>(caps: Capabilities, s: S): S {
+  let x = s;
+  while (specWorkspace(x) > caps.memoryBytes) {
+    if (x.topk > 1) x = { ...x, topk: Math.ceil(x.topk / 2) };
+    else if (x.Hq > x.Hkv) x = { ...x, Hq: x.Hkv };
+    else if (x.Hkv > 1) x = { ...x, Hq: 1, Hkv: 1 };
+    else if (x.seqlens.some((n) => n > 1)) x = { ...x, seqlens: x.seqlens.map((n) => Math.ceil(n / 2)) };
+    else break; // the smallest problem: nothing left to shrink
+  }
+  return x;
+}
+
+/**
+ * The general problem generator, narrowed by `caps` (dtypes, head dims, maxTopk, maxBlockSize, nonCausal,
+ * memoryBytes): GQA groups up to 8 with Hkv up to 2, topk up to min(maxTopk, 16).
+ */
 export function specArb(caps: Capabilities, lim: SpecLimits = {}): fc.Arbitrary<ProblemSpec> {
   const maxLen = lim.maxTokens ?? 40;
   const causal = lim.causal !== undefined ? fc.constant(lim.causal) : caps.nonCausal ? fc.boolean() : fc.constant(true);
@@ -145,14 +184,14 @@ export function specArb(caps: Capabilities, lim: SpecLimits = {}): fc.Arbitrary<
   return fc.record({
     seqlens: fc.array(fc.integer({ min: Math.min(lim.minTokens ?? 1, maxLen), max: maxLen }), { minLength: 1, maxLength: lim.maxSeqs ?? 3 }),
     Hkv: fc.integer({ min: 1, max: lim.maxHkv ?? 2 }),
-    group: fc.integer({ min: 1, max: 3 }),
+    group: groupArb(lim.maxGroup ?? 8),
     D: fc.constantFrom(...productionDims(caps, lim.headDims)),
     dtype: fc.constantFrom(...dtypes),
     blockSize: fc.integer({ min: Math.min(lim.minBlockSize ?? 1, caps.maxBlockSize), max: Math.min(caps.maxBlockSize, lim.maxBlockSize ?? 12) }),
-    topk: fc.integer({ min: 1, max: Math.min(caps.maxTopk, lim.maxTopk ?? 6) }),
+    topk: topkArb({ ...caps, maxTopk: Math.min(caps.maxTopk, lim.maxTopk ?? 16) }),
     causal,
     seed: fc.integer({ min: 1, max: 0x7fffffff }),
-  }).map(({ group, ...r }) => ({ ...r, Hq: r.Hkv * group }));
+  }).map(({ group, ...r }) => fitMemory(caps, { ...r, Hq: r.Hkv * group }));
 }
 
 /**

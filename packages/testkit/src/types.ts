@@ -38,7 +38,7 @@ export interface PropertyContext {
 /** One entry of the catalogue. `run` throws on failure and throws `Skip` to skip. */
 export interface Property {
   readonly name: string;
-  /** The op or area: routing, forward, backward, oracles, kconv, moba, hostile, determinism, validation, golden. */
+  /** The op or area: routing, forward, backward, reach, oracles, kconv, moba, hostile, determinism, validation, golden. */
   readonly group: string;
   run(ctx: PropertyContext): Promise<void>;
 }

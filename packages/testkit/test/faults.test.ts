@@ -5,7 +5,7 @@
 import type { Backend } from '@moba/core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { type Report, runConformance } from '../src/index.js';
-import { baseFactory, dropCausalMask, dropScale, gqaDkSign, lenientTopk, racyRouter } from './faulty-backends.js';
+import { baseFactory, blockTable64, dqSixSlots, dropCausalMask, dropScale, gqa4DvShort, gqaDkSign, lenientTopk, racyRouter } from './faulty-backends.js';
 
 const P = {
   routingValid: 'routing: route() is valid',
@@ -21,6 +21,8 @@ const P = {
   validation: 'validation: every SPEC',
   goldenC02: 'golden: c02',
   goldenC05: 'golden: c05',
+  reachGroups: 'reach: every GQA group size',
+  reachLong: 'reach: sequences of several hundred blocks',
 };
 
 let create: () => Backend;
@@ -104,6 +106,30 @@ describe('injected faults are caught', () => {
     const m = outcome(r, P.validation).message;
     for (const topk of ['0', '1.5', 'NaN', '-1']) expect(m).toContain(`route() with topk = ${topk}: did not throw, expected a MobaError E_RANGE`);
     expect(m).toMatch(/^ {2}8 of \d+ bad inputs were not rejected correctly:$/m);
+  });
+
+  /** The whole catalogue on a faulty backend: it must fail, and every failure must be that fault's tensor. */
+  async function caughtByTheSuite(b: Backend, tensor: RegExp): Promise<string[]> {
+    const r = await run(b, []);
+    const failed = r.results.filter((x) => !x.ok);
+    expect(failed.map((x) => `${x.group}: ${x.name}`), 'the suite must fail on this fault').not.toEqual([]);
+    for (const x of failed) expect(x.message, `${x.group}: ${x.name}`).toMatch(tensor);
+    return failed.map((x) => `${x.group}: ${x.name}`);
+  }
+
+  it('(e) dv wrong only for GQA groups of 4 with Hkv >= 2 is caught', async () => {
+    const failed = await caughtByTheSuite(gqa4DvShort(create()), /dv: max abs error .* NOT within/);
+    expect(failed).toEqual(expect.arrayContaining([expect.stringContaining(P.reachGroups)]));
+  });
+
+  it('(f) a forward that drops blocks past the 64th of a sequence is caught', async () => {
+    const failed = await caughtByTheSuite(blockTable64(create()), /(out|lse): max abs error .* NOT within/);
+    expect(failed).toEqual(expect.arrayContaining([expect.stringContaining(P.reachLong)]));
+  });
+
+  it('(g) dq that ignores the 7th and later selected blocks (topk >= 7 only) is caught', async () => {
+    const failed = await caughtByTheSuite(dqSixSlots(create()), /dq: max abs error .* NOT within/);
+    expect(failed).toEqual(expect.arrayContaining([expect.stringContaining(P.reachGroups)]));
   });
 
   it('a failure replays with the same seed, and differs under another seed', async () => {

@@ -1,8 +1,10 @@
 /**
  * Real backends with one injected fault each, to prove the conformance suite fails on them: a forward
  * that drops the causal mask or the softmax scale, a router that mis-routes ~1% of rows at random
- * (the kind of fault a racy top-k kernel produces), a backward with dk negated under GQA, and a backend that repairs a bad
- * topk instead of rejecting it. The base backend is the CPU backend when it exists, else the reference one.
+ * (the kind of fault a racy top-k kernel produces), a backward with dk negated under GQA, a backend that repairs a bad
+ * topk instead of rejecting it, and three faults hiding at the edges of the declared caps: dv wrong only for GQA
+ * groups of 4 with Hkv >= 2, a forward that ignores blocks past the 64th of a sequence, and dq that ignores the
+ * 7th and later selected blocks. The base backend is the CPU backend when it exists, else the reference one.
  */
 import {
   type Backend, type DeviceTensor, type Layout, type MobaConfig, type Routing, fromFloat, resolveConfig, sequences, toFloat64, wrapBackend as wrap,
@@ -99,5 +101,72 @@ export function lenientTopk(inner: Backend): Backend {
     routingFromIndices: (i, s, l, c) => inner.routingFromIndices(i, s, l, fix(c)),
     forward: (q, k, v, r, l, c) => inner.forward(q, k, v, r, l, fix(c)),
     backward: (q, k, v, o, lse, g, r, l, c) => inner.backward(q, k, v, o, lse, g, r, l, fix(c)),
+  });
+}
+
+/** A routing with every row's selection filtered by `keep(block, slot)` (still ascending and -1 padded). */
+async function filteredRouting(inner: Backend, r: Routing, layout: Layout, cfg: MobaConfig, keep: (j: number, slot: number) => boolean): Promise<Routing> {
+  const idx = await inner.routingIndices(r);
+  const K = r.topk;
+  const out = new Int32Array(idx.length).fill(-1);
+  for (let row = 0; row < r.T * r.Hq; row++) {
+    let n = 0;
+    for (let i = 0; i < K; i++) {
+      const j = idx[row * K + i]!;
+      if (j >= 0 && keep(j, i)) out[row * K + n++] = j;
+    }
+  }
+  return inner.routingFromIndices(out, { T: r.T, Hq: r.Hq }, layout, cfg);
+}
+
+/**
+ * (e) dv wrong only for GQA groups of 4 with Hkv >= 2 (a group-4 fast path whose reduction over the group
+ * stops one query head short): dv misses the last query head of every group.
+ */
+export function gqa4DvShort(inner: Backend): Backend {
+  return wrap(inner, {
+    async backward(q, k, v, o, lse, g, r, layout, cfg) {
+      const res = await inner.backward(q, k, v, o, lse, g, r, layout, cfg);
+      const [Hq, Hkv] = [q.shape[1]!, k.shape[1]!];
+      if (Hq / Hkv !== 4 || Hkv < 2) return res;
+      const host = await inner.download(g);
+      const D = g.shape[2]!;
+      const f = toFloat64(host);
+      for (let row = 0; row < f.length / D; row++) if (row % Hq % 4 === 3) f.fill(0, row * D, (row + 1) * D);
+      const g2 = await inner.upload(fromFloat(f, host.dtype, host.shape));
+      const short = await inner.backward(q, k, v, o, lse, g2, r, layout, cfg);
+      inner.dispose(g2, short.dq, short.dk, res.dv);
+      return { ...res, dv: short.dv };
+    },
+  });
+}
+
+/** (f) A forward that drops every block past the 64th of a sequence (a 64-entry block table): only sequences of > 64 blocks. */
+export function blockTable64(inner: Backend): Backend {
+  return wrap(inner, {
+    async forward(q, k, v, r, layout, cfg) {
+      const good = await inner.forward(q, k, v, r, layout, cfg); // keeps the inner validation
+      inner.dispose(good.out, good.lse);
+      const r64 = await filteredRouting(inner, r, layout, cfg, (j) => j < 64);
+      try {
+        return await inner.forward(q, k, v, r64, layout, cfg);
+      } finally {
+        inner.dispose(r64);
+      }
+    },
+  });
+}
+
+/** (g) dq that ignores the 7th and later selected blocks of a row (a 6-slot accumulator): only when topk >= 7. */
+export function dqSixSlots(inner: Backend): Backend {
+  return wrap(inner, {
+    async backward(q, k, v, o, lse, g, r, layout, cfg) {
+      const res = await inner.backward(q, k, v, o, lse, g, r, layout, cfg);
+      if (r.topk < 7) return res;
+      const r6 = await filteredRouting(inner, r, layout, cfg, (_, slot) => slot < 6);
+      const short = await inner.backward(q, k, v, o, lse, g, r6, layout, cfg);
+      inner.dispose(r6, short.dk, short.dv, res.dq);
+      return { ...res, dq: short.dq };
+    },
   });
 }

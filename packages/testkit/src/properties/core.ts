@@ -10,6 +10,7 @@ import { kconvProperties } from './kconv.js';
 import { memoryProperties } from './memory.js';
 import { mobaProperties } from './moba.js';
 import { oracleProperties } from './oracles.js';
+import { reachProperties } from './reach.js';
 import { routingProperties } from './routing.js';
 import { validationProperties } from './validation.js';
 
@@ -18,6 +19,7 @@ export const coreProperties: readonly Property[] = [
   ...routingProperties,
   ...forwardProperties,
   ...backwardProperties,
+  ...reachProperties,
   ...oracleProperties,
   ...kconvProperties,
   ...mobaProperties,
