@@ -11,14 +11,14 @@ import type { Backend } from '@moba/core';
 import { type GoldenCase, parseGoldenCase as parseCase } from './golden-parse.js';
 import { coreProperties, selectOnly } from './properties/core.js';
 import { goldenCaseProperty as caseProperty } from './properties/golden-case.js';
-import { DEFAULT_NUM_RUNS, DEFAULT_SEED, runProperties } from './runner.js';
+import { DEFAULT_NUM_RUNS, DEFAULT_SEED, checkNumRuns, runProperties } from './runner.js';
 import type { ConformanceOptions, Property, Report } from './types.js';
 
 export { type ConformanceOptions, type Property, type PropertyContext, type PropertyResult, type Report, Skip } from './types.js';
 export type { GoldenCase, GoldenExpected } from './golden-parse.js';
 export { coreProperties } from './properties/core.js';
 // The same defaults as the Node entry (`run.ts`), so a seed printed there replays here.
-export { DEFAULT_NUM_RUNS, DEFAULT_SEED, runProperty, summaryLine } from './runner.js';
+export { DEFAULT_NUM_RUNS, DEFAULT_SEED, MAX_NUM_RUNS, runProperty, summaryLine } from './runner.js';
 
 /** A golden case as parsed JSON (the object `JSON.parse` gives for a golden-format.md file), with a name for reports. */
 export interface GoldenSource {
@@ -38,7 +38,7 @@ export interface BrowserConformanceOptions extends Omit<ConformanceOptions, 'cas
  */
 export async function runConformance(backend: Backend, opts: BrowserConformanceOptions = {}): Promise<Report> {
   const t0 = performance.now();
-  const settings = { seed: opts.seed ?? DEFAULT_SEED, path: opts.path, numRuns: Math.max(1, opts.numRuns ?? DEFAULT_NUM_RUNS) };
+  const settings = { seed: opts.seed ?? DEFAULT_SEED, path: opts.path, numRuns: checkNumRuns('numRuns', opts.numRuns ?? DEFAULT_NUM_RUNS) };
   const golden = (opts.cases ?? []).map((c) => goldenCaseProperty(c));
   const all = opts.goldenOnly ? golden : [...coreProperties, ...golden];
   return runProperties(backend, selectOnly(all, opts.only), settings, opts, t0);

@@ -9,6 +9,17 @@ import { type ConformanceOptions, type Property, type PropertyContext, type Prop
 export const DEFAULT_SEED = 20_260_101;
 /** Default runs per randomized property (small shapes; raise with `MOBA_NUM_RUNS`). */
 export const DEFAULT_NUM_RUNS = 12;
+/**
+ * The most runs per randomized property: 12 (the default) take about 5 s for the whole suite on the CPU
+ * backend, so 10 000 already take over an hour; more is a typo, rejected rather than left to run for days.
+ */
+export const MAX_NUM_RUNS = 10_000;
+
+/** `numRuns` as given, or a RangeError naming `what` unless it is an integer in [1, MAX_NUM_RUNS] (never clamped). */
+export function checkNumRuns(what: string, n: number): number {
+  if (!Number.isSafeInteger(n) || n < 1 || n > MAX_NUM_RUNS) throw new RangeError(`${what} = ${n} is invalid: must be an integer in [1, ${MAX_NUM_RUNS}]`);
+  return n;
+}
 
 /** The settings a property context needs. */
 export interface RunSettings {

@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import { PACKAGE_CASES_DIR } from '../src/golden.js';
+import { runConformance as runInBrowser } from '../src/browser.js';
+import { createReferenceBackend } from '../src/reference-backend.js';
 import { MAX_NUM_RUNS, resolveSettings } from '../src/run.js';
 import { makeCase } from './fixtures/make-case.js';
 
@@ -109,5 +111,11 @@ describe('moba-conformance CLI', () => {
   it('runConformance settings reject a bad numRuns instead of clamping it', () => {
     expect(resolveSettings({ numRuns: 3 }).numRuns).toBe(3);
     for (const n of [-5, 0, 1.5, MAX_NUM_RUNS + 1, 1e20]) expect(() => resolveSettings({ numRuns: n }), String(n)).toThrow(/numRuns .* is invalid/);
+  });
+
+  it('the browser entry rejects a bad numRuns too (it clamped -5 to 1)', async () => {
+    const b = createReferenceBackend();
+    for (const n of [-5, 0, MAX_NUM_RUNS + 1]) await expect(runInBrowser(b, { numRuns: n }), String(n)).rejects.toThrow(/numRuns .* is invalid/);
+    await b.destroy();
   });
 });
