@@ -285,7 +285,6 @@ export async function runGpuBench(f: GpuFlags): Promise<number> {
   const mm = sdpa.ok ? sdpa.matmul : null;
   const tensorCore = mm && mm.tflopsBest !== undefined && mm.tflopsMedian !== undefined ? { tflopsBest: mm.tflopsBest, tflopsMedian: mm.tflopsMedian, n: mm.n ?? 8192 } : null;
   const tensorCoreNote = tensorCore ? undefined : !f.matmul ? '--no-matmul' : sdpa.ok ? (mm?.error ?? 'no matmul result') : sdpa.error;
-  if (b.name === 'webgpu') notes.push('peak memory is not measured on WebGPU: its backend does not account its allocations');
   if (b.name !== 'cuda' && b.name !== 'webgpu') notes.push(`the ${b.name} backend here only exercises the bench; its times say nothing about a GPU`);
   notes.push('no L2 flush between repetitions (the published peer measurements flushed L2 before each); inputs are seeded random values with |x| in [1/8, 2)');
 
