@@ -13,7 +13,8 @@ import { validateRoutingIndices } from './routing.js';
 import type { HostTensor } from './tensor.js';
 
 /** A tensor that lives on a backend (host memory, GPU buffer, …). Opaque beyond dtype and shape. */
-export interface DeviceTensor extends TensorLike {
+export interface DeviceTensor<D extends DType = DType> extends TensorLike {
+  readonly dtype: D;
   /** Name of the backend that owns it. */
   readonly backend: string;
 }
@@ -101,8 +102,9 @@ export interface MemoryStats {
 export interface Backend {
   readonly name: string;
   readonly caps: Capabilities;
-  upload(t: HostTensor): Promise<DeviceTensor>;
-  download(t: DeviceTensor): Promise<HostTensor>;
+  upload<D extends DType>(t: HostTensor<D>): Promise<DeviceTensor<D>>;
+  /** The tensor's values; `HostTensor<'f32'>` holds a `Float32Array`, f16/bf16 a `Uint16Array` (or `Float16Array`). */
+  download<D extends DType>(t: DeviceTensor<D>): Promise<HostTensor<D>>;
   /** SPEC §3: returns the routing chosen by the backend's own router. */
   route(q: DeviceTensor, k: DeviceTensor, layout: Layout, cfg: MobaConfig): Promise<Routing>;
   /** Accepts any valid routing `[T, Hq, topk]` (ascending rows, -1 padded, sequence-local blocks). */

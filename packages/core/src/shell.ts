@@ -96,17 +96,18 @@ export abstract class BackendShell<TData, RData> implements Backend {
 
   // ---------------------------------------------------------------- the contract
 
-  async upload(t: HostTensor): Promise<DeviceTensor> {
+  async upload<D extends DType>(t: HostTensor<D>): Promise<DeviceTensor<D>> {
     this.alive();
     checkTensor('tensor', t);
     if (!this.caps.dtypes.includes(t.dtype)) {
       throw new MobaError('E_UNSUPPORTED', `dtype ${t.dtype} is not supported by the ${this.#label} backend: allowed ${this.caps.dtypes.join(', ')}`, 'dtype');
     }
-    return this.wrap(t.dtype, t.shape, await this.measured(() => this.doUpload(t)));
+    return this.wrap(t.dtype, t.shape, await this.measured(() => this.doUpload(t))) as DeviceTensor<D>;
   }
 
-  async download(t: DeviceTensor): Promise<HostTensor> {
-    return this.doDownload(t, this.tensor('tensor', t));
+  async download<D extends DType>(t: DeviceTensor<D>): Promise<HostTensor<D>> {
+    // The hooks return the tensor's own dtype (checked by the testkit's round-trip properties).
+    return (await this.doDownload(t, this.tensor('tensor', t))) as HostTensor<D>;
   }
 
   async route(q: DeviceTensor, k: DeviceTensor, layout: Layout, cfg: MobaConfig): Promise<Routing> {

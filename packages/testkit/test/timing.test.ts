@@ -16,8 +16,9 @@ function recorded(inner: Backend, log: string[]): Backend {
     return r;
   };
   return wrapBackend(inner, {
-    upload: around('upload', (t) => inner.upload(t)),
-    download: around('download', (t) => inner.download(t)),
+    // generic in the dtype, so written out rather than through `around`
+    upload: async (t) => { log.push('>upload'); const r = await inner.upload(t); log.push('<upload'); return r; },
+    download: async (t) => { log.push('>download'); const r = await inner.download(t); log.push('<download'); return r; },
     route: around('route', (q, k, l, c) => inner.route(q, k, l, c)),
     routingIndices: around('routingIndices', (r) => inner.routingIndices(r)),
     forward: around('forward', (q, k, v, r, l, c) => inner.forward(q, k, v, r, l, c)),
