@@ -164,15 +164,18 @@ export interface MachineInfo {
 }
 
 /** The text of `moba info`: the machine, then one line per backend (its package and adapter, or why it cannot run). */
-export function formatInfo(machine: MachineInfo, backends: readonly BackendStatus[]): string {
+export function formatInfo(machine: MachineInfo, backends: readonly BackendStatus[], allowSoftware = process.env.MOBA_ALLOW_SOFTWARE_WEBGPU === '1'): string {
   const L = [
     `moba-ts ${machine.mobaTs}, node ${machine.node}, ${machine.platform}, ${machine.cores} cores (${machine.cpu})`,
     '',
-    'backends (createBackend(\'auto\') takes the first available, top to bottom):',
+    'backends (createBackend(\'auto\') takes the first available, top to bottom, but a software WebGPU adapter',
+    'only with MOBA_ALLOW_SOFTWARE_WEBGPU=1 or allowSoftwareAdapter: true):',
   ];
   for (const b of backends) {
     const status = b.available ? 'available' : 'not available';
-    const adapter = b.adapter ? `, adapter ${b.adapter}${b.software ? ' (software)' : ''}` : b.software ? ', a software adapter' : '';
+    const name = (b.adapter ?? '').replace(/\s*—\s*software$/, ''); // the backend may already say so
+    const soft = b.software ? ` (software${b.available && !allowSoftware ? ": 'auto' skips it" : ''})` : '';
+    const adapter = name ? `, adapter ${name}${soft}` : b.software ? ', a software adapter' : '';
     const detail = b.available ? `${b.package}${b.version ? ` ${b.version}` : ''}${adapter}` : (b.reason ?? 'no reason given');
     L.push(`  ${b.name.padEnd(8)}${status.padEnd(15)}${detail}`);
   }

@@ -198,11 +198,11 @@ describe('moba info', () => {
   it('names each backend\'s adapter (software or not) and why one is unavailable', () => {
     const text = formatInfo({ mobaTs: '0.1.0', node: 'v20', platform: 'linux x64', cores: 2, cpu: 'x' }, [
       { name: 'cuda', package: '@moba/backend-cuda', available: false, reason: 'no CUDA device found' },
-      { name: 'webgpu', package: '@moba/backend-webgpu', available: true, version: '0.1.0', adapter: 'SwiftShader Device (Subzero)', software: true },
+      { name: 'webgpu', package: '@moba/backend-webgpu', available: true, version: '0.1.0', adapter: 'SwiftShader Device (Subzero) — software', software: true },
       { name: 'cpu', package: '@moba/backend-cpu', available: true, version: '0.1.0', adapter: '2 worker threads', software: false },
     ]);
     expect(text).toMatch(/cuda\s+not available\s+no CUDA device found/);
-    expect(text).toMatch(/webgpu\s+available\s+@moba\/backend-webgpu 0\.1\.0, adapter SwiftShader Device \(Subzero\) \(software\)/);
+    expect(text).toMatch(/webgpu\s+available\s+@moba\/backend-webgpu 0\.1\.0, adapter SwiftShader Device \(Subzero\) \(software: 'auto' skips it\)/);
     expect(text).toMatch(/cpu\s+available\s+@moba\/backend-cpu 0\.1\.0, adapter 2 worker threads\n/);
   });
 
