@@ -22,7 +22,7 @@ describe('CPU backend options', () => {
   });
 
   it('null options are refused (undefined is the default); the key list is exported', async () => {
-    for (const key of ['threads', 'minParallelWork'] as const) {
+    for (const key of ['threads', 'minParallelWork', 'memoryBytes'] as const) {
       const e = thrown(() => createCpuBackend({ [key]: null } as unknown as CpuBackendOptions));
       expect([e.code, e.param]).toEqual(['E_RANGE', key]);
     }
@@ -30,7 +30,7 @@ describe('CPU backend options', () => {
     const b = createCpuBackend({ threads: 1, minParallelWork: undefined });
     try {
       expect(b.threads).toBe(1);
-      expect([...CPU_BACKEND_OPTION_KEYS]).toEqual(['threads', 'minParallelWork']);
+      expect([...CPU_BACKEND_OPTION_KEYS]).toEqual(['threads', 'minParallelWork', 'memoryBytes']);
       expect(optionKeys).toBe(CPU_BACKEND_OPTION_KEYS);
       const t = (h: number) => b.upload(hostTensor('f32', [4, h, 2]));
       const [q, k] = [await t(1), await t(1)];
