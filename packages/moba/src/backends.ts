@@ -132,6 +132,9 @@ let ENTRIES: Record<ConcreteBackendKind, Entry> = {
   },
 };
 
+/** Each factory's option keys, known before its package loads; a test keeps them equal to the package's `optionKeys`. */
+export const BACKEND_OPTION_KEYS = { cuda: ENTRIES.cuda.keys, webgpu: ENTRIES.webgpu.keys, cpu: ENTRIES.cpu.keys } as const;
+
 /** Tests only: replaces how each kind's package is loaded; returns the previous loaders. */
 export function __setBackendLoaders(loaders: Partial<Record<ConcreteBackendKind, () => Promise<unknown>>>): Record<ConcreteBackendKind, () => Promise<unknown>> {
   const prev = { cuda: ENTRIES.cuda.load, webgpu: ENTRIES.webgpu.load, cpu: ENTRIES.cpu.load };
@@ -236,11 +239,9 @@ async function create(kind: ConcreteBackendKind, loaded: Loaded, opts: object | 
 }
 
 /** The options `kind`'s factory gets: all but moba-ts's own key, or (for `'auto'`) only the keys it knows. */
-function optionsFor(kind: ConcreteBackendKind, loaded: Loaded, opts: object | undefined, onlyKnown: boolean): object | undefined {
+function optionsFor(kind: ConcreteBackendKind, opts: object | undefined, onlyKnown: boolean): object | undefined {
   if (!opts) return undefined;
-  // The package's own list when it exports one (`optionKeys`), else the list above.
-  const own = loaded.ok ? loaded.mod.optionKeys : undefined;
-  const keys = Array.isArray(own) ? (own as readonly string[]) : ENTRIES[kind].keys;
+  const keys = ENTRIES[kind].keys;
   const picked = Object.entries(opts).filter(([k]) => k !== 'allowSoftwareAdapter' && (!onlyKnown || keys.includes(k)));
   return picked.length > 0 ? Object.fromEntries(picked) : undefined;
 }
@@ -251,7 +252,7 @@ async function explicit(kind: ConcreteBackendKind, opts: object | undefined): Pr
     const p = await probe(kind, loaded.mod);
     if (!p.available) throw new MobaError('E_UNSUPPORTED', `backend '${kind}' is not available here: ${p.reason}`, 'backend');
   }
-  return create(kind, loaded, optionsFor(kind, loaded, opts, false));
+  return create(kind, loaded, optionsFor(kind, opts, false));
 }
 
 async function auto(opts: AutoBackendOptions | undefined): Promise<Backend> {
@@ -272,7 +273,7 @@ async function auto(opts: AutoBackendOptions | undefined): Promise<Backend> {
       reasons.push(`${k}: only a software adapter (${p.adapter ?? 'unknown'}); allow it with allowSoftwareAdapter: true or MOBA_ALLOW_SOFTWARE_WEBGPU=1`);
       continue;
     }
-    return create(k, loaded, optionsFor(k, loaded, opts, true));
+    return create(k, loaded, optionsFor(k, opts, true));
   }
   throw new MobaError('E_UNSUPPORTED', `no backend is available here (${reasons.join('; ')})`, 'backend');
 }

@@ -9,7 +9,7 @@ import type * as CpuPkg from '@moba/backend-cpu';
 import type * as CudaPkg from '@moba/backend-cuda';
 import type * as WebGpuPkg from '@moba/backend-webgpu';
 import { afterEach, describe, expect, it } from 'vitest';
-import { __setBackendLoaders } from '../src/backends.js';
+import { BACKEND_OPTION_KEYS, __setBackendLoaders } from '../src/backends.js';
 import {
   type Backend, type BackendKind, type CudaBackend, type CudaBackendOptions, MobaError, type WebGpuBackend, type WebGpuBackendOptions,
   createBackend, listBackends,
@@ -64,6 +64,13 @@ const SOFT = { available: true, adapter: 'llvmpipe: Mesa 25 — software', softw
 const HARD = { available: true, adapter: 'NVIDIA H200', software: false };
 
 describe('createBackend / listBackends', () => {
+  it("the option keys 'auto' knows before loading a package equal each package's own optionKeys", async () => {
+    const pkgs = { cpu: await import('@moba/backend-cpu'), webgpu: await import('@moba/backend-webgpu'), cuda: await import('@moba/backend-cuda') };
+    for (const [kind, mod] of Object.entries(pkgs)) {
+      expect([...BACKEND_OPTION_KEYS[kind as keyof typeof pkgs]].sort(), kind).toEqual([...mod.optionKeys].sort());
+    }
+  });
+
   let restore: (() => void) | null = null;
   const stub = (l: Parameters<typeof __setBackendLoaders>[0]): void => {
     const prev = __setBackendLoaders(l);
