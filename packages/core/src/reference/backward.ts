@@ -2,9 +2,9 @@
  * Reference backward (SPEC §5), float64: dense attention's gradient restricted to the selected pairs,
  * recomputing P from lse. Under GQA the kv head's dk/dv sum over its query heads.
  */
-import type { Layout, ProblemShape, ResolvedConfig } from '../config.js';
-import { sequences } from '../config.js';
+import type { ProblemShape, ResolvedConfig } from '../config.js';
 import { type Round, keysOf } from './forward.js';
+import { type ReferenceLayout, queryMap } from './qk.js';
 
 export interface ReferenceBackward {
   readonly dq: Float64Array;
@@ -14,27 +14,27 @@ export interface ReferenceBackward {
 
 export function referenceBackward(
   q: Float64Array, k: Float64Array, v: Float64Array, out: Float64Array, lse: Float64Array, dOut: Float64Array,
-  indices: Int32Array, shape: ProblemShape, layout: Layout, cfg: ResolvedConfig, round: Round = (x) => x,
+  indices: Int32Array, shape: ProblemShape, layout: ReferenceLayout, cfg: ResolvedConfig, round: Round = (x) => x,
   /** Use only these query rows (dq of the others stays 0, dk/dv get only their contributions). */
   rows?: readonly number[],
 ): ReferenceBackward {
-  const seqs = sequences(layout, cfg.blockSize);
-  const { T, Hq, Hkv, D } = shape;
-  const dq = new Float64Array(T * Hq * D);
-  const dk = new Float64Array(T * Hkv * D);
-  const dv = new Float64Array(T * Hkv * D);
+  const m = queryMap(layout, cfg.blockSize); // dq `[Tq, Hq, D]`; dk, dv `[Tk, Hkv, D]` (SPEC §8)
+  const { Hq, Hkv, D } = shape;
+  const dq = new Float64Array(m.Tq * Hq * D);
+  const dk = new Float64Array(m.Tk * Hkv * D);
+  const dv = new Float64Array(m.Tk * Hkv * D);
   const group = Hq / Hkv;
   const dot = (a: Float64Array, ia: number, b: Float64Array, ib: number): number => {
     let s = 0;
     for (let d = 0; d < D; d++) s = round(s + round(a[ia + d]! * b[ib + d]!));
     return s;
   };
-  for (const t of rows ?? Array.from({ length: T }, (_, i) => i)) {
-    const s = seqs.seqs[seqs.seqOf[t]!]!;
+  for (const t of rows ?? Array.from({ length: m.Tq }, (_, i) => i)) {
+    const s = m.seqOfQ[t]!;
     for (let h = 0; h < Hq; h++) {
       const row = t * Hq + h;
       const kvh = Math.floor(h / group);
-      const keys = keysOf(indices, s, Hq, cfg, t, h);
+      const keys = keysOf(indices, s, Hq, cfg, m.pos[t]!, h, t);
       if (keys.length === 0) continue;
       const delta = dot(dOut, row * D, out, row * D); // Δ = rowsum(dO ⊙ O)
       for (const p of keys) {

@@ -3,24 +3,25 @@
  * the union of its selected blocks' keys (own block causally masked). Optional `round` applies a
  * lower precision to every intermediate: that run calibrates the tolerance policy (compare.ts).
  */
-import type { Layout, ProblemShape, ResolvedConfig } from '../config.js';
-import { sequences } from '../config.js';
+import type { ProblemShape, ResolvedConfig } from '../config.js';
+import { type ReferenceLayout, queryMap } from './qk.js';
 
 export type Round = (x: number) => number;
 const exact: Round = (x) => x;
 
-/** Key rows attended by query `t` under `indices` (ascending). */
-export function attendedKeys(indices: Int32Array, shape: ProblemShape, layout: Layout, cfg: ResolvedConfig, t: number, h: number): number[] {
-  const seqs = sequences(layout, cfg.blockSize);
-  return keysOf(indices, seqs.seqs[seqs.seqOf[t]!]!, shape.Hq, cfg, t, h);
+/** Key rows attended by query row `t` under `indices` (ascending). */
+export function attendedKeys(indices: Int32Array, shape: ProblemShape, layout: ReferenceLayout, cfg: ResolvedConfig, t: number, h: number): number[] {
+  const m = queryMap(layout, cfg.blockSize);
+  return keysOf(indices, m.seqOfQ[t]!, shape.Hq, cfg, m.pos[t]!, h, t);
 }
 
-export function keysOf(indices: Int32Array, s: { start: number; len: number }, Hq: number, cfg: ResolvedConfig, t: number, h: number): number[] {
+/** Keys of the query at global key position `t` whose indices are row `qRow` (SPEC §8; `t` itself by default). */
+export function keysOf(indices: Int32Array, s: { start: number; len: number }, Hq: number, cfg: ResolvedConfig, t: number, h: number, qRow = t): number[] {
   const keys: number[] = [];
   const B = cfg.blockSize;
   const cb = Math.floor((t - s.start) / B);
   for (let i = 0; i < cfg.topk; i++) {
-    const j = indices[(t * Hq + h) * cfg.topk + i]!;
+    const j = indices[(qRow * Hq + h) * cfg.topk + i]!;
     if (j < 0) continue;
     const p0 = s.start + j * B;
     const p1 = Math.min(p0 + B, s.start + s.len);
@@ -30,28 +31,28 @@ export function keysOf(indices: Int32Array, s: { start: number; len: number }, H
 }
 
 export interface ReferenceForward {
-  /** `[T, Hq, D]`. */
+  /** `[Tq, Hq, D]` (Tq = T for one `cuSeqlens`). */
   readonly out: Float64Array;
-  /** `[T, Hq]`, natural log, -Infinity for empty rows. */
+  /** `[Tq, Hq]`, natural log, -Infinity for empty rows. */
   readonly lse: Float64Array;
 }
 
 export function referenceForward(
   q: Float64Array, k: Float64Array, v: Float64Array, indices: Int32Array,
-  shape: ProblemShape, layout: Layout, cfg: ResolvedConfig, round: Round = exact,
+  shape: ProblemShape, layout: ReferenceLayout, cfg: ResolvedConfig, round: Round = exact,
   /** Compute only these query rows (others stay 0); all rows by default. */
   rows?: readonly number[],
 ): ReferenceForward {
-  const { T, Hq, Hkv, D } = shape;
-  const seqs = sequences(layout, cfg.blockSize);
-  const out = new Float64Array(T * Hq * D);
-  const lse = new Float64Array(T * Hq);
+  const { Hq, Hkv, D } = shape;
+  const qm = queryMap(layout, cfg.blockSize); // q rows → key positions (SPEC §8); T = Tq = Tk for one cuSeqlens
+  const out = new Float64Array(qm.Tq * Hq * D);
+  const lse = new Float64Array(qm.Tq * Hq);
   const group = Hq / Hkv;
-  for (const t of rows ?? Array.from({ length: T }, (_, i) => i)) {
-    const s = seqs.seqs[seqs.seqOf[t]!]!;
+  for (const t of rows ?? Array.from({ length: qm.Tq }, (_, i) => i)) {
+    const s = qm.seqOfQ[t]!;
     for (let h = 0; h < Hq; h++) {
       const kvh = Math.floor(h / group);
-      const keys = keysOf(indices, s, Hq, cfg, t, h);
+      const keys = keysOf(indices, s, Hq, cfg, qm.pos[t]!, h, t);
       const row = t * Hq + h;
       if (keys.length === 0) { lse[row] = -Infinity; continue; } // empty row: out = 0
       // -- scores --

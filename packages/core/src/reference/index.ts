@@ -3,3 +3,4 @@ export { referenceCentroids, referenceBlockScores, referenceRoute } from './rout
 export { referenceForward, attendedKeys, keysOf, type ReferenceForward, type Round } from './forward.js';
 export { referenceBackward, type ReferenceBackward } from './backward.js';
 export { referenceKconv, referenceKconvBackward } from './kconv.js';
+export { validateQKLayout, isQKLayout, queryMap, type QKLayout, type ReferenceLayout, type QueryMap } from './qk.js';

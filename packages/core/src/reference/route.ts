@@ -5,11 +5,12 @@
  */
 import type { Layout, ProblemShape, ResolvedConfig } from '../config.js';
 import { sequences } from '../config.js';
+import { type ReferenceLayout, isQKLayout, queryMap } from './qk.js';
 
-/** Centroids `[totalBlocks, Hkv, D]` (global block numbering of `sequences()`). */
-export function referenceCentroids(k: Float64Array, shape: ProblemShape, layout: Layout, blockSize: number): Float64Array {
+/** Centroids `[totalBlocks, Hkv, D]` (global block numbering of `sequences()` over the key layout). */
+export function referenceCentroids(k: Float64Array, shape: ProblemShape, layout: ReferenceLayout, blockSize: number): Float64Array {
   const { Hkv, D } = shape;
-  const seqs = sequences(layout, blockSize);
+  const seqs = sequences(keyLayoutOf(layout), blockSize);
   const c = new Float64Array(seqs.totalBlocks * Hkv * D);
   for (const s of seqs.seqs) {
     for (let j = 0; j < s.nBlocks; j++) {
@@ -25,11 +26,17 @@ export function referenceCentroids(k: Float64Array, shape: ProblemShape, layout:
   return c;
 }
 
-/** Scores of every block of token `t`'s sequence for query head `h`: `[nBlocks]` (SPEC §3). */
-export function referenceBlockScores(q: Float64Array, centroids: Float64Array, shape: ProblemShape, layout: Layout, blockSize: number, t: number, h: number): Float64Array {
+function keyLayoutOf(layout: ReferenceLayout): Layout {
+  return isQKLayout(layout) ? { cuSeqlens: layout.cuSeqlensK } : layout;
+}
+
+/** Scores of every block of query row `t`'s (key) sequence for query head `h`: `[nBlocks]` (SPEC §3). */
+export function referenceBlockScores(q: Float64Array, centroids: Float64Array, shape: ProblemShape, layout: ReferenceLayout, blockSize: number, t: number, h: number): Float64Array {
+  return blockScores(q, centroids, shape, queryMap(layout, blockSize).seqOfQ[t]!, t, h);
+}
+
+function blockScores(q: Float64Array, centroids: Float64Array, shape: ProblemShape, s: { nBlocks: number; blockBase: number }, t: number, h: number): Float64Array {
   const { Hq, Hkv, D } = shape;
-  const seqs = sequences(layout, blockSize);
-  const s = seqs.seqs[seqs.seqOf[t]!]!;
   const kvh = Math.floor(h / (Hq / Hkv));
   const out = new Float64Array(s.nBlocks);
   for (let j = 0; j < s.nBlocks; j++) {
@@ -41,19 +48,19 @@ export function referenceBlockScores(q: Float64Array, centroids: Float64Array, s
   return out;
 }
 
-/** Reference router: `[T, Hq, topk]` indices, rows ascending, -1 padded. */
-export function referenceRoute(q: Float64Array, k: Float64Array, shape: ProblemShape, layout: Layout, cfg: ResolvedConfig): Int32Array {
-  const { T, Hq } = shape;
+/** Reference router: `[Tq, Hq, topk]` indices (T for one `cuSeqlens`), rows ascending, -1 padded. */
+export function referenceRoute(q: Float64Array, k: Float64Array, shape: ProblemShape, layout: ReferenceLayout, cfg: ResolvedConfig): Int32Array {
+  const { Hq } = shape;
   const B = cfg.blockSize;
   const K = cfg.topk;
-  const seqs = sequences(layout, B);
+  const m = queryMap(layout, B); // query row t sits at key position m.pos[t] (SPEC §8)
   const cent = referenceCentroids(k, shape, layout, B);
-  const out = new Int32Array(T * Hq * K).fill(-1);
-  for (let t = 0; t < T; t++) {
-    const s = seqs.seqs[seqs.seqOf[t]!]!;
-    const cb = Math.floor((t - s.start) / B);
+  const out = new Int32Array(m.Tq * Hq * K).fill(-1);
+  for (let t = 0; t < m.Tq; t++) {
+    const s = m.seqOfQ[t]!;
+    const cb = Math.floor((m.pos[t]! - s.start) / B);
     for (let h = 0; h < Hq; h++) {
-      const scores = referenceBlockScores(q, cent, shape, layout, B, t, h);
+      const scores = blockScores(q, cent, shape, s, t, h);
       const eligible = cfg.causal ? cb : s.nBlocks;
       const cand: number[] = [];
       for (let j = 0; j < eligible; j++) if (scores[j]! > -Infinity) cand.push(j); // NaN and -inf never win
