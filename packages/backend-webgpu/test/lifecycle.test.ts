@@ -4,12 +4,12 @@
  * forward, backward, readback) so each op's temporaries are exercised. The adapter is only touched inside
  * tests (never at module top level); a missing adapter skips, unless MOBA_REQUIRE names webgpu.
  */
-import { type Backend, type DeviceTensor, MobaError, hostTensor, uniformSeqlens } from '@moba/core';
-import { isRequired } from '@moba/testkit/vitest';
+import { type Backend, type DeviceTensor, hostTensor, uniformSeqlens } from '@moba/core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { USAGE } from '../src/buffers.js';
 import { GpuContext } from '../src/device.js';
 import { type WebGpuBackend, createWebGpuBackend, liveBufferCount } from '../src/index.js';
+import { webgpuUnavailable } from './gate.js';
 
 const T = 16;
 const H = 2;
@@ -49,13 +49,7 @@ async function runProblem(b: Backend): Promise<Float32Array> {
 describe('webgpu lifecycle', () => {
   let unavailable: string | null = null;
   beforeAll(async () => {
-    try {
-      await (await createWebGpuBackend()).destroy();
-    } catch (e) {
-      if (!(e instanceof MobaError && e.code === 'E_DEVICE')) throw e;
-      unavailable = e.message;
-      if (isRequired('webgpu')) throw new Error(`webgpu is required (MOBA_REQUIRE) but unavailable: ${e.message}`);
-    }
+    unavailable = await webgpuUnavailable();
   });
 
   it('creates and destroys 100 backends, each on its own device, without live-buffer growth', async (t) => {

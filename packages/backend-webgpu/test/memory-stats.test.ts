@@ -4,10 +4,10 @@
  * memoryStats() tells the caller's bytes, the scratch (placeholders), the pool and the peak apart. A missing adapter
  * skips, unless MOBA_REQUIRE names webgpu.
  */
-import { MobaError, hostTensor, uniformSeqlens } from '@moba/core';
-import { isRequired } from '@moba/testkit/vitest';
+import { hostTensor, uniformSeqlens } from '@moba/core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createWebGpuBackend } from '../src/index.js';
+import { webgpuUnavailable } from './gate.js';
 
 const T = 16;
 const H = 2;
@@ -19,13 +19,7 @@ const data = Float32Array.from({ length: T * H * D }, (_, i) => Math.sin(0.37 * 
 describe('webgpu memory accounting', () => {
   let unavailable: string | null = null;
   beforeAll(async () => {
-    try {
-      await (await createWebGpuBackend()).destroy();
-    } catch (e) {
-      if (!(e instanceof MobaError && e.code === 'E_DEVICE')) throw e;
-      unavailable = e.message;
-      if (isRequired('webgpu')) throw new Error(`webgpu is required (MOBA_REQUIRE) but unavailable: ${e.message}`);
-    }
+    unavailable = await webgpuUnavailable();
   });
 
   it('liveBuffers excludes the reuse pool; memoryStats splits live, scratch, pooled and peak', async (t) => {

@@ -4,10 +4,10 @@
  * centroids, every list capacity, exact ties (small-integer data), NaN and ±∞ scores — and with the 16 KiB
  * tile set (fewer entries per merge pass). A missing adapter skips, unless MOBA_REQUIRE names webgpu.
  */
-import { MobaError, Rng, hostTensor } from '@moba/core';
-import { isRequired } from '@moba/testkit/vitest';
+import { Rng, hostTensor } from '@moba/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type WebGpuBackend, type WebGpuTuning, createWebGpuBackend } from '../src/index.js';
+import { unavailableBecause } from './gate.js';
 
 interface Problem {
   lens: number[];
@@ -67,9 +67,7 @@ describe.each<[string, WebGpuTuning]>([
       split = await createWebGpuBackend({ tuning, unstable: { routeKernel: 'split' } });
       owner = await createWebGpuBackend({ device: split.device, tuning, unstable: { routeKernel: 'owner' } });
     } catch (e) {
-      if (!(e instanceof MobaError && e.code === 'E_DEVICE')) throw e;
-      unavailable = e.message;
-      if (isRequired('webgpu')) throw new Error(`webgpu is required (MOBA_REQUIRE) but unavailable: ${e.message}`);
+      unavailable = unavailableBecause(e);
     }
   });
   afterAll(async () => {

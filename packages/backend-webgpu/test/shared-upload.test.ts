@@ -1,13 +1,18 @@
 // Tensors and routing indices over a SharedArrayBuffer (queue.writeBuffer refuses shared views) upload and
 // round-trip bitwise, as plain ones do.
 import { hostTensor } from '@moba/core';
-import { describe, expect, it } from 'vitest';
-import { createWebGpuBackend, isAvailable } from '../src/index.js';
+import { beforeAll, describe, expect, it } from 'vitest';
+import { createWebGpuBackend } from '../src/index.js';
+import { webgpuUnavailable } from './gate.js';
 
-const available = await isAvailable();
+describe('WebGPU upload of SharedArrayBuffer-backed data', () => {
+  let unavailable: string | null = null;
+  beforeAll(async () => {
+    unavailable = await webgpuUnavailable();
+  });
 
-describe.skipIf(!available)('WebGPU upload of SharedArrayBuffer-backed data', () => {
-  it('f32 and odd-length bf16 tensors and routing indices', async () => {
+  it('f32 and odd-length bf16 tensors and routing indices', async (t) => {
+    if (unavailable) return t.skip(unavailable);
     const b = await createWebGpuBackend();
     try {
       const f = new Float32Array(new SharedArrayBuffer(4 * 8 * 2 * 4));

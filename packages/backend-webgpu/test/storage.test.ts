@@ -4,9 +4,9 @@
  * subnormals included), and the outputs of forward, backward and kconv are stored in their dtype too.
  */
 import { type DType, fromFloat, hostTensor, uniformSeqlens } from '@moba/core';
-import { isRequired } from '@moba/testkit/vitest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type WebGpuBackend, createWebGpuBackend } from '../src/index.js';
+import { unavailableBecause } from './gate.js';
 
 const words = (n: number): number => Math.max(16, 4 * Math.ceil(n / 2)); // buffers are at least 16 bytes
 
@@ -17,8 +17,7 @@ describe('webgpu 16-bit storage', () => {
     try {
       b = await createWebGpuBackend();
     } catch (e) {
-      unavailable = (e as Error).message;
-      if (isRequired('webgpu')) throw e;
+      unavailable = unavailableBecause(e);
     }
   });
   afterAll(async () => {

@@ -4,19 +4,14 @@
  * destroy().
  */
 import { hostTensor, uniformSeqlens } from '@moba/core';
-import { isRequired } from '@moba/testkit/vitest';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { type WebGpuBackend, createWebGpuBackend } from '../src/index.js';
+import { webgpuUnavailable } from './gate.js';
 
 describe('webgpu sync', () => {
   let unavailable: string | null = null;
   beforeAll(async () => {
-    try {
-      await (await createWebGpuBackend()).destroy();
-    } catch (e) {
-      unavailable = (e as Error).message;
-      if (isRequired('webgpu')) throw e;
-    }
+    unavailable = await webgpuUnavailable();
   });
 
   /** Uploads q, k, v [T, H, D] of small random values, routes and runs a forward (results left queued). */
