@@ -3,9 +3,11 @@
  * the core validates every call the same way for all of them through `checkProblem` / `checkRouting`.
  */
 import {
-  type Layout, type MobaConfig, type ProblemShape, type ResolvedConfig, type Sequences, type TensorLike,
+  type CheckedShape, type Layout, type MobaConfig, type ProblemShape, type ResolvedConfig, type Sequences, type TensorLike,
   expectShape, resolveConfig, sequences, validateKconvWeight, validateLayout, validateQk, validateQkv,
 } from './config.js';
+import { type AttentionLayout, type QueryRows, isQKLayout, resolveLayout } from './layout.js';
+import type { KVCache, KVCacheOptions } from './cache.js';
 import type { DType } from './dtype.js';
 import { MobaError, checkInt } from './errors.js';
 import { type Plan, checkIndexLimits, plan } from './plan.js';
@@ -58,6 +60,14 @@ export interface Capabilities {
    * such a row, as if the causal mask were absent for non-finite values only. Finite values are unaffected.
    */
   readonly nonFinite?: 'rows' | 'block';
+  /**
+   * Fewer queries than keys (SPEC §8): route/forward/backward accept a `{ cuSeqlensQ, cuSeqlensK }` layout with
+   * `nq_i < nk_i`. Default false: such a layout is E_UNSUPPORTED (one whose query and key boundaries are equal is
+   * self-attention and always accepted).
+   */
+  readonly qkLayout?: boolean;
+  /** A paged KV cache (SPEC §9): `createCache` exists. Default false. */
+  readonly kvCache?: boolean;
 }
 
 export interface ForwardResult {
@@ -105,18 +115,21 @@ export interface Backend {
   upload<D extends DType>(t: HostTensor<D>): Promise<DeviceTensor<D>>;
   /** The tensor's values; `HostTensor<'f32'>` holds a `Float32Array`, f16/bf16 a `Uint16Array` (or `Float16Array`). */
   download<D extends DType>(t: DeviceTensor<D>): Promise<HostTensor<D>>;
-  /** SPEC §3: returns the routing chosen by the backend's own router. */
-  route(q: DeviceTensor, k: DeviceTensor, layout: Layout, cfg: MobaConfig): Promise<Routing>;
-  /** Accepts any valid routing `[T, Hq, topk]` (ascending rows, -1 padded, sequence-local blocks). */
-  routingFromIndices(indices: Int32Array, shape: { T: number; Hq: number }, layout: Layout, cfg: MobaConfig): Promise<Routing>;
+  /**
+   * SPEC §3: returns the routing chosen by the backend's own router. The layout is one `cuSeqlens` or, where
+   * `caps.qkLayout`, `{ cuSeqlensQ, cuSeqlensK }` (SPEC §8; routing rows are query rows).
+   */
+  route(q: DeviceTensor, k: DeviceTensor, layout: AttentionLayout, cfg: MobaConfig): Promise<Routing>;
+  /** Accepts any valid routing `[T, Hq, topk]` (T query rows; ascending rows, -1 padded, sequence-local blocks). */
+  routingFromIndices(indices: Int32Array, shape: { T: number; Hq: number }, layout: AttentionLayout, cfg: MobaConfig): Promise<Routing>;
   /** The routing as `[T, Hq, topk]` indices. */
   routingIndices(r: Routing): Promise<Int32Array>;
-  /** SPEC §4. */
-  forward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, r: Routing, layout: Layout, cfg: MobaConfig): Promise<ForwardResult>;
-  /** SPEC §5, recomputing P from `lse`. */
+  /** SPEC §4 (§8 with a QKLayout): out `[Tq, Hq, D]`, lse `[Tq, Hq]`. */
+  forward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, r: Routing, layout: AttentionLayout, cfg: MobaConfig): Promise<ForwardResult>;
+  /** SPEC §5, recomputing P from `lse`; with a QKLayout dq `[Tq, Hq, D]`, dk and dv `[Tk, Hkv, D]`. */
   backward(
     q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor, dOut: DeviceTensor,
-    r: Routing, layout: Layout, cfg: MobaConfig,
+    r: Routing, layout: AttentionLayout, cfg: MobaConfig,
   ): Promise<BackwardResult>;
   /** SPEC §6: `k' = k + SiLU(causal depthwise conv(k))`, weight `[Hkv·D, W]`. */
   kconv(k: DeviceTensor, w: DeviceTensor, layout: Layout): Promise<DeviceTensor>;
@@ -134,22 +147,32 @@ export interface Backend {
   memoryStats(): MemoryStats;
   /** Starts a new peak: `peakBytes` becomes the bytes in use now (a no-op after `destroy()`). */
   resetPeakMemory(): void;
+  /** A paged KV cache (SPEC §9) on this backend; present where `caps.kvCache`. */
+  createCache?(opts: KVCacheOptions): Promise<KVCache>;
 }
 
 export interface CheckedProblem {
-  readonly shape: ProblemShape;
+  readonly shape: CheckedShape;
   readonly cfg: ResolvedConfig;
+  /** The key sequences and blocks (of `keys`). */
   readonly seqs: Sequences;
+  /** The key layout (`cuSeqlensK`, or the one `cuSeqlens`). */
+  readonly keys: Layout;
+  /** The query rows: sequence and key position of each (identity for self-attention). */
+  readonly queries: QueryRows;
   /** `plan()` of the problem, computed once by the check. */
   readonly plan: Plan;
 }
 
 /** A checked `routingFromIndices` call: the routing's sizes, its config (scale unused) and sequences. */
 export interface CheckedRoutingCall {
+  /** Query rows. */
   readonly T: number;
   readonly Hq: number;
   readonly cfg: ResolvedConfig;
   readonly seqs: Sequences;
+  readonly keys: Layout;
+  readonly queries: QueryRows;
 }
 
 /** A checked kconv call: `k [T, Hkv, D]`, weight `[C = Hkv·D, W]` and their dtypes. */
@@ -168,34 +191,48 @@ export interface CheckedKconv {
  * backend's declared caps, the int32 routing limits (`checkIndexLimits`) and the workspace against
  * `caps.memoryBytes` (both E_MEMORY, before any allocation).
  */
-export function checkProblem(caps: Capabilities, q: TensorLike, k: TensorLike, v: TensorLike | null, layout: Layout, cfg: MobaConfig): CheckedProblem {
-  const shape = v === null ? validateQk(q, k) : validateQkv(q, k, v);
+export function checkProblem(caps: Capabilities, q: TensorLike, k: TensorLike, v: TensorLike | null, layout: AttentionLayout, cfg: MobaConfig): CheckedProblem {
+  const qk = isQKLayout(layout);
+  const shape = v === null ? validateQk(q, k, qk) : validateQkv(q, k, v, qk);
   checkCaps(caps, shape);
-  validateLayout(layout, shape.T);
+  const { keys, queries } = checkAttentionLayout(caps, layout, shape.T, shape.Tk);
   const rc = resolveConfig(cfg, shape.D, caps);
   if (!rc.causal && !caps.nonCausal) throw new MobaError('E_UNSUPPORTED', 'causal = false is not supported by this backend (caps.nonCausal is false)', 'causal');
-  const seqs = sequences(layout, rc.blockSize);
+  const seqs = sequences(keys, rc.blockSize);
   checkIndexLimits({ T: shape.T, Hq: shape.Hq, topk: rc.topk, totalBlocks: seqs.totalBlocks });
   const p = plan(shape, layout, rc);
   const need = p.workspaceBytes;
   if (need > caps.memoryBytes) {
     throw new MobaError('E_MEMORY', `workspace of ${fmtBytes(need)} exceeds this backend's memory limit of ${fmtBytes(caps.memoryBytes)} (T = ${shape.T}, Hq = ${shape.Hq}, D = ${shape.D}, topk = ${rc.topk})`, 'workspace');
   }
-  return { shape, cfg: rc, seqs, plan: p };
+  return { shape, cfg: rc, seqs, keys, queries, plan: p };
+}
+
+/**
+ * A layout checked against `Tq` query and `Tk` key rows: E_UNSUPPORTED for fewer queries than keys unless
+ * `caps.qkLayout` (SPEC §8).
+ */
+export function checkAttentionLayout(caps: Capabilities, layout: AttentionLayout, Tq: number, Tk: number): { keys: Layout; queries: QueryRows } {
+  const r = resolveLayout(layout, Tq, Tk);
+  if (!r.queries.selfAttention && !caps.qkLayout) {
+    throw new MobaError('E_UNSUPPORTED', 'fewer queries than keys (cuSeqlensQ differs from cuSeqlensK) is not supported by this backend (caps.qkLayout is false)', 'cuSeqlensQ');
+  }
+  return r;
 }
 
 /** The checks of a `routingFromIndices` call (SPEC §3, §7): sizes, layout, config against caps, every index. */
-export function checkRoutingCall(caps: Capabilities, indices: Int32Array, shape: { T: number; Hq: number }, layout: Layout, cfg: MobaConfig): CheckedRoutingCall {
+export function checkRoutingCall(caps: Capabilities, indices: Int32Array, shape: { T: number; Hq: number }, layout: AttentionLayout, cfg: MobaConfig): CheckedRoutingCall {
   if (!shape || typeof shape !== 'object') throw new MobaError('E_SHAPE', 'shape must be { T, Hq }', 'shape');
   const T = checkInt('T', shape.T, 1);
   const Hq = checkInt('Hq', shape.Hq, 1);
-  validateLayout(layout, T);
+  const Tk = isQKLayout(layout) && layout.cuSeqlensK instanceof Int32Array ? layout.cuSeqlensK[layout.cuSeqlensK.length - 1] ?? 0 : T;
+  const { keys, queries } = checkAttentionLayout(caps, layout, T, Tk);
   const rc = resolveConfig(cfg, 1, caps); // the scale is not used by a routing
   if (!rc.causal && !caps.nonCausal) throw new MobaError('E_UNSUPPORTED', 'causal = false is not supported by this backend (caps.nonCausal is false)', 'causal');
-  const seqs = sequences(layout, rc.blockSize);
+  const seqs = sequences(keys, rc.blockSize);
   checkIndexLimits({ T, Hq, topk: rc.topk, totalBlocks: seqs.totalBlocks }); // before the indices' length is read
-  validateRoutingIndices(indices, T, Hq, seqs, rc);
-  return { T, Hq, cfg: rc, seqs };
+  validateRoutingIndices(indices, T, Hq, seqs, rc, queries);
+  return { T, Hq, cfg: rc, seqs, keys, queries };
 }
 
 /**
@@ -208,7 +245,7 @@ export function checkKconv(caps: Capabilities, k: TensorLike, w: TensorLike, lay
     throw new MobaError('E_SHAPE', `k.shape = [${k?.shape?.join(', ')}] is invalid: must be [T, Hkv, D] with every dimension >= 1`, 'k.shape');
   }
   const [T, Hkv, D] = k.shape as [number, number, number];
-  checkCaps(caps, { T, Hq: Hkv, Hkv, D, dtype: k.dtype });
+  checkCaps(caps, { T, Tk: T, Hq: Hkv, Hkv, D, dtype: k.dtype });
   validateLayout(layout, T);
   const W = validateKconvWeight(w, Hkv, D, caps.maxKconvWidth);
   if ((caps.kconvWeightDtype ?? 'k') === 'k') {

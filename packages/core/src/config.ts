@@ -31,13 +31,21 @@ export interface Layout {
   readonly cuSeqlens: Int32Array;
 }
 
-/** Sizes of one problem: `q [T, Hq, D]`, `k, v [T, Hkv, D]`. */
+/** Sizes of one problem: `q [T, Hq, D]`, `k, v [Tk, Hkv, D]` (`Tk = T` but with fewer queries than keys, SPEC §8). */
 export interface ProblemShape {
+  /** Query rows (`q`, `out`, `lse`, `dq`, routing). */
   readonly T: number;
+  /** Key rows (`k`, `v`, `dk`, `dv`); absent or equal to `T` for self-attention. */
+  readonly Tk?: number;
   readonly Hq: number;
   readonly Hkv: number;
   readonly D: number;
   readonly dtype: DType;
+}
+
+/** A validated problem's sizes: `Tk` always present. */
+export interface CheckedShape extends ProblemShape {
+  readonly Tk: number;
 }
 
 /** Anything with a dtype and shape: host and device tensors alike. */
@@ -138,30 +146,34 @@ function check3d(param: string, t: TensorLike): [number, number, number] {
   return t.shape as unknown as [number, number, number];
 }
 
-/** Validates q, k, v shapes and dtypes (SPEC §1, §7) and returns the problem sizes. */
-export function validateQkv(q: TensorLike, k: TensorLike, v: TensorLike): ProblemShape {
+/**
+ * Validates q, k, v shapes and dtypes (SPEC §1, §7) and returns the problem sizes. `qk`: the layout has its own
+ * query boundaries (SPEC §8), so q may have fewer rows than k (the layout checks each sequence).
+ */
+export function validateQkv(q: TensorLike, k: TensorLike, v: TensorLike, qk = false): CheckedShape {
   const [T, Hq, D] = check3d('q', q);
   const [Tk, Hkv, Dk] = check3d('k', k);
   const [Tv, Hv, Dv] = check3d('v', v);
-  if (Tk !== T || Tv !== T) throw new MobaError('E_SHAPE', `k has ${Tk} and v has ${Tv} tokens but q has ${T}: self-attention needs the same T`, 'k.shape');
+  if (Tv !== Tk) throw new MobaError('E_SHAPE', `v has ${Tv} tokens but k has ${Tk}: must be equal`, 'v.shape');
+  if (!qk && Tk !== T) throw new MobaError('E_SHAPE', `k has ${Tk} and v has ${Tv} tokens but q has ${T}: self-attention needs the same T (fewer queries than keys need a { cuSeqlensQ, cuSeqlensK } layout)`, 'k.shape');
   if (Dk !== D || Dv !== D) throw new MobaError('E_SHAPE', `head dims differ: q ${D}, k ${Dk}, v ${Dv}; must be equal`, 'k.shape');
   if (Hv !== Hkv) throw new MobaError('E_SHAPE', `v.shape ${shapeStr(v.shape)} must equal k.shape ${shapeStr(k.shape)}`, 'v.shape');
   if (Hq % Hkv !== 0) throw new MobaError('E_SHAPE', `Hq = ${Hq} is not a multiple of Hkv = ${Hkv}: Hq % Hkv must be 0`, 'k.shape');
   if (k.dtype !== q.dtype || v.dtype !== q.dtype) {
     throw new MobaError('E_DTYPE', `dtypes differ: q ${q.dtype}, k ${k.dtype}, v ${v.dtype}; must all be equal`, 'k.dtype');
   }
-  return { T, Hq, Hkv, D, dtype: q.dtype };
+  return { T, Tk, Hq, Hkv, D, dtype: q.dtype };
 }
 
-/** Validates q and k of a routing call (no v: the router never reads values). */
-export function validateQk(q: TensorLike, k: TensorLike): ProblemShape {
+/** Validates q and k of a routing call (no v: the router never reads values); `qk` as in `validateQkv`. */
+export function validateQk(q: TensorLike, k: TensorLike, qk = false): CheckedShape {
   const [T, Hq, D] = check3d('q', q);
   const [Tk, Hkv, Dk] = check3d('k', k);
-  if (Tk !== T) throw new MobaError('E_SHAPE', `k has ${Tk} tokens but q has ${T}: self-attention needs the same T`, 'k.shape');
+  if (!qk && Tk !== T) throw new MobaError('E_SHAPE', `k has ${Tk} tokens but q has ${T}: self-attention needs the same T (fewer queries than keys need a { cuSeqlensQ, cuSeqlensK } layout)`, 'k.shape');
   if (Dk !== D) throw new MobaError('E_SHAPE', `head dims differ: q ${D}, k ${Dk}; must be equal`, 'k.shape');
   if (Hq % Hkv !== 0) throw new MobaError('E_SHAPE', `Hq = ${Hq} is not a multiple of Hkv = ${Hkv}: Hq % Hkv must be 0`, 'k.shape');
   if (k.dtype !== q.dtype) throw new MobaError('E_DTYPE', `dtypes differ: q ${q.dtype}, k ${k.dtype}; must be equal`, 'k.dtype');
-  return { T, Hq, Hkv, D, dtype: q.dtype };
+  return { T, Tk, Hq, Hkv, D, dtype: q.dtype };
 }
 
 /** Checks that `t` has exactly `shape` and `dtype`. */

@@ -4,7 +4,6 @@
  * anything else) with E_UNSUPPORTED. Handles are held weakly, so an unreachable handle's data can be
  * collected (and a backend's FinalizationRegistry on the handle still fires).
  */
-import type { Layout } from './config.js';
 import { MobaError } from './errors.js';
 
 /** What the handles of a table are, for the messages: `tensor` ("upload it first") or `routing`. */
@@ -62,12 +61,15 @@ export class HandleTable<V> {
   }
 }
 
-/** E_RANGE unless a routing made for `store.cuSeqlens` is used with the same sequence layout; returns `store`. */
-export function checkRoutingLayout<S extends { readonly cuSeqlens: Int32Array }>(store: S, layout: Layout): S {
-  const made = store.cuSeqlens;
-  const cu = layout.cuSeqlens;
-  if (made.length !== cu.length || made.some((x, i) => x !== cu[i])) {
-    throw new MobaError('E_RANGE', `routing was made for cuSeqlens [${made.join(', ')}], not [${cu.join(', ')}]`, 'routing');
+/**
+ * E_RANGE unless a routing made for `store`'s query and key boundaries is used with the same layout (one
+ * `cuSeqlens` is both); returns `store`.
+ */
+export function checkRoutingLayout<S extends { readonly cuSeqlensQ: Int32Array; readonly cuSeqlensK: Int32Array }>(store: S, cuSeqlensQ: Int32Array, cuSeqlensK: Int32Array): S {
+  const same = (a: Int32Array, b: Int32Array) => a.length === b.length && a.every((x, i) => x === b[i]);
+  if (!same(store.cuSeqlensQ, cuSeqlensQ) || !same(store.cuSeqlensK, cuSeqlensK)) {
+    const fmt = (q: Int32Array, k: Int32Array) => (same(q, k) ? `cuSeqlens [${k.join(', ')}]` : `cuSeqlensQ [${q.join(', ')}], cuSeqlensK [${k.join(', ')}]`);
+    throw new MobaError('E_RANGE', `routing was made for ${fmt(store.cuSeqlensQ, store.cuSeqlensK)}, not ${fmt(cuSeqlensQ, cuSeqlensK)}`, 'routing');
   }
   return store;
 }

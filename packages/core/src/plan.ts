@@ -3,7 +3,8 @@
  * backend needs (O(T·H·(D + topk)), never T×T or T×NB). Used by benchmarks, the demo report, and the
  * E_MEMORY check that runs before any allocation.
  */
-import type { Layout, ProblemShape, ResolvedConfig } from './config.js';
+import type { ProblemShape, ResolvedConfig } from './config.js';
+import { type AttentionLayout, isQKLayout } from './layout.js';
 import { dtypeBytes } from './dtype.js';
 import { MobaError } from './errors.js';
 
@@ -44,53 +45,64 @@ export interface Plan {
   readonly workspaceBytes: number;
 }
 
-/** Plans a problem. `kconvWidth` adds the key convolution's cost. */
-export function plan(shape: ProblemShape, layout: Layout, cfg: ResolvedConfig, opts: { kconvWidth?: number } = {}): Plan {
+/**
+ * Plans a problem. `kconvWidth` adds the key convolution's cost. With a `QKLayout` (SPEC §8) the query rows of
+ * each sequence are its last `nq` positions: pairs, scores and query-side bytes count those rows only.
+ */
+export function plan(shape: ProblemShape, layout: AttentionLayout, cfg: ResolvedConfig, opts: { kconvWidth?: number } = {}): Plan {
   const { T, Hq, Hkv, D, dtype } = shape;
+  const Tk = shape.Tk ?? T;
   const B = cfg.blockSize;
   const k = cfg.topk;
-  const cu = layout.cuSeqlens;
+  const ck = isQKLayout(layout) ? layout.cuSeqlensK : layout.cuSeqlens;
+  const cq = isQKLayout(layout) ? layout.cuSeqlensQ : layout.cuSeqlens;
   let pairs = 0; // per query head
   let causal = 0;
   let scores = 0;
   let totalBlocks = 0;
-  for (let b = 0; b + 1 < cu.length; b++) {
-    const len = cu[b + 1]! - cu[b]!;
+  for (let b = 0; b + 1 < ck.length; b++) {
+    const len = ck[b + 1]! - ck[b]!;
+    const nq = cq[b + 1]! - cq[b]!;
+    const first = len - nq; // key position of the first query row (bottom-right aligned)
     const nb = Math.ceil(len / B);
     totalBlocks += nb;
-    causal += (len * (len + 1)) / 2;
+    causal += ((first + 1 + len) * nq) / 2; // query at position t sees t + 1 keys
     if (!cfg.causal) {
-      pairs += len * Math.min(len, k * B);
-      scores += len * nb;
+      pairs += nq * Math.min(len, k * B);
+      scores += nq * nb;
       continue;
     }
-    for (let cb = 0; cb < nb; cb++) {
-      const rows = Math.min(B, len - cb * B);
+    for (let cb = Math.floor(first / B); cb < nb; cb++) {
+      const lo = Math.max(first, cb * B); // query positions of block cb: [lo, hi)
+      const hi = Math.min(len, (cb + 1) * B);
+      if (hi <= lo) continue;
+      const rows = hi - lo;
       const past = Math.min(k - 1, cb) * B;
-      pairs += rows * past + (rows * (rows + 1)) / 2; // past blocks full, own block causal
+      const own = ((lo - cb * B + 1 + hi - cb * B) * rows) / 2; // position t sees t − cb·B + 1 keys of its block
+      pairs += rows * past + own;
       scores += rows * cb;
     }
   }
   const eb = dtypeBytes(dtype);
   const qBytes = T * Hq * D * eb;
-  const kvBytes = T * Hkv * D * eb;
+  const kvBytes = Tk * Hkv * D * eb;
   const W = opts.kconvWidth ?? 0;
   const f32 = 4;
   const workspace =
-    3 * T * Math.max(Hq, Hkv) * D * f32 + // f32 working copies of q, k, v (or out / dOut) when the dtype is 16-bit
+    3 * Math.max(T * Hq, Tk * Hkv) * D * f32 + // f32 working copies of q, k, v (or out / dOut) when the dtype is 16-bit
     2 * T * Hq * k * 4 + // routing indices + collected rows
     (Hq * totalBlocks + 1) * 4 + // collected offsets
     totalBlocks * Hkv * D * f32 + // centroids
     2 * T * Hq * f32 + // lse and delta
     T * Hq * D * f32 + // f32 accumulator (out or dq)
-    2 * T * Hkv * D * f32; // f32 dk, dv
+    2 * Tk * Hkv * D * f32; // f32 dk, dv
   return {
     attendedPairs: pairs * Hq,
     causalPairs: causal * Hq,
     routedScores: scores * Hq,
     flops: {
-      kconv: W > 0 ? T * Hkv * D * (2 * W + 6) : 0,
-      route: 2 * scores * Hq * D + T * Hkv * D,
+      kconv: W > 0 ? Tk * Hkv * D * (2 * W + 6) : 0,
+      route: 2 * scores * Hq * D + Tk * Hkv * D,
       forward: 4 * pairs * Hq * D,
       backward: 10 * pairs * Hq * D,
       denseForward: 4 * causal * Hq * D,

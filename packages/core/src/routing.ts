@@ -6,6 +6,7 @@
  */
 import type { ResolvedConfig, Sequences } from './config.js';
 import { MobaError } from './errors.js';
+import type { QueryRows } from './layout.js';
 
 export interface CollectedRouting {
   /** `[Hq·totalBlocks + 1]`: list of (head h, global block g) is `rows[offsets[h·NB + g] .. offsets[h·NB + g + 1])`. */
@@ -16,15 +17,15 @@ export interface CollectedRouting {
 }
 
 /** SPEC §7: rejects out-of-range, unsorted, duplicate, mis-padded or (causal) future selections. */
-export function validateRoutingIndices(indices: Int32Array, T: number, Hq: number, seqs: Sequences, cfg: ResolvedConfig): void {
+export function validateRoutingIndices(indices: Int32Array, T: number, Hq: number, seqs: Sequences, cfg: ResolvedConfig, queries?: QueryRows): void {
   const k = cfg.topk;
   if (!(indices instanceof Int32Array) || indices.length !== T * Hq * k) {
     const got = indices instanceof Int32Array ? `length ${indices.length}` : String(indices);
     throw new MobaError('E_SHAPE', `routing indices (${got}) are invalid: must be an Int32Array [T, Hq, topk] of length ${T * Hq * k}`, 'indices');
   }
   for (let t = 0; t < T; t++) {
-    const s = seqs.seqs[seqs.seqOf[t]!]!;
-    const cb = Math.floor((t - s.start) / cfg.blockSize);
+    const s = seqs.seqs[queries ? queries.seqOf[t]! : seqs.seqOf[t]!]!;
+    const cb = Math.floor(((queries ? queries.pos[t]! : t) - s.start) / cfg.blockSize); // SPEC §8: the row's key position
     const limit = cfg.causal ? cb : s.nBlocks - 1;
     for (let h = 0; h < Hq; h++) {
       const base = (t * Hq + h) * k;
@@ -46,13 +47,17 @@ export function validateRoutingIndices(indices: Int32Array, T: number, Hq: numbe
   }
 }
 
-/** Inverts `[T, Hq, topk]` indices into the collected form by count → prefix sum → scatter. */
-export function collectRouting(indices: Int32Array, T: number, Hq: number, topk: number, seqs: Sequences): CollectedRouting {
+/**
+ * Inverts `[T, Hq, topk]` indices into the collected form by count → prefix sum → scatter. `T` query rows; with
+ * `queries` (SPEC §8) row `t` belongs to key sequence `queries.seqOf[t]`, else to `seqs.seqOf[t]`.
+ */
+export function collectRouting(indices: Int32Array, T: number, Hq: number, topk: number, seqs: Sequences, queries?: QueryRows): CollectedRouting {
   const NB = seqs.totalBlocks;
+  const seqOf = queries ? queries.seqOf : seqs.seqOf;
   const offsets = new Int32Array(Hq * NB + 1);
   // -- count --
   for (let t = 0; t < T; t++) {
-    const base = seqs.seqs[seqs.seqOf[t]!]!.blockBase;
+    const base = seqs.seqs[seqOf[t]!]!.blockBase;
     for (let h = 0; h < Hq; h++) {
       for (let i = 0; i < topk; i++) {
         const j = indices[(t * Hq + h) * topk + i]!;
@@ -66,7 +71,7 @@ export function collectRouting(indices: Int32Array, T: number, Hq: number, topk:
   const fill = offsets.slice(0, Hq * NB);
   const rows = new Int32Array(offsets[Hq * NB]!);
   for (let t = 0; t < T; t++) {
-    const base = seqs.seqs[seqs.seqOf[t]!]!.blockBase;
+    const base = seqs.seqs[seqOf[t]!]!.blockBase;
     for (let h = 0; h < Hq; h++) {
       for (let i = 0; i < topk; i++) {
         const j = indices[(t * Hq + h) * topk + i]!;

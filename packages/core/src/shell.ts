@@ -14,6 +14,7 @@ import type { Layout, MobaConfig } from './config.js';
 import type { DType } from './dtype.js';
 import { MobaError } from './errors.js';
 import { HandleTable, MemoryLedger, checkRoutingLayout } from './handles.js';
+import { type AttentionLayout, type QueryRows, toQKLayout } from './layout.js';
 import { type HostTensor, checkTensor } from './tensor.js';
 
 export { timeBackend, wrapBackend, type BackendOp, type TimingHooks } from './wrap.js';
@@ -34,7 +35,9 @@ export interface BackwardInputs<T> extends Qkv<T> { readonly out: T; readonly ls
 
 interface RoutingEntry<R> {
   readonly store: R;
-  readonly cuSeqlens: Int32Array;
+  /** The layout it was made for, as query and key boundaries. */
+  readonly cuSeqlensQ: Int32Array;
+  readonly cuSeqlensK: Int32Array;
 }
 
 /**
@@ -61,7 +64,10 @@ export abstract class BackendShell<TData, RData> implements Backend {
   /** The data of a new tensor holding `t` (checked, dtype within caps). */
   protected abstract doUpload(t: HostTensor): Promise<TData>;
   protected abstract doDownload(t: DeviceTensor, data: TData): Promise<HostTensor>;
-  /** Routes and collects (SPEC §3); `p.shape.Hkv` and `p.shape.D` come from k. */
+  /**
+   * Routes and collects (SPEC §3); `p.shape.Hkv` and `p.shape.D` come from k. Every stage's `layout` is the key
+   * layout (`p.keys`); with fewer queries than keys (only where `caps.qkLayout`) `p.queries` maps the query rows.
+   */
   protected abstract doRoute(p: CheckedProblem, q: TData, k: TData, layout: Layout): Promise<RData>;
   /** A routing from validated indices, collected the same way as one from `doRoute`. */
   protected abstract doRoutingFromIndices(indices: Int32Array, p: CheckedRoutingCall, layout: Layout): Promise<RData>;
@@ -110,17 +116,17 @@ export abstract class BackendShell<TData, RData> implements Backend {
     return (await this.doDownload(t, this.tensor('tensor', t))) as HostTensor<D>;
   }
 
-  async route(q: DeviceTensor, k: DeviceTensor, layout: Layout, cfg: MobaConfig): Promise<Routing> {
+  async route(q: DeviceTensor, k: DeviceTensor, layout: AttentionLayout, cfg: MobaConfig): Promise<Routing> {
     this.alive();
     const p = checkProblem(this.caps, q, k, null, layout, cfg);
-    const store = await this.measured(() => this.doRoute(p, this.tensor('q', q), this.tensor('k', k), layout));
+    const store = await this.measured(() => this.doRoute(p, this.tensor('q', q), this.tensor('k', k), p.keys));
     return this.#newRouting(store, p.shape.T, p.shape.Hq, layout, p.cfg);
   }
 
-  async routingFromIndices(indices: Int32Array, shape: { T: number; Hq: number }, layout: Layout, cfg: MobaConfig): Promise<Routing> {
+  async routingFromIndices(indices: Int32Array, shape: { T: number; Hq: number }, layout: AttentionLayout, cfg: MobaConfig): Promise<Routing> {
     this.alive();
     const p = checkRoutingCall(this.caps, indices, shape, layout, cfg);
-    const store = await this.measured(() => this.doRoutingFromIndices(indices, p, layout));
+    const store = await this.measured(() => this.doRoutingFromIndices(indices, p, p.keys));
     return this.#newRouting(store, p.T, p.Hq, layout, p.cfg);
   }
 
@@ -128,32 +134,32 @@ export abstract class BackendShell<TData, RData> implements Backend {
     return this.doRoutingIndices(r, this.#routing(r).store);
   }
 
-  async forward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, r: Routing, layout: Layout, cfg: MobaConfig): Promise<ForwardResult> {
+  async forward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, r: Routing, layout: AttentionLayout, cfg: MobaConfig): Promise<ForwardResult> {
     this.alive();
     const p = checkProblem(this.caps, q, k, v, layout, cfg);
     checkRouting(r, this.name, p.shape, p.cfg);
-    const rs = this.#routingFor(r, layout);
-    const res = await this.measured(() => this.doForward(p, { q: this.tensor('q', q), k: this.tensor('k', k), v: this.tensor('v', v) }, rs, layout));
+    const rs = this.#routingFor(r, p.queries, p.keys);
+    const res = await this.measured(() => this.doForward(p, { q: this.tensor('q', q), k: this.tensor('k', k), v: this.tensor('v', v) }, rs, p.keys));
     const { T, Hq, D, dtype } = p.shape;
     return { out: this.wrap(dtype, [T, Hq, D], res.out), lse: this.wrap('f32', [T, Hq], res.lse) };
   }
 
   async backward(
     q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor, dOut: DeviceTensor,
-    r: Routing, layout: Layout, cfg: MobaConfig,
+    r: Routing, layout: AttentionLayout, cfg: MobaConfig,
   ): Promise<BackwardResult> {
     this.alive();
     const p = checkProblem(this.caps, q, k, v, layout, cfg);
     checkRouting(r, this.name, p.shape, p.cfg);
     checkBackwardTensors(p.shape, out, lse, dOut);
-    const rs = this.#routingFor(r, layout);
+    const rs = this.#routingFor(r, p.queries, p.keys);
     const t = {
       q: this.tensor('q', q), k: this.tensor('k', k), v: this.tensor('v', v),
       out: this.tensor('out', out), lse: this.tensor('lse', lse), dOut: this.tensor('dOut', dOut),
     };
-    const g = await this.measured(() => this.doBackward(p, t, rs, layout));
-    const { T, Hq, Hkv, D, dtype } = p.shape;
-    return { dq: this.wrap(dtype, [T, Hq, D], g.dq), dk: this.wrap(dtype, [T, Hkv, D], g.dk), dv: this.wrap(dtype, [T, Hkv, D], g.dv) };
+    const g = await this.measured(() => this.doBackward(p, t, rs, p.keys));
+    const { T, Tk, Hq, Hkv, D, dtype } = p.shape;
+    return { dq: this.wrap(dtype, [T, Hq, D], g.dq), dk: this.wrap(dtype, [Tk, Hkv, D], g.dk), dv: this.wrap(dtype, [Tk, Hkv, D], g.dv) };
   }
 
   async kconv(k: DeviceTensor, w: DeviceTensor, layout: Layout): Promise<DeviceTensor> {
@@ -263,14 +269,14 @@ export abstract class BackendShell<TData, RData> implements Backend {
     return this.#routings.get('routing', r);
   }
 
-  /** A routing of this backend made for the same sequence layout. */
-  #routingFor(r: Routing, layout: Layout): RData {
-    return checkRoutingLayout(this.#routing(r), layout).store;
+  /** A routing of this backend made for the same query and key layout. */
+  #routingFor(r: Routing, queries: QueryRows, keys: Layout): RData {
+    return checkRoutingLayout(this.#routing(r), queries.cuSeqlensQ, keys.cuSeqlens).store;
   }
 
-  #newRouting(store: RData, T: number, Hq: number, layout: Layout, rc: { topk: number; blockSize: number; causal: boolean }): Routing {
+  #newRouting(store: RData, T: number, Hq: number, layout: AttentionLayout, rc: { topk: number; blockSize: number; causal: boolean }): Routing {
     const r: Routing = Object.freeze({ backend: this.name, T, Hq, topk: rc.topk, blockSize: rc.blockSize, causal: rc.causal });
-    this.#routings.add(r, { store, cuSeqlens: Int32Array.from(layout.cuSeqlens) });
+    this.#routings.add(r, { store, ...toQKLayout(layout) });
     this.#ledger.add(r, this.routingBytesOf(store), true);
     this.adopted(r, store);
     return r;

@@ -55,12 +55,20 @@ describe('HandleTable', () => {
 
 describe('checkRoutingLayout', () => {
   it('passes the store through for the same cuSeqlens and gives E_RANGE otherwise', () => {
-    const store = { cuSeqlens: Int32Array.from([0, 4, 8]) };
-    expect(checkRoutingLayout(store, { cuSeqlens: Int32Array.from([0, 4, 8]) })).toBe(store);
+    const cu0 = Int32Array.from([0, 4, 8]);
+    const store = { cuSeqlensQ: cu0, cuSeqlensK: cu0 };
+    expect(checkRoutingLayout(store, Int32Array.from([0, 4, 8]), Int32Array.from([0, 4, 8]))).toBe(store);
     for (const cu of [[0, 8], [0, 4, 9]]) {
-      const e = error(() => checkRoutingLayout(store, { cuSeqlens: Int32Array.from(cu) }));
+      const e = error(() => checkRoutingLayout(store, Int32Array.from(cu), Int32Array.from(cu)));
       expect([e.code, e.param]).toEqual(['E_RANGE', 'routing']);
-      expect(e.message).toBe(`[E_RANGE] routing was made for cuSeqlens [0, 4, 8], not [${cu.join(', ')}]`);
+      expect(e.message).toBe(`[E_RANGE] routing was made for cuSeqlens [0, 4, 8], not cuSeqlens [${cu.join(', ')}]`);
     }
+  });
+
+  it('compares query and key boundaries apart (SPEC §8)', () => {
+    const store = { cuSeqlensQ: Int32Array.from([0, 1, 2]), cuSeqlensK: Int32Array.from([0, 4, 8]) };
+    expect(checkRoutingLayout(store, Int32Array.from([0, 1, 2]), Int32Array.from([0, 4, 8]))).toBe(store);
+    const e = error(() => checkRoutingLayout(store, Int32Array.from([0, 4, 8]), Int32Array.from([0, 4, 8])));
+    expect(e.message).toBe('[E_RANGE] routing was made for cuSeqlensQ [0, 1, 2], cuSeqlensK [0, 4, 8], not cuSeqlens [0, 4, 8]');
   });
 });

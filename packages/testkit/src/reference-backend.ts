@@ -6,7 +6,7 @@
  */
 import {
   type Backend, type BackwardInputs, type Capabilities, type CheckedKconv, type CheckedProblem, type DType, type DeviceTensor, type HostTensor,
-  type Layout, type Qkv, BackendShell, fromFloat, hostTensor, toFloat64,
+  type AttentionLayout, type Layout, type Qkv, BackendShell, fromFloat, hostTensor, toFloat64,
 } from '@moba/core';
 import { referenceBackward, referenceForward, referenceKconv, referenceKconvBackward, referenceRoute } from '@moba/core/reference';
 
@@ -28,6 +28,7 @@ const DEFAULT_CAPS: Capabilities = {
   kconvWeightDtype: 'any',
   memoryBytes: 256 * 2 ** 20,
   deterministic: true,
+  qkLayout: true,
 };
 
 /**
@@ -39,6 +40,8 @@ export function createReferenceBackend(opts: ReferenceBackendOptions = {}): Back
 }
 
 const f64 = toFloat64;
+/** The problem's layout for the reference: query rows on top of the stage's key layout (SPEC §8). */
+const qkOf = (p: CheckedProblem, keys: Layout): AttentionLayout => (p.queries.selfAttention ? keys : { cuSeqlensQ: p.queries.cuSeqlensQ, cuSeqlensK: keys.cuSeqlens });
 const put = (values: Float64Array, dtype: DType, shape: readonly number[]): HostTensor => fromFloat(values, dtype, shape);
 
 class ReferenceBackend extends BackendShell<HostTensor, Int32Array> {
@@ -55,7 +58,7 @@ class ReferenceBackend extends BackendShell<HostTensor, Int32Array> {
   }
 
   protected async doRoute(p: CheckedProblem, q: HostTensor, k: HostTensor, layout: Layout): Promise<Int32Array> {
-    return referenceRoute(f64(q), f64(k), p.shape, layout, p.cfg);
+    return referenceRoute(f64(q), f64(k), p.shape, qkOf(p, layout), p.cfg);
   }
 
   protected async doRoutingFromIndices(indices: Int32Array): Promise<Int32Array> {
@@ -68,14 +71,14 @@ class ReferenceBackend extends BackendShell<HostTensor, Int32Array> {
 
   protected async doForward(p: CheckedProblem, t: Qkv<HostTensor>, indices: Int32Array, layout: Layout): Promise<{ out: HostTensor; lse: HostTensor }> {
     const { T, Hq, D, dtype } = p.shape;
-    const res = referenceForward(f64(t.q), f64(t.k), f64(t.v), indices, p.shape, layout, p.cfg);
+    const res = referenceForward(f64(t.q), f64(t.k), f64(t.v), indices, p.shape, qkOf(p, layout), p.cfg);
     return { out: put(res.out, dtype, [T, Hq, D]), lse: put(res.lse, 'f32', [T, Hq]) };
   }
 
   protected async doBackward(p: CheckedProblem, t: BackwardInputs<HostTensor>, indices: Int32Array, layout: Layout): Promise<{ dq: HostTensor; dk: HostTensor; dv: HostTensor }> {
-    const { T, Hq, Hkv, D, dtype } = p.shape;
-    const g = referenceBackward(f64(t.q), f64(t.k), f64(t.v), f64(t.out), f64(t.lse), f64(t.dOut), indices, p.shape, layout, p.cfg);
-    return { dq: put(g.dq, dtype, [T, Hq, D]), dk: put(g.dk, dtype, [T, Hkv, D]), dv: put(g.dv, dtype, [T, Hkv, D]) };
+    const { T, Tk, Hq, Hkv, D, dtype } = p.shape;
+    const g = referenceBackward(f64(t.q), f64(t.k), f64(t.v), f64(t.out), f64(t.lse), f64(t.dOut), indices, p.shape, qkOf(p, layout), p.cfg);
+    return { dq: put(g.dq, dtype, [T, Hq, D]), dk: put(g.dk, dtype, [Tk, Hkv, D]), dv: put(g.dv, dtype, [Tk, Hkv, D]) };
   }
 
   protected async doKconv(p: CheckedKconv, k: HostTensor, w: HostTensor, layout: Layout): Promise<HostTensor> {

@@ -7,7 +7,7 @@
  * 7th and later selected blocks. The base backend is the CPU backend when it exists, else the reference one.
  */
 import {
-  type Backend, type DeviceTensor, type Layout, type MobaConfig, type Routing, fromFloat, resolveConfig, sequences, toFloat64, wrapBackend as wrap,
+  type Backend, type DeviceTensor, type AttentionLayout, type Layout, type MobaConfig, type Routing, fromFloat, resolveConfig, sequences, toFloat64, wrapBackend as wrap,
 } from '@moba/core';
 import { referenceForward } from '@moba/core/reference';
 import { createReferenceBackend } from '../src/reference-backend.js';
@@ -105,7 +105,7 @@ export function lenientTopk(inner: Backend): Backend {
 }
 
 /** A routing with every row's selection filtered by `keep(block, slot)` (still ascending and -1 padded). */
-async function filteredRouting(inner: Backend, r: Routing, layout: Layout, cfg: MobaConfig, keep: (j: number, slot: number) => boolean): Promise<Routing> {
+async function filteredRouting(inner: Backend, r: Routing, layout: AttentionLayout, cfg: MobaConfig, keep: (j: number, slot: number) => boolean): Promise<Routing> {
   const idx = await inner.routingIndices(r);
   const K = r.topk;
   const out = new Int32Array(idx.length).fill(-1);

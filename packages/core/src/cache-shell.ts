@@ -1,0 +1,325 @@
+/**
+ * What every backend's KV cache shares (SPEC §9): option and call validation (SPEC §7 codes), the page pool
+ * (free list, reference counts: a full page is immutable and may be shared by forks), the sequences' page tables
+ * and lengths, E_MEMORY before anything is written, and one call at a time. A backend extends `CacheShell` and
+ * implements the stages, which receive checked plans.
+ */
+import type { Capabilities, DeviceTensor, ForwardResult } from './backend.js';
+import { checkCaps } from './backend.js';
+import type {
+  AppendEntry, AppendPlan, AttendEntry, AttendPlan, CacheAttendConfig, CacheContents, CacheStats, KVCache, KVCacheOptions, PageCopy,
+} from './cache.js';
+import { KV_CACHE_OPTION_KEYS } from './cache.js';
+import { resolveConfig, validateKconvWeight } from './config.js';
+import { DTYPES, type DType } from './dtype.js';
+import { MobaError, checkInt, checkKeys, shapeStr } from './errors.js';
+import { checkCuSeqlens } from './layout.js';
+
+/** What the owning backend lends its cache: its name, caps and tensor handles. */
+export interface CacheHost<TData> {
+  readonly name: string;
+  readonly caps: Capabilities;
+  /** The data of one of the backend's live tensors (refuses others, checks the backend is alive). */
+  tensor(param: string, t: unknown): TData;
+  /** A new tensor handle of the backend. */
+  wrap(dtype: DType, shape: readonly number[], data: TData): DeviceTensor;
+}
+
+/** Checked cache options. */
+export interface ResolvedCacheOptions {
+  readonly Hkv: number;
+  readonly D: number;
+  readonly dtype: DType;
+  readonly blockSize: number;
+  readonly pages: number;
+  readonly pageBytes: number;
+  readonly maxSequences: number;
+  /** kconv width, 0 without kconv. */
+  readonly W: number;
+}
+
+export const DEFAULT_MAX_SEQUENCES = 256;
+const MAX_SEQUENCES = 1 << 16;
+
+/**
+ * Checks `createCache` options against caps (SPEC §7 codes) and sizes the pool; `pageBytes` is the backend's
+ * storage for one page (keys, values and the page's f32 sum).
+ */
+export function resolveCacheOptions(caps: Capabilities, opts: KVCacheOptions, pageBytes: (o: { Hkv: number; D: number; dtype: DType; blockSize: number }) => number): ResolvedCacheOptions {
+  if (!caps.kvCache) throw new MobaError('E_UNSUPPORTED', 'this backend has no KV cache (caps.kvCache is false)', 'kvCache');
+  if (opts === null || typeof opts !== 'object') throw new MobaError('E_RANGE', 'cache options must be an object { Hkv, D, dtype, blockSize, capacityTokens | capacityBytes }', 'options');
+  checkKeys(opts, KV_CACHE_OPTION_KEYS, 'cache option');
+  const Hkv = checkInt('Hkv', opts.Hkv, 1);
+  const D = checkInt('D', opts.D, 1);
+  if (!DTYPES.includes(opts.dtype)) throw new MobaError('E_DTYPE', `dtype = ${String(opts.dtype)} is invalid: must be one of ${DTYPES.join(', ')}`, 'dtype');
+  checkCaps(caps, { T: 1, Hq: Hkv, Hkv, D, dtype: opts.dtype });
+  const { blockSize } = resolveConfig({ blockSize: opts.blockSize, topk: 1 }, D, caps);
+  const pb = pageBytes({ Hkv, D, dtype: opts.dtype, blockSize });
+  const byTokens = opts.capacityTokens !== undefined;
+  if (byTokens === (opts.capacityBytes !== undefined)) {
+    throw new MobaError('E_RANGE', 'give exactly one of capacityTokens and capacityBytes (the pool size)', 'capacityTokens');
+  }
+  const pages = byTokens
+    ? Math.ceil(checkInt('capacityTokens', opts.capacityTokens, 1) / blockSize)
+    : Math.floor(checkInt('capacityBytes', opts.capacityBytes, pb) / pb);
+  if (pages * pb > caps.memoryBytes) {
+    throw new MobaError('E_MEMORY', `a pool of ${pages} pages of ${pb} bytes exceeds this backend's memory limit of ${caps.memoryBytes} bytes`, byTokens ? 'capacityTokens' : 'capacityBytes');
+  }
+  const maxSequences = opts.maxSequences === undefined ? DEFAULT_MAX_SEQUENCES : checkInt('maxSequences', opts.maxSequences, 1, MAX_SEQUENCES);
+  let W = 0;
+  if (opts.kconvWeight !== undefined) {
+    if (!caps.kconv) throw new MobaError('E_UNSUPPORTED', 'kconv is not supported by this backend (caps.kconv is false)', 'kconvWeight');
+    W = validateKconvWeight(opts.kconvWeight, Hkv, D, caps.maxKconvWidth);
+  }
+  return { Hkv, D, dtype: opts.dtype, blockSize, pages, pageBytes: pb, maxSequences, W };
+}
+
+interface Seq {
+  readonly slot: number;
+  length: number;
+  pages: number[];
+}
+
+export abstract class CacheShell<TData> implements KVCache {
+  readonly backend: string;
+  readonly Hkv: number;
+  readonly D: number;
+  readonly dtype: DType;
+  readonly blockSize: number;
+  readonly kconvWidth: number;
+  readonly maxSequences: number;
+  protected readonly host: CacheHost<TData>;
+  protected readonly opts: ResolvedCacheOptions;
+  readonly #refs: Int32Array;
+  readonly #free: number[];
+  readonly #slots: number[];
+  readonly #seqs = new Map<number, Seq>();
+  #nextId = 0;
+  #queue: Promise<unknown> = Promise.resolve();
+  #destroyed = false;
+
+  constructor(host: CacheHost<TData>, opts: ResolvedCacheOptions) {
+    this.host = host;
+    this.opts = opts;
+    this.backend = host.name;
+    ({ Hkv: this.Hkv, D: this.D, dtype: this.dtype, blockSize: this.blockSize, W: this.kconvWidth, maxSequences: this.maxSequences } = opts);
+    this.#refs = new Int32Array(opts.pages);
+    this.#free = Array.from({ length: opts.pages }, (_, i) => opts.pages - 1 - i); // pops page 0 first
+    this.#slots = Array.from({ length: opts.maxSequences }, (_, i) => opts.maxSequences - 1 - i);
+  }
+
+  // ---------------------------------------------------------------- stages
+
+  /** Writes the convolved keys, values, page sums and centroids of the new tokens (plan checked, pages allocated). */
+  protected abstract doAppend(plan: AppendPlan, k: TData, v: TData): Promise<void>;
+  protected abstract doAttend(plan: AttendPlan, q: TData): Promise<{ out: TData; lse: TData }>;
+  /** Copies the kconv state of slot `src` to `dst` and, when the sequence has an open page, that page. */
+  protected abstract doFork(src: number, dst: number, copy: PageCopy | null): Promise<void>;
+  protected abstract doRead(slot: number, length: number, pages: Int32Array): Promise<CacheContents>;
+  protected abstract doDestroy(): Promise<void>;
+  /** Bytes besides the pool (centroids, sums, state). */
+  protected abstract metaBytes(): number;
+
+  // ---------------------------------------------------------------- the contract
+
+  newSequence(): number {
+    this.#alive();
+    const slot = this.#slots.pop();
+    if (slot === undefined) throw new MobaError('E_MEMORY', `all ${this.maxSequences} sequences are in use (maxSequences): free one first`, 'maxSequences');
+    const id = this.#nextId++;
+    this.#seqs.set(id, { slot, length: 0, pages: [] });
+    return id;
+  }
+
+  length(seq: number): number {
+    return this.#seq('seq', seq).length;
+  }
+
+  sequenceIds(): number[] {
+    this.#alive();
+    return [...this.#seqs.keys()].sort((a, b) => a - b);
+  }
+
+  append(seqs: readonly number[], k: DeviceTensor, v: DeviceTensor, cuSeqlens: Int32Array): Promise<void> {
+    return this.#serial(async () => {
+      const list = this.#seqList(seqs);
+      const kd = this.host.tensor('k', k);
+      const vd = this.host.tensor('v', v);
+      const T = this.#checkKv('k', k);
+      if (this.#checkKv('v', v) !== T) throw new MobaError('E_SHAPE', `v.shape = ${shapeStr(v.shape)} must equal k.shape = ${shapeStr(k.shape)}`, 'v.shape');
+      const cu = checkCuSeqlens('cuSeqlens', cuSeqlens, T, 'T (the rows of k)');
+      if (cu.length !== list.length + 1) throw new MobaError('E_SHAPE', `cuSeqlens has length ${cu.length}: must be seqs.length + 1 = ${list.length + 1}`, 'cuSeqlens');
+      const B = this.blockSize;
+      let need = 0;
+      for (let b = 0; b < list.length; b++) {
+        const s = list[b]!;
+        need += Math.ceil((s.length + cu[b + 1]! - cu[b]!) / B) - s.pages.length;
+      }
+      if (need > this.#free.length) {
+        throw new MobaError('E_MEMORY', `append needs ${need} new pages of ${B} tokens but ${this.#free.length} of ${this.opts.pages} are free: free or shorten sequences, or create a larger cache`, 'capacity');
+      }
+      const before = list.map((s) => ({ length: s.length, pages: s.pages.length }));
+      const entries: AppendEntry[] = list.map((s, b) => {
+        const count = cu[b + 1]! - cu[b]!;
+        while (s.pages.length * B < s.length + count) s.pages.push(this.#take());
+        return { slot: s.slot, row: cu[b]!, count, pos0: s.length, pages: Int32Array.from(s.pages) };
+      });
+      try {
+        await this.doAppend({ T, entries }, kd, vd);
+      } catch (e) {
+        list.forEach((s, b) => { // the stage failed (device lost?): give the new pages back
+          for (const p of s.pages.splice(before[b]!.pages)) this.#release(p);
+          s.length = before[b]!.length;
+        });
+        throw e;
+      }
+      list.forEach((s, b) => (s.length += cu[b + 1]! - cu[b]!));
+    });
+  }
+
+  attend(seqs: readonly number[], q: DeviceTensor, cuSeqlensQ: Int32Array, cfg: CacheAttendConfig): Promise<ForwardResult> {
+    return this.#serial(async () => {
+      const list = this.#seqList(seqs);
+      const qd = this.host.tensor('q', q);
+      if (!q || !Array.isArray(q.shape) || q.shape.length !== 3 || q.shape[2] !== this.D || !(q.shape[0]! >= 1) || !(q.shape[1]! >= 1)) {
+        throw new MobaError('E_SHAPE', `q.shape = ${q && Array.isArray(q.shape) ? shapeStr(q.shape) : String(q)} is invalid: must be [Tq, Hq, D = ${this.D}]`, 'q.shape');
+      }
+      const [Tq, Hq] = q.shape as [number, number, number];
+      if (Hq % this.Hkv !== 0) throw new MobaError('E_SHAPE', `Hq = ${Hq} is not a multiple of the cache's Hkv = ${this.Hkv}`, 'q.shape');
+      if (q.dtype !== this.dtype) throw new MobaError('E_DTYPE', `q.dtype = ${q.dtype} is invalid: must be the cache's dtype ${this.dtype}`, 'q.dtype');
+      const cu = checkCuSeqlens('cuSeqlensQ', cuSeqlensQ, Tq, 'Tq (the rows of q)');
+      if (cu.length !== list.length + 1) throw new MobaError('E_SHAPE', `cuSeqlensQ has length ${cu.length}: must be seqs.length + 1 = ${list.length + 1}`, 'cuSeqlensQ');
+      if (cfg === null || typeof cfg !== 'object') throw new MobaError('E_RANGE', 'config must be an object { topk, causal?, scale? }', 'config');
+      checkKeys(cfg, ['topk', 'causal', 'scale', 'blockSize'], 'config key');
+      if (cfg.blockSize !== undefined && cfg.blockSize !== this.blockSize) {
+        throw new MobaError('E_RANGE', `blockSize = ${String(cfg.blockSize)} is invalid: the cache's pages hold ${this.blockSize} tokens`, 'blockSize');
+      }
+      const rc = resolveConfig({ ...cfg, blockSize: this.blockSize }, this.D, this.host.caps);
+      if (!rc.causal && !this.host.caps.nonCausal) throw new MobaError('E_UNSUPPORTED', 'causal = false is not supported by this backend (caps.nonCausal is false)', 'causal');
+      const entries: AttendEntry[] = list.map((s, b) => {
+        const nq = cu[b + 1]! - cu[b]!;
+        if (nq > s.length) throw new MobaError('E_RANGE', `sequence ${seqs[b]} holds ${s.length} tokens but has ${nq} queries (cuSeqlensQ): append them first (nq <= length)`, 'cuSeqlensQ');
+        return { slot: s.slot, length: s.length, qRow: cu[b]!, nq, pages: Int32Array.from(s.pages) };
+      });
+      const res = await this.doAttend({ Tq, Hq, topk: rc.topk, causal: rc.causal, scale: rc.scale, entries }, qd);
+      return { out: this.host.wrap(this.dtype, [Tq, Hq, this.D], res.out), lse: this.host.wrap('f32', [Tq, Hq], res.lse) };
+    });
+  }
+
+  fork(seq: number): Promise<number> {
+    return this.#serial(async () => {
+      const s = this.#seq('seq', seq);
+      const open = s.length % this.blockSize !== 0;
+      if (open && this.#free.length === 0) throw new MobaError('E_MEMORY', `fork needs one free page for the open block but the pool's ${this.opts.pages} pages are in use`, 'capacity');
+      const id = this.newSequence();
+      const t = this.#seqs.get(id)!;
+      const shared = open ? s.pages.slice(0, -1) : s.pages.slice();
+      const copy = open ? { src: s.pages[s.pages.length - 1]!, dst: this.#take(), tokens: s.length % this.blockSize } : null;
+      for (const p of shared) this.#refs[p]!++;
+      t.pages = copy ? [...shared, copy.dst] : shared;
+      try {
+        await this.doFork(s.slot, t.slot, copy);
+      } catch (e) {
+        this.free(id);
+        throw e;
+      }
+      t.length = s.length;
+      return id;
+    });
+  }
+
+  free(seq: number): void {
+    const s = this.#seq('seq', seq);
+    for (const p of s.pages) this.#release(p);
+    this.#seqs.delete(seq);
+    this.#slots.push(s.slot);
+  }
+
+  read(seq: number): Promise<CacheContents> {
+    return this.#serial(async () => {
+      const s = this.#seq('seq', seq);
+      return this.doRead(s.slot, s.length, Int32Array.from(s.pages));
+    });
+  }
+
+  memoryStats(): CacheStats {
+    const pages = this.#destroyed ? 0 : this.opts.pages;
+    let used = 0;
+    let shared = 0;
+    for (let p = 0; p < pages; p++) {
+      if (this.#refs[p]! > 0) used++;
+      if (this.#refs[p]! > 1) shared++;
+    }
+    let tokens = 0;
+    for (const s of this.#seqs.values()) tokens += s.length;
+    return {
+      pages, pageBytes: this.opts.pageBytes, poolBytes: pages * this.opts.pageBytes, usedPages: used, sharedPages: shared,
+      freePages: pages - used, sequences: this.#seqs.size, tokens, metaBytes: this.#destroyed ? 0 : this.metaBytes(),
+    };
+  }
+
+  async destroy(): Promise<void> {
+    if (this.#destroyed) return;
+    this.#destroyed = true;
+    await this.#queue.catch(() => {});
+    this.#seqs.clear();
+    await this.doDestroy();
+  }
+
+  // ---------------------------------------------------------------- bookkeeping
+
+  #alive(): void {
+    if (this.#destroyed) throw new MobaError('E_DEVICE', 'the KV cache was destroyed: create a new one', 'cache');
+  }
+
+  /** One call at a time: each waits for the previous one (failed or not). */
+  #serial<R>(f: () => Promise<R>): Promise<R> {
+    const run = this.#queue.catch(() => {}).then(() => {
+      this.#alive();
+      return f();
+    });
+    this.#queue = run;
+    return run;
+  }
+
+  #seq(param: string, id: unknown): Seq {
+    this.#alive();
+    const s = typeof id === 'number' ? this.#seqs.get(id) : undefined;
+    if (!s) throw new MobaError('E_RANGE', `${param} = ${String(id)} is not a live sequence of this cache (live: ${this.#idList()})`, param);
+    return s;
+  }
+
+  #idList(): string {
+    const ids = [...this.#seqs.keys()];
+    return ids.length === 0 ? 'none; create one with newSequence()' : ids.length > 8 ? `${ids.slice(0, 8).join(', ')}, …` : ids.join(', ');
+  }
+
+  #seqList(seqs: readonly number[]): Seq[] {
+    if (!Array.isArray(seqs) || seqs.length === 0) throw new MobaError('E_SHAPE', 'seqs must be a non-empty array of sequence ids', 'seqs');
+    const seen = new Set<number>();
+    return seqs.map((id, i) => {
+      if (seen.has(id)) throw new MobaError('E_RANGE', `seqs[${i}] = ${id} appears twice: each sequence at most once per call`, 'seqs');
+      seen.add(id);
+      return this.#seq(`seqs[${i}]`, id);
+    });
+  }
+
+  #checkKv(param: string, t: DeviceTensor): number {
+    const s = t.shape;
+    if (s.length !== 3 || s[1] !== this.Hkv || s[2] !== this.D || !(s[0]! >= 1)) {
+      throw new MobaError('E_SHAPE', `${param}.shape = ${shapeStr(s)} is invalid: must be [T, Hkv = ${this.Hkv}, D = ${this.D}]`, `${param}.shape`);
+    }
+    if (t.dtype !== this.dtype) throw new MobaError('E_DTYPE', `${param}.dtype = ${t.dtype} is invalid: must be the cache's dtype ${this.dtype}`, `${param}.dtype`);
+    return s[0]!;
+  }
+
+  #take(): number {
+    const p = this.#free.pop()!;
+    this.#refs[p] = 1;
+    return p;
+  }
+
+  #release(p: number): void {
+    if (--this.#refs[p]! === 0) this.#free.push(p);
+  }
+}
