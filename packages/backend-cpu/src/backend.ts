@@ -1,16 +1,18 @@
 /**
  * The CPU backend: device tensors are f32 arrays (in SharedArrayBuffers only when a worker pool is used),
  * routings keep indices and collected lists. Core's shell validates every op; this file wires the stages
- * (route.ts, collect.ts, forward.ts, backward.ts, kconv.ts; dense.ts for the dense baseline) to the pool.
+ * (route.ts, collect.ts, forward.ts, backward.ts, kconv.ts; dense.ts for the dense baseline; cache.ts for the KV
+ * cache) to the pool.
  * Runtime specifics (cores, memory, worker threads) come from `#host`.
  */
 import { host } from '#host';
 import {
   type Backend, type BackwardInputs, type BackwardResult, type Capabilities, type CheckedKconv, type CheckedProblem, type CheckedRoutingCall,
-  type DType, type DeviceTensor, type ForwardResult, type HostTensor, type Layout, type Qkv, type Routing,
-  BackendShell, MobaError, bf16ToF32, checkBackwardTensors, checkInt, checkKeys, checkProblem, checkWorkspace, f16ToF32, fromFloat, hostTensor,
+  type DType, type DeviceTensor, type ForwardResult, type HostTensor, type KVCache, type KVCacheOptions, type Layout, type Qkv, type Routing,
+  BackendShell, resolveCacheOptions, MobaError, bf16ToF32, checkBackwardTensors, checkInt, checkKeys, checkProblem, checkWorkspace, f16ToF32, fromFloat, hostTensor,
 } from '@moba/core';
 import { backward } from './backward.js';
+import { CpuCache, cachePageBytes } from './cache.js';
 import { type CpuRouting, collect } from './collect.js';
 import { denseBackward, denseForward } from './dense.js';
 import { forward } from './forward.js';
@@ -64,6 +66,8 @@ export interface CpuBackend extends Backend {
     q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor, dOut: DeviceTensor,
     layout: Layout, opts?: DenseOptions,
   ): Promise<BackwardResult>;
+  /** A paged KV cache (SPEC §9) whose pages are allocated now; attend reads only centroids and the selected pages. */
+  createCache(opts: KVCacheOptions): Promise<KVCache>;
 }
 
 export class CpuBackendImpl extends BackendShell<Float32Array, CpuRouting> implements CpuBackend {
@@ -95,6 +99,7 @@ export class CpuBackendImpl extends BackendShell<Float32Array, CpuRouting> imple
       nonCausal: true, kconv: true, maxKconvWidth: 64, kconvWeightDtype: 'any',
       memoryBytes,
       deterministic: true,
+      kvCache: true,
     });
   }
 
@@ -122,6 +127,18 @@ export class CpuBackendImpl extends BackendShell<Float32Array, CpuRouting> imple
     const g = await this.measured(() => denseBackward(this.#cpu, p, t));
     const { T, Hq, Hkv, D, dtype } = p.shape;
     return { dq: this.wrap(dtype, [T, Hq, D], g.dq), dk: this.wrap(dtype, [T, Hkv, D], g.dk), dv: this.wrap(dtype, [T, Hkv, D], g.dv) };
+  }
+
+  async createCache(opts: KVCacheOptions): Promise<KVCache> {
+    this.alive();
+    const r = resolveCacheOptions(this.caps, opts, cachePageBytes);
+    const weight = r.W > 0 ? this.tensor('kconvWeight', opts.kconvWeight) : null;
+    const host = {
+      name: this.name, caps: this.caps,
+      tensor: (param: string, t: unknown) => this.tensor(param, t),
+      wrap: (dtype: DType, shape: readonly number[], data: Float32Array) => this.wrap(dtype, shape, data),
+    };
+    return new CpuCache(host, r, this.#cpu, weight);
   }
 
   protected async doUpload(t: HostTensor): Promise<Float32Array> {

@@ -9,6 +9,7 @@ import { CPU_BACKEND_OPTION_KEYS, type CpuBackend, type CpuBackendOptions, CpuBa
 
 export type { CpuBackend, CpuBackendOptions, DenseOptions } from './backend.js';
 export { CPU_BACKEND_OPTION_KEYS, DENSE_OPTION_KEYS } from './backend.js';
+export type { CpuCache } from './cache.js';
 
 /** The uniform name of the factory's option keys in every backend module (unknown keys are E_RANGE). */
 export const optionKeys: readonly string[] = CPU_BACKEND_OPTION_KEYS;

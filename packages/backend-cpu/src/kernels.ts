@@ -4,6 +4,7 @@
  * is left.
  */
 import { deltaKernel, dkdvKernel, dqKernel } from './backward.js';
+import { cacheAttendKernel } from './cache-attend.js';
 import { denseDkdvKernel, denseDqKernel, denseForwardKernel } from './dense.js';
 import { forwardKernel } from './forward.js';
 import { kconvDkKernel, kconvDwKernel, kconvDzKernel, kconvKernel } from './kconv.js';
@@ -23,6 +24,7 @@ export const KERNELS = {
   denseForward: denseForwardKernel,
   denseDq: denseDqKernel,
   denseDkdv: denseDkdvKernel,
+  cacheAttend: cacheAttendKernel,
 } as const;
 
 export type KernelName = keyof typeof KERNELS;
