@@ -5,7 +5,7 @@
  * f32 calibration run of the tolerance policy).
  */
 import {
-  type DType, type HostTensor, type KVCache, Rng, type ToleranceCheck, checkTolerance, fromFloat, roundTo, toFloat64,
+  type CacheContents, type DType, type HostTensor, type KVCache, Rng, type ToleranceCheck, checkTolerance, fromFloat, roundTo, toFloat64,
 } from '@moba/core';
 import { referenceForward, referenceKconv, referenceRoute } from '@moba/core/reference';
 import type { CpuBackend } from '../src/index.js';
@@ -168,6 +168,64 @@ export async function attendChecks(
     checkTolerance('lse', toFloat64(lse), ref.lse, ref.cal.lse, { kind: 'forward', dtype: 'f32', shape: [Tq, Hq] }),
   ];
   return { checks, out, lse };
+}
+
+/** Offsets `[0, c0, c0 + c1, …]` of counts. */
+export function offsets(counts: readonly number[]): Int32Array {
+  const cu = new Int32Array(counts.length + 1);
+  counts.forEach((c, i) => (cu[i + 1] = cu[i]! + c));
+  return cu;
+}
+
+/** One append's host data: raw keys and values `[T, Hkv, D]` and their sequence offsets. */
+export interface Chunk {
+  readonly k: HostTensor;
+  readonly v: HostTensor;
+  readonly cu: Int32Array;
+}
+
+/** Random raw keys and values for `counts[i]` new tokens of each sequence. */
+export function randomChunk(rng: Rng, dtype: DType, Hkv: number, D: number, counts: readonly number[]): Chunk {
+  const cu = offsets(counts);
+  const T = cu[cu.length - 1]!;
+  return { k: randomTensor(rng, dtype, T, Hkv, D), v: randomTensor(rng, dtype, T, Hkv, D), cu };
+}
+
+/** Uploads a chunk and appends it to `seqs` (recording it in `model` when given and the append succeeds). */
+export async function appendChunk(b: CpuBackend, cache: KVCache, seqs: readonly number[], ch: Chunk, model?: CacheModel): Promise<void> {
+  const kd = await b.upload(ch.k);
+  const vd = await b.upload(ch.v);
+  try {
+    await cache.append(seqs, kd, vd, ch.cu);
+  } finally {
+    b.dispose(kd, vd);
+  }
+  if (!model) return;
+  const C = model.C;
+  const k = toFloat64(ch.k);
+  const v = toFloat64(ch.v);
+  seqs.forEach((s, j) => model.add(s, k.subarray(ch.cu[j]! * C, ch.cu[j + 1]! * C), v.subarray(ch.cu[j]! * C, ch.cu[j + 1]! * C)));
+}
+
+/** Attends and downloads: out and lse as host tensors. */
+export async function attendHost(
+  b: CpuBackend, cache: KVCache, seqs: readonly number[], q: HostTensor, cuQ: Int32Array, cfg: { topk: number; causal?: boolean },
+): Promise<{ out: HostTensor; lse: HostTensor }> {
+  const qd = await b.upload(q);
+  const r = await cache.attend(seqs, qd, cuQ, cfg);
+  const res = { out: await b.download(r.out), lse: await b.download(r.lse) };
+  b.dispose(qd, r.out, r.lse);
+  return res;
+}
+
+/** The fields of two contents that differ bitwise (`pages` too unless `pages: false`). */
+export function contentDiffs(a: CacheContents, b: CacheContents, opts: { pages?: boolean } = {}): string[] {
+  const d: string[] = [];
+  if (a.length !== b.length) d.push('length');
+  if (a.openCount !== b.openCount) d.push('openCount');
+  for (const f of ['k', 'v', 'centroids', 'openSum', 'kconvState'] as const) if (!sameBits(a[f].data, b[f].data)) d.push(f);
+  if ((opts.pages ?? true) && !sameBits(a.pages, b.pages)) d.push('pages');
+  return d;
 }
 
 export { Rng };
