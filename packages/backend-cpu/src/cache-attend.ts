@@ -14,7 +14,7 @@ import { type AttendPlan, type DType, roundTo } from '@moba/core';
 import type { CachePool } from './cache-append.js';
 import type { Claim } from './forward.js';
 import type { Cpu } from './tensor.js';
-import { fastExp } from './tile.js';
+import { axpyTile, dotTile, fastExp } from './tile.js';
 
 /** Query rows per work item: enough to share a centroid read between rows, few enough to balance items. */
 export const ATTEND_ROWS = 16;
@@ -47,6 +47,12 @@ export interface CacheAttendArgs {
 /** Per-worker scratch, allocated once per kernel run. */
 class Scratch {
   readonly scores: Float64Array; // [ATTEND_ROWS · G, maxBlocks]
+  readonly qOff: Int32Array; // [ATTEND_ROWS · G] query offsets of the item's (row, head) pairs
+  readonly lo: Int32Array; // [ATTEND_ROWS · G] zeros: every column range starts at 0
+  readonly hi: Int32Array; // [ATTEND_ROWS · G] eligible centroids per (row, head); [0] also the key count
+  readonly cOff: Int32Array; // [maxBlocks] centroid offsets
+  readonly kOff: Int32Array; // [topk · B] offsets of the selected keys (and values: same layout)
+  readonly one: Int32Array; // [1] the attended row's q offset / acc offset 0
   readonly val: Float64Array; // [slots] running top-k scores, descending
   readonly idx: Int32Array; // [slots] their blocks
   readonly sel: Int32Array; // [topk] the selection, ascending
@@ -56,6 +62,12 @@ class Scratch {
   constructor(a: CacheAttendArgs) {
     const G = a.Hq / a.Hkv;
     this.scores = new Float64Array(ATTEND_ROWS * G * Math.max(a.maxBlocks, 1));
+    this.qOff = new Int32Array(ATTEND_ROWS * G);
+    this.lo = new Int32Array(ATTEND_ROWS * G);
+    this.hi = new Int32Array(ATTEND_ROWS * G);
+    this.cOff = new Int32Array(Math.max(a.maxBlocks, 1));
+    this.kOff = new Int32Array(a.topk * a.B);
+    this.one = new Int32Array(1);
     this.val = new Float64Array(Math.max(a.topk, 1));
     this.idx = new Int32Array(Math.max(a.topk, 1));
     this.sel = new Int32Array(a.topk);
@@ -90,31 +102,34 @@ function eligible(a: CacheAttendArgs, t: number, length: number): number {
   return a.causal ? Math.floor(t / a.B) : Math.ceil(length / a.B);
 }
 
-/** scores[(r − a0)·G + g, j] = q_{r, kvh·G + g} · c_j for the eligible blocks j of each row (f64 sums of f32 products). */
+/**
+ * scores[(r − a0)·G + g, j] = q_{r, kvh·G + g} · c_j for the eligible blocks j of each row: one register-blocked
+ * tile (tile.ts) over the group's heads and the item's rows, so each centroid is read once for all of them.
+ * Each score is one f64 sum over d ascending, whatever the tile it falls in.
+ */
 function scoreBlocks(a: CacheAttendArgs, sc: Scratch, kvh: number, qRow: number, t0: number, a0: number, a1: number, length: number, pt: number): void {
   const { D, Hq, Hkv, B } = a;
   const G = Hq / Hkv;
-  const nb = eligible(a, t0 + a1 - 1, length); // the last row sees the most
   const full = Math.floor(length / B);
-  for (let j = 0; j < nb; j++) {
-    const page = a.pageTable[pt + j]!;
-    let c = a.centroids;
-    let co = (page * Hkv + kvh) * D;
-    if (j >= full) { // the open block (non-causal only): its centroid is sum / count, in f32
-      const inv = length - full * B;
-      for (let d = 0; d < D; d++) sc.open[d] = a.sums[co + d]! / inv;
-      c = sc.open;
-      co = 0;
+  const nb = Math.min(eligible(a, t0 + a1 - 1, length), full); // the last row sees the most
+  for (let j = 0; j < nb; j++) sc.cOff[j] = (a.pageTable[pt + j]! * Hkv + kvh) * D;
+  const m = (a1 - a0) * G;
+  for (let r = a0; r < a1; r++) {
+    for (let g = 0; g < G; g++) {
+      const i = (r - a0) * G + g;
+      sc.qOff[i] = ((qRow + r) * Hq + kvh * G + g) * D;
+      sc.hi[i] = Math.min(eligible(a, t0 + r, length), full);
     }
-    for (let r = a0; r < a1; r++) {
-      if (j >= eligible(a, t0 + r, length)) continue;
-      for (let g = 0; g < G; g++) {
-        const qo = ((qRow + r) * Hq + kvh * G + g) * D;
-        let dot = 0;
-        for (let d = 0; d < D; d++) dot += a.q[qo + d]! * c[co + d]!;
-        sc.scores[((r - a0) * G + g) * a.maxBlocks + j] = dot;
-      }
-    }
+  }
+  dotTile(a.q, sc.qOff, a.centroids, sc.cOff, m, sc.lo, sc.hi, sc.scores, a.maxBlocks, D);
+  if (a.causal || full * B === length) return;
+  // non-causal: the open block competes with the centroid sum / count, in f32
+  const so = (a.pageTable[pt + full]! * Hkv + kvh) * D;
+  for (let d = 0; d < D; d++) sc.open[d] = a.sums[so + d]! / (length - full * B);
+  for (let i = 0; i < m; i++) {
+    let dot = 0;
+    for (let d = 0; d < D; d++) dot += a.q[sc.qOff[i]! + d]! * sc.open[d]!;
+    sc.scores[i * a.maxBlocks + full] = dot;
   }
 }
 
@@ -149,28 +164,30 @@ function attendRow(a: CacheAttendArgs, sc: Scratch, n: number, row: number, kvh:
   const { D, B, Hkv } = a;
   const qo = row * D;
   const own = Math.floor(t / B);
-  // -- scores of the selected keys --
-  let m = -Infinity;
-  let finite = true;
+  // -- gather the selected keys (own block up to t when causal) --
   let nk = 0;
   for (let i = 0; i < n; i++) {
     const j = sc.sel[i]!;
     const count = a.causal && j === own ? t - j * B + 1 : Math.min(B, length - j * B);
     const base = (a.pageTable[pt + j]! * Hkv + kvh) * B * D;
-    for (let p = 0; p < count; p++) {
-      const ko = base + p * D;
-      let dot = 0;
-      for (let d = 0; d < D; d++) dot += a.q[qo + d]! * a.keys[ko + d]!;
-      const x = dot * a.scale;
-      if (!Number.isFinite(x)) finite = false;
-      if (x > m) m = x;
-      sc.s[nk++] = x;
-    }
+    for (let p = 0; p < count; p++) sc.kOff[nk++] = base + p * D;
   }
   if (nk === 0) { // no keys (all scores NaN, non-causal): out 0, lse -inf
     a.out.fill(0, qo, qo + D);
     a.lse[row] = -Infinity;
     return;
+  }
+  // -- scores --
+  sc.one[0] = qo;
+  sc.hi[0] = nk;
+  dotTile(a.q, sc.one, a.keys, sc.kOff, 1, sc.lo, sc.hi, sc.s, 0, D);
+  let m = -Infinity;
+  let finite = true;
+  for (let i = 0; i < nk; i++) {
+    const x = sc.s[i]! * a.scale;
+    if (!Number.isFinite(x)) finite = false;
+    if (x > m) m = x;
+    sc.s[i] = x;
   }
   if (!finite) { // a non-finite score poisons the row (NaN in gives NaN out, SPEC §7)
     a.out.fill(NaN, qo, qo + D);
@@ -178,20 +195,15 @@ function attendRow(a: CacheAttendArgs, sc: Scratch, n: number, row: number, kvh:
     return;
   }
   // -- softmax and P V --
-  const acc = sc.acc.fill(0);
   let l = 0;
-  nk = 0;
-  for (let i = 0; i < n; i++) {
-    const j = sc.sel[i]!;
-    const count = a.causal && j === own ? t - j * B + 1 : Math.min(B, length - j * B);
-    const base = (a.pageTable[pt + j]! * Hkv + kvh) * B * D;
-    for (let p = 0; p < count; p++) {
-      const w = fastExp(sc.s[nk++]! - m); // ≤ 1: the max is subtracted first
-      l += w;
-      const vo = base + p * D;
-      for (let d = 0; d < D; d++) acc[d] += w * a.values[vo + d]!;
-    }
+  for (let i = 0; i < nk; i++) {
+    const w = fastExp(sc.s[i]! - m); // ≤ 1: the max is subtracted first
+    sc.s[i] = w;
+    l += w;
   }
+  const acc = sc.acc.fill(0);
+  sc.one[0] = 0;
+  axpyTile(sc.s, 0, a.values, sc.kOff, 1, sc.lo, sc.hi, acc, sc.one, D);
   // -- epilogue: l ≥ 1 (the max term is exp(0)) --
   const inv = 1 / l;
   if (a.dtype === 'f32') for (let d = 0; d < D; d++) a.out[qo + d] = acc[d]! * inv;
