@@ -53,18 +53,10 @@ export function appendEntry(c: CachePool, e: AppendEntry, k: Float32Array, v: Fl
     for (let h = 0; h < Hkv; h++) {
       const dst = ((page * Hkv + h) * B + o) * D;
       const src = kRow + h * D;
-      const sum = (page * Hkv + h) * D;
-      for (let d = 0; d < D; d++) {
-        const raw = k[src + d]!;
-        let key = raw;
-        if (W > 0) {
-          const z = s.z[h * D + d]!;
-          key = store(c.dtype, raw + z / (1 + Math.exp(-z))); // k + z·σ(z), as kconv.ts
-        }
-        c.keys[dst + d] = key;
-        c.values[dst + d] = v[src + d]!;
-        c.sums[sum + d] += key; // f32 running sum: the Float32Array store rounds each step
-      }
+      if (W > 0) activate(c.dtype, k, src, s.z, h * D, c.keys, dst, D);
+      else c.keys.set(k.subarray(src, src + D), dst);
+      c.values.set(v.subarray(src, src + D), dst);
+      addTo(c.sums, (page * Hkv + h) * D, c.keys, dst, D); // f32 running sum: the Float32Array store rounds each step
     }
     if (o === B - 1) { // the page is full: its centroid, in f32
       for (let x = page * C; x < (page + 1) * C; x++) c.centroids[x] = c.sums[x]! / B;
@@ -73,9 +65,24 @@ export function appendEntry(c: CachePool, e: AppendEntry, k: Float32Array, v: Fl
   if (W > 1) shiftState(c, e, k, s);
 }
 
-/** The value as the cache dtype holds it (f32: the Float32Array store rounds). */
-function store(dtype: DType, x: number): number {
-  return dtype === 'f32' ? x : roundTo(dtype, x);
+/** keys[dst + d] = k[src + d] + SiLU(z[zo + d]) as the dtype holds it: k + z·σ(z), exactly as kconv.ts. */
+function activate(dtype: DType, k: Float32Array, src: number, z: Float64Array, zo: number, keys: Float32Array, dst: number, D: number): void {
+  if (dtype === 'f32') {
+    for (let d = 0; d < D; d++) {
+      const x = z[zo + d]!;
+      keys[dst + d] = k[src + d]! + x / (1 + Math.exp(-x)); // the Float32Array store rounds
+    }
+  } else {
+    for (let d = 0; d < D; d++) {
+      const x = z[zo + d]!;
+      keys[dst + d] = roundTo(dtype, k[src + d]! + x / (1 + Math.exp(-x)));
+    }
+  }
+}
+
+/** sums[so + d] += keys[ko + d] for d < D. */
+function addTo(sums: Float32Array, so: number, keys: Float32Array, ko: number, D: number): void {
+  for (let d = 0; d < D; d++) sums[so + d] += keys[ko + d]!;
 }
 
 /** The raw key row of position `p` (≥ 0, ≥ e.pos0 − (W − 1)): in the chunk or in the state. */
