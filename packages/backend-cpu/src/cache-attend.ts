@@ -16,8 +16,10 @@ import type { Claim } from './forward.js';
 import type { Cpu } from './tensor.js';
 import { axpyTile, dotTile, fastExp } from './tile.js';
 
-/** Query rows per work item: enough to share a centroid read between rows, few enough to balance items. */
+/** Most query rows per work item: enough to share a centroid read between rows, few enough to balance items. */
 export const ATTEND_ROWS = 16;
+/** Most centroid scores one item holds (rows · heads of the group · blocks): bounds the scratch to 8 MiB. */
+const SCORE_SLOTS = 1 << 20;
 
 export interface CacheAttendArgs {
   readonly keys: Float32Array; // [pages, Hkv, B, D]
@@ -40,44 +42,46 @@ export interface CacheAttendArgs {
   readonly causal: boolean;
   readonly scale: number;
   readonly dtype: DType;
-  /** Most blocks of any entry (sizes the score scratch). */
+  /** Most blocks of any entry and query rows per item (they size the score scratch). */
   readonly maxBlocks: number;
+  readonly rows: number;
 }
 
 /** Per-worker scratch, allocated once per kernel run. */
 class Scratch {
-  readonly scores: Float64Array; // [ATTEND_ROWS · G, maxBlocks]
-  readonly qOff: Int32Array; // [ATTEND_ROWS · G] query offsets of the item's (row, head) pairs
-  readonly lo: Int32Array; // [ATTEND_ROWS · G] zeros: every column range starts at 0
-  readonly hi: Int32Array; // [ATTEND_ROWS · G] eligible centroids per (row, head); [0] also the key count
+  readonly scores: Float64Array; // [rows · G, maxBlocks]
+  readonly qOff: Int32Array; // [rows · G] query offsets of the item's (row, head) pairs
+  readonly lo: Int32Array; // [rows · G] zeros: every column range starts at 0
+  readonly hi: Int32Array; // [rows · G] eligible centroids per (row, head); [0] also the key count
   readonly cOff: Int32Array; // [maxBlocks] centroid offsets
-  readonly kOff: Int32Array; // [topk · B] offsets of the selected keys (and values: same layout)
+  readonly kOff: Int32Array; // [min(topk, maxBlocks) · B] offsets of the selected keys (and values: same layout)
   readonly one: Int32Array; // [1] the attended row's q offset / acc offset 0
   readonly val: Float64Array; // [slots] running top-k scores, descending
   readonly idx: Int32Array; // [slots] their blocks
   readonly sel: Int32Array; // [topk] the selection, ascending
-  readonly s: Float64Array; // [topk · B] attention scores of one row
+  readonly s: Float64Array; // [min(topk, maxBlocks) · B] attention scores of one row
   readonly acc: Float64Array; // [D]
   readonly open: Float32Array; // [D] the open block's centroid (non-causal)
   constructor(a: CacheAttendArgs) {
     const G = a.Hq / a.Hkv;
-    this.scores = new Float64Array(ATTEND_ROWS * G * Math.max(a.maxBlocks, 1));
-    this.qOff = new Int32Array(ATTEND_ROWS * G);
-    this.lo = new Int32Array(ATTEND_ROWS * G);
-    this.hi = new Int32Array(ATTEND_ROWS * G);
+    this.scores = new Float64Array(a.rows * G * Math.max(a.maxBlocks, 1));
+    this.qOff = new Int32Array(a.rows * G);
+    this.lo = new Int32Array(a.rows * G);
+    this.hi = new Int32Array(a.rows * G);
     this.cOff = new Int32Array(Math.max(a.maxBlocks, 1));
-    this.kOff = new Int32Array(a.topk * a.B);
+    const keys = Math.min(a.topk, Math.max(a.maxBlocks, 1)) * a.B; // a row attends at most this many keys
+    this.kOff = new Int32Array(keys);
     this.one = new Int32Array(1);
     this.val = new Float64Array(Math.max(a.topk, 1));
     this.idx = new Int32Array(Math.max(a.topk, 1));
     this.sel = new Int32Array(a.topk);
-    this.s = new Float64Array(a.topk * a.B);
+    this.s = new Float64Array(keys);
     this.acc = new Float64Array(a.D);
     this.open = new Float32Array(a.D);
   }
 }
 
-/** Kernel: items are (entry, kv head, run of ≤ ATTEND_ROWS query rows). */
+/** Kernel: items are (entry, kv head, run of ≤ `rows` query rows). */
 export function cacheAttendKernel(a: CacheAttendArgs, claim: Claim): void {
   const sc = new Scratch(a);
   for (let it = claim(); it >= 0; it = claim()) {
@@ -221,13 +225,14 @@ export async function cacheAttend(cpu: Cpu, c: CachePool, plan: AttendPlan, q: F
   let maxBlocks = 0;
   let work = 0;
   let off = 0;
+  for (const e of entries) maxBlocks = Math.max(maxBlocks, e.pages.length);
+  const rows = Math.max(1, Math.min(ATTEND_ROWS, Math.floor(SCORE_SLOTS / ((Hq / Hkv) * Math.max(maxBlocks, 1)))));
   entries.forEach((e, i) => {
     seqs.set([e.length, e.qRow, e.nq, off], i * 4);
     pageTable.set(e.pages, off);
     off += e.pages.length;
-    maxBlocks = Math.max(maxBlocks, e.pages.length);
-    for (let a0 = 0; a0 < e.nq; a0 += ATTEND_ROWS) {
-      for (let h = 0; h < Hkv; h++) items.push(i, h, a0, Math.min(a0 + ATTEND_ROWS, e.nq));
+    for (let a0 = 0; a0 < e.nq; a0 += rows) {
+      for (let h = 0; h < Hkv; h++) items.push(i, h, a0, Math.min(a0 + rows, e.nq));
     }
     work += e.nq * Hq * (e.pages.length * 2 * D + topk * B * 4 * D); // centroid scores + QK and PV of k pages
   });
@@ -235,7 +240,7 @@ export async function cacheAttend(cpu: Cpu, c: CachePool, plan: AttendPlan, q: F
   const lse = cpu.mem.f32(Tq * Hq); // [Tq, Hq]
   const args: CacheAttendArgs = {
     keys: c.keys, values: c.values, sums: c.sums, centroids: c.centroids, q, out, lse,
-    seqs, pageTable, items: Int32Array.from(items), Hq, Hkv, D, B, topk, causal, scale, dtype: c.dtype, maxBlocks,
+    seqs, pageTable, items: Int32Array.from(items), Hq, Hkv, D, B, topk, causal, scale, dtype: c.dtype, maxBlocks, rows,
   };
   await cpu.pool.run('cacheAttend', args, items.length / 4, work);
   return { out, lse };
