@@ -1,7 +1,7 @@
 /**
  * The CPU KV cache (SPEC §9) against the float64 reference: random schedules of appends (chunks of 1–200
  * tokens, several sequences interleaved) and attends (decode nq = 1 and chunked prefill nq > 1), over dtypes,
- * GQA/MQA, kconv widths and causal/non-causal; read() against a recompute after every step; kconv keys bitwise
+ * GQA/MQA, kconv widths and causal/non-causal, with forks and frees between them; read() against a recompute after every step; kconv keys bitwise
  * equal to the backend's own kconv over the whole sequence; batch and chunking invariance (bitwise).
  */
 import { type DType, type HostTensor, Rng, fromFloat, hostTensor, toFloat64 } from '@moba/core';
@@ -57,6 +57,18 @@ describe('cpu kv cache vs the float64 reference', () => {
     const seqs = [cache.newSequence(), cache.newSequence(), cache.newSequence()];
     let attends = 0;
     for (let step = 0; step < 14; step++) {
+      // -- now and then fork a sequence or free one --
+      if (step > 0 && rng.next() < 0.2 && seqs.length < 5) {
+        const src = seqs[rng.int(0, seqs.length - 1)]!;
+        const f = await cache.fork(src);
+        model.fork(src, f);
+        seqs.push(f);
+        expect(await contentErrors(cache, model, f)).toEqual([]);
+      } else if (rng.next() < 0.1 && seqs.length > 2) {
+        const [gone] = seqs.splice(rng.int(0, seqs.length - 1), 1);
+        cache.free(gone!);
+        model.raw.delete(gone!);
+      }
       // -- append to a random non-empty subset, chunks of 1 to 200 tokens (mostly short) --
       const chosen = seqs.filter(() => rng.next() < 0.6);
       if (chosen.length === 0) chosen.push(seqs[step % seqs.length]!);
