@@ -143,7 +143,11 @@ describe('cpu kv cache edges', () => {
     expect(await code(() => cache.newSequence())).toBe('E_DEVICE');
     expect(await code(cache.read(ids[1]!))).toBe('E_DEVICE');
     const dead = createCpuBackend({ threads: 1 });
+    const orphan = await dead.createCache({ Hkv: 1, D: 4, dtype: 'f32', blockSize: 4, capacityTokens: 8 });
+    const o = orphan.newSequence();
+    const kv = await dead.upload(hostTensor('f32', [2, 1, 4]));
     await dead.destroy();
+    expect(await code(orphan.append([o], kv, kv, Int32Array.of(0, 2)))).toBe('E_DEVICE'); // the backend is gone
     expect(await code(dead.createCache({ Hkv: 1, D: 4, dtype: 'f32', blockSize: 4, capacityTokens: 8 }))).toBe('E_DEVICE');
   });
 });
