@@ -71,7 +71,7 @@ export class ReferenceCache extends CacheShell<HostTensor> {
     const C = this.C;
     const S = W - 1;
     const st = this.state.subarray(slot * S * C, (slot + 1) * S * C);
-    if (pos0 === 0) st.fill(0); // a new sequence (its slot may hold a freed one's state): taps before the start are 0
+    if (pos0 === 0) this.startSequence(slot);
     const hist = new Float64Array((S + count) * C); // the state, then the new keys
     hist.set(st);
     hist.set(raw, S * C);
@@ -85,6 +85,12 @@ export class ReferenceCache extends CacheShell<HostTensor> {
     }
     st.set(hist.subarray(count * C)); // the last W − 1 raw keys
     return out;
+  }
+
+  /** A new sequence's first append: its slot may hold a freed sequence's state; taps before the start are 0. */
+  protected startSequence(slot: number): void {
+    const S = (this.kconvWidth - 1) * this.C;
+    this.state.fill(0, slot * S, (slot + 1) * S);
   }
 
   protected async doAppend(plan: AppendPlan, k: HostTensor, v: HostTensor): Promise<void> {

@@ -45,8 +45,10 @@ function partsArb(n: number, count: fc.Arbitrary<number>, minSeqs = 1): fc.Arbit
     .map(([ids, counts]) => ids.map((id, i) => [id, counts[i]!] as const));
 }
 
-/** Chunk sizes: mostly decode-sized (1..8), sometimes a prefill of up to a few hundred tokens. */
-const chunkArb = fc.oneof({ arbitrary: fc.integer({ min: 1, max: 8 }), weight: 3 }, { arbitrary: fc.integer({ min: 9, max: 40 }), weight: 2 }, { arbitrary: fc.integer({ min: 41, max: 200 }), weight: 1 });
+/** Chunk sizes: decode-sized (1..8), medium, or a prefill of up to a few hundred tokens. */
+const chunkArb = fc.oneof({ arbitrary: fc.integer({ min: 1, max: 8 }), weight: 3 }, { arbitrary: fc.integer({ min: 9, max: 60 }), weight: 2 }, { arbitrary: fc.integer({ min: 61, max: 250 }), weight: 1 });
+/** The first append's sizes (every sequence starts with one): short or a prefill. */
+const prefillArb = fc.oneof(fc.integer({ min: 1, max: 16 }), fc.integer({ min: 17, max: 250 }));
 /** Queries per sequence: 1 (decode) or more (chunked prefill). */
 const nqArb = fc.oneof(fc.constant(1), fc.integer({ min: 2, max: 12 }));
 
@@ -73,12 +75,13 @@ export function cacheSpecArb(caps: Capabilities, lim: CacheLimits = {}): fc.Arbi
     width,
     seqs: fc.integer({ min: lim.minSeqs ?? 1, max: 3 }),
     seed: fc.integer({ min: 1, max: 0x7fffffff }),
-  }).chain((r) => fc.array(fc.oneof(
+  }).chain((r) => fc.tuple(partsArb(r.seqs, prefillArb, r.seqs), fc.array(fc.oneof(
     partsArb(r.seqs, chunkArb, 1).map((parts): CacheStep => ({ op: 'append', parts })),
     partsArb(r.seqs, nqArb, 1).map((parts): CacheStep => ({ op: 'attend', parts })),
-  ), { minLength: 1, maxLength: lim.maxSteps ?? 6 }).map((steps) => {
+  ), { minLength: 1, maxLength: lim.maxSteps ?? 7 })).map(([first, steps]) => {
     const { group, ...rest } = r;
-    return clipSchedule({ ...rest, Hq: r.Hkv * group, steps: [...steps, { op: 'attend', parts: Array.from({ length: r.seqs }, (_, i) => [i, 3] as const) }] });
+    const last: CacheStep = { op: 'attend', parts: Array.from({ length: r.seqs }, (_, i) => [i, 3] as const) };
+    return clipSchedule({ ...rest, Hq: r.Hkv * group, steps: [{ op: 'append', parts: first }, ...steps, last] });
   }));
 }
 
