@@ -7,7 +7,7 @@ import { type Backend, wrapBackend } from '@moba/core';
 import { describe, expect, it } from 'vitest';
 import { type Report, runConformance } from '../src/index.js';
 import { createReferenceBackend } from '../src/reference-backend.js';
-import { droppedKconvState, openSumNotCarried, sharedOpenPage, staleStateOnReuse, writesBeforeCapacityCheck } from './faulty-caches.js';
+import { droppedKconvState, openSumNotCarried, sharedOpenPage, staleStateOnReuse, topkOffByOne, writesBeforeCapacityCheck } from './faulty-caches.js';
 
 const P = {
   schedules: 'cache: random schedules',
@@ -98,5 +98,11 @@ describe('KV cache properties', () => {
     const r = await run(staleStateOnReuse());
     expectFails(r, [P.free], [P.schedules, P.contents, P.batch, P.determinism, P.memory, P.fork, P.validation]);
     expect(result(r, P.free).message).toMatch(/kconvState|keys after kconv/);
+  });
+
+  it('(f) an attend that keeps topk − 1 blocks fails the schedules property', async () => {
+    const r = await run(topkOffByOne());
+    expectFails(r, [P.schedules], [P.contents, P.batch, P.determinism, P.validation]);
+    expect(result(r, P.schedules).message).toMatch(/attend (out|lse): max abs error .* NOT within/);
   });
 });

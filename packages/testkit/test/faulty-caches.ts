@@ -2,9 +2,9 @@
  * The reference backend with one injected KV cache fault each, to prove the cache properties fail on them: the
  * kconv state dropped between appends, the open block's sum not carried across appends, a fork whose open page
  * is shared instead of copied, an append that writes sequence by sequence before the whole call is known to fit,
- * and a new sequence that inherits a freed sequence's kconv state.
+ * a new sequence that inherits a freed sequence's kconv state, and an attend that keeps topk − 1 blocks.
  */
-import type { AppendPlan, Backend, DeviceTensor, HostTensor, PageCopy } from '@moba/core';
+import type { AppendPlan, AttendPlan, Backend, DeviceTensor, HostTensor, PageCopy } from '@moba/core';
 import { hostTensor } from '@moba/core';
 import { ReferenceCache } from '../src/reference-cache.js';
 import { type ReferenceCacheFactory, createReferenceBackend } from '../src/reference-backend.js';
@@ -61,6 +61,13 @@ class WritesBeforeCapacityCheck extends ReferenceCache {
   }
 }
 
+/** (f) An attend whose router keeps one block fewer than topk (an off-by-one in the running top-k). */
+class TopkOffByOne extends ReferenceCache {
+  protected override async doAttend(plan: AttendPlan, q: HostTensor): Promise<{ out: HostTensor; lse: HostTensor }> {
+    return super.doAttend({ ...plan, topk: Math.max(1, plan.topk - 1) }, q);
+  }
+}
+
 /** (e) A new sequence keeps the kconv state its slot's freed sequence left behind. */
 class StaleStateOnReuse extends ReferenceCache {
   protected override startSequence(): void {}
@@ -71,3 +78,4 @@ export const openSumNotCarried = (): Backend => backendWith('reference-open-sum-
 export const sharedOpenPage = (): Backend => backendWith('reference-shared-open-page', SharedOpenPage);
 export const writesBeforeCapacityCheck = (): Backend => backendWith('reference-writes-before-check', WritesBeforeCapacityCheck);
 export const staleStateOnReuse = (): Backend => backendWith('reference-stale-state-on-reuse', StaleStateOnReuse);
+export const topkOffByOne = (): Backend => backendWith('reference-topk-off-by-one', TopkOffByOne);
