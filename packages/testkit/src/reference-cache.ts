@@ -181,6 +181,8 @@ export class ReferenceCache extends CacheShell<HostTensor> {
     const openCount = length % B;
     const openSum = openCount === 0 ? new Float32Array(C) : this.sums.slice(this.at(pages[full]!) * C, (this.at(pages[full]!) + 1) * C);
     const S = Math.max(0, this.kconvWidth - 1);
+    // an empty sequence's slot may still hold a freed sequence's state (reset on its first append): report zeros
+    const state = length === 0 ? new Float32Array(S * C) : this.state.slice(slot * S * C, (slot + 1) * S * C);
     return {
       length,
       k: hostTensor(this.dtype, [length, Hkv, D], k),
@@ -188,7 +190,7 @@ export class ReferenceCache extends CacheShell<HostTensor> {
       centroids: hostTensor('f32', [full, Hkv, D], centroids),
       openSum: hostTensor('f32', [Hkv, D], openSum),
       openCount,
-      kconvState: hostTensor('f32', [S, Hkv, D], this.state.slice(slot * S * C, (slot + 1) * S * C)),
+      kconvState: hostTensor('f32', [S, Hkv, D], state),
       pages: pages.slice(),
     };
   }

@@ -120,6 +120,7 @@ export const cachePoolProperties: Property[] = [
           }
           const err = await expectMobaError(`read() of the freed sequence ${oldId}`, ['E_RANGE'], () => run.cache.read(oldId));
           if (err) lines.push(err);
+          lines.push(...contentsErrors(run, 0, await run.cache.read(run.ids[0]!)).map((l) => `the new, empty sequence: ${l}`));
           // the new sequence needs every free page: it can only succeed by reusing the freed ones
           const total = st1.freePages * B;
           await run.append([[0, Math.ceil(total / 2)]]);
