@@ -1,7 +1,7 @@
 /**
  * KV cache validation (SPEC §7, §9): bad sequence ids, shapes, dtypes, query counts and option keys throw the
- * right MobaError code naming the parameter, leave the cache unchanged, and every call after `destroy()` throws
- * E_DEVICE (a second `destroy()` and `memoryStats()` do not throw).
+ * right MobaError code naming the parameter (a sequence beyond `maxSequences`: E_MEMORY) and leave the cache
+ * unchanged; every call after `destroy()` throws E_DEVICE (a second `destroy()` and `memoryStats()` do not throw).
  */
 import { type Backend, type DType, type DeviceTensor, type KVCache, type MobaError, Rng, hostTensor } from '@moba/core';
 import { failure, withTimeout } from '../checks.js';
@@ -81,6 +81,15 @@ export const cacheValidationProperties: Property[] = [
           ['createCache with an unknown option key', 'E_RANGE', () => b.createCache!({ Hkv: 2, D, dtype, blockSize: 4, capacityTokens: 64, capacityToken: 64 } as never), 'capacityToken'],
           ['createCache with neither capacityTokens nor capacityBytes', 'E_RANGE', () => b.createCache!({ Hkv: 2, D, dtype, blockSize: 4 })],
           ['createCache with Hkv = 0', 'E_RANGE', () => b.createCache!({ Hkv: 0, D, dtype, blockSize: 4, capacityTokens: 64 })],
+          ['newSequence() beyond maxSequences = 1', 'E_MEMORY', async () => {
+            const one = await b.createCache!({ Hkv: 2, D, dtype, blockSize: 4, capacityTokens: 64, maxSequences: 1 });
+            try {
+              one.newSequence();
+              one.newSequence();
+            } finally {
+              await one.destroy();
+            }
+          }],
         ];
         const other = b.caps.dtypes.find((x) => x !== dtype);
         if (other) {
