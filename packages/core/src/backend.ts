@@ -68,6 +68,11 @@ export interface Capabilities {
   readonly qkLayout?: boolean;
   /** A paged KV cache (SPEC §9): `createCache` exists. Default false. */
   readonly kvCache?: boolean;
+  /**
+   * Largest topk of a cache `attend` (default `maxTopk`). An attend keeps no `[T, Hq, topk]` routing, so a backend
+   * may allow topk up to every block of a long context: dense decode on the same cache.
+   */
+  readonly maxCacheTopk?: number;
 }
 
 export interface ForwardResult {

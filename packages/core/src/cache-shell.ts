@@ -194,8 +194,9 @@ export abstract class CacheShell<TData> implements KVCache {
       if (cfg.blockSize !== undefined && cfg.blockSize !== this.blockSize) {
         throw new MobaError('E_RANGE', `blockSize = ${String(cfg.blockSize)} is invalid: the cache's pages hold ${this.blockSize} tokens`, 'blockSize');
       }
-      const rc = resolveConfig({ ...cfg, blockSize: this.blockSize }, this.D, this.host.caps);
-      if (!rc.causal && !this.host.caps.nonCausal) throw new MobaError('E_UNSUPPORTED', 'causal = false is not supported by this backend (caps.nonCausal is false)', 'causal');
+      const caps = this.host.caps;
+      const rc = resolveConfig({ ...cfg, blockSize: this.blockSize }, this.D, { maxTopk: caps.maxCacheTopk ?? caps.maxTopk, maxBlockSize: caps.maxBlockSize });
+      if (!rc.causal && !caps.nonCausal) throw new MobaError('E_UNSUPPORTED', 'causal = false is not supported by this backend (caps.nonCausal is false)', 'causal');
       const entries: AttendEntry[] = list.map((s, b) => {
         const nq = cu[b + 1]! - cu[b]!;
         if (nq > s.length) throw new MobaError('E_RANGE', `sequence ${seqs[b]} holds ${s.length} tokens but has ${nq} queries (cuSeqlensQ): append them first (nq <= length)`, 'cuSeqlensQ');
