@@ -61,7 +61,7 @@ export function randomQkSpec(rng: Rng, opts: { dtype?: DType; causal?: boolean; 
   if (!nk.some((n) => n > 0)) nk[0] = rng.int(1, 20);
   const nq = nk.map((n) => {
     const r = rng.next();
-    return r < 0.15 ? 0 : r < 0.45 ? Math.min(1, n) : r < 0.8 ? rng.int(0, Math.min(n, 9)) : n;
+    return r < 0.15 ? 0 : r < 0.45 ? Math.min(1, n) : r < 0.75 ? rng.int(0, Math.min(n, 9)) : r < 0.85 ? rng.int(0, n) : n;
   });
   if (!nq.some((n) => n > 0)) nq[nk.findIndex((n) => n > 0)] = 1; // q needs a row (Tq ≥ 1)
   const Hkv = rng.int(1, 2);

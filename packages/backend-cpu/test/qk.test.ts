@@ -9,7 +9,7 @@ import { keysOf, queryMap, referenceRoute } from '@moba/core/reference';
 import { routingErrors } from '@moba/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type CpuBackend, createCpuBackend } from '../src/index.js';
-import { type Grads, type QkProblem, describeQk, gatherRows, gradChecks, makeQkProblem, qkReference, randomQkRouting, randomQkSpec } from './qk-problem.js';
+import { type Grads, type QkProblem, type QkSpec, describeQk, gatherRows, gradChecks, makeQkProblem, qkReference, randomQkRouting, randomQkSpec } from './qk-problem.js';
 
 const cpu = createCpuBackend({ threads: 1 });
 const pool = createCpuBackend({ threads: 2, minParallelWork: 0 });
@@ -73,8 +73,15 @@ describe('cpu backend: fewer queries than keys (SPEC §8)', () => {
     const unseen = { n: 0 };
     let mismatchedRows = 0;
     const seen = { decode: 0, partial: 0, full: 0, empty: 0, gqa: 0, noncausal: 0 };
-    for (let iter = 0; iter < 36; iter++) {
-      const p = makeQkProblem(randomQkSpec(rng, { dtype: (['f32', 'f16', 'bf16'] as const)[iter % 3] }));
+    // fixed edges first: a chunk of more than one query tile (128 rows) not at the sequence start, decode at a
+    // block boundary and one past it, and a sequence without queries beside one without keys
+    const edges: QkSpec[] = [
+      { nk: [300, 7], nq: [200, 7], Hq: 2, Hkv: 1, D: 16, dtype: 'f32', blockSize: 16, topk: 3, causal: true, seed: 11 },
+      { nk: [300, 7], nq: [150, 2], Hq: 4, Hkv: 1, D: 7, dtype: 'bf16', blockSize: 5, topk: 4, causal: false, seed: 12 },
+      { nk: [64, 65, 0, 33], nq: [1, 1, 0, 0], Hq: 3, Hkv: 3, D: 4, dtype: 'f16', blockSize: 64, topk: 2, causal: true, seed: 13 },
+    ];
+    for (let iter = 0; iter < 36 + edges.length; iter++) {
+      const p = makeQkProblem(edges[iter] ?? randomQkSpec(rng, { dtype: (['f32', 'f16', 'bf16'] as const)[iter % 3] }));
       const where = describeQk(p.spec);
       p.spec.nq.forEach((nq, i) => {
         const nk = p.spec.nk[i]!;
