@@ -114,8 +114,11 @@ export interface Grads { out: Float64Array; lse: Float64Array; dq: Float64Array;
 
 const roundAll = (dtype: DType, a: Float64Array): Float64Array => (dtype === 'f32' ? a.map(Math.fround) : a.map((x) => roundTo(dtype, x)));
 
+/** What the reference needs of a problem. */
+export type QkInputs = Pick<QkProblem, 'shape' | 'layout' | 'rcfg' | 'q64' | 'k64' | 'v64' | 'dOut64'>;
+
 /** The f64 reference and its f32 calibration run under `indices` with the QK layout (the tolerance policy). */
-export function qkReference(p: QkProblem, indices: Int32Array): { ref: Grads; cal: Grads } {
+export function qkReference(p: QkInputs, indices: Int32Array): { ref: Grads; cal: Grads } {
   const { shape, layout, rcfg } = p;
   const f = referenceForward(p.q64, p.k64, p.v64, indices, shape, layout, rcfg);
   const cf = referenceForward(p.q64, p.k64, p.v64, indices, shape, layout, rcfg, Math.fround);
@@ -131,7 +134,7 @@ export function qkReference(p: QkProblem, indices: Int32Array): { ref: Grads; ca
 }
 
 /** Tolerance checks of every output against the reference pair. */
-export function gradChecks(label: string, p: QkProblem, got: Grads, rp: { ref: Grads; cal: Grads }): ToleranceCheck[] {
+export function gradChecks(label: string, p: Pick<QkProblem, 'shape'>, got: Grads, rp: { ref: Grads; cal: Grads }): ToleranceCheck[] {
   const { T, Tk, Hq, Hkv, D, dtype } = p.shape;
   const fw = { kind: 'forward', dtype } as const;
   const bw = { kind: 'backward', dtype } as const;
