@@ -3,6 +3,7 @@
  */
 import type { Property } from '../types.js';
 import { backwardProperties } from './backward.js';
+import { cacheProperties } from './cache.js';
 import { determinismProperties } from './determinism.js';
 import { forwardProperties } from './forward.js';
 import { hostileProperties } from './hostile.js';
@@ -29,6 +30,7 @@ export const coreProperties: readonly Property[] = [
   ...determinismProperties,
   ...validationProperties,
   ...memoryProperties,
+  ...cacheProperties,
 ];
 
 /** The properties whose `group: name` contains one of `only`'s strings (all of them when `only` has none). */
