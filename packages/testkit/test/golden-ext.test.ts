@@ -3,14 +3,14 @@
  * c18 seqlens_q) parse and pass on the reference backend; generated cases combining them (kconv with seqlens_q,
  * non-causal GQA decode) pass; a backend whose caps lack an extension skips the case naming the cap; an unknown
  * `requires` entry is a visible skip; malformed extension fields fail naming the field; a backend whose kconv
- * ignores the weight fails the kconv case.
+ * ignores the weight fails the kconv case, and one whose KV cache is wrong fails the seqlens_q case's cache part.
  */
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { type Backend, fromFloat, toFloat64, wrapBackend } from '@moba/core';
+import { type AttendPlan, type Backend, type HostTensor, fromFloat, toFloat64, wrapBackend } from '@moba/core';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createReferenceBackend, loadGoldenCase, PACKAGE_CASES_DIR, type Report, runConformance } from '../src/index.js';
+import { type ReferenceCacheFactory, ReferenceCache, createReferenceBackend, loadGoldenCase, PACKAGE_CASES_DIR, type Report, runConformance } from '../src/index.js';
 import { MalformedGoldenCaseError, UnsupportedGoldenCaseError, parseGoldenCase } from '../src/golden-parse.js';
 import { makeExtCase } from './fixtures/make-ext-case.js';
 
@@ -24,6 +24,7 @@ async function runCases(b: Backend, cases: Record<string, unknown>): Promise<Rep
   for (const [name, c] of Object.entries(cases)) writeFileSync(join(sub, `${name}.json`), JSON.stringify(c));
   return runConformance(b, { casesDir: sub, goldenOnly: true });
 }
+const loadJson = (f: string): unknown => JSON.parse(readFileSync(f, 'utf8'));
 const rows = (r: Report): [string, boolean, boolean, string][] => r.results.map((x) => [x.name, x.ok, x.skipped ?? false, (x.message ?? '').split('\n')[0]!]);
 
 const decodeKconv = makeExtCase('decode_kconv', { seqlens: [37, 9, 1], seqlensQ: [1, 3, 1], Hq: 4, Hkv: 2, D: 8, blockSize: 4, topk: 3, causal: true, kconvWidth: 3, seed: 11 });
@@ -46,10 +47,44 @@ describe('golden extensions', () => {
     expect([c13.requires, c13.causal, c13.kconvWidth, c13.Tq]).toEqual([['noncausal'], false, 0, 211]);
   });
 
-  it('passes the public ext cases on the reference backend (the cache part noted as not covered)', async () => {
+  it('passes the public ext cases on the reference backend, c18 through the QK layout and the KV cache', async () => {
     const r = await runConformance(backend, { casesDir: EXT, goldenOnly: true });
     expect(rows(r)).toEqual(['c13_noncausal_k3.json', 'c15_kconv3.json', 'c18_decode_1tok.json'].map((n) => [n, true, false, '']));
-    expect(r.notCovered).toContain('golden c18_decode_1tok through the KV cache (caps.kvCache is false: only the QK layout path ran)');
+    expect(r.notCovered.filter((n) => n.includes('KV cache'))).toEqual([]);
+  });
+
+  it('without caps.kvCache the cache part of a seqlens_q case is noted as not covered, the layout part still runs', async () => {
+    const noCache = createReferenceBackend({ caps: { kvCache: false } });
+    try {
+      const r = await runConformance(noCache, { casesDir: join(EXT, 'c18_decode_1tok.json'), goldenOnly: true });
+      expect(rows(r)).toEqual([['c18_decode_1tok.json', true, false, '']]);
+      expect(r.notCovered).toContain('golden c18_decode_1tok through the KV cache (caps.kvCache is false: only the QK layout path ran)');
+    } finally {
+      await noCache.destroy();
+    }
+  });
+
+  it('fails a backend whose cache attends without the scale, or appends without the kconv weight', async () => {
+    class Unscaled extends ReferenceCache {
+      protected override doAttend(plan: AttendPlan, q: HostTensor): Promise<{ out: HostTensor; lse: HostTensor }> {
+        return super.doAttend({ ...plan, scale: plan.scale * 2 }, q);
+      }
+    }
+    const faulty: [string, ReferenceCacheFactory, Record<string, unknown>][] = [
+      ['unscaled', (h, o, w) => new Unscaled(h, o, w), { c18: loadJson(join(EXT, 'c18_decode_1tok.json')) }],
+      ['no kconv', (h, o) => new ReferenceCache(h, { ...o, W: 0 }, null), { decodeKconv }],
+    ];
+    for (const [what, cache, cases] of faulty) {
+      const b = createReferenceBackend({ cache });
+      try {
+        const r = await runCases(b, cases);
+        expect(r.results[0]!.ok, what).toBe(false);
+        expect(r.results[0]!.message, what).toMatch(/through the KV cache (out|lse): max abs error/);
+        expect(r.results[0]!.message, what).not.toMatch(/QK layout|routing row/);
+      } finally {
+        await b.destroy();
+      }
+    }
   });
 
   it('passes generated cases combining the extensions (kconv with seqlens_q, non-causal chunks with nq = 0)', async () => {
