@@ -83,7 +83,7 @@ export const qkProperties: Property[] = [
   },
   {
     group: 'qk',
-    name: 'a QK layout whose query and key boundaries are equal is self-attention (same routing, outputs within tolerance)',
+    name: 'a QK layout whose query and key boundaries are equal is self-attention (same routing where deterministic, outputs within tolerance)',
     async run(ctx) {
       const b = ctx.backend;
       await forAll(ctx, specArb(b.caps, LIMITS), async (spec) => {
@@ -94,7 +94,8 @@ export const qkProperties: Property[] = [
           const self = await b.routingIndices(s.own(await b.route(d.q, d.k, p.layout, p.cfg)));
           const rq = s.own(await b.route(d.q, d.k, qk, p.cfg));
           const idx = await b.routingIndices(rq);
-          const at = idx.length !== self.length ? 0 : idx.findIndex((x, i) => x !== self[i]);
+          // a backend that does not declare determinism may break near-ties differently on two calls: the rule below decides
+          const at = !b.caps.deterministic ? -1 : idx.length !== self.length ? 0 : idx.findIndex((x, i) => x !== self[i]);
           if (at >= 0) throw failure(spec, [`route() with { cuSeqlensQ = cuSeqlensK } differs from route() with { cuSeqlens } at flat index ${at}: got ${idx[at]}, expected ${self[at]}`]);
           const errs = routingErrors(idx, p.q64, p.k64, p.shape, p.seqs, p.layout, p.rcfg);
           if (errs.length > 0) throw failure(spec, errs);
