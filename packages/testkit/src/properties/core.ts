@@ -11,6 +11,7 @@ import { kconvProperties } from './kconv.js';
 import { memoryProperties } from './memory.js';
 import { mobaProperties } from './moba.js';
 import { oracleProperties } from './oracles.js';
+import { qkProperties } from './qk.js';
 import { reachProperties } from './reach.js';
 import { routingProperties } from './routing.js';
 import { validationProperties } from './validation.js';
@@ -20,6 +21,7 @@ export const coreProperties: readonly Property[] = [
   ...routingProperties,
   ...forwardProperties,
   ...backwardProperties,
+  ...qkProperties,
   ...reachProperties,
   ...oracleProperties,
   ...kconvProperties,
