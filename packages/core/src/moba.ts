@@ -12,20 +12,26 @@
  */
 import type { Backend, DeviceTensor, Routing } from './backend.js';
 import { CONFIG_KEYS, type Layout, type MobaConfig } from './config.js';
+import type { AttentionLayout } from './layout.js';
 import { MobaError, checkKeys } from './errors.js';
 import { type HostTensor, asHostTensor } from './tensor.js';
 
 export type TensorInput = HostTensor | DeviceTensor;
 
 export interface MobaInputs {
-  /** `[T, Hq, D]`. */
+  /** `[T, Hq, D]` (`[Tq, Hq, D]` with `cuSeqlensQ`). */
   q: TensorInput;
   /** `[T, Hkv, D]`. */
   k: TensorInput;
   /** `[T, Hkv, D]`. */
   v: TensorInput;
-  /** Packed varlen layout, length batch + 1 (SPEC §1). */
+  /** Packed varlen layout, length batch + 1 (SPEC §1); with `cuSeqlensQ`, the keys' boundaries. */
   cuSeqlens: Int32Array;
+  /**
+   * Query boundaries when there are fewer queries than keys (SPEC §8, bottom-right aligned: the queries of
+   * sequence b are its last `cuSeqlensQ[b+1] − cuSeqlensQ[b]` positions). Needs `caps.qkLayout`.
+   */
+  cuSeqlensQ?: Int32Array;
   /** Optional key-convolution weight `[Hkv·D, W]` (SPEC §6). */
   kconvWeight?: TensorInput;
 }
@@ -33,7 +39,10 @@ export interface MobaInputs {
 /** What the backward needs; `dispose()` frees what `moba()` allocated. */
 export interface MobaContext {
   readonly backend: Backend;
-  readonly layout: Layout;
+  /** The attention layout (one `cuSeqlens`, or `{ cuSeqlensQ, cuSeqlensK }`). */
+  readonly layout: AttentionLayout;
+  /** The keys' layout (kconv runs on it). */
+  readonly keyLayout: Layout;
   readonly cfg: MobaConfig;
   readonly q: DeviceTensor;
   readonly k: DeviceTensor;
@@ -62,7 +71,7 @@ export interface MobaGradients {
 }
 
 /** The keys a `moba()` inputs object may have. */
-export const MOBA_INPUT_KEYS: readonly string[] = Object.freeze(['q', 'k', 'v', 'cuSeqlens', 'kconvWeight']);
+export const MOBA_INPUT_KEYS: readonly string[] = Object.freeze(['q', 'k', 'v', 'cuSeqlens', 'cuSeqlensQ', 'kconvWeight']);
 
 function isHost(t: TensorInput): t is HostTensor {
   return 'data' in t;
@@ -91,18 +100,19 @@ export async function moba(backend: Backend, inputs: MobaInputs, cfg: MobaConfig
   checkKeys(inputs, MOBA_INPUT_KEYS, 'moba() input', MOBA_INPUT_KEYS); // nulls: named by the tensor checks below
   checkKeys(cfg, CONFIG_KEYS, 'config key'); // the rest of the config is checked by route(), before any kernel runs
   const owned: DeviceTensor[] = [];
-  const layout: Layout = { cuSeqlens: inputs.cuSeqlens };
+  const keyLayout: Layout = { cuSeqlens: inputs.cuSeqlens };
+  const layout: AttentionLayout = inputs.cuSeqlensQ === undefined ? keyLayout : { cuSeqlensQ: inputs.cuSeqlensQ, cuSeqlensK: inputs.cuSeqlens };
   try {
     const q = await onBackend(backend, 'q', inputs.q, owned);
     const k = await onBackend(backend, 'k', inputs.k, owned);
     const v = await onBackend(backend, 'v', inputs.v, owned);
     const w = inputs.kconvWeight === undefined ? undefined : await onBackend(backend, 'kconvWeight', inputs.kconvWeight, owned);
-    const kUsed = w ? await backend.kconv(k, w, layout) : k;
+    const kUsed = w ? await backend.kconv(k, w, keyLayout) : k;
     if (w) owned.push(kUsed);
     const routing = await backend.route(q, kUsed, layout, cfg);
     const { out, lse } = await backend.forward(q, kUsed, v, routing, layout, cfg);
     const ctx: MobaContext = {
-      backend, layout, cfg, q, k, kUsed, v, out, lse, routing,
+      backend, layout, keyLayout, cfg, q, k, kUsed, v, out, lse, routing,
       ...(w ? { w } : {}),
       dispose: () => backend.dispose(...owned, routing),
     };
@@ -113,7 +123,7 @@ export async function moba(backend: Backend, inputs: MobaInputs, cfg: MobaConfig
   }
 }
 
-/** Backward of `moba()` for upstream gradient `dOut [T, Hq, D]`. */
+/** Backward of `moba()` for upstream gradient `dOut [T, Hq, D]` (`[Tq, Hq, D]`): dk, dv for every key row. */
 export async function mobaBackward(backend: Backend, ctx: MobaContext, dOut: TensorInput): Promise<MobaGradients> {
   if (ctx === null || typeof ctx !== 'object') throw new MobaError('E_RANGE', `ctx = ${String(ctx)} is invalid: must be the ctx that moba() returned`, 'ctx');
   if (ctx.backend !== backend) throw new MobaError('E_UNSUPPORTED', 'mobaBackward must run on the backend that ran moba()', 'backend');
@@ -122,7 +132,7 @@ export async function mobaBackward(backend: Backend, ctx: MobaContext, dOut: Ten
     const g = await onBackend(backend, 'dOut', dOut, owned);
     const { dq, dk: dkUsed, dv } = await backend.backward(ctx.q, ctx.kUsed, ctx.v, ctx.out, ctx.lse, g, ctx.routing, ctx.layout, ctx.cfg);
     if (!ctx.w) return { dq, dk: dkUsed, dv };
-    const { dk, dw } = await backend.kconvBackward(ctx.k, ctx.w, dkUsed, ctx.layout);
+    const { dk, dw } = await backend.kconvBackward(ctx.k, ctx.w, dkUsed, ctx.keyLayout);
     backend.dispose(dkUsed);
     return { dq, dk, dv, dKconvWeight: dw };
   } finally {

@@ -1,6 +1,6 @@
 /**
  * The property catalogue (STYLE.md R10), as data shared by `runConformance` and `describeConformance`:
- * routing, forward, backward, reach, oracles, kconv, moba, hostile, determinism, validation, memory, golden.
+ * routing, forward, backward, qk, reach, oracles, kconv, moba, hostile, determinism, validation, memory, cache, golden.
  */
 import { PACKAGE_CASES_DIR } from '../golden.js';
 import type { Property } from '../types.js';
