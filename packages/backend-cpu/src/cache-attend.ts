@@ -72,9 +72,10 @@ class Scratch {
     const keys = Math.min(a.topk, Math.max(a.maxBlocks, 1)) * a.B; // a row attends at most this many keys
     this.kOff = new Int32Array(keys);
     this.one = new Int32Array(1);
-    this.val = new Float64Array(Math.max(a.topk, 1));
-    this.idx = new Int32Array(Math.max(a.topk, 1));
-    this.sel = new Int32Array(a.topk);
+    const picks = Math.min(a.topk, a.maxBlocks) + 1; // a selection never holds more than the blocks
+    this.val = new Float64Array(picks);
+    this.idx = new Int32Array(picks);
+    this.sel = new Int32Array(picks);
     this.s = new Float64Array(keys);
     this.acc = new Float64Array(a.D);
     this.open = new Float32Array(a.D);
@@ -142,7 +143,10 @@ function select(a: CacheAttendArgs, sc: Scratch, so: number, t: number, length: 
   const slots = a.causal ? a.topk - 1 : a.topk; // causal: the own block is forced and counts inside k
   const nb = eligible(a, t, length);
   let n = 0;
-  for (let j = 0; j < nb && slots > 0; j++) {
+  if (slots >= nb) { // every eligible block fits (dense decode): no ranking needed
+    for (let j = 0; j < nb; j++) if (sc.scores[so + j]! > -Infinity) sc.idx[n++] = j; // NaN and -inf never win
+  }
+  for (let j = 0; j < nb && slots > 0 && slots < nb; j++) {
     const x = sc.scores[so + j]!;
     if (!(x > -Infinity)) continue; // NaN and -inf never win
     if (n === slots) {

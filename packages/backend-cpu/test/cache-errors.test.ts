@@ -124,6 +124,8 @@ describe('cpu kv cache edges', () => {
     const r = await cache.attend([s], q, Int32Array.of(0, 2), { ...cfg, blockSize: 4 }); // still usable
     expect(r.out.shape).toEqual([2, 4, 8]);
     expect(r.lse.shape).toEqual([2, 4]);
+    const dense = await cache.attend([s], q, Int32Array.of(0, 2), { topk: 5000 }); // beyond maxTopk: caps.maxCacheTopk
+    expect(dense.out.shape).toEqual([2, 4, 8]);
   });
 
   it('memoryStats counts the pool as allocated; destroy ends the cache', async () => {
