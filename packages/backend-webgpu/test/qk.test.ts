@@ -12,6 +12,8 @@ import { referenceBackward, referenceForward, referenceRoute } from '@moba/core/
 import { routingErrors } from '@moba/testkit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type WebGpuBackend, createWebGpuBackend } from '../src/index.js';
+import { backwardPlan } from '../src/backward.js';
+import { forwardPlan } from '../src/forward.js';
 import { webgpuUnavailable } from './gate.js';
 import { type QKCase, type QKProblem, embedRows, makeQKProblem, randomCase, rowsOf } from './qk-problem.js';
 
@@ -165,6 +167,23 @@ describe('webgpu: fewer queries than keys (SPEC §8)', () => {
       await runCase(gpu!, cpu, c);
     });
   }
+
+  it('passes over parts of heads (small partial buffers): f32 windows of Tq rows for out and dq, of Tk rows for dk and dv', async (t) => {
+    if (unavailable) return t.skip(unavailable);
+    const small = await createWebGpuBackend({ tuning: { partialBytes: 256 * 1024 } });
+    try {
+      const c: QKCase = { label: 'passes', nk: [1000, 500], nq: [250, 60], Hq: 4, Hkv: 2, D: 64, dtype: 'bf16', blockSize: 64, topk: 4, causal: true, seed: 12 };
+      const lim = { maxStorageBufferBindingSize: 2 ** 31 - 4, maxBufferSize: 2 ** 31 - 4 };
+      const dims = { T: 310, Tk: 1500, Hq: 4, Hkv: 2, D: 64, dtype: 'bf16' as const };
+      expect(forwardPlan(dims, 4, 24, lim, 256 * 1024).passes.some((p) => !p.whole)).toBe(true);
+      const bwd = backwardPlan(dims, { topk: 4, blockSize: 64 }, 24, lim, 256 * 1024);
+      expect(bwd.passes.some((p) => !p.whole) && bwd.bytes['dk, dv windows'] === 1500 * 64 * 4 * 2).toBe(true);
+      await runCase(small, cpu, c);
+      await runCase(small, cpu, { ...c, label: 'passes, f16 non-causal', dtype: 'f16', causal: false, nq: [1000, 3], seed: 13 });
+    } finally {
+      await small.destroy();
+    }
+  });
 
   it('a QK layout with equal boundaries is the self-attention call, bitwise', async (t) => {
     if (unavailable) return t.skip(unavailable);
