@@ -177,7 +177,8 @@ describe('webgpu: fewer queries than keys (SPEC §8)', () => {
       const dims = { T: 310, Tk: 1500, Hq: 4, Hkv: 2, D: 64, dtype: 'bf16' as const };
       expect(forwardPlan(dims, 4, 24, lim, 256 * 1024).passes.some((p) => !p.whole)).toBe(true);
       const bwd = backwardPlan(dims, { topk: 4, blockSize: 64 }, 24, lim, 256 * 1024);
-      expect(bwd.passes.some((p) => !p.whole) && bwd.bytes['dk, dv windows'] === 1500 * 64 * 4 * 2).toBe(true);
+      expect(bwd.passes.some((p) => !p.whole)).toBe(true);
+      expect(bwd.bytes['dk, dv windows']).toBe(1500 * 64 * 4); // Tk rows × one kv head per pass
       await runCase(small, cpu, c);
       await runCase(small, cpu, { ...c, label: 'passes, f16 non-causal', dtype: 'f16', causal: false, nq: [1000, 3], seed: 13 });
     } finally {
