@@ -111,7 +111,7 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
       dtypes: Object.freeze(['f32', 'f16', 'bf16'] as DType[]),
       maxHeadDim: 256, maxTopk: 64, maxBlockSize: 1 << 20,
       nonCausal: true, kconv: true, maxKconvWidth: 64, kconvWeightDtype: 'any',
-      memoryBytes, deterministic: true,
+      memoryBytes, deterministic: true, qkLayout: true,
     });
   }
 
@@ -162,9 +162,9 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
 
   protected async doRoute(p: CheckedProblem, q: GPUBuffer, k: GPUBuffer): Promise<RoutingStore> {
     const { shape, cfg, seqs } = p;
-    const geo = buildGeometry(seqs, shape.T, cfg.blockSize, ROUTE_ROWS);
+    const geo = buildGeometry(seqs, shape.T, cfg.blockSize, ROUTE_ROWS, p.queries);
     const bytes = routeBytes(shape, cfg.topk, geo);
-    const c = collectPlan(seqs, shape.T, shape.Hq, cfg);
+    const c = collectPlan(seqs, shape.T, shape.Hq, cfg, p.queries);
     this.#ctx.checkSizes({ ...bytes, ...collectBytes(c.lists) });
     const l = new Launch(this.#ctx);
     const indices = l.temp('routing indices', bytes.indices!);
@@ -175,7 +175,7 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
   }
 
   protected async doRoutingFromIndices(indices: Int32Array, p: CheckedRoutingCall): Promise<RoutingStore> {
-    const c = collectPlan(p.seqs, p.T, p.Hq, p.cfg);
+    const c = collectPlan(p.seqs, p.T, p.Hq, p.cfg, p.queries);
     this.#ctx.checkSizes({ indices: indices.byteLength, ...collectBytes(c.lists) });
     const l = new Launch(this.#ctx);
     const buf = l.tempData('routing indices', unshared(indices));
