@@ -126,8 +126,8 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
     return this.tensor('tensor', t).size;
   }
 
-  /** A paged KV cache on this device (SPEC §9; cache.ts). */
-  createCache(opts: KVCacheOptions): Promise<KVCache> {
+  async createCache(opts: KVCacheOptions): Promise<KVCache> {
+    this.alive();
     return openCache(this.#ctx, { name: this.name, caps: this.caps, tensor: (p, t) => this.tensor(p, t), wrap: (d, s, b) => this.wrap(d, s, b) }, opts);
   }
 
