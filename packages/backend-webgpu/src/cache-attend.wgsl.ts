@@ -1,9 +1,9 @@
 /**
  * KV cache attend (SPEC §3, §4, §8, §9), two entry points of one shader (the merge is cache-merge.wgsl.ts):
  *   route:  one workgroup per (query row, kv head, chunk of ≤ 64 of its query heads): the centroids of the
- *           eligible blocks are staged TB blocks at a time into workgroup memory (one load for all the heads of
- *           the kv head), each invocation scores them for its query head (raw dot, f32) and keeps an exact top-k
- *           by insertion (ties to the higher block; NaN and −∞ never enter). Causal: the own block floor(t / B) is
+ *           eligible blocks are staged up to TB blocks at a time into workgroup memory (one load for all the heads
+ *           of the kv head), the (head, block) scores (raw dot, f32) are spread over the workgroup, and each
+ *           invocation keeps its query head's exact top-k by insertion in block order (ties to the higher block; NaN and −∞ never enter). Causal: the own block floor(t / B) is
  *           forced and counts inside k, only earlier (completed) blocks compete; non-causal: every block, the open
  *           one with centroid sum / count. Writes sel `[Tq, Hq, k]` ascending, −1 padded.
  *   attend: one workgroup per (query row, query head, selected slot): the block's keys in chunks of 64 (one score
@@ -16,8 +16,9 @@ import { pageBinding } from './cache-append.wgsl.js';
 import { commonWgsl } from './common.wgsl.js';
 import { type StorageKind, tensorRead } from './storage.wgsl.js';
 
-/** Centroids staged per routing step, and the largest head dim the staging holds. */
-export const ROUTE_TB = 8;
+/** Most centroids staged per routing step, the staging's floats, and the largest head dim it holds. */
+export const ROUTE_TB = 16;
+const STAGE = 2048;
 export const MAX_D = 256;
 
 /** Words of the attend table's header (cache.ts writes them in this order). */
@@ -27,6 +28,7 @@ export function cacheAttendWgsl(kind: StorageKind): string {
   return /* wgsl */ `
 ${commonWgsl}
 const TB: u32 = ${ROUTE_TB}u;
+const STAGE: u32 = ${STAGE}u;
 const MAXK: u32 = 64u;
 
 @group(0) @binding(0) var<uniform> P: Params;    // T = Tq, Hq, Hkv, D, blockSize, topk, causal, scaleLog2, nItems
@@ -46,7 +48,8 @@ fn rowOf(r: u32, f: u32) -> u32 { return tab[tab[2] + 2u * r + f]; }
 fn ent(e: u32, f: u32) -> u32 { return tab[tab[3] + 2u * e + f]; }
 fn pageOf(e: u32, j: u32) -> u32 { return tab[tab[4] + ent(e, 1u) + j]; }
 
-var<workgroup> cent: array<f32, ${ROUTE_TB * MAX_D}>;
+var<workgroup> cent: array<f32, ${STAGE}>;     // [tb, D] centroids
+var<workgroup> sc: array<f32, ${64 * ROUTE_TB}>; // [heads, TB] scores
 
 // (s, j) ranks above (s2, j2): a higher score, or an equal one with a higher block index.
 fn better(s: f32, j: i32, s2: f32, j2: i32) -> bool { return s > s2 || (s == s2 && j > j2); }
@@ -75,22 +78,34 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   var topV: array<f32, MAXK>;
   var topI: array<i32, MAXK>;
   var n = 0u;
-  for (var base = 0u; base < nElig; base += TB) {
-    for (var x = lid; x < TB * D; x += 64u) {
+  let tb = min(TB, STAGE / D);      // blocks per step: as many centroids as the staging holds, at most TB
+  let heads = min(64u, G - hc * 64u); // query heads of this workgroup
+  for (var base = 0u; base < nElig; base += tb) {
+    for (var x = lid; x < tb * D; x += 64u) {
       let j = base + x / D;
       if (j < nElig) {
         let at = pageOf(e, j) * 2u * C() + kvh * D + x % D;
         if ((j + 1u) * B <= len) { cent[x] = pm[at + C()]; } // a completed block: its centroid
-        else { cent[x] = pm[at] / f32(len - j * B); }          // the open block (non-causal): sum / count
+        else { cent[x] = pm[at] / f32(len - j * B); }         // the open block (non-causal): sum / count
       }
     }
     workgroupBarrier();
+    // scores of (head, block) pairs spread over the workgroup, each one dot product in d order
+    for (var x = lid; x < heads * tb; x += 64u) {
+      let b = x % tb;
+      let hh = kvh * G + hc * 64u + x / tb;
+      var s = 0.0;
+      if (base + b < nElig) {
+        for (var d = 0u; d < D; d++) { s += qAt((r * P.Hq + hh) * D + d) * cent[b * D + d]; }
+      }
+      sc[(x / tb) * TB + b] = s;
+    }
+    workgroupBarrier();
     if (mine && kSel > 0u) {
-      for (var b = 0u; b < TB; b++) {
+      for (var b = 0u; b < tb; b++) { // each head inserts its scores in block order
         let j = base + b;
         if (j >= nElig) { break; }
-        var s = 0.0;
-        for (var d = 0u; d < D; d++) { s += qAt((r * P.Hq + h) * D + d) * cent[b * D + d]; }
+        let s = sc[lid * TB + b];
         if (isNan(s) || s == negInf()) { continue; }
         var at = n;
         if (n < kSel) { n++; } else if (better(s, i32(j), topV[kSel - 1u], topI[kSel - 1u])) { at = kSel - 1u; } else { continue; }
