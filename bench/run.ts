@@ -15,6 +15,9 @@ import { type Backend, type MobaConfig, plan, resolveConfig } from 'moba-ts';
 import { checkOutputDir, reportError } from '@moba/testkit';
 import { CPU_HELP, type CpuFlags, GPU_HELP, benchMode, parseCpuFlags, parseGpuFlags } from './args.js';
 import { openBackend } from './backends.js';
+import { DECODE_HELP, parseDecodeFlags } from './decode-args.js';
+import { decodeMarkdown, decodeTable } from './decode-report.js';
+import { measureDecode } from './decode.js';
 import { runGpuBench } from './gpu.js';
 import { type BenchShape, type DenseRep, type MobaRep, denseOf, denseRep, median, mobaRep, uploadInputs } from './measure.js';
 import { type BenchResult, type SizeResult, evaluateTargets, markdownReport, textTable } from './report.js';
@@ -111,11 +114,12 @@ function version(): string {
 
 async function main(argv: readonly string[]): Promise<number> {
   // Every flag, and the results folder, is checked before anything is measured (a usage error exits 2).
+  if (argv.includes('--decode')) return runDecode(argv);
   const mode = benchMode(argv);
   const g = mode === 'gpu' ? parseGpuFlags(argv, join(HERE, 'results'), process.env, resolve) : null;
   const f = mode === 'cpu' ? parseCpuFlags(argv, join(HERE, 'results'), resolve) : mode;
   if (f === 'help' || g === 'help') {
-    process.stdout.write(`${CPU_HELP}\n${GPU_HELP}`);
+    process.stdout.write(`${CPU_HELP}\n${GPU_HELP}\n${DECODE_HELP}`);
     return 0;
   }
   if (f === 'version' || g === 'version') {
@@ -195,6 +199,40 @@ async function main(argv: readonly string[]): Promise<number> {
     const md = join(f.out, `${day}-${b.name}.md`);
     writeFileSync(json, `${JSON.stringify(withTargets, null, 2)}\n`);
     writeFileSync(md, markdownReport(withTargets));
+    process.stdout.write(`\nwrote ${relative(process.cwd(), json)} and ${relative(process.cwd(), md)}\n`);
+  }
+  return 0;
+}
+
+/** The decode bench (bench/decode.ts): flags and results folder checked first, then measured, printed, written. */
+async function runDecode(argv: readonly string[]): Promise<number> {
+  const f = parseDecodeFlags(argv, join(HERE, 'results'), resolve);
+  if (f === 'help' || f === 'version') {
+    process.stdout.write(f === 'help' ? DECODE_HELP : `moba-ts ${version()}\n`);
+    return 0;
+  }
+  if (f.write) checkOutputDir('out', f.out);
+  const loadStart = loadavg();
+  const b = await openBackend(f.backend, f.threads !== undefined ? { threads: f.threads } : {});
+  let measured: Awaited<ReturnType<typeof measureDecode>>;
+  try {
+    log(`decode bench on ${b.name}: heads ${f.heads.map((h) => h.join('/')).join(', ')}; N = ${f.contexts.join(', ')}; batch ${f.batch.join(', ')}`);
+    measured = await measureDecode(b, f);
+  } finally {
+    await b.destroy();
+  }
+  const now = new Date();
+  const machine = { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), node: process.version, hostKind: hostKind(), threads: threadsOf(b, f.threads), loadAverage: { start: loadStart, end: loadavg() } };
+  const command = ['node', ...process.execArgv, relative(process.cwd(), process.argv[1] ?? ''), ...process.argv.slice(2)].join(' ');
+  const r = { machine, date: now.toISOString(), command, gitCommit: gitCommit(), ...measured };
+  process.stdout.write(decodeTable(r));
+  if (f.write) {
+    mkdirSync(f.out, { recursive: true });
+    const day = now.toISOString().slice(0, 10);
+    const json = join(f.out, `${day}-decode-${b.name}-${machine.hostKind}.json`);
+    const md = join(f.out, `${day}-decode-${b.name}.md`);
+    writeFileSync(json, `${JSON.stringify(r, null, 2)}\n`);
+    writeFileSync(md, decodeMarkdown(r));
     process.stdout.write(`\nwrote ${relative(process.cwd(), json)} and ${relative(process.cwd(), md)}\n`);
   }
   return 0;

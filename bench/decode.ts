@@ -1,0 +1,187 @@
+/**
+ * The decode bench (`pnpm bench -- --decode`): decode steps and a chunked prefill on a backend's paged KV cache,
+ * against dense decode on the same cache and the device's copy bandwidth, measured in the same run. Byte and FLOP
+ * counts come from `planCacheAttend` (docs/benchmarks.md, "Decode"). Every timing waits for the device (`sync`).
+ */
+import { type Backend, type DeviceTensor, type KVCache, MobaError, Rng, hostTensor, planCacheAttend } from 'moba-ts';
+import type { DecodeFlags } from './decode-args.js';
+import { type DecodeCase, type DecodeResult, type DenseDecode, type PrefillCase, measureCopyBandwidth } from './decode-report.js';
+import { median } from './measure.js';
+
+const log = (s: string): void => void process.stderr.write(`bench: ${s}\n`);
+
+interface Geometry {
+  readonly Hq: number;
+  readonly Hkv: number;
+  readonly D: number;
+  readonly B: number;
+  readonly dtype: 'f32' | 'f16' | 'bf16';
+}
+
+/** A seeded random `[rows, H, D]` tensor on `b`. */
+async function randomTensor(b: Backend, rng: Rng, g: Geometry, rows: number, H: number): Promise<DeviceTensor> {
+  const x = rng.fastNormals(rows * H * g.D, g.dtype);
+  return b.upload(g.dtype === 'f32' ? hostTensor('f32', [rows, H, g.D], x as Float32Array) : hostTensor(g.dtype, [rows, H, g.D], x as Uint16Array));
+}
+
+/** Times `f` from an idle device to the completion of its work (ms). */
+async function timed(b: Backend, f: () => Promise<void>): Promise<number> {
+  await b.sync();
+  const t0 = performance.now();
+  await f();
+  await b.sync();
+  return performance.now() - t0;
+}
+
+/** Fills sequence `seq` with `n` tokens, appending `chunk`-token pieces of the same random keys and values. */
+async function fill(b: Backend, cache: KVCache, seq: number, n: number, pieces: Map<number, [DeviceTensor, DeviceTensor]>, rng: Rng, g: Geometry, chunk: number): Promise<void> {
+  for (let pos = 0; pos < n; pos += chunk) {
+    const rows = Math.min(chunk, n - pos);
+    let kv = pieces.get(rows);
+    if (!kv) {
+      kv = [await randomTensor(b, rng, g, rows, g.Hkv), await randomTensor(b, rng, g, rows, g.Hkv)];
+      pieces.set(rows, kv);
+    }
+    await cache.append([seq], kv[0], kv[1], Int32Array.of(0, rows));
+  }
+}
+
+function poolTokens(batch: number, n: number, extra: number, B: number): number {
+  return batch * (Math.ceil((n + extra) / B) + 1) * B;
+}
+
+async function openCache(b: Backend, g: Geometry, tokens: number, seqs: number, f: DecodeFlags): Promise<KVCache | string> {
+  if (typeof b.createCache !== 'function' || !b.caps.kvCache) return `the ${b.name} backend has no KV cache (caps.kvCache is false)`;
+  const pb = (2 * g.D * g.Hkv * (g.dtype === 'f32' ? 4 : 2)) * g.B;
+  if (f.memoryBytes !== undefined && (tokens / g.B) * pb > f.memoryBytes) return `memory: the pool needs ${((tokens / g.B) * pb / 2 ** 30).toFixed(1)} GiB > --memory-gb`;
+  try {
+    return await b.createCache({ Hkv: g.Hkv, D: g.D, dtype: g.dtype, blockSize: g.B, capacityTokens: tokens, maxSequences: seqs + 2 });
+  } catch (e) {
+    if (e instanceof MobaError && e.code === 'E_MEMORY') return `memory: ${e.message}`;
+    throw e;
+  }
+}
+
+/** One (heads, N, batch) point: attend alone, append + attend, dense attend. */
+async function decodeCase(b: Backend, g: Geometry, N: number, batch: number, f: DecodeFlags, rng: Rng): Promise<DecodeCase> {
+  const base = { Hq: g.Hq, Hkv: g.Hkv, N, batch };
+  const steps = 2 + 2 * (f.reps + 2);
+  const cache = await openCache(b, g, poolTokens(batch, N, steps, g.B), batch, f);
+  if (typeof cache === 'string') return { ...base, skipped: cache };
+  const owned: DeviceTensor[] = [];
+  const pieces = new Map<number, [DeviceTensor, DeviceTensor]>();
+  try {
+    const seqs = Array.from({ length: batch }, () => cache.newSequence());
+    for (const s of seqs) await fill(b, cache, s, N, pieces, rng, g, Math.min(N, 8192));
+    const q = await randomTensor(b, rng, g, batch, g.Hq);
+    const k = await randomTensor(b, rng, g, batch, g.Hkv);
+    const v = await randomTensor(b, rng, g, batch, g.Hkv);
+    owned.push(q, k, v);
+    const cu = Int32Array.from({ length: batch + 1 }, (_, i) => i);
+    const cfg = { topk: f.topk };
+    const attend = async (topk: number): Promise<void> => {
+      const r = await cache.attend(seqs, q, cu, { topk });
+      b.dispose(r.out, r.lse);
+    };
+    const attendMs: number[] = [];
+    const stepMs: number[] = [];
+    for (let i = 0; i < f.reps + 2; i++) {
+      await cache.append(seqs, k, v, cu); // the new token, untimed
+      const a = await timed(b, () => attend(cfg.topk));
+      const s = await timed(b, async () => {
+        await cache.append(seqs, k, v, cu);
+        await attend(cfg.topk);
+      });
+      if (i >= 2) {
+        attendMs.push(a);
+        stepMs.push(s);
+      }
+    }
+    const len = cache.length(seqs[0]!);
+    const p = planCacheAttend(seqs.map(() => ({ length: len, nq: 1 })), { Hq: g.Hq, Hkv: g.Hkv, D: g.D, dtype: g.dtype, blockSize: g.B, topk: f.topk });
+    let dense: DenseDecode = null;
+    if (f.dense) {
+      const all = Math.ceil(len / g.B) + 1;
+      const cap = b.caps.maxCacheTopk ?? b.caps.maxTopk;
+      if (all > cap) dense = { skipped: `topk ${all} > caps.maxCacheTopk ${cap}` };
+      else {
+        await attend(all);
+        const ms: number[] = [];
+        for (let i = 0; i < f.reps; i++) ms.push(await timed(b, () => attend(all)));
+        dense = { attendMs: median(ms), reps: ms };
+      }
+    }
+    return { ...base, length: len, attendMs: median(attendMs), stepMs: median(stepMs), reps: { attend: attendMs, step: stepMs }, plan: p, dense };
+  } finally {
+    for (const [kk, vv] of pieces.values()) owned.push(kk, vv);
+    b.dispose(...owned);
+    await cache.destroy();
+  }
+}
+
+/** A `chunk`-token prefill step (append + attend of all its queries) on a `context`-token sequence, forked per rep. */
+async function prefillCase(b: Backend, g: Geometry, f: DecodeFlags, rng: Rng): Promise<PrefillCase> {
+  const { prefillContext: N, prefillChunk: C } = f;
+  const base = { Hq: g.Hq, Hkv: g.Hkv, context: N, chunk: C };
+  const cache = await openCache(b, g, poolTokens(1, N, 2 * C, g.B) + 2 * g.B, 1, f);
+  if (typeof cache === 'string') return { ...base, skipped: cache };
+  const owned: DeviceTensor[] = [];
+  const pieces = new Map<number, [DeviceTensor, DeviceTensor]>();
+  try {
+    const seq = cache.newSequence();
+    await fill(b, cache, seq, N, pieces, rng, g, Math.min(N, 8192));
+    const q = await randomTensor(b, rng, g, C, g.Hq);
+    const k = await randomTensor(b, rng, g, C, g.Hkv);
+    const v = await randomTensor(b, rng, g, C, g.Hkv);
+    owned.push(q, k, v);
+    const cu = Int32Array.of(0, C);
+    const ms: number[] = [];
+    for (let i = 0; i < f.reps + 1; i++) {
+      const s = await cache.fork(seq); // shares the full pages: each rep starts from the same N tokens
+      const t = await timed(b, async () => {
+        await cache.append([s], k, v, cu);
+        const r = await cache.attend([s], q, cu, { topk: f.topk });
+        b.dispose(r.out, r.lse);
+      });
+      cache.free(s);
+      if (i >= 1) ms.push(t);
+    }
+    const p = planCacheAttend([{ length: N + C, nq: C }], { Hq: g.Hq, Hkv: g.Hkv, D: g.D, dtype: g.dtype, blockSize: g.B, topk: f.topk });
+    return { ...base, stepMs: median(ms), reps: ms, plan: p };
+  } finally {
+    for (const [kk, vv] of pieces.values()) owned.push(kk, vv);
+    b.dispose(...owned);
+    await cache.destroy();
+  }
+}
+
+/** Runs every configuration of `f` on `b`. */
+export async function measureDecode(b: Backend, f: DecodeFlags): Promise<Omit<DecodeResult, 'machine' | 'date' | 'command' | 'gitCommit'>> {
+  const rng = new Rng(f.seed);
+  const copy = await measureCopyBandwidth(b);
+  log(`copy bandwidth: ${copy.bytesPerSecond ? `${(copy.bytesPerSecond / 1e9).toFixed(1)} GB/s (${copy.how})` : `not measured: ${copy.how}`}`);
+  const cases: DecodeCase[] = [];
+  for (const [Hq, Hkv] of f.heads) {
+    const g: Geometry = { Hq, Hkv, D: f.D, B: f.B, dtype: f.dtype };
+    for (const N of f.contexts) {
+      for (const batch of f.batch) {
+        const c = await decodeCase(b, g, N, batch, f, rng);
+        log(`${Hq}/${Hkv} N=${N} batch=${batch}: ${'skipped' in c ? `skipped (${c.skipped})` : `attend ${c.attendMs.toFixed(3)} ms, step ${c.stepMs.toFixed(3)} ms`}`);
+        cases.push(c);
+      }
+    }
+  }
+  const prefill: PrefillCase[] = [];
+  if (f.prefillContext > 0) {
+    for (const [Hq, Hkv] of f.heads) {
+      const c = await prefillCase(b, { Hq, Hkv, D: f.D, B: f.B, dtype: f.dtype }, f, rng);
+      log(`prefill ${Hq}/${Hkv} ${f.prefillChunk} on ${f.prefillContext}: ${'skipped' in c ? `skipped (${c.skipped})` : `${c.stepMs.toFixed(2)} ms`}`);
+      prefill.push(c);
+    }
+  }
+  return {
+    backend: { name: b.name },
+    problem: { D: f.D, blockSize: f.B, topk: f.topk, dtype: f.dtype, reps: f.reps },
+    copy, cases, prefill,
+  };
+}
