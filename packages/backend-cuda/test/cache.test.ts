@@ -69,7 +69,8 @@ function replayAppend(pool: { k: Float32Array; sums: Float32Array; cents: Float3
   const t = appendTables({ T, entries }, B);
   const f = Math.fround;
   for (let row = 0; row < T; row++) {
-    const b = t.cu.findLastIndex((x, i) => i < t.nent && x <= row);
+    let b = 0; // the last entry starting at or before the row (upper_index in common.cuh)
+    while (b + 1 < t.nent && t.cu[b + 1]! <= row) b++;
     const [slot, pos0, pbase] = [t.ent[b * 3]!, t.ent[b * 3 + 1]!, t.ent[b * 3 + 2]!];
     const pos = pos0 + row - t.cu[b]!;
     for (let c = 0; c < C; c++) {
