@@ -151,3 +151,46 @@ describe('append tables drive the kconv state across chunks', () => {
     }
   });
 });
+
+/** cache-route.cuh's per-warp list, replayed: tiles of 32 scores, candidates in lane order, insertion as the kernel does. */
+function replayRouteList(scores: number[], K: number): number[] {
+  const better = (s1: number, j1: number, s2: number, j2: number): boolean => s1 > s2 || (s1 === s2 && j1 > j2);
+  const wl: number[] = [], wi: number[] = [];
+  let n = 0;
+  for (let j0 = 0; K > 0 && j0 < scores.length; j0 += 32) {
+    const s = Array.from({ length: 32 }, (_, lane) => (j0 + lane < scores.length ? Math.fround(scores[j0 + lane]!) : -Infinity));
+    const cand = s.map((x, lane) => x > -Infinity && (n < K || better(x, j0 + lane, wl[K - 1]!, wi[K - 1]!)));
+    for (let src = 0; src < 32; src++) {
+      if (!cand[src]) continue;
+      const cs = s[src]!, cj = j0 + src;
+      if (n === K && !better(cs, cj, wl[K - 1]!, wi[K - 1]!)) continue;
+      let pos = 0;
+      for (let i = 0; i < n; i++) if (better(wl[i]!, wi[i]!, cs, cj)) pos++;
+      const nn = Math.min(n + 1, K);
+      const vs: number[] = [], vi: number[] = [];
+      for (let i = 0; i < nn; i++) {
+        vs[i] = i === pos ? cs : wl[i < pos ? i : i - 1]!;
+        vi[i] = i === pos ? cj : wi[i < pos ? i : i - 1]!;
+      }
+      for (let i = 0; i < nn; i++) { wl[i] = vs[i]!; wi[i] = vi[i]!; }
+      n = nn;
+    }
+  }
+  return wi.slice(0, n).sort((a, b) => a - b);
+}
+
+describe('cache router list', () => {
+  it('is the exact top-k: ties to the higher block, NaN and -inf never win, any k up to 64', () => {
+    const rng = new Rng(11);
+    for (let trial = 0; trial < 300; trial++) {
+      const nb = rng.int(0, 200);
+      const K = rng.int(1, CACHE.maxTopk);
+      const scores = Array.from({ length: nb }, () => {
+        const r = rng.next();
+        return r < 0.05 ? NaN : r < 0.1 ? -Infinity : r < 0.12 ? Infinity : rng.int(-6, 6) * 0.5; // many ties
+      });
+      const want = scores.map((s, j) => ({ s, j })).filter((x) => x.s > -Infinity).sort((a, b) => b.s - a.s || b.j - a.j).slice(0, K).map((x) => x.j).sort((a, b) => a - b);
+      expect(replayRouteList(scores, K)).toEqual(want);
+    }
+  });
+});
