@@ -6,7 +6,7 @@
  */
 import { host } from '#host';
 import {
-  type Backend, type BackwardInputs, type BackwardResult, type Capabilities, type CheckedKconv, type CheckedProblem, type CheckedRoutingCall,
+  type AttentionLayout, type Backend, type BackwardInputs, type BackwardResult, type Capabilities, type CheckedKconv, type CheckedProblem, type CheckedRoutingCall,
   type DType, type DeviceTensor, type ForwardResult, type HostTensor, type Layout, type Qkv, type Routing,
   BackendShell, MobaError, bf16ToF32, checkBackwardTensors, checkInt, checkKeys, checkProblem, checkWorkspace, f16ToF32, fromFloat, hostTensor,
 } from '@moba/core';
@@ -57,12 +57,15 @@ export interface DenseOptions {
 export interface CpuBackend extends Backend {
   /** Threads that run large jobs (1: the calling thread only). */
   readonly threads: number;
-  /** Dense causal attention per sequence: out `[T, Hq, D]` (input dtype), lse `[T, Hq]` f32. */
-  denseForward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, layout: Layout, opts?: DenseOptions): Promise<ForwardResult>;
-  /** Gradient of dense causal attention, recomputing P from `lse`. */
+  /**
+   * Dense causal attention per sequence: out `[T, Hq, D]` (input dtype), lse `[T, Hq]` f32. With a
+   * `{ cuSeqlensQ, cuSeqlensK }` layout (SPEC §8) the queries are bottom-right aligned: T query rows, Tk keys.
+   */
+  denseForward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, layout: AttentionLayout, opts?: DenseOptions): Promise<ForwardResult>;
+  /** Gradient of dense causal attention, recomputing P from `lse`: dq `[T, Hq, D]`, dk, dv `[Tk, Hkv, D]`. */
   denseBackward(
     q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor, dOut: DeviceTensor,
-    layout: Layout, opts?: DenseOptions,
+    layout: AttentionLayout, opts?: DenseOptions,
   ): Promise<BackwardResult>;
 }
 
@@ -94,11 +97,11 @@ export class CpuBackendImpl extends BackendShell<Float32Array, CpuRouting> imple
       maxHeadDim: 512, maxTopk: 1024, maxBlockSize: 1 << 20,
       nonCausal: true, kconv: true, maxKconvWidth: 64, kconvWeightDtype: 'any',
       memoryBytes,
-      deterministic: true,
+      deterministic: true, qkLayout: true,
     });
   }
 
-  async denseForward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, layout: Layout, opts: DenseOptions = {}): Promise<ForwardResult> {
+  async denseForward(q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, layout: AttentionLayout, opts: DenseOptions = {}): Promise<ForwardResult> {
     this.alive();
     checkKeys(opts, DENSE_OPTION_KEYS, 'denseForward option');
     const p = checkProblem(this.caps, q, k, v, layout, { blockSize: KEY_TILE, topk: 1, scale: opts.scale });
@@ -109,7 +112,7 @@ export class CpuBackendImpl extends BackendShell<Float32Array, CpuRouting> imple
 
   async denseBackward(
     q: DeviceTensor, k: DeviceTensor, v: DeviceTensor, out: DeviceTensor, lse: DeviceTensor, dOut: DeviceTensor,
-    layout: Layout, opts: DenseOptions = {},
+    layout: AttentionLayout, opts: DenseOptions = {},
   ): Promise<BackwardResult> {
     this.alive();
     checkKeys(opts, DENSE_OPTION_KEYS, 'denseBackward option');
@@ -120,8 +123,8 @@ export class CpuBackendImpl extends BackendShell<Float32Array, CpuRouting> imple
       out: this.tensor('out', out), lse: this.tensor('lse', lse), dOut: this.tensor('dOut', dOut),
     };
     const g = await this.measured(() => denseBackward(this.#cpu, p, t));
-    const { T, Hq, Hkv, D, dtype } = p.shape;
-    return { dq: this.wrap(dtype, [T, Hq, D], g.dq), dk: this.wrap(dtype, [T, Hkv, D], g.dk), dv: this.wrap(dtype, [T, Hkv, D], g.dv) };
+    const { T, Tk, Hq, Hkv, D, dtype } = p.shape;
+    return { dq: this.wrap(dtype, [T, Hq, D], g.dq), dk: this.wrap(dtype, [Tk, Hkv, D], g.dk), dv: this.wrap(dtype, [Tk, Hkv, D], g.dv) };
   }
 
   protected async doUpload(t: HostTensor): Promise<Float32Array> {
@@ -141,11 +144,11 @@ export class CpuBackendImpl extends BackendShell<Float32Array, CpuRouting> imple
 
   protected async doRoute(p: CheckedProblem, q: Float32Array, k: Float32Array): Promise<CpuRouting> {
     const indices = await route(this.#cpu, p, q, k);
-    return collect(this.#cpu.mem, indices, p.shape.T, p.shape.Hq, p.cfg.topk, p.seqs);
+    return collect(this.#cpu.mem, indices, p.shape.T, p.shape.Hq, p.cfg.topk, p.seqs, p.queries);
   }
 
   protected async doRoutingFromIndices(indices: Int32Array, p: CheckedRoutingCall): Promise<CpuRouting> {
-    return collect(this.#cpu.mem, this.#cpu.mem.copyI32(indices), p.T, p.Hq, p.cfg.topk, p.seqs);
+    return collect(this.#cpu.mem, this.#cpu.mem.copyI32(indices), p.T, p.Hq, p.cfg.topk, p.seqs, p.queries);
   }
 
   protected async doRoutingIndices(_r: Routing, store: CpuRouting): Promise<Int32Array> {

@@ -2,7 +2,8 @@
  * MoBA backward (SPEC §5; FA2's recompute-from-lse scheme, no atomics): Δ = rowsum(dO ⊙ O); dK, dV
  * per (kv head, key tile) over the key tile's query lists of every query head of the group (one owner
  * per output row); dQ in a second, query-major pass over each tile's selected blocks. P is
- * recomputed as exp(scale·S − lse). Out: dq `[T, Hq, D]`, dk, dv `[T, Hkv, D]` (input dtype).
+ * recomputed as exp(scale·S − lse). Out: dq `[T, Hq, D]` (query rows), dk, dv `[Tk, Hkv, D]` (every key row;
+ * zero for keys no query sees, SPEC §8).
  */
 import { type AttentionArgs, type Claim, type RoutingArgs, TileState, gatherRows, tileBlocks } from './forward.js';
 import type { BackwardInputs, CheckedProblem, ProblemShape } from '@moba/core';
@@ -59,13 +60,13 @@ export function deltaKernel(a: BackwardArgs, claim: Claim): void {
  * S ← dS = P ⊙ (dP − Δ) with P = exp(scale·S − lse); masked entries are never formed.
  */
 export function gradScores(a: BackwardArgs, st: GradState, h: number, m: number, c0: number, c1: number): void {
-  const { T, Hq, Hkv, D } = a.geo;
+  const { Tk, Hq, Hkv, D } = a.geo;
   const kvh = Math.floor(h / (Hq / Hkv));
   const nc = c1 - c0;
-  for (let j = 0; j < nc; j++) st.kOff[j] = (kvh * T + c0 + j) * D; // k, v are head-major
+  for (let j = 0; j < nc; j++) st.kOff[j] = (kvh * Tk + c0 + j) * D; // k, v are head-major
   for (let i = 0; i < m; i++) {
     st.lo[i] = 0;
-    st.hi[i] = a.causal ? Math.max(0, Math.min(nc, st.row[i] + 1 - c0)) : nc;
+    st.hi[i] = a.causal ? Math.max(0, Math.min(nc, st.pos[i] + 1 - c0)) : nc;
   }
   // -- S = Q Kᵀ, dP = dO Vᵀ (dO shares q's head-major layout, so the same row offsets) --
   dotTile(a.q, st.aOff, a.k, st.kOff, m, st.lo, st.hi, st.s, KEY_TILE, D);
@@ -97,7 +98,7 @@ export function dqKernel(a: BackwardArgs & RoutingArgs, claim: Claim): void {
     const sEnd = s0 + g.seqLen[seq];
     for (let b = 0; b < nb; b++) {
       const j = st.blocks[b];
-      const m = gatherRows(a, st, h, g.blockBase[seq] + j, r0, r1);
+      const m = gatherRows(a, st, h, g.blockBase[seq] + j, r0, r1, g.qShift[seq]);
       const kb0 = s0 + j * g.blockSize;
       const kb1 = Math.min(kb0 + g.blockSize, sEnd);
       for (let c0 = kb0; c0 < kb1; c0 += KEY_TILE) dqKeys(a, st, h, m, c0, Math.min(c0 + KEY_TILE, kb1));
@@ -126,8 +127,9 @@ export function dkdvKernel(a: BackwardArgs & RoutingArgs, claim: Claim): void {
   for (let it = claim(); it >= 0; it = claim()) {
     const ci = Math.floor(it / g.Hkv);
     const kvh = it % g.Hkv;
-    const c0 = g.keyTiles[ci * 4], c1 = g.keyTiles[ci * 4 + 1];
-    const gb = g.blockBase[g.keyTiles[ci * 4 + 2]] + g.keyTiles[ci * 4 + 3];
+    const c0 = g.keyTiles[ci * 4], c1 = g.keyTiles[ci * 4 + 1], seq = g.keyTiles[ci * 4 + 2];
+    const gb = g.blockBase[seq] + g.keyTiles[ci * 4 + 3];
+    const shift = g.qShift[seq];
     beginKeys(st, c1 - c0, g.D);
     for (let h = kvh * group; h < (kvh + 1) * group; h++) {
       const key = h * g.totalBlocks + gb;
@@ -135,6 +137,7 @@ export function dkdvKernel(a: BackwardArgs & RoutingArgs, claim: Claim): void {
         const m = Math.min(TILE_ROWS, end - p);
         for (let i = 0; i < m; i++) {
           st.row[i] = a.rows[p + i];
+          st.pos[i] = a.rows[p + i] + shift;
           st.aOff[i] = (h * g.T + a.rows[p + i]) * g.D; // q, dOut are head-major
         }
         dkdvRows(a, st, h, m, c0, c1);
@@ -182,17 +185,18 @@ export function storeKeys(a: BackwardArgs, st: GradState, kvh: number, c0: numbe
 /** The backward's arguments: head-major q, k, v, dOut, the Δ workspace and zeroed dq, dk, dv. */
 export function gradArgs(cpu: Cpu, shape: ProblemShape, geo: Geometry, scale: number, causal: boolean, t: BackwardInputs<Float32Array>): BackwardArgs {
   const { T, Hq, Hkv, D } = shape;
+  const Tk = shape.Tk ?? T;
   return {
     geo, scale, causal, dtype: shape.dtype, ...headMajorQkv(cpu.mem, shape, t),
     out: t.out, lse: t.lse, dOut: headMajor(cpu.mem, t.dOut, T, Hq, D),
     delta: cpu.mem.f64(T * Hq), // [T, Hq]
-    dq: cpu.mem.f32(T * Hq * D), dk: cpu.mem.f32(T * Hkv * D), dv: cpu.mem.f32(T * Hkv * D),
+    dq: cpu.mem.f32(T * Hq * D), dk: cpu.mem.f32(Tk * Hkv * D), dv: cpu.mem.f32(Tk * Hkv * D),
   };
 }
 
 /** The backward stage: Δ, then dK/dV per (key tile, kv head) over the lists, then dQ per (query tile, head). */
 export async function backward(cpu: Cpu, p: CheckedProblem, t: BackwardInputs<Float32Array>, r: CpuRouting): Promise<{ dq: Float32Array; dk: Float32Array; dv: Float32Array }> {
-  const geo = geometry(p.shape, p.seqs, p.cfg.blockSize);
+  const geo = geometry(p.shape, p.seqs, p.cfg.blockSize, p.queries);
   const args = { ...gradArgs(cpu, p.shape, geo, p.cfg.scale, p.cfg.causal, t), topk: p.cfg.topk, ...r };
   const { T, Hq, Hkv, D } = p.shape;
   await cpu.pool.run('delta', args, geo.nTiles, 2 * T * Hq * D);

@@ -2,7 +2,8 @@
  * MoBA forward, collect-and-densify (SPEC §4; FA2-style online softmax): a work item owns one query
  * head and one tile of ≤ 64 query rows, walks the union of the tile's selected key blocks, gathers
  * the rows that chose each block (from the collected routing), and updates per-row rowMax, rowSum,
- * acc. Out: `out [T, Hq, D]` (input dtype), `lse [T, Hq]` (f32, -Infinity for empty rows).
+ * acc. Out: `out [T, Hq, D]` (input dtype), `lse [T, Hq]` (f32, -Infinity for empty rows). Rows are query
+ * rows; the causal mask of a row is at the key position it sits at (SPEC §8: `t + qShift[seq]`).
  */
 import type { CheckedProblem, DType, Qkv } from '@moba/core';
 import type { CpuRouting } from './collect.js';
@@ -13,7 +14,7 @@ import { axpyTile, dotTile, fastExp } from './tile.js';
 export type Claim = () => number;
 
 /**
- * What every attention kernel reads: f32 q `[Hq, T, D]`, k and v `[Hkv, T, D]` (head-major working
+ * What every attention kernel reads: f32 q `[Hq, T, D]`, k and v `[Hkv, Tk, D]` (head-major working
  * copies, so one head's rows are contiguous), and the geometry.
  */
 export interface AttentionArgs {
@@ -41,8 +42,9 @@ export interface ForwardArgs extends AttentionArgs, RoutingArgs {
 
 /** Per-worker scratch for one tile, allocated once per kernel run. */
 export class TileState {
-  /** Gathered rows: global row, q offset, tile-local row (× D into acc), valid key range per key tile. */
+  /** Gathered rows: global query row, its key position, q offset, tile-local row (× D into acc), valid key range per key tile. */
   readonly row = new Int32Array(TILE_ROWS);
+  readonly pos = new Int32Array(TILE_ROWS);
   readonly aOff = new Int32Array(TILE_ROWS);
   readonly accOff = new Int32Array(TILE_ROWS);
   readonly local = new Int32Array(TILE_ROWS);
@@ -78,7 +80,7 @@ export function forwardKernel(a: ForwardArgs, claim: Claim): void {
     const sEnd = s0 + g.seqLen[seq];
     for (let b = 0; b < nb; b++) {
       const j = st.blocks[b];
-      const m = gatherRows(a, st, h, g.blockBase[seq] + j, r0, r1);
+      const m = gatherRows(a, st, h, g.blockBase[seq] + j, r0, r1, g.qShift[seq]);
       const kb0 = s0 + j * g.blockSize;
       const kb1 = Math.min(kb0 + g.blockSize, sEnd);
       for (let c0 = kb0; c0 < kb1; c0 += KEY_TILE) attendKeys(a, st, h, m, c0, Math.min(c0 + KEY_TILE, kb1));
@@ -116,9 +118,10 @@ export function tileBlocks(a: RoutingArgs & { readonly geo: Geometry }, st: Tile
 
 /**
  * Gathers the rows of [r0, r1) that chose global block `gb` for head h (a binary search into the
- * block's ascending row list): q offsets into `aOff`, tile-local rows into `local`/`accOff`.
+ * block's ascending row list): key positions (row + `shift`) into `pos`, q offsets into `aOff`,
+ * tile-local rows into `local`/`accOff`.
  */
-export function gatherRows(a: AttentionArgs & RoutingArgs, st: TileState, h: number, gb: number, r0: number, r1: number): number {
+export function gatherRows(a: AttentionArgs & RoutingArgs, st: TileState, h: number, gb: number, r0: number, r1: number, shift: number): number {
   const { offsets, rows } = a;
   const { T, D } = a.geo;
   const key = h * a.geo.totalBlocks + gb;
@@ -132,6 +135,7 @@ export function gatherRows(a: AttentionArgs & RoutingArgs, st: TileState, h: num
   let m = 0;
   for (let p = lo, end = offsets[key + 1]; p < end && rows[p] < r1; p++, m++) {
     st.row[m] = rows[p];
+    st.pos[m] = rows[p] + shift;
     st.aOff[m] = (h * T + rows[p]) * D; // q is head-major
     st.local[m] = rows[p] - r0;
     st.accOff[m] = (rows[p] - r0) * D;
@@ -141,14 +145,14 @@ export function gatherRows(a: AttentionArgs & RoutingArgs, st: TileState, h: num
 
 /** One key tile [c0, c1) for the m gathered rows: scores, online-softmax update, acc += P V. */
 export function attendKeys(a: AttentionArgs, st: TileState, h: number, m: number, c0: number, c1: number): void {
-  const { T, Hq, Hkv, D } = a.geo;
+  const { Tk, Hq, Hkv, D } = a.geo;
   const kvh = Math.floor(h / (Hq / Hkv));
   const nc = c1 - c0;
-  for (let j = 0; j < nc; j++) st.kOff[j] = (kvh * T + c0 + j) * D;
-  // -- valid keys per row: the own block is causal-masked (p ≤ t), older blocks never are --
+  for (let j = 0; j < nc; j++) st.kOff[j] = (kvh * Tk + c0 + j) * D;
+  // -- valid keys per row: the own block is causal-masked (p ≤ the row's position), older blocks never are --
   for (let i = 0; i < m; i++) {
     st.lo[i] = 0;
-    st.hi[i] = a.causal ? Math.max(0, Math.min(nc, st.row[i] + 1 - c0)) : nc;
+    st.hi[i] = a.causal ? Math.max(0, Math.min(nc, st.pos[i] + 1 - c0)) : nc;
   }
   // -- S = Q Kᵀ --
   dotTile(a.q, st.aOff, a.k, st.kOff, m, st.lo, st.hi, st.s, KEY_TILE, D);
@@ -214,7 +218,7 @@ export function finishTile(a: ForwardArgs, st: TileState, h: number, r0: number,
 /** The forward stage: out `[T, Hq, D]` and lse `[T, Hq]`; items are (query tile, head). */
 export async function forward(cpu: Cpu, p: CheckedProblem, t: Qkv<Float32Array>, r: CpuRouting): Promise<{ out: Float32Array; lse: Float32Array }> {
   const { T, Hq, D } = p.shape;
-  const geo = geometry(p.shape, p.seqs, p.cfg.blockSize);
+  const geo = geometry(p.shape, p.seqs, p.cfg.blockSize, p.queries);
   const out = cpu.mem.f32(T * Hq * D); // [T, Hq, D]
   const lse = cpu.mem.f32(T * Hq); // [T, Hq]
   const args = { geo, ...headMajorQkv(cpu.mem, p.shape, t), scale: p.cfg.scale, causal: p.cfg.causal, dtype: p.shape.dtype, topk: p.cfg.topk, ...r, out, lse };

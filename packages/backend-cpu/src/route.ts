@@ -2,7 +2,8 @@
  * Routing (SPEC §2–3). Centroids: per (block, kv head) the f32 mean of the block's actual keys,
  * `[totalBlocks, Hkv, D]`. Fused top-k: a work item scores a tile of query rows against runs of
  * centroids and keeps a running top-k per row (insertion into k slots), so the `[T, NB]` score
- * matrix never exists. Out: `indices [T, Hq, topk]`, rows ascending, -1 padded.
+ * matrix never exists. Out: `indices [T, Hq, topk]`, rows ascending, -1 padded. A query row routes as the
+ * key position it sits at (SPEC §8): own block and eligible blocks come from `t + qShift[seq]`.
  */
 import type { CheckedProblem } from '@moba/core';
 import type { Claim } from './forward.js';
@@ -11,7 +12,7 @@ import { dotTile } from './tile.js';
 
 export interface CentroidArgs {
   readonly geo: Geometry;
-  readonly k: Float32Array; // [T, Hkv, D]
+  readonly k: Float32Array; // [Tk, Hkv, D]
   readonly centroids: Float32Array; // [totalBlocks, Hkv, D]
 }
 
@@ -112,7 +113,7 @@ function scoreTile(a: RouteArgs, top: TopK, h: number, r0: number, r1: number, s
   const g = a.geo;
   const { Hq, Hkv, D, blockSize: B } = g;
   const kvh = Math.floor(h / (Hq / Hkv));
-  const s0 = g.seqStart[seq];
+  const s0 = g.seqStart[seq] - g.qShift[seq]; // query row of key position seqStart (SPEC §8; s0 = seqStart for self-attention)
   const nBlocks = Math.ceil(g.seqLen[seq] / B);
   const m = r1 - r0;
   // eligible blocks: causal, those fully before the row's own block; else all of the sequence
@@ -134,7 +135,7 @@ function scoreTile(a: RouteArgs, top: TopK, h: number, r0: number, r1: number, s
 function writeRows(a: RouteArgs, top: TopK, h: number, r0: number, r1: number, seq: number): void {
   const { Hq, blockSize: B } = a.geo;
   const K = a.topk;
-  const s0 = a.geo.seqStart[seq];
+  const s0 = a.geo.seqStart[seq] - a.geo.qShift[seq];
   for (let t = r0; t < r1; t++) {
     const i = t - r0;
     const o = (t * Hq + h) * K;
@@ -148,10 +149,10 @@ function writeRows(a: RouteArgs, top: TopK, h: number, r0: number, r1: number, s
 
 /** The route stage: centroids (items: global blocks), then the fused top-k (items: tile·Hq + h). */
 export async function route(cpu: Cpu, p: CheckedProblem, q: Float32Array, k: Float32Array): Promise<Int32Array> {
-  const { T, Hq, Hkv, D } = p.shape;
-  const geo = geometry(p.shape, p.seqs, p.cfg.blockSize);
+  const { T, Tk, Hq, Hkv, D } = p.shape;
+  const geo = geometry(p.shape, p.seqs, p.cfg.blockSize, p.queries);
   const centroids = cpu.mem.f32(p.seqs.totalBlocks * Hkv * D); // [totalBlocks, Hkv, D]
-  await cpu.pool.run('centroids', { geo, k, centroids }, p.seqs.totalBlocks, T * Hkv * D);
+  await cpu.pool.run('centroids', { geo, k, centroids }, p.seqs.totalBlocks, Tk * Hkv * D);
   const indices = cpu.mem.i32(T * Hq * p.cfg.topk); // [T, Hq, topk]
   await cpu.pool.run('route', { geo, q, centroids, topk: p.cfg.topk, causal: p.cfg.causal, indices }, geo.nTiles * Hq, p.plan.flops.route);
   return indices;

@@ -5,7 +5,7 @@
  * SharedArrayBuffer). The geometry splits a packed varlen batch (SPEC §1) into query tiles
  * `[nTiles, 3]` and key tiles `[nKeyTiles, 4]`.
  */
-import { type DType, type ProblemShape, type Sequences, roundTo } from '@moba/core';
+import { type DType, type ProblemShape, type QueryRows, type Sequences, roundTo } from '@moba/core';
 import type { Pool } from './pool.js';
 
 /** Query rows per work item and keys per inner key tile (both fit L1/L2 at D ≤ 128). */
@@ -64,9 +64,10 @@ export function headMajor(storage: Storage, x: Float32Array, T: number, H: numbe
   return out;
 }
 
-/** Head-major working copies of q `[Hq, T, D]`, k and v `[Hkv, T, D]` for the attention kernels. */
+/** Head-major working copies of q `[Hq, T, D]`, k and v `[Hkv, Tk, D]` for the attention kernels. */
 export function headMajorQkv(mem: Storage, s: ProblemShape, t: { q: Float32Array; k: Float32Array; v: Float32Array }): { q: Float32Array; k: Float32Array; v: Float32Array } {
-  return { q: headMajor(mem, t.q, s.T, s.Hq, s.D), k: headMajor(mem, t.k, s.T, s.Hkv, s.D), v: headMajor(mem, t.v, s.T, s.Hkv, s.D) };
+  const Tk = s.Tk ?? s.T;
+  return { q: headMajor(mem, t.q, s.T, s.Hq, s.D), k: headMajor(mem, t.k, Tk, s.Hkv, s.D), v: headMajor(mem, t.v, Tk, s.Hkv, s.D) };
 }
 
 /**
@@ -81,9 +82,16 @@ export function storeRow(dst: Float32Array, dstOff: number, src: Float64Array, s
   }
 }
 
-/** Sizes, sequences, query tiles and key tiles of one problem; plain typed arrays, cloneable to workers. */
+/**
+ * Sizes, sequences, query tiles and key tiles of one problem; plain typed arrays, cloneable to workers. With fewer
+ * queries than keys (SPEC §8) the query rows of sequence i are `[qStart[i], qStart[i] + qLen[i])`, bottom-right
+ * aligned: query row t sits at key position `t + qShift[i]` (0 for self-attention, where query row t is key t).
+ */
 export interface Geometry {
+  /** Query rows (`q`, `out`, `lse`, `dq`, routing rows). */
   readonly T: number;
+  /** Key rows (`k`, `v`, `dk`, `dv`). */
+  readonly Tk: number;
   readonly Hq: number;
   readonly Hkv: number;
   readonly D: number;
@@ -92,9 +100,13 @@ export interface Geometry {
   readonly seqStart: Int32Array;
   readonly seqLen: Int32Array;
   readonly blockBase: Int32Array;
+  /** Per sequence: first query row, query count, key position − query row of its queries. */
+  readonly qStart: Int32Array;
+  readonly qLen: Int32Array;
+  readonly qShift: Int32Array;
   readonly totalBlocks: number;
   readonly maxBlocks: number;
-  /** `[nTiles, 3]`: (r0, r1, seq); at most TILE_ROWS rows, never crossing a sequence. */
+  /** `[nTiles, 3]`: (r0, r1, seq) of query rows; at most TILE_ROWS rows, never crossing a sequence. */
   readonly tiles: Int32Array;
   readonly nTiles: number;
   /** `[nKeyTiles, 4]`: (c0, c1, seq, local block); at most KEY_TILE keys, never crossing a block. */
@@ -102,26 +114,37 @@ export interface Geometry {
   readonly nKeyTiles: number;
 }
 
-/** Builds the geometry of `[T, Hq | Hkv, D]` tensors over `seqs` (made with `blockSize`). */
-export function geometry(dims: { T: number; Hq: number; Hkv: number; D: number }, seqs: Sequences, blockSize: number): Geometry {
+/**
+ * Builds the geometry of q `[T, Hq, D]` and k `[Tk, Hkv, D]` tensors over the key sequences `seqs` (made with
+ * `blockSize`); `queries` places the query rows (SPEC §8; without it query row t is key t).
+ */
+export function geometry(dims: { T: number; Tk?: number; Hq: number; Hkv: number; D: number }, seqs: Sequences, blockSize: number, queries?: QueryRows): Geometry {
   const n = seqs.seqs.length;
   const seqStart = new Int32Array(n);
   const seqLen = new Int32Array(n);
   const blockBase = new Int32Array(n);
+  const qStart = new Int32Array(n);
+  const qLen = new Int32Array(n);
+  const qShift = new Int32Array(n);
   const tiles: number[] = [];
   const keyTiles: number[] = [];
+  const cq = queries?.cuSeqlensQ;
   seqs.seqs.forEach((s, i) => {
     seqStart[i] = s.start;
     seqLen[i] = s.len;
     blockBase[i] = s.blockBase;
-    for (let r = 0; r < s.len; r += TILE_ROWS) tiles.push(s.start + r, s.start + Math.min(r + TILE_ROWS, s.len), i);
+    qStart[i] = cq ? cq[i]! : s.start;
+    qLen[i] = cq ? cq[i + 1]! - cq[i]! : s.len;
+    qShift[i] = s.start + s.len - qLen[i] - qStart[i];
+    for (let r = 0; r < qLen[i]; r += TILE_ROWS) tiles.push(qStart[i] + r, qStart[i] + Math.min(r + TILE_ROWS, qLen[i]), i);
     for (let j = 0; j < s.nBlocks; j++) {
       const end = s.start + Math.min((j + 1) * blockSize, s.len);
       for (let c = s.start + j * blockSize; c < end; c += KEY_TILE) keyTiles.push(c, Math.min(c + KEY_TILE, end), i, j);
     }
   });
+  const { T, Hq, Hkv, D } = dims;
   return {
-    ...dims, blockSize, seqStart, seqLen, blockBase,
+    T, Tk: dims.Tk ?? T, Hq, Hkv, D, blockSize, seqStart, seqLen, blockBase, qStart, qLen, qShift,
     totalBlocks: seqs.totalBlocks, maxBlocks: seqs.maxBlocks,
     tiles: Int32Array.from(tiles), nTiles: tiles.length / 3,
     keyTiles: Int32Array.from(keyTiles), nKeyTiles: keyTiles.length / 4,

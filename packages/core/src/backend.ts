@@ -4,7 +4,7 @@
  */
 import {
   type CheckedShape, type Layout, type MobaConfig, type ProblemShape, type ResolvedConfig, type Sequences, type TensorLike,
-  expectShape, resolveConfig, sequences, validateKconvWeight, validateLayout, validateQk, validateQkv,
+  resolveConfig, sequences, validateQk, validateQkv,
 } from './config.js';
 import { type AttentionLayout, type QueryRows, isQKLayout, resolveLayout } from './layout.js';
 import type { KVCache, KVCacheOptions } from './cache.js';
@@ -180,17 +180,6 @@ export interface CheckedRoutingCall {
   readonly queries: QueryRows;
 }
 
-/** A checked kconv call: `k [T, Hkv, D]`, weight `[C = Hkv·D, W]` and their dtypes. */
-export interface CheckedKconv {
-  readonly T: number;
-  readonly Hkv: number;
-  readonly D: number;
-  readonly C: number;
-  readonly W: number;
-  readonly dtype: DType;
-  readonly wDtype: DType;
-}
-
 /**
  * The common validation of SPEC §7 for route/forward/backward: shapes, dtypes, layout, config, the
  * backend's declared caps, the int32 routing limits (`checkIndexLimits`) and the workspace against
@@ -238,28 +227,6 @@ export function checkRoutingCall(caps: Capabilities, indices: Int32Array, shape:
   checkIndexLimits({ T, Hq, topk: rc.topk, totalBlocks: seqs.totalBlocks }); // before the indices' length is read
   validateRoutingIndices(indices, T, Hq, seqs, rc, queries);
   return { T, Hq, cfg: rc, seqs, keys, queries };
-}
-
-/**
- * The checks of a kconv call (SPEC §6, §7): `k [T, Hkv, D]` within caps, the layout, the weight's shape and
- * width, and its dtype by `caps.kconvWeightDtype`; with `dkOut`, its shape and dtype too.
- */
-export function checkKconv(caps: Capabilities, k: TensorLike, w: TensorLike, layout: Layout, dkOut?: TensorLike): CheckedKconv {
-  if (!caps.kconv) throw new MobaError('E_UNSUPPORTED', 'kconv is not supported by this backend (caps.kconv is false)', 'kconv');
-  if (!k || !Array.isArray(k.shape) || k.shape.length !== 3 || k.shape.some((s) => !Number.isInteger(s) || s < 1)) {
-    throw new MobaError('E_SHAPE', `k.shape = [${k?.shape?.join(', ')}] is invalid: must be [T, Hkv, D] with every dimension >= 1`, 'k.shape');
-  }
-  const [T, Hkv, D] = k.shape as [number, number, number];
-  checkCaps(caps, { T, Tk: T, Hq: Hkv, Hkv, D, dtype: k.dtype });
-  validateLayout(layout, T);
-  const W = validateKconvWeight(w, Hkv, D, caps.maxKconvWidth);
-  if ((caps.kconvWeightDtype ?? 'k') === 'k') {
-    if (w.dtype !== k.dtype) throw new MobaError('E_DTYPE', `kconvWeight.dtype = ${String(w.dtype)} is invalid: must equal k.dtype = ${k.dtype}`, 'kconvWeight.dtype');
-  } else if (!caps.dtypes.includes(w.dtype)) {
-    throw new MobaError('E_DTYPE', `kconvWeight.dtype = ${String(w.dtype)} is invalid: must be one of ${caps.dtypes.join(', ')}`, 'kconvWeight.dtype');
-  }
-  if (dkOut !== undefined) expectShape('dkOut', dkOut, k.shape, k.dtype);
-  return { T, Hkv, D, C: Hkv * D, W, dtype: k.dtype, wDtype: w.dtype };
 }
 
 /** E_MEMORY unless `need` workspace bytes fit `caps.memoryBytes`. */

@@ -6,10 +6,11 @@
  * wraps what a stage returns into handles with the contract's shapes and dtypes.
  */
 import {
-  type BackwardResult, type Backend, type Capabilities, type CheckedKconv, type CheckedProblem, type CheckedRoutingCall,
+  type BackwardResult, type Backend, type Capabilities, type CheckedProblem, type CheckedRoutingCall,
   type DeviceTensor, type ForwardResult, type MemoryStats, type Routing,
-  checkBackwardTensors, checkKconv, checkProblem, checkRouting, checkRoutingCall,
+  checkBackwardTensors, checkProblem, checkRouting, checkRoutingCall,
 } from './backend.js';
+import { type CheckedKconv, checkKconv } from './kconv-check.js';
 import type { Layout, MobaConfig } from './config.js';
 import type { DType } from './dtype.js';
 import { MobaError } from './errors.js';

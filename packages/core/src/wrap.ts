@@ -26,6 +26,7 @@ export function wrapBackend(inner: Backend, over: Partial<Backend> = {}): Backen
     destroy: () => inner.destroy(),
     memoryStats: () => inner.memoryStats(),
     resetPeakMemory: () => inner.resetPeakMemory(),
+    ...(typeof inner.createCache === 'function' ? { createCache: (o) => inner.createCache!(o) } : {}),
   };
   return { ...b, ...over };
 }

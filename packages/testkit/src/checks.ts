@@ -5,11 +5,11 @@
  */
 import fc from 'fast-check';
 import {
-  type Backend, type DType, type DeviceTensor, type HostTensor, type ProblemShape, type Routing,
-  type ToleranceCheck, MobaError, checkTolerance, roundTo, toFloat64,
+  type AttentionLayout, type Backend, type DType, type DeviceTensor, type HostTensor, type ProblemShape, type ResolvedConfig, type Routing,
+  type MobaConfig, type ToleranceCheck, MobaError, checkTolerance, roundTo, toFloat64,
 } from '@moba/core';
 import { referenceBackward, referenceForward } from '@moba/core/reference';
-import type { Problem, ProblemSpec } from './problem.js';
+import type { ProblemSpec } from './problem.js';
 import { describeSpec } from './problem.js';
 import type { PropertyContext } from './types.js';
 
@@ -91,6 +91,25 @@ export async function scoped<T>(backend: Backend, body: (s: Scope) => Promise<T>
   }
 }
 
+/**
+ * What running and checking attention needs of a problem: a `Problem` (self-attention), or one with fewer
+ * queries than keys (SPEC §8: `layout` a `QKLayout`, `shape.T` query rows, `shape.Tk` key rows).
+ */
+export interface AttentionProblem {
+  readonly shape: ProblemShape;
+  readonly layout: AttentionLayout;
+  readonly cfg: MobaConfig;
+  readonly rcfg: ResolvedConfig;
+  readonly q: HostTensor;
+  readonly k: HostTensor;
+  readonly v: HostTensor;
+  readonly dOut: HostTensor;
+  readonly q64: Float64Array;
+  readonly k64: Float64Array;
+  readonly v64: Float64Array;
+  readonly dOut64: Float64Array;
+}
+
 export interface DeviceProblem {
   readonly q: DeviceTensor;
   readonly k: DeviceTensor;
@@ -98,7 +117,7 @@ export interface DeviceProblem {
   readonly dOut: DeviceTensor;
 }
 
-export async function uploadProblem(s: Scope, p: Problem): Promise<DeviceProblem> {
+export async function uploadProblem(s: Scope, p: AttentionProblem): Promise<DeviceProblem> {
   return { q: await s.up(p.q), k: await s.up(p.k), v: await s.up(p.v), dOut: await s.up(p.dOut) };
 }
 
@@ -111,7 +130,7 @@ export interface AttentionResult {
 }
 
 /** Runs forward (and backward) of `p` on the backend with a given routing; returns f64 copies. */
-export async function runAttention(s: Scope, p: Problem, d: DeviceProblem, r: Routing, opts: { backward: boolean }): Promise<AttentionResult> {
+export async function runAttention(s: Scope, p: AttentionProblem, d: DeviceProblem, r: Routing, opts: { backward: boolean }): Promise<AttentionResult> {
   const { out, lse } = await s.backend.forward(d.q, d.k, d.v, r, p.layout, p.cfg);
   s.own(out);
   s.own(lse);
@@ -130,13 +149,17 @@ export interface ReferencePair {
   readonly cal: Required<AttentionResult>;
 }
 
-/** Reference + calibration of forward and backward for `p` under `indices` (optionally other keys). */
-export function referencePair(p: Problem, indices: Int32Array, opts: { keys?: Float64Array; backward?: boolean } = {}): ReferencePair {
+/**
+ * Reference + calibration of forward and backward for `p` under `indices` (optionally other keys; `calKeys`
+ * replaces them in the calibration run only, e.g. keys that went through a kconv rounded to the dtype).
+ */
+export function referencePair(p: AttentionProblem, indices: Int32Array, opts: { keys?: Float64Array; calKeys?: Float64Array; backward?: boolean } = {}): ReferencePair {
   const { shape, layout, rcfg } = p;
   const dt = shape.dtype;
   const keys = opts.keys ?? p.k64;
+  const ckeys = opts.calKeys ?? keys;
   const f = referenceForward(p.q64, keys, p.v64, indices, shape, layout, rcfg);
-  const cf = referenceForward(p.q64, keys, p.v64, indices, shape, layout, rcfg, Math.fround);
+  const cf = referenceForward(p.q64, ckeys, p.v64, indices, shape, layout, rcfg, Math.fround);
   const calOut = roundAll(dt, cf.out);
   const calLse = cf.lse.map(Math.fround); // lse stays f32 in every dtype
   if (opts.backward === false) {
@@ -144,16 +167,17 @@ export function referencePair(p: Problem, indices: Int32Array, opts: { keys?: Fl
     return { ref: { out: f.out, lse: f.lse, dq: none, dk: none, dv: none }, cal: { out: calOut, lse: calLse, dq: none, dk: none, dv: none } };
   }
   const b = referenceBackward(p.q64, keys, p.v64, f.out, f.lse, p.dOut64, indices, shape, layout, rcfg);
-  const cb = referenceBackward(p.q64, keys, p.v64, calOut, calLse, p.dOut64, indices, shape, layout, rcfg, Math.fround);
+  const cb = referenceBackward(p.q64, ckeys, p.v64, calOut, calLse, p.dOut64, indices, shape, layout, rcfg, Math.fround);
   return {
     ref: { out: f.out, lse: f.lse, dq: b.dq, dk: b.dk, dv: b.dv },
     cal: { out: calOut, lse: calLse, dq: roundAll(dt, cb.dq), dk: roundAll(dt, cb.dk), dv: roundAll(dt, cb.dv) },
   };
 }
 
-/** Tolerance checks of a backend result against a reference pair (gradients only when present). */
+/** Tolerance checks of a backend result against a reference pair (gradients only when present; dk, dv `[Tk, Hkv, D]`). */
 export function attentionChecks(label: string, shape: ProblemShape, got: AttentionResult, rp: ReferencePair): ToleranceCheck[] {
   const { T, Hq, Hkv, D, dtype } = shape;
+  const Tk = shape.Tk ?? T;
   const checks = [
     checkTolerance(`${label} out`, got.out, rp.ref.out, rp.cal.out, { kind: 'forward', dtype, shape: [T, Hq, D] }),
     checkTolerance(`${label} lse`, got.lse, rp.ref.lse, rp.cal.lse, { kind: 'forward', dtype: 'f32', shape: [T, Hq] }),
@@ -161,8 +185,8 @@ export function attentionChecks(label: string, shape: ProblemShape, got: Attenti
   if (got.dq && got.dk && got.dv) {
     checks.push(
       checkTolerance(`${label} dq`, got.dq, rp.ref.dq, rp.cal.dq, { kind: 'backward', dtype, shape: [T, Hq, D] }),
-      checkTolerance(`${label} dk`, got.dk, rp.ref.dk, rp.cal.dk, { kind: 'backward', dtype, shape: [T, Hkv, D] }),
-      checkTolerance(`${label} dv`, got.dv, rp.ref.dv, rp.cal.dv, { kind: 'backward', dtype, shape: [T, Hkv, D] }),
+      checkTolerance(`${label} dk`, got.dk, rp.ref.dk, rp.cal.dk, { kind: 'backward', dtype, shape: [Tk, Hkv, D] }),
+      checkTolerance(`${label} dv`, got.dv, rp.ref.dv, rp.cal.dv, { kind: 'backward', dtype, shape: [Tk, Hkv, D] }),
     );
   }
   return checks;

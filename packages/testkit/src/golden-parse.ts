@@ -1,27 +1,45 @@
 /**
  * The golden-case parser (golden-format.md), free of Node APIs so the browser entry shares it:
  * `parseGoldenCase(json, name)` checks a parsed JSON object and fails with a message naming the case
- * and the field. `golden.ts` reads files and lists folders on top of it.
+ * and the field. `golden.ts` reads files and lists folders on top of it. The extensions (requires, seqlens_q,
+ * kconv) are read by golden-ext-parse.ts.
  */
+import { type GoldenKconv, type GoldenQueries, type GoldenRequirement, parseCausal, parseKconv, parseQueries, parseRequires } from './golden-ext-parse.js';
+import { GOLDEN_LIMITS, Malformed, MalformedGoldenCaseError, UnsupportedGoldenCaseError, int, num, numbers } from './golden-fields.js';
+
+export { GOLDEN_LIMITS, MalformedGoldenCaseError, UnsupportedGoldenCaseError } from './golden-fields.js';
+export { GOLDEN_REQUIREMENTS, type GoldenRequirement } from './golden-ext-parse.js';
 
 export interface GoldenExpected {
-  /** `[T, Hq, topk]`, ascending, -1 padded. */
+  /** `[Tq, Hq, topk]`, ascending, -1 padded. */
   readonly routing?: Int32Array;
-  /** Per row `[T·Hq]`: the margin, null when nothing was left out, undefined when unknown. */
+  /** Per query row `[Tq·Hq]`: the margin, null when nothing was left out, undefined when unknown. */
   readonly margins?: readonly (number | null | undefined)[];
   readonly out?: Float64Array;
   readonly lse?: Float64Array;
   readonly dq?: Float64Array;
+  /** With respect to the raw `k` (through the kconv when the case has one). */
   readonly dk?: Float64Array;
   readonly dv?: Float64Array;
+  /** kconv cases: the convolved keys `[Tk, Hkv, D]`. */
+  readonly kConv?: Float64Array;
+  /** kconv cases: the weight's gradient `[Hkv·D, W]`. */
+  readonly dkconvWeight?: Float64Array;
 }
 
-export interface GoldenCase {
+/**
+ * One case. `seqlens`, `cuSeqlens`, `T` describe the keys (`k`, `v`, `dk`, `dv`); `seqlensQ`, `cuSeqlensQ`, `Tq`
+ * the query rows (`q`, `dout`, `out`, `lse`, `dq`, routing), equal to the keys' unless `requires` has seqlens_q.
+ */
+export interface GoldenCase extends GoldenQueries {
   readonly name: string;
   readonly file: string;
   readonly note?: string;
+  /** The extensions the case needs (golden-format.md "Extensions"). */
+  readonly requires: readonly GoldenRequirement[];
   readonly seqlens: readonly number[];
   readonly cuSeqlens: Int32Array;
+  /** Key rows. */
   readonly T: number;
   readonly Hq: number;
   readonly Hkv: number;
@@ -34,66 +52,13 @@ export interface GoldenCase {
   readonly k: Float64Array;
   readonly v: Float64Array;
   readonly dout?: Float64Array;
+  /** kconv width W (0: no kconv). */
+  readonly kconvWidth: number;
+  readonly kconvWeight?: Float64Array;
   readonly expected: GoldenExpected;
 }
 
 
-/**
- * Limits of a case's header sizes, checked before anything is allocated: far above any real case (a JSON file
- * holding that much would be gigabytes), low enough that a lying header cannot make the reader allocate much.
- * Sizes are also checked against the arrays the file actually holds (`T·heads_q·head_dim` values in `inputs.q`).
- */
-export const GOLDEN_LIMITS = {
-  /** heads_q, heads_kv */
-  heads: 1 << 16,
-  headDim: 1 << 16,
-  topk: 1 << 16,
-  /** each sequence, T, block_size and every routing index: Int32 */
-  int32: 2 ** 31 - 1,
-  /** T·heads_q·topk, the routing `[T, heads_q, topk]` the reader builds */
-  routingSlots: 1 << 26,
-} as const;
-
-/** A malformed golden case: `golden case <file> is malformed: <reason>`, one line; `field` names the culprit when known. */
-export class MalformedGoldenCaseError extends Error {
-  override readonly name = 'MalformedGoldenCaseError';
-  constructor(readonly file: string, readonly field: string | null, readonly reason: string) {
-    super(`golden case ${file} is malformed: ${reason}`);
-    this.stack = this.message; // reports print the stack: keep it to the explanation
-  }
-}
-class Malformed extends Error {
-  constructor(readonly field: string | null, message: string) {
-    super(message.replace(/\s*\n\s*/g, ' '));
-  }
-}
-/** Why `null` is refused where a number belongs (JSON has no −∞: only an empty row's lse may be written as null). */
-const NULL_HINT = 'null is read as −Infinity only in expected.lse (an empty row); write non-finite values as NaN, Infinity, -Infinity (bare or quoted)';
-function num(v: unknown, what: string, i?: number, nullIsMinusInf = false): number {
-  if (typeof v === 'number') return v;
-  if (v === 'NaN') return NaN;
-  if (v === 'Infinity') return Infinity;
-  if (v === '-Infinity') return -Infinity;
-  if (v === null && nullIsMinusInf) return -Infinity;
-  const at = i === undefined ? what : `${what}[${i}]`;
-  if (v === null) throw new Malformed(what, `${at} is null; ${NULL_HINT}`);
-  throw new Malformed(what, `${at} holds ${JSON.stringify(v)?.slice(0, 40)}, expected a number`);
-}
-/** The flat values of array field `what`, of which there must be `n` (`why` says where `n` comes from). */
-function numbers(v: unknown, what: string, n: number, why = '', nullIsMinusInf = false): Float64Array {
-  if (!Array.isArray(v)) throw new Malformed(what, `${what} is ${v === undefined ? 'missing' : v === null ? 'null' : typeof v}, expected an array of ${n} numbers`);
-  const flat = (v as unknown[]).flat(8);
-  if (flat.length !== n) throw new Malformed(what, `${what} has ${flat.length} values, expected ${n}${why}`);
-  const out = new Float64Array(n);
-  for (let i = 0; i < n; i++) out[i] = num(flat[i], what, i, nullIsMinusInf);
-  return out;
-}
-function int(v: unknown, what: string, min: number, max: number = GOLDEN_LIMITS.int32): number {
-  if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
-    throw new Malformed(what.replace(/\[\d+\]/g, ''), `${what} = ${JSON.stringify(v)?.slice(0, 40)}, expected an integer in ${min}..${max}`);
-  }
-  return v;
-}
 /** JSON, also accepting the bare NaN / Infinity tokens Python's json module writes. */
 export function parseGoldenJson(text: string): unknown {
   try {
@@ -107,9 +72,12 @@ export function parseGoldenJson(text: string): unknown {
   }
 }
 
-/** The error a malformed case is reported with: `golden case <name> is malformed: <why>` (one line). */
-export function malformedGoldenCase(name: string, e: unknown): MalformedGoldenCaseError {
-  if (e instanceof MalformedGoldenCaseError) return e;
+/**
+ * The error a malformed case is reported with: `golden case <name> is malformed: <why>` (one line). A case that
+ * needs an unknown extension keeps its UnsupportedGoldenCaseError (a skip, not a failure).
+ */
+export function malformedGoldenCase(name: string, e: unknown): MalformedGoldenCaseError | UnsupportedGoldenCaseError {
+  if (e instanceof MalformedGoldenCaseError || e instanceof UnsupportedGoldenCaseError) return e;
   const why = (e instanceof Error ? e.message : String(e)).replace(/\s*\n\s*/g, ' ');
   return new MalformedGoldenCaseError(name, e instanceof Malformed ? e.field : null, why);
 }
@@ -159,10 +127,14 @@ function parseSeqlens(c: Record<string, unknown>): { seqlens: number[]; from: st
 function parseCase(j: unknown, file: string, defaultName: string): GoldenCase {
   if (j === null || typeof j !== 'object' || Array.isArray(j)) throw new Malformed(null, 'the top level is not an object');
   const o = j as Record<string, unknown>;
+  const requires = parseRequires(o.requires, file);
   const c = o.config as Record<string, unknown> | undefined;
   if (!c || typeof c !== 'object') throw new Malformed('config', '"config" is missing');
   const { seqlens, from } = parseSeqlens(c);
   const T = seqlens.reduce((a, b) => a + b, 0);
+  const qs = parseQueries(c, seqlens, requires);
+  const { Tq } = qs;
+  const qFrom = requires.includes('seqlens_q') ? 'Tq' : 'T';
   const L = GOLDEN_LIMITS;
   const Hq = int(c.heads_q, 'config.heads_q', 1, L.heads);
   const Hkv = int(c.heads_kv ?? Hq, 'config.heads_kv', 1, L.heads);
@@ -170,39 +142,44 @@ function parseCase(j: unknown, file: string, defaultName: string): GoldenCase {
   const D = int(c.head_dim, 'config.head_dim', 1, L.headDim);
   const blockSize = int(c.block_size, 'config.block_size', 1);
   const topk = int(c.topk, 'config.topk', 1, L.topk);
-  const causal = c.causal === undefined ? true : c.causal;
-  if (typeof causal !== 'boolean') throw new Malformed('config.causal', `config.causal = ${JSON.stringify(c.causal)?.slice(0, 40)}, expected true or false`);
+  const causal = parseCausal(c, requires);
   const scale = c.scale === undefined || c.scale === null ? 1 / Math.sqrt(D) : num(c.scale, 'config.scale');
   const inp = o.inputs as Record<string, unknown> | undefined;
   if (!inp || typeof inp !== 'object') throw new Malformed('inputs', '"inputs" is missing');
-  const size = (h: number, hName: string): string => ` = T (${T}, ${from}) × ${hName} (${h}) × head_dim (${D})`;
-  const q = numbers(inp.q, 'inputs.q', T * Hq * D, size(Hq, 'heads_q'));
-  const k = numbers(inp.k, 'inputs.k', T * Hkv * D, size(Hkv, 'heads_kv'));
-  const v = numbers(inp.v, 'inputs.v', T * Hkv * D, size(Hkv, 'heads_kv'));
-  const dout = inp.dout !== undefined ? numbers(inp.dout, 'inputs.dout', T * Hq * D, size(Hq, 'heads_q')) : undefined;
-  // T·heads_q is vouched for by inputs.q now: bound the routing the reader (and a backend) will build
-  if (T * Hq * topk > L.routingSlots) {
-    throw new Malformed('config.topk', `config.topk = ${topk}: T·heads_q·topk = ${T}·${Hq}·${topk} routing slots exceed the limit ${L.routingSlots}`);
+  const kSize = ` = T (${T}, ${from}) × heads_kv (${Hkv}) × head_dim (${D})`;
+  const qSize = qFrom === 'T' ? ` = T (${T}, ${from}) × heads_q (${Hq}) × head_dim (${D})` : ` = Tq (${Tq}, config.seqlens_q) × heads_q (${Hq}) × head_dim (${D})`;
+  const q = numbers(inp.q, 'inputs.q', Tq * Hq * D, qSize);
+  const k = numbers(inp.k, 'inputs.k', T * Hkv * D, kSize);
+  const v = numbers(inp.v, 'inputs.v', T * Hkv * D, kSize);
+  const dout = inp.dout !== undefined ? numbers(inp.dout, 'inputs.dout', Tq * Hq * D, qSize) : undefined;
+  // Tq·heads_q is vouched for by inputs.q now: bound the routing the reader (and a backend) will build
+  if (Tq * Hq * topk > L.routingSlots) {
+    throw new Malformed('config.topk', `config.topk = ${topk}: ${qFrom}·heads_q·topk = ${Tq}·${Hq}·${topk} routing slots exceed the limit ${L.routingSlots}`);
   }
   const ex = (o.expected ?? {}) as Record<string, unknown>;
+  const kc: GoldenKconv = parseKconv(c, inp, ex, requires, { Tk: T, Hkv, D });
   const cu = new Int32Array(seqlens.length + 1);
   seqlens.forEach((n, i) => (cu[i + 1] = cu[i]! + n));
   const opt = (key: string, n: number, lse = false): Float64Array | undefined => (ex[key] === undefined ? undefined : numbers(ex[key], `expected.${key}`, n, '', lse));
   const expected: GoldenExpected = {
-    ...optional('out', opt('out', T * Hq * D)),
-    ...optional('lse', opt('lse', T * Hq, true)),
-    ...optional('dq', opt('dq', T * Hq * D)),
+    ...optional('out', opt('out', Tq * Hq * D)),
+    ...optional('lse', opt('lse', Tq * Hq, true)),
+    ...optional('dq', opt('dq', Tq * Hq * D)),
     ...optional('dk', opt('dk', T * Hkv * D)),
     ...optional('dv', opt('dv', T * Hkv * D)),
-    ...(ex.routing_margin !== undefined ? { margins: parseMargins(ex.routing_margin, T, Hq) } : {}),
-    ...(ex.routing !== undefined ? { routing: parseRouting(ex.routing, T, Hq, topk) } : {}),
+    ...optional('kConv', kc.kConv),
+    ...optional('dkconvWeight', kc.dkconvWeight),
+    ...(ex.routing_margin !== undefined ? { margins: parseMargins(ex.routing_margin, Tq, Hq) } : {}),
+    ...(ex.routing !== undefined ? { routing: parseRouting(ex.routing, Tq, Hq, topk) } : {}),
   };
   return {
     name: typeof o.name === 'string' ? o.name : defaultName,
     file,
     ...(typeof o.note === 'string' ? { note: o.note } : {}),
-    seqlens, cuSeqlens: cu, T, Hq, Hkv, D, blockSize, topk, causal, scale, q, k, v,
+    requires, seqlens, cuSeqlens: cu, T, ...qs, Hq, Hkv, D, blockSize, topk, causal, scale, q, k, v,
     ...(dout !== undefined ? { dout } : {}),
+    kconvWidth: kc.kconvWidth,
+    ...(kc.kconvWeight !== undefined ? { kconvWeight: kc.kconvWeight } : {}),
     expected,
   };
 }

@@ -6,15 +6,22 @@
  */
 import {
   type Backend, type BackwardInputs, type Capabilities, type CheckedKconv, type CheckedProblem, type DType, type DeviceTensor, type HostTensor,
-  type AttentionLayout, type Layout, type Qkv, BackendShell, fromFloat, hostTensor, toFloat64,
+  type AttentionLayout, type CacheHost, type KVCache, type KVCacheOptions, type Layout, type Qkv, type ResolvedCacheOptions,
+  BackendShell, fromFloat, hostTensor, resolveCacheOptions, toFloat64,
 } from '@moba/core';
 import { referenceBackward, referenceForward, referenceKconv, referenceKconvBackward, referenceRoute } from '@moba/core/reference';
+import { ReferenceCache, referencePageBytes } from './reference-cache.js';
+
+/** Makes the cache `createCache` returns: a `ReferenceCache` or a subclass (the testkit's faulty caches). */
+export type ReferenceCacheFactory = (host: CacheHost<HostTensor>, opts: ResolvedCacheOptions, kconvWeight: Float64Array | null) => KVCache;
 
 export interface ReferenceBackendOptions {
   /** Backend name (default `'reference'`). */
   name?: string;
   /** Overrides of the declared capabilities. */
   caps?: Partial<Capabilities>;
+  /** The KV cache class to use (default `ReferenceCache`); the testkit's own tests inject faulty subclasses. */
+  cache?: ReferenceCacheFactory;
 }
 
 const DEFAULT_CAPS: Capabilities = {
@@ -29,6 +36,7 @@ const DEFAULT_CAPS: Capabilities = {
   memoryBytes: 256 * 2 ** 20,
   deterministic: true,
   qkLayout: true,
+  kvCache: true,
 };
 
 /**
@@ -36,7 +44,8 @@ const DEFAULT_CAPS: Capabilities = {
  * testkit's capability handling.
  */
 export function createReferenceBackend(opts: ReferenceBackendOptions = {}): Backend {
-  return new ReferenceBackend(opts.name ?? 'reference', { ...DEFAULT_CAPS, ...opts.caps });
+  const cache = opts.cache ?? ((host, o, w) => new ReferenceCache(host, o, w));
+  return new ReferenceBackend(opts.name ?? 'reference', { ...DEFAULT_CAPS, ...opts.caps }, cache);
 }
 
 const f64 = toFloat64;
@@ -45,8 +54,19 @@ const qkOf = (p: CheckedProblem, keys: Layout): AttentionLayout => (p.queries.se
 const put = (values: Float64Array, dtype: DType, shape: readonly number[]): HostTensor => fromFloat(values, dtype, shape);
 
 class ReferenceBackend extends BackendShell<HostTensor, Int32Array> {
-  constructor(readonly name: string, readonly caps: Capabilities) {
+  constructor(readonly name: string, readonly caps: Capabilities, private readonly makeCache: ReferenceCacheFactory) {
     super(name);
+  }
+
+  /** SPEC §9: core checks the options and sizes the pool; the cache lends this backend's tensor handles. */
+  async createCache(opts: KVCacheOptions): Promise<KVCache> {
+    this.alive();
+    const resolved = resolveCacheOptions(this.caps, opts, referencePageBytes);
+    const weight = opts.kconvWeight === undefined ? null : toFloat64(this.tensor('kconvWeight', opts.kconvWeight));
+    const host: CacheHost<HostTensor> = {
+      name: this.name, caps: this.caps, tensor: (param, t) => this.tensor(param, t), wrap: (dtype, shape, data) => this.wrap(dtype, shape, data),
+    };
+    return this.makeCache(host, resolved, weight);
   }
 
   protected async doUpload(t: HostTensor): Promise<HostTensor> {

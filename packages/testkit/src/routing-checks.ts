@@ -12,10 +12,13 @@ export class BlockScorer {
   constructor(private readonly q: Float64Array, k: Float64Array, private readonly shape: ProblemShape, private readonly seqs: Sequences, layout: { cuSeqlens: Int32Array }, blockSize: number) {
     this.cent = referenceCentroids(k, shape, layout, blockSize); // [totalBlocks, Hkv, D]
   }
-  /** Scores and magnitudes `[nBlocks]` for token `t`, query head `h`. */
-  row(t: number, h: number): { scores: Float64Array; mags: Float64Array } {
+  /**
+   * Scores and magnitudes `[nBlocks]` for query row `t`, query head `h`; `keyPos` is the row's key position
+   * (SPEC §8, bottom-right aligned; `t` itself for self-attention).
+   */
+  row(t: number, h: number, keyPos = t): { scores: Float64Array; mags: Float64Array } {
     const { Hq, Hkv, D } = this.shape;
-    const s = this.seqs.seqs[this.seqs.seqOf[t]!]!;
+    const s = this.seqs.seqs[this.seqs.seqOf[keyPos]!]!;
     const kvh = Math.floor(h / (Hq / Hkv));
     const scores = new Float64Array(s.nBlocks);
     const mags = new Float64Array(s.nBlocks);
@@ -50,6 +53,11 @@ export interface RoutingCheckOptions {
   readonly exactTies?: boolean;
   /** Stop after this many bad rows (default 5). */
   readonly maxReports?: number;
+  /**
+   * Fewer queries than keys (SPEC §8): the global key position of each query row (`QueryRows.pos`); `seqs` and
+   * `layout` are then the keys'. Absent: self-attention (row t sits at t).
+   */
+  readonly pos?: Int32Array;
 }
 
 /**
@@ -71,11 +79,12 @@ export function routingErrors(
   if (indices.length !== T * Hq * K) return [`routing indices have length ${indices.length}, expected T·Hq·topk = ${T * Hq * K}`];
   const scorer = new BlockScorer(q, k, shape, seqs, layout, B);
   for (let t = 0; t < T; t++) {
-    const s = seqs.seqs[seqs.seqOf[t]!]!;
-    const cb = Math.floor((t - s.start) / B);
+    const tk = opts.pos ? opts.pos[t]! : t;
+    const s = seqs.seqs[seqs.seqOf[tk]!]!;
+    const cb = Math.floor((tk - s.start) / B);
     for (let h = 0; h < Hq; h++) {
       const row = Array.from(indices.subarray((t * Hq + h) * K, (t * Hq + h + 1) * K));
-      const why = rowError(row, t, cb, s.nBlocks, cfg, D, scorer, h, opts.exactTies ?? false);
+      const why = rowError(row, t, tk, cb, s.nBlocks, cfg, D, scorer, h, opts.exactTies ?? false);
       if (why !== null) {
         if (++bad <= max) errors.push(`routing row (t=${t}, h=${h}) = [${row.join(', ')}]: ${why}`);
       }
@@ -85,7 +94,7 @@ export function routingErrors(
   return errors;
 }
 
-function rowError(row: number[], t: number, cb: number, nBlocks: number, cfg: ResolvedConfig, D: number, scorer: BlockScorer, h: number, exactTies: boolean): string | null {
+function rowError(row: number[], t: number, tk: number, cb: number, nBlocks: number, cfg: ResolvedConfig, D: number, scorer: BlockScorer, h: number, exactTies: boolean): string | null {
   const sel: number[] = [];
   for (let i = 0; i < row.length; i++) {
     const j = row[i]!;
@@ -96,7 +105,7 @@ function rowError(row: number[], t: number, cb: number, nBlocks: number, cfg: Re
     sel.push(j);
   }
   if (cfg.causal && sel.some((j) => j > cb)) return `selects a future block (current block ${cb})`;
-  const { scores, mags } = scorer.row(t, h);
+  const { scores, mags } = scorer.row(t, h, tk);
   if (scores.some((x) => !Number.isFinite(x))) return null; // non-finite inputs: only the format is defined
   const want = cfg.causal ? Math.min(cfg.topk, cb + 1) : Math.min(cfg.topk, nBlocks);
   if (sel.length !== want) return `${sel.length} blocks selected, expected min(topk, ${cfg.causal ? 'cb + 1' : 'nBlocks'}) = ${want}`;

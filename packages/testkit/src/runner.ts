@@ -58,6 +58,7 @@ export function capsNotCovered(backend: Backend): string[] {
   if (!caps.nonCausal) out.push('non-causal routing (caps.nonCausal is false)');
   if (!caps.kconv) out.push('kconv (not in caps)');
   if (!caps.deterministic) out.push('determinism (caps.deterministic is false)');
+  if (!caps.kvCache) out.push('KV cache (caps.kvCache is false)');
   return out;
 }
 

@@ -3,6 +3,7 @@
  */
 import type { Property } from '../types.js';
 import { backwardProperties } from './backward.js';
+import { cacheProperties } from './cache.js';
 import { determinismProperties } from './determinism.js';
 import { forwardProperties } from './forward.js';
 import { hostileProperties } from './hostile.js';
@@ -10,6 +11,7 @@ import { kconvProperties } from './kconv.js';
 import { memoryProperties } from './memory.js';
 import { mobaProperties } from './moba.js';
 import { oracleProperties } from './oracles.js';
+import { qkProperties } from './qk.js';
 import { reachProperties } from './reach.js';
 import { routingProperties } from './routing.js';
 import { validationProperties } from './validation.js';
@@ -19,6 +21,7 @@ export const coreProperties: readonly Property[] = [
   ...routingProperties,
   ...forwardProperties,
   ...backwardProperties,
+  ...qkProperties,
   ...reachProperties,
   ...oracleProperties,
   ...kconvProperties,
@@ -27,6 +30,7 @@ export const coreProperties: readonly Property[] = [
   ...determinismProperties,
   ...validationProperties,
   ...memoryProperties,
+  ...cacheProperties,
 ];
 
 /** The properties whose `group: name` contains one of `only`'s strings (all of them when `only` has none). */
