@@ -40,14 +40,33 @@ __device__ void cache_route(const T* q, const float* cents, const float* sums, c
   int n = 0;
   for (int j0 = 0; K > 0 && j0 < nb; j0 += CR_CT) {
     __syncthreads();
-    for (int e = threadIdx.x; e < CR_CT * D; e += blockDim.x) {
-      const int jj = e / D, d = e - jj * D, j = j0 + jj;
-      float x = 0.f;
-      if (j < nb) {
-        const i64 o = ((i64)ptab[pbase + j] * Hkv + kvh) * D + d;
-        x = j < nfull ? cents[o] : sums[o] / (float)(L - j * B);  // the open block (non-causal): sum / count
+    if ((D & 3) == 0) {  // 16-byte loads (rows of D floats, 16-byte aligned)
+      const int D4 = D >> 2;
+      for (int e = threadIdx.x; e < CR_CT * D4; e += blockDim.x) {
+        const int jj = e / D4, d = (e - jj * D4) * 4, j = j0 + jj;
+        float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+        if (j < nb) {
+          const i64 o = ((i64)ptab[pbase + j] * Hkv + kvh) * D + d;
+          if (j < nfull) x = *reinterpret_cast<const float4*>(cents + o);
+          else {  // the open block (non-causal): sum / count
+            const float cnt = (float)(L - j * B);
+            x = *reinterpret_cast<const float4*>(sums + o);
+            x.x = x.x / cnt; x.y = x.y / cnt; x.z = x.z / cnt; x.w = x.w / cnt;
+          }
+        }
+        float* tp = tile + jj * (D + 1) + d;
+        tp[0] = x.x; tp[1] = x.y; tp[2] = x.z; tp[3] = x.w;
       }
-      tile[jj * (D + 1) + d] = x;
+    } else {
+      for (int e = threadIdx.x; e < CR_CT * D; e += blockDim.x) {
+        const int jj = e / D, d = e - jj * D, j = j0 + jj;
+        float x = 0.f;
+        if (j < nb) {
+          const i64 o = ((i64)ptab[pbase + j] * Hkv + kvh) * D + d;
+          x = j < nfull ? cents[o] : sums[o] / (float)(L - j * B);  // the open block (non-causal): sum / count
+        }
+        tile[jj * (D + 1) + d] = x;
+      }
     }
     __syncthreads();
     if (!active) continue;
