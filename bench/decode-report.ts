@@ -63,6 +63,8 @@ export async function measureCopyBandwidth(b: Backend): Promise<CopyBandwidth> {
     const ms = median(out);
     return { bytesPerSecond: (2 * size) / (ms / 1e3), how: `device copy of ${size / 2 ** 20} MiB, median of 5` };
   }
+  const dev = (b as { device?: WebGpuDeviceLike }).device;
+  if (b.name === 'webgpu' && dev) return webgpuCopy(dev);
   if (b.name !== 'cpu') return { bytesPerSecond: null, how: `the ${b.name} backend has no device copy timer (timeDeviceCopy)` };
   const src = new Float32Array(size / 4).fill(1);
   const dst = new Float32Array(size / 4);
@@ -74,6 +76,40 @@ export async function measureCopyBandwidth(b: Backend): Promise<CopyBandwidth> {
     ms.push(performance.now() - t0);
   }
   return { bytesPerSecond: (2 * size) / (median(ms) / 1e3), how: `Float32Array copy of ${size / 2 ** 20} MiB in one thread, median of 5` };
+}
+
+/** The parts of a GPUDevice the copy timing uses (the WebGPU backend exposes its device as `device`). */
+interface WebGpuDeviceLike {
+  readonly limits: { readonly maxBufferSize: number };
+  createBuffer(d: { size: number; usage: number }): { destroy(): void };
+  createCommandEncoder(): { copyBufferToBuffer(a: unknown, ao: number, b: unknown, bo: number, n: number): void; finish(): unknown };
+  readonly queue: { submit(c: unknown[]): void; onSubmittedWorkDone(): Promise<void> };
+}
+
+/** copyBufferToBuffer between two device buffers, waited for with onSubmittedWorkDone; median of 5 after a warm-up. */
+async function webgpuCopy(dev: WebGpuDeviceLike): Promise<CopyBandwidth> {
+  const size = Math.min(256 * 2 ** 20, Math.floor(dev.limits.maxBufferSize / 4) * 4);
+  const COPY_SRC = 0x4, COPY_DST = 0x8, STORAGE = 0x80;
+  const a = dev.createBuffer({ size, usage: COPY_SRC | COPY_DST | STORAGE });
+  const c = dev.createBuffer({ size, usage: COPY_SRC | COPY_DST | STORAGE });
+  const once = async (): Promise<number> => {
+    await dev.queue.onSubmittedWorkDone();
+    const t0 = performance.now();
+    const e = dev.createCommandEncoder();
+    for (let i = 0; i < 4; i++) e.copyBufferToBuffer(i % 2 ? c : a, 0, i % 2 ? a : c, 0, size);
+    dev.queue.submit([e.finish()]);
+    await dev.queue.onSubmittedWorkDone();
+    return (performance.now() - t0) / 4;
+  };
+  try {
+    await once();
+    const ms: number[] = [];
+    for (let i = 0; i < 5; i++) ms.push(await once());
+    return { bytesPerSecond: (2 * size) / (median(ms) / 1e3), how: `WebGPU copyBufferToBuffer of ${size / 2 ** 20} MiB (4 per submit), median of 5` };
+  } finally {
+    a.destroy();
+    c.destroy();
+  }
 }
 
 const f2 = (x: number): string => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x >= 1 ? x.toFixed(2) : x.toFixed(3));

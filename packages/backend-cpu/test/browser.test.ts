@@ -14,7 +14,7 @@ import { existsSync, readFileSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PACKAGE_CASES_DIR, listGoldenCases, summaryLine } from '@moba/testkit';
+import { PACKAGE_CASES_DIR, PACKAGE_EXT_CASES_DIR, listGoldenCases, summaryLine } from '@moba/testkit';
 import type { GoldenSource } from '@moba/testkit/browser';
 import { isRequired } from '@moba/testkit/vitest';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -106,7 +106,7 @@ describe('cpu backend in chromium (no cross-origin isolation)', () => {
 
   browserIt('runs in the page thread on plain ArrayBuffers: conformance passes, bits equal Node with 1 and 2 threads', async () => {
     const cases: GoldenSource[] = await Promise.all(
-      listGoldenCases(PACKAGE_CASES_DIR).map(async (f) => ({ name: basename(f), json: JSON.parse(await readFile(f, 'utf8')) as unknown })),
+      [...listGoldenCases(PACKAGE_CASES_DIR), ...listGoldenCases(PACKAGE_EXT_CASES_DIR)].map(async (f) => ({ name: basename(f), json: JSON.parse(await readFile(f, 'utf8')) as unknown })),
     );
     const browser = await launchChromium({ webgpu: false });
     let res: CpuPageResult;

@@ -7,7 +7,7 @@
  *  (e) timings of the bench configuration (batch 2, 16 heads, D 128, bf16, B 128, top-8) at N = 8K, 32K, 128K:
  *      routing (with the collect split), attention forward, backward, each CUDA-synchronised, median of 5
  *      after a warm-up, with effective TFLOP/s from plan() and a per-kernel profile of one run.
- * Subsets: `--quick` (fast path + timings at 8K, 32K), `GPU_CHECK_ONLY=conformance,golden,routing,fastpath,timings`,
+ * Subsets: `--quick` (fast path + timings at 8K, 32K), `GPU_CHECK_ONLY=conformance,golden,routing,fastpath,timings,cache` (cache: gpu-check-cache.ts),
  * `GPU_CHECK_SIZES=8192,32768`.
  * Writes `$OUT/cuda-report.json` when OUT is set and prints a short table last. Exit 1 on any failure;
  * without CUDA it prints "cuda unavailable: <why>" and exits 0 (1 when MOBA_REQUIRE names cuda).
@@ -17,6 +17,7 @@ import { join } from 'node:path';
 import { type Backend, type DeviceTensor, type Layout, Rng, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, hostTensor, plan, resolveConfig } from '@moba/core';
 import { type Report, runConformance, summaryLine } from '@moba/testkit';
 import { type CudaBackend, createCudaBackend, unavailableReason } from '../src/index.js';
+import { cacheStep } from './gpu-check-cache.js';
 
 // FlashMoBA measured on the H200 in the bench configuration: forward incl. routing, routing, attention forward, backward (ms)
 const FM: Record<number, { fwd: number; routing: number; attn: number; bwd: number }> = {
@@ -276,7 +277,7 @@ async function main(): Promise<number> {
       return { crashed: msg };
     }
   };
-  log(`device: ${b.device.name} (${b.device.arch}, ${b.device.sms} SMs), driver ${b.device.driverVersion}, NVRTC ${b.device.nvrtcVersion}; steps: ${['conformance', 'golden', 'routing', 'fastpath', 'timings'].filter(wanted).join(', ')}`);
+  log(`device: ${b.device.name} (${b.device.arch}, ${b.device.sms} SMs), driver ${b.device.driverVersion}, NVRTC ${b.device.nvrtcVersion}; steps: ${['conformance', 'golden', 'routing', 'fastpath', 'timings', 'cache'].filter(wanted).join(', ')}`);
   let conf: unknown = 'skipped', golden: unknown = 'skipped', routing: Record<string, unknown> = { skipped: true }, fastp: Record<string, unknown> = { skipped: true };
   let times: Record<string, unknown>[] | { crashed: string } | 'skipped' = 'skipped';
   if (wanted('conformance')) {
@@ -324,6 +325,7 @@ async function main(): Promise<number> {
     times = (await step('timings', () => timings(b, sizes))) as Record<string, unknown>[] | { crashed: string };
     report.timings = times;
   }
+  if (wanted('cache')) report.cache = await step('kv cache', async () => { const r = await cacheStep(b, log); if (!r.ok) failed++; return r; });
   await b.destroy();
   if (process.env.OUT) {
     mkdirSync(process.env.OUT, { recursive: true });
@@ -346,6 +348,7 @@ async function main(): Promise<number> {
       log(`| ${Number(t.N) / 1024}K | ${String(t.routingMs)} (${String(t.collectMs)}) | ${String(t.attnFwdMs)} | ${String(t.fwdMs)} | ${String(t.bwdMs)} | ${String(t.fwdBwdMs)} | ${tf.route} / ${tf.attnFwd} / ${tf.bwd} | ${fm ? `${fm.fwd} | ${fm.attn} | ${fm.bwd} | ${(fm.fwd + fm.bwd).toFixed(2)}` : '- | - | - | -'} |`);
     }
   } else log(`timings: ${times === 'skipped' ? 'skipped' : 'crashed'}`);
+  if (report.cache) log(`kv cache:                 ${(report.cache as { ok?: boolean }).ok ? 'ok' : 'FAILED'}`);
   log(failed === 0 ? 'gpu-check: all passed' : `gpu-check: ${failed} step(s) failed`);
   return failed === 0 ? 0 : 1;
 }

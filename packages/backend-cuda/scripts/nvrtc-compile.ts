@@ -4,11 +4,12 @@
  */
 import { compileOptions, kernelSource } from '../src/compile.js';
 import { Nvrtc, cudaIncludeDir } from '../src/driver.js';
+import { KERNEL_FILES } from '../src/kernels.js';
 
 const nv = new Nvrtc();
 console.log(`NVRTC ${nv.version()} (${nv.path})`);
 let failed = 0;
-for (const f of ['kconv.cu', 'route.cu', 'collect.cu', 'forward.cu', 'backward.cu']) {
+for (const f of KERNEL_FILES) {
   for (const arch of (process.env.ARCHS ?? 'sm_90').split(',')) {
     const t0 = performance.now();
     try {

@@ -7,11 +7,12 @@
  */
 import {
   type Backend, type BackwardInputs, type Capabilities, type CheckedKconv, type CheckedProblem, type CheckedRoutingCall, type DType,
-  type DeviceMemory, type DeviceTensor, type HostTensor, type Layout, type MemoryStats, type Qkv, type Routing,
+  type DeviceMemory, type DeviceTensor, type HostTensor, type KVCache, type KVCacheOptions, type Layout, type MemoryStats, type Qkv, type Routing,
   BackendShell, MobaError, checkKeys, hostTensor, numel,
 } from '@moba/core';
 import { Allocator, type Buf } from './allocator.js';
 import { backward } from './backward.js';
+import { createCudaCache, timeDeviceCopy } from './cache.js';
 import { collect } from './collect.js';
 import { archOf } from './compile.js';
 import { CU_ATTR, CudaDriver, Nvrtc } from './driver.js';
@@ -78,6 +79,8 @@ export interface CudaBackend extends Backend {
   takeProfile(): Record<string, number>;
   /** Whether the tensor-core kernels serve this dtype and head dim on this device. */
   usesTensorCores(dtype: DType, D: number): boolean;
+  /** Ms of one synchronised device-to-device copy of `bytes` on scratch buffers freed afterwards (copy bandwidth). */
+  timeDeviceCopy(bytes: number): Promise<number>;
 }
 
 export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements CudaBackend {
@@ -123,7 +126,7 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
       maxHeadDim: geo.K.maxHeadDim, maxTopk: geo.K.maxTopk, maxBlockSize: 1 << 20,
       nonCausal: true, kconv: true, maxKconvWidth: 8, kconvWeightDtype: 'k',
       memoryBytes: Math.max(0, mem.free - this.#mem.reserve),
-      deterministic: true,
+      deterministic: true, kvCache: true,
       // the tensor-core paths (docs/cuda.md): a non-finite k/v (q/dOut) may reach a row (key) its causal mask hides
       nonFinite: this.#c.fast ? 'block' : 'rows',
     });
@@ -160,6 +163,13 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
 
   usesTensorCores(dtype: DType, D: number): boolean {
     return usesTensorCores(this.#c, dtype, D);
+  }
+
+  async timeDeviceCopy(bytes: number): Promise<number> { this.alive(); return timeDeviceCopy(this.#c, bytes); }
+
+  async createCache(opts: KVCacheOptions): Promise<KVCache> {
+    this.alive();
+    return createCudaCache(this.#c, { name: this.name, caps: this.caps, tensor: (p, t) => this.tensor(p, t), wrap: (d, s, x) => this.wrap(d, s, x) }, opts);
   }
 
   // ---------------------------------------------------------------- the stages
@@ -286,6 +296,4 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
   }
 }
 
-function routingBufs(s: RoutingStore): Buf[] {
-  return [s.indices, s.offsets, s.rows, s.slotOf];
-}
+const routingBufs = (s: RoutingStore): Buf[] => [s.indices, s.offsets, s.rows, s.slotOf];

@@ -117,6 +117,7 @@ export class CudaDriver {
       'int cuMemFree_v2(uint64_t dptr)',
       'int cuMemcpyHtoD_v2(uint64_t dst, const void *src, size_t bytes)',
       'int cuMemcpyDtoH_v2(void *dst, uint64_t src, size_t bytes)',
+      'int cuMemcpyDtoD_v2(uint64_t dst, uint64_t src, size_t bytes)',
       'int cuMemsetD8_v2(uint64_t dst, uint8_t value, size_t count)',
       'int cuMemGetInfo_v2(uint64_t *free, uint64_t *total)',
       'int cuModuleLoadData(uint64_t *module, const void *image)',
@@ -177,6 +178,8 @@ export class CudaDriver {
   copyHtoD(dst: bigint, src: ArrayBufferView, bytes = src.byteLength): void { if (bytes > 0) this.#call('cuMemcpyHtoD_v2', dst, src, bytes); }
   /** Device → host into `dst` (synchronous with the null stream). */
   copyDtoH(dst: ArrayBufferView, src: bigint, bytes = dst.byteLength): void { if (bytes > 0) this.#call('cuMemcpyDtoH_v2', dst, src, bytes); }
+  /** Device → device (ordered on the null stream; synchronise before reading the result on the host). */
+  copyDtoD(dst: bigint, src: bigint, bytes: number): void { if (bytes > 0) this.#call('cuMemcpyDtoD_v2', dst, src, bytes); }
   memsetD8(dst: bigint, value: number, count: number): void { if (count > 0) this.#call('cuMemsetD8_v2', dst, value, count); }
   memInfo(): { free: number; total: number } {
     const f = new BigUint64Array(1);

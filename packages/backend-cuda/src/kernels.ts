@@ -6,7 +6,7 @@
  */
 import type { DType } from '@moba/core';
 
-export const KERNEL_FILES = ['kconv.cu', 'route.cu', 'collect.cu', 'forward.cu', 'backward.cu'] as const;
+export const KERNEL_FILES = ['kconv.cu', 'route.cu', 'collect.cu', 'forward.cu', 'backward.cu', 'cache.cu'] as const;
 export type KernelFile = (typeof KERNEL_FILES)[number];
 
 /** Storage dtype code (route.cu centroids) and entry-point suffix. */
@@ -46,6 +46,12 @@ export const KERNEL_PARAMS: Readonly<Record<string, { readonly file: KernelFile;
   kconv_dz: { file: 'kconv.cu', params: ['k', 'w', 'dkout', 'dz', 'cu', 'nseq', 'T_', 'C', 'W'] },
   kconv_dk: { file: 'kconv.cu', params: ['w', 'dkout', 'dz', 'dk', 'cu', 'nseq', 'T_', 'C', 'W'] },
   kconv_dw: { file: 'kconv.cu', params: ['k', 'dz', 'dw', 'cu', 'nseq', 'T_', 'C', 'W'] },
+  // cache.cu (the paged KV cache, cache.ts)
+  cache_append_kv: { file: 'cache.cu', params: ['k', 'v', 'w', 'state', 'kpool', 'vpool', 'cu', 'ent', 'ptab', 'nent', 'T_', 'C', 'W', 'B'] },
+  cache_append_sum: { file: 'cache.cu', params: ['k', 'kpool', 'sums', 'cents', 'state', 'cu', 'ent', 'work', 'nwork', 'nstate', 'C', 'W', 'B'] },
+  cache_route: { file: 'cache.cu', params: ['q', 'cents', 'sums', 'rows', 'ptab', 'sel', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'hpc'] },
+  cache_attend: { file: 'cache.cu', params: ['q', 'kpool', 'vpool', 'rows', 'ptab', 'sel', 'part', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'scale', 'vec'] },
+  cache_merge: { file: 'cache.cu', params: ['part', 'sel', 'out', 'lse', 'nrh', 'D', 'topk', 'scale'] },
 });
 
 /** The base name of an entry point: `dkdv_tc8_d128_bf16` → `dkdv_tc8`, `route_f32` → `route`. */

@@ -88,7 +88,7 @@ describe('compilation inputs and the cubin cache', () => {
   });
   it('every kernel file assembles into one self-contained source with the entry points the backend launches', () => {
     const files = readdirSync(kernelsDir()).filter((f) => f.endsWith('.cu')).sort();
-    expect(files).toEqual(['backward.cu', 'collect.cu', 'forward.cu', 'kconv.cu', 'route.cu']);
+    expect(files).toEqual(['backward.cu', 'cache.cu', 'collect.cu', 'forward.cu', 'kconv.cu', 'route.cu']);
     const want: Record<string, string[]> = {
       'kconv.cu': ['kconv_forward', 'kconv_dz', 'kconv_dk', 'kconv_dw'], 'route.cu': ['route', 'centroid_split'], 'forward.cu': ['forward', 'forward_merge'],
       'backward.cu': ['delta', 'dkdv', 'dq', 'dq_merge'],

@@ -8,11 +8,12 @@
 /// <reference types="@webgpu/types" />
 import {
   type Backend, type BackwardInputs, type Capabilities, type CheckedKconv, type CheckedProblem, type CheckedRoutingCall,
-  type DType, type DeviceTensor, type HostTensor, type Layout, type Qkv, type Routing,
+  type DType, type DeviceTensor, type HostTensor, type KVCache, type KVCacheOptions, type Layout, type Qkv, type Routing,
   type DeviceMemory, BackendShell, checkKeys, checkWorkspace, hostTensor, numel,
 } from '@moba/core';
 import type { DkdvShape } from './backward-dkdv-shape.js';
 import { backwardPlan, encodeBackward } from './backward.js';
+import { openCache } from './cache.js';
 import { collectBytes, collectPlan, encodeCollected } from './collect.js';
 import type { GpuContext } from './device.js';
 import { encodeForward, forwardPlan } from './forward.js';
@@ -111,24 +112,23 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
       dtypes: Object.freeze(['f32', 'f16', 'bf16'] as DType[]),
       maxHeadDim: 256, maxTopk: 64, maxBlockSize: 1 << 20,
       nonCausal: true, kconv: true, maxKconvWidth: 64, kconvWeightDtype: 'any',
-      memoryBytes, deterministic: true,
+      memoryBytes, deterministic: true, qkLayout: true, kvCache: true,
     });
   }
 
-  get device(): GPUDevice {
-    return this.#ctx.device;
-  }
+  get device(): GPUDevice { return this.#ctx.device; }
 
-  get liveBuffers(): number {
-    return this.#ctx.buffers.liveBuffers;
-  }
+  get liveBuffers(): number { return this.#ctx.buffers.liveBuffers; }
 
-  get pooledBuffers(): number {
-    return this.#ctx.buffers.pooledBuffers;
-  }
+  get pooledBuffers(): number { return this.#ctx.buffers.pooledBuffers; }
 
   tensorBytes(t: DeviceTensor): number {
     return this.tensor('tensor', t).size;
+  }
+
+  async createCache(opts: KVCacheOptions): Promise<KVCache> {
+    this.alive();
+    return openCache(this.#ctx, { name: this.name, caps: this.caps, tensor: (p, t) => this.tensor(p, t), wrap: (d, s, b) => this.wrap(d, s, b) }, opts);
   }
 
   timings(): Map<string, number> {
@@ -162,9 +162,9 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
 
   protected async doRoute(p: CheckedProblem, q: GPUBuffer, k: GPUBuffer): Promise<RoutingStore> {
     const { shape, cfg, seqs } = p;
-    const geo = buildGeometry(seqs, shape.T, cfg.blockSize, ROUTE_ROWS);
+    const geo = buildGeometry(seqs, shape.T, cfg.blockSize, ROUTE_ROWS, p.queries);
     const bytes = routeBytes(shape, cfg.topk, geo);
-    const c = collectPlan(seqs, shape.T, shape.Hq, cfg);
+    const c = collectPlan(seqs, shape.T, shape.Hq, cfg, p.queries);
     this.#ctx.checkSizes({ ...bytes, ...collectBytes(c.lists) });
     const l = new Launch(this.#ctx);
     const indices = l.temp('routing indices', bytes.indices!);
@@ -175,7 +175,7 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
   }
 
   protected async doRoutingFromIndices(indices: Int32Array, p: CheckedRoutingCall): Promise<RoutingStore> {
-    const c = collectPlan(p.seqs, p.T, p.Hq, p.cfg);
+    const c = collectPlan(p.seqs, p.T, p.Hq, p.cfg, p.queries);
     this.#ctx.checkSizes({ indices: indices.byteLength, ...collectBytes(c.lists) });
     const l = new Launch(this.#ctx);
     const buf = l.tempData('routing indices', unshared(indices));

@@ -13,7 +13,7 @@
  */
 import { type DkdvShape, dkdvSm4 } from './backward-dkdv-shape.js';
 import { dkdvStageWgsl } from './backward-dkdv-stage.wgsl.js';
-import { commonWgsl } from './common.wgsl.js';
+import { commonWgsl, rowShiftWgsl } from './common.wgsl.js';
 import { type StorageKind, tensorRead, tensorWrite } from './storage.wgsl.js';
 
 /** The body of myRows() for each `rw` (picks the invocation's rows out of a vec4 without dynamic indexing). */
@@ -51,13 +51,13 @@ const N2: u32 = ${n2}u;     // vec4s loaded per step-3 round
 const PF2: u32 = ${Math.ceil(n2 / 256)}u;
 
 @group(0) @binding(0) var<uniform> P: Params;                    // nItems = totalBlocks · sub-tiles per block
-${tensorRead('q', 1, kind)}// [T, Hq, D]
-${tensorRead('k', 2, kind)}// [T, Hkv, D]
-${tensorRead('v', 3, kind)}// [T, Hkv, D]
-${tensorRead('dOut', 4, kind)}// [T, Hq, D]
+${tensorRead('q', 1, kind)}// [Tq, Hq, D]
+${tensorRead('k', 2, kind)}// [Tk, Hkv, D]
+${tensorRead('v', 3, kind)}// [Tk, Hkv, D]
+${tensorRead('dOut', 4, kind)}// [Tq, Hq, D]
 @group(0) @binding(5) var<storage, read> collected: array<u32>;  // CollectedLayout (geometry included)
-${tensorWrite('dk', 6, out, remap)}// [T, Hkv, D]
-${tensorWrite('dv', 7, out, remap)}// [T, Hkv, D]
+${tensorWrite('dk', 6, out, remap)}// [Tk, Hkv, D]
+${tensorWrite('dv', 7, out, remap)}// [Tk, Hkv, D]
 fn kvAcc(i: u32) -> u32 { return accIndex(i, P.Hkv); }
 @group(0) @binding(8) var<storage, read_write> work: array<vec4<f32>>; // [T, Hq, 2] (lse, Δ), then dq partials [passCap + CM, subs, paddedD] per entry of the pass
 
@@ -73,7 +73,7 @@ var<workgroup> keyOut: array<atomic<u32>, KT>;  // bit 0: dv NaN; bit 1: dk NaN
 var<workgroup> listInfo: vec2<u32>;
 var<workgroup> passBase: u32;
 
-struct Tile { h: u32, hk: u32, c0: u32, c1: u32, sub: u32, subs: u32, e0: u32 } // e0: entry at partial index 0
+struct Tile { h: u32, hk: u32, c0: u32, c1: u32, sub: u32, subs: u32, e0: u32, shift: u32 } // e0: entry at partial index 0; shift: rowShift
 alias Acc = array<vec4<f32>, 4u * OC4>;  // keys tx·4 + j, dims (jv·16 + ty)·4 .. + 3 at [j · OC4 + jv]
 alias Rows = array<vec4<f32>, RW>;       // rows ty·RW + i, keys tx·4 .. + 3
 alias Dq = array<vec4<f32>, RW * OC4>;   // rows ty + 16·i, dims (jv·16 + tx)·4 .. + 3 at [i · OC4 + jv]
@@ -110,7 +110,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     for (var cs = list.x; cs < list.y; cs += CM) {
       if (cs - e0 >= P.passCap) { continue; } // a chunk of another pass
       for (var r0 = cs; r0 < min(cs + CM, list.y); r0 += M) {
-        step(Tile(h, hk, c0, c1, sub, subs, e0), r0, min(M, list.y - r0), &accK, &accV, lid);
+        step(Tile(h, hk, c0, c1, sub, subs, e0, rowShift(g)), r0, min(M, list.y - r0), &accK, &accV, lid);
       }
     }
   }
@@ -150,7 +150,7 @@ fn step(t: Tile, r0: u32, nr: u32, accK: ptr<function, Acc>, accV: ptr<function,
   if (lid < KT) { atomicStore(&keyIn[lid], 0u); }
   workgroupBarrier();
   // causally, a step whose rows all precede the keys contributes nothing (rows ascend): zero dQ partials
-  if (P.causal != 0u && workgroupUniformLoad(&rowIds[M - 1u]) < t.c0) {
+  if (P.causal != 0u && workgroupUniformLoad(&rowIds[M - 1u]) + t.shift < t.c0) {
     storeDq(t, r0, nr, Dq(), lid);
     return;
   }
@@ -230,7 +230,7 @@ fn probabilities(t: Tile, nr: u32, s: Rows, dp: Rows, tx: u32, ty: u32) {
     for (var j = 0u; j < 4u; j++) {
       let c = tx * 4u + j;
       let pos = t.c0 + c;
-      if (r >= nr || pos >= t.c1 || (P.causal != 0u && pos > rowIds[r])) { continue; }
+      if (r >= nr || pos >= t.c1 || (P.causal != 0u && pos > rowIds[r] + t.shift)) { continue; }
       let pBad = (rIn & 1u) != 0u || (kIn[j] & 1u) != 0u || notFinite(s[i][j]) || isNan(lse);
       let dsBad = pBad || (rIn & 2u) != 0u || (kIn[j] & 2u) != 0u || notFinite(dp[i][j]) || notFinite(delta);
       let dvBad = pBad || (rIn & 2u) != 0u;     // P NaN, or dO NaN
@@ -296,5 +296,5 @@ fn storeDq(t: Tile, r0: u32, nr: u32, dq: Dq, lid: u32) {
   }
 }
 
-${dkdvStageWgsl}`;
+${dkdvStageWgsl}${rowShiftWgsl}`;
 }

@@ -16,13 +16,18 @@ import { type Launch, type Tiles, shaderVariant } from './launch.js';
 import type { ShaderSpec } from './pipelines.js';
 import {
   ATTN_WG, type AttnConfig, CHUNK_ROWS, type CollectedLayout, type Dims, F32, type Packer, type Pass,
-  headWindowBytes, paddedD, partialLimit, planPasses, subTiles,
+  headWindowBytes, paddedD, partialLimit, planPasses, qkConstant, subTiles,
 } from './shapes.js';
 import { type StorageKind, storageBytes } from './storage.wgsl.js';
 
 const DELTA_BINDINGS = ['uniform', 'read', 'read', 'read', 'rw'] as const;
 const DKDV_BINDINGS = ['uniform', 'read', 'read', 'read', 'read', 'read', 'rw', 'rw', 'rw'] as const;
 const DQ_BINDINGS = ['uniform', 'read', 'read', 'read', 'rw'] as const;
+/** Dims with the key rows apart: T query rows (q, dOut, out, lse, dq), Tk key rows (k, v, dk, dv; absent: T). */
+export interface KeyDims extends Dims {
+  readonly Tk?: number;
+}
+
 /** Rows per Δ workgroup (delta.wgsl.ts). */
 const DELTA_ROWS = 16;
 
@@ -61,14 +66,15 @@ export function backwardWorkWords(dims: Dims, blockSize: number, passes: readonl
  * partials), dq, dk, dv (in their dtype), and the f32 windows of 16-bit sums carried across passes. Checked
  * against the device's limits before anything is allocated.
  */
-export function backwardPlan(s: Dims & { dtype: DType }, cfg: { topk: number; blockSize: number }, totalBlocks: number, limits: BufferLimits, partialBytes?: number) {
+export function backwardPlan(s: KeyDims & { dtype: DType }, cfg: { topk: number; blockSize: number }, totalBlocks: number, limits: BufferLimits, partialBytes?: number) {
   const { T, Hq, Hkv, D, dtype } = s;
+  const Tk = s.Tk ?? T;
   const partials = subTiles(cfg.blockSize) * paddedD(D);
   const passes = planPasses({ T, Hq, topk: cfg.topk, totalBlocks }, partials, partialLimit(limits, dqPartialsOffset(T, Hq) * F32, partialBytes));
   const kvWindow = kvWindowHeads(dtype, passes, Hq / Hkv);
   const bytes = {
-    work: backwardWorkWords(s, cfg.blockSize, passes) * F32, dq: storageBytes(T * Hq * D, dtype), 'dk, dv': storageBytes(T * Hkv * D, dtype),
-    'dq window': headWindowBytes(dtype, passes, T, D), 'dk, dv windows': T * kvWindow * D * F32,
+    work: backwardWorkWords(s, cfg.blockSize, passes) * F32, dq: storageBytes(T * Hq * D, dtype), 'dk, dv': storageBytes(Tk * Hkv * D, dtype),
+    'dq window': headWindowBytes(dtype, passes, T, D), 'dk, dv windows': Tk * kvWindow * D * F32,
   };
   return { passes, bytes };
 }
@@ -85,22 +91,23 @@ export interface BackwardBuffers {
   /** (lse, Δ) [T, Hq, 2] then the dQ partials (backwardWorkWords). */
   readonly work: GPUBuffer;
   readonly dq: GPUBuffer;
-  /** [T, Hkv, D] each; must be zero (fresh): every pass adds to them (or stores packed words into them). */
+  /** [Tk, Hkv, D] each; must be zero (fresh): every pass adds to them (or stores packed words into them). */
   readonly dk: GPUBuffer;
   readonly dv: GPUBuffer;
 }
 
 export function encodeBackward(
-  l: Launch, dims: Dims, kind: StorageKind, cfg: AttnConfig, tiles: Tiles, lists: CollectedLayout, passes: readonly Pass[], b: BackwardBuffers, pack: Packer,
+  l: Launch, dims: KeyDims, kind: StorageKind, cfg: AttnConfig, tiles: Tiles, lists: CollectedLayout, passes: readonly Pass[], b: BackwardBuffers, pack: Packer,
 ): void {
   const { T, Hq, Hkv, D } = dims;
+  const Tk = dims.Tk ?? T;
   const group = Hq / Hkv;
   const kvWin = kvWindowHeads(kind, passes, group);
   const dqWinBytes = headWindowBytes(kind, passes, T, D);
   const dqWin = dqWinBytes > 0 ? l.temp('dq window', dqWinBytes) : null;
-  const dkWin = kvWin > 0 ? l.temp('dk window', T * kvWin * D * 4) : null;
-  const dvWin = kvWin > 0 ? l.temp('dv window', T * kvWin * D * 4) : null;
-  const fields = { ...dims, ...cfg, geo: lists.geo, lists };
+  const dkWin = kvWin > 0 ? l.temp('dk window', Tk * kvWin * D * 4) : null;
+  const dvWin = kvWin > 0 ? l.temp('dv window', Tk * kvWin * D * 4) : null;
+  const fields = { T, Hq, Hkv, D, ...cfg, geo: lists.geo, lists };
   const delta = shaderVariant(`moba.delta.${kind}`, DELTA_BINDINGS, () => deltaWgsl(kind));
   l.add(delta, 'main', {}, fields, [b.out, b.dOut, b.lse, b.work], Math.ceil((T * Hq) / DELTA_ROWS));
   const dkdv = dkdvShader(tiles, kind, kvWin > 0);
@@ -109,7 +116,7 @@ export function encodeBackward(
   let kvDone = 0; // kv heads [0, kvDone) are packed
   passes.forEach((pass, p) => {
     const [kLo, kHi] = kvRange(pass, group);
-    l.add(dkdv, 'main', {}, { ...fields, pass, nItems: tilesPerHead, accHeads: kvWin },
+    l.add(dkdv, 'main', qkConstant(lists), { ...fields, pass, nItems: tilesPerHead, accHeads: kvWin },
       [b.q, b.k, b.v, b.dOut, b.collected, dkWin ?? b.dk, dvWin ?? b.dv, b.work], tilesPerHead, kHi - kLo);
     l.add(dq, 'main', { WG: ATTN_WG, CM: CHUNK_ROWS }, { ...fields, pass, accHeads: 1 }, [b.indices, b.collected, b.work, dqWin ?? b.dq],
       Math.ceil((T * (pass.hHi - pass.hLo) * paddedD(D) / 4) / ATTN_WG));
@@ -119,7 +126,7 @@ export function encodeBackward(
     const complete = next ? kvRange(next, group)[0] : Hkv;
     if (dkWin && dvWin && complete > kvDone) {
       for (const [win, dst] of [[dkWin, b.dk], [dvWin, b.dv]] as const) {
-        pack(win, dst, { T, Hq: Hkv, D, hLo: kvDone, hHi: complete, accHeads: kvWin });
+        pack(win, dst, { T: Tk, Hq: Hkv, D, hLo: kvDone, hHi: complete, accHeads: kvWin });
       }
       kvDone = complete;
     }

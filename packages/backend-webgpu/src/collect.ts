@@ -4,7 +4,7 @@
  * routingFromIndices) and kept with it.
  */
 /// <reference types="@webgpu/types" />
-import type { Sequences } from '@moba/core';
+import type { QueryRows, Sequences } from '@moba/core';
 import { buildGeometry, type Geometry } from './geometry.js';
 import type { Launch } from './launch.js';
 import type { ShaderSpec } from './pipelines.js';
@@ -15,9 +15,14 @@ const COLLECT: ShaderSpec = { name: 'moba.collect', code: collectWgsl, bindings:
 const COLLECT_WG = 256; // collect.wgsl.ts's scanLocal takes 4 lists per invocation
 const SCAN_LISTS = 4 * COLLECT_WG;
 
-/** The geometry (tiles of CHUNK_ROWS rows) and the collected layout of a routing. */
-export function collectPlan(seqs: Sequences, T: number, Hq: number, cfg: { blockSize: number; topk: number }): { geo: Geometry; lists: CollectedLayout } {
-  const geo = buildGeometry(seqs, T, cfg.blockSize, CHUNK_ROWS);
+/**
+ * The geometry (tiles of CHUNK_ROWS rows) and the collected layout of a routing of T query rows; `queries` maps
+ * them to key rows where they are not the key rows (SPEC §8): the lists then hold query rows per key block.
+ */
+export function collectPlan(
+  seqs: Sequences, T: number, Hq: number, cfg: { blockSize: number; topk: number }, queries?: QueryRows,
+): { geo: Geometry; lists: CollectedLayout } {
+  const geo = buildGeometry(seqs, T, cfg.blockSize, CHUNK_ROWS, queries);
   return { geo, lists: collectedLayout(T, Hq, cfg.topk, geo) };
 }
 

@@ -5,6 +5,17 @@
  */
 import { storageWgsl } from './storage.wgsl.js';
 
+/**
+ * For the attention kernels that read the collected routing (\`collected\`): the key row of a query row r among
+ * the rows of global block g is r + rowShift(g) (SPEC §8; geometry.ts); 0 for self-attention (QK false).
+ */
+export const rowShiftWgsl = /* wgsl */ `
+fn rowShift(g: u32) -> u32 {
+  if (QK) { return collected[P.qShiftOff + collected[P.blocksOff + 4u * g + 2u]]; }
+  return 0u;
+}
+`;
+
 export const commonWgsl = /* wgsl */ `
 struct Params {
   T: u32, Hq: u32, Hkv: u32, D: u32,
@@ -23,7 +34,12 @@ struct Params {
   passE0: u32, passCap: u32, hLo: u32, hHi: u32,
   passWhole: u32,
   accHeads: u32,    // heads of an f32 accumulation window (accIndex)
+  qShiftOff: u32,   // fewer queries than keys (geometry.ts): per sequence the query-to-key row shift
 }
+
+// Fewer queries than keys (SPEC §8): the attention kernels' specialization (launch.ts sets it for such layouts
+// only; self-attention compiles with the shift folded to 0).
+override QK: bool = false;
 
 const LOG2E: f32 = 1.4426950408889634;  // 1 / ln 2: scores are kept in the log2 domain (exp2 is the native op)
 const LN2: f32 = 0.6931471805599453;

@@ -13,7 +13,7 @@ import { forwardWgsl } from './forward.wgsl.js';
 import { type Launch, type Tiles, shaderVariant } from './launch.js';
 import {
   ATTN_WG, type AttnConfig, CHUNK_ROWS, type CollectedLayout, type Dims, F32, type Packer, type Pass,
-  headWindowBytes, paddedD, partialLimit, planPasses,
+  headWindowBytes, paddedD, partialLimit, planPasses, qkConstant,
 } from './shapes.js';
 import { type StorageKind, storageBytes } from './storage.wgsl.js';
 
@@ -59,7 +59,7 @@ export function encodeForward(
   passes.forEach((pass, p) => {
     const fields = { ...dims, ...cfg, geo: lists.geo, lists, pass, accHeads: 1 };
     const rows = T * (pass.hHi - pass.hLo); // the merge covers the pass's heads only
-    l.add(shader, 'main', { DK, VK, PH, STAGE4 }, fields, [b.q, b.k, b.v, b.collected, part], pass.groups);
+    l.add(shader, 'main', { DK, VK, PH, STAGE4, ...qkConstant(lists) }, fields, [b.q, b.k, b.v, b.collected, part], pass.groups);
     const bufs = [b.indices, b.collected, part, window ?? b.out, b.lse, run];
     l.add(merge, 'main', { WG: ATTN_WG, CM: CHUNK_ROWS }, fields, bufs, Math.ceil((rows * paddedD(D) / 4) / ATTN_WG));
     l.add(merge, 'stats', { WG: ATTN_WG, CM: CHUNK_ROWS }, fields, bufs, Math.ceil(rows / ATTN_WG));

@@ -10,7 +10,7 @@
  * NaN (WGSL lets compilers assume none): staged operands are tested on the bits and replaced by 0, and flags
  * carry it: a NaN in q, k or a score marks the row (o, m NaN: its out and lse); in v, its out only.
  */
-import { commonWgsl } from './common.wgsl.js';
+import { commonWgsl, rowShiftWgsl } from './common.wgsl.js';
 import { forwardStageWgsl } from './forward-stage.wgsl.js';
 import { type StorageKind, tensorRead } from './storage.wgsl.js';
 
@@ -31,9 +31,9 @@ override PH: u32 = 64u;     // keys of P in workgroup memory at once (TN / PH ph
 override STAGE4: u32 = 512u; // vec4s of the staging buffer: max(DK·(M + TN), VK·DC) / 4
 
 @group(0) @binding(0) var<uniform> P: Params;
-${tensorRead('q', 1, kind)}// [T, Hq, D]
-${tensorRead('k', 2, kind)}// [T, Hkv, D]
-${tensorRead('v', 3, kind)}// [T, Hkv, D]
+${tensorRead('q', 1, kind)}// [Tq, Hq, D]
+${tensorRead('k', 2, kind)}// [Tk, Hkv, D]
+${tensorRead('v', 3, kind)}// [Tk, Hkv, D]
 @group(0) @binding(4) var<storage, read> collected: array<u32>;     // CollectedLayout (geometry included)
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;    // [passCap + M, paddedD] o, then [passCap + M, 2] (m, l): per entry of the pass
 
@@ -77,12 +77,14 @@ fn max4(x: vec4<f32>) -> f32 { return max(max(x.x, x.y), max(x.z, x.w)); }
 
 // Row r's raw scores (unscaled: the scale is applied to s − max, which cannot overflow for any f32 scale),
 // −∞ where masked; a non-finite score or key marks the row.
-fn maskRow(s: vec4<f32>, r: u32, pos: vec4<u32>, keyOk: vec4<bool>, kNan: vec4<bool>, nRows: u32, b1: u32) -> vec4<f32> {
-  let valid = (pos < vec4<u32>(b1)) & !(vec4<bool>(P.causal != 0u) & (pos > vec4<u32>(rowIds[r]))) & vec4<bool>(r < nRows);
+// shift: the chunk's query-to-key row shift (rowShift).
+fn maskRow(s: vec4<f32>, r: u32, pos: vec4<u32>, keyOk: vec4<bool>, kNan: vec4<bool>, nRows: u32, b1: u32, shift: u32) -> vec4<f32> {
+  let valid = (pos < vec4<u32>(b1)) & !(vec4<bool>(P.causal != 0u) & (pos > vec4<u32>(rowIds[r] + shift))) & vec4<bool>(r < nRows);
   if (any(valid & (notFinite4(s) | kNan))) { atomicOr(&rowBad[r], 1u); }
   return select(vec4<f32>(negInf()), s, valid & keyOk & !notFinite4(s));
 }
 
+${rowShiftWgsl}
 fn expRow(s: vec4<f32>, m: f32) -> vec4<f32> { return select(exp2((s - m) * P.scale * LOG2E), vec4<f32>(0.0), s == vec4<f32>(negInf())); }
 
 @compute @workgroup_size(256)
@@ -99,13 +101,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let b0 = collected[P.blocksOff + 4u * g];
   let b1 = b0 + collected[P.blocksOff + 4u * g + 1u];
   let causal = P.causal != 0u;
+  let shift = rowShift(g);
   if (lid < M) {
     rowIds[lid] = collected[P.rowsOff + ch.first + min(lid, ch.rows - 1u)];
     atomicStore(&rowBad[lid], 0u);
   }
   workgroupBarrier();
   // causally, keys after the chunk's last (largest) row are masked for every row
-  let kEnd = select(b1, min(b1, workgroupUniformLoad(&rowIds[M - 1u]) + 1u), causal);
+  let kEnd = select(b1, min(b1, workgroupUniformLoad(&rowIds[M - 1u]) + shift + 1u), causal);
 
   var o: array<mat4x4<f32>, OC4>; // o[jv][i]: row ty·4 + i, dims (jv·16 + tx)·4 .. + 3
   var m = vec4<f32>(negInf());    // row max (raw score), the same in all 16 invocations of a row group
@@ -122,8 +125,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       let kNan = (kb & vec4<u32>(1u)) != vec4<u32>(0u);
       let keyOk = !kNan;
       sv = mat4x4<f32>(
-        maskRow(s[0], r0, pos, keyOk, kNan, ch.rows, b1), maskRow(s[1], r0 + 1u, pos, keyOk, kNan, ch.rows, b1),
-        maskRow(s[2], r0 + 2u, pos, keyOk, kNan, ch.rows, b1), maskRow(s[3], r0 + 3u, pos, keyOk, kNan, ch.rows, b1));
+        maskRow(s[0], r0, pos, keyOk, kNan, ch.rows, b1, shift), maskRow(s[1], r0 + 1u, pos, keyOk, kNan, ch.rows, b1, shift),
+        maskRow(s[2], r0 + 2u, pos, keyOk, kNan, ch.rows, b1, shift), maskRow(s[3], r0 + 3u, pos, keyOk, kNan, ch.rows, b1, shift));
     }
     red[tx * 16u + ty] = vec4<f32>(max4(sv[0]), max4(sv[1]), max4(sv[2]), max4(sv[3]));
     workgroupBarrier();

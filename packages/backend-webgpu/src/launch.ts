@@ -32,7 +32,7 @@ function paramWords(p: ParamFields, gridX: number): number[] {
     0xff800000, 0x7fc00000, p.lists?.nLists ?? 0, p.lists?.maxEntries ?? 0,
     p.lists?.rowsOff ?? 0, p.lists?.entryOfOff ?? 0, p.lists?.chunksOff ?? 0, p.lists?.chunkOffOff ?? 0,
     p.pass?.e0 ?? 0, p.pass?.cap ?? 0, p.pass?.hLo ?? 0, p.pass?.hHi ?? 0,
-    p.pass?.whole ? 1 : 0, p.accHeads ?? 0,
+    p.pass?.whole ? 1 : 0, p.accHeads ?? 0, g?.qShiftOff ?? 0,
   ];
 }
 

@@ -19,17 +19,18 @@ export function routeBindingsWgsl(kind: StorageKind): string {
   return /* wgsl */ `
 @group(0) @binding(0) var<uniform> P: Params;
 @group(0) @binding(1) var<storage, read> geom: array<u32>;
-${tensorRead('q', 2, kind)}// [T, Hq, D]
-${tensorRead('k', 3, kind)}// [T, Hkv, D]
+${tensorRead('q', 2, kind)}// [Tq, Hq, D]
+${tensorRead('k', 3, kind)}// [Tk, Hkv, D]
 @group(0) @binding(4) var<storage, read_write> cent: array<f32>;   // [totalBlocks, Hkv, D]
 @group(0) @binding(5) var<storage, read_write> indices: array<i32>; // [T, Hq, topk]
 
-// Query tile number tile of the geometry: rows [r0, r1) of one sequence, which starts at token start, has nBlocks
-// blocks, and whose first block is global block base.
+// Query tile number tile of the geometry: query rows [r0, r1) of one sequence, which has nBlocks blocks and
+// whose first block is global block base; row r sits at local key position r − start (start: the tile's origin,
+// geometry.ts; the sequence's first key row for self-attention; u32 wrapping with fewer queries than keys).
 struct QueryTile { r0: u32, r1: u32, start: u32, nBlocks: u32, base: u32 }
 fn queryTile(tile: u32) -> QueryTile {
   let sq = P.seqsOff + 4u * geom[P.qTilesOff + 4u * tile + 2u];
-  return QueryTile(geom[P.qTilesOff + 4u * tile], geom[P.qTilesOff + 4u * tile + 1u], geom[sq], geom[sq + 3u], geom[sq + 2u]);
+  return QueryTile(geom[P.qTilesOff + 4u * tile], geom[P.qTilesOff + 4u * tile + 1u], geom[P.qTilesOff + 4u * tile + 3u], geom[sq + 3u], geom[sq + 2u]);
 }
 `;
 }

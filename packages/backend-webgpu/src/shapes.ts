@@ -87,8 +87,17 @@ export function collectedLayout(T: number, Hq: number, topk: number, geometry: G
   const g = geometry;
   const geo = {
     ...g, seqsOff: g.seqsOff + geoOff, rowSeqOff: g.rowSeqOff + geoOff, qTilesOff: g.qTilesOff + geoOff, blocksOff: g.blocksOff + geoOff,
+    qShiftOff: g.qk ? g.qShiftOff + geoOff : 0,
   };
   return { nLists, maxEntries, maxChunks, chunkOffOff, rowsOff, entryOfOff, chunksOff, geoOff, words: geoOff + g.words.length, geo };
+}
+
+/**
+ * The override that specializes an attention kernel for fewer queries than keys (QK in common.wgsl.ts): set for
+ * such a routing only, so self-attention runs its own pipelines with the row shift folded to 0.
+ */
+export function qkConstant(lists: CollectedLayout): Record<string, number> {
+  return lists.geo.qk ? { QK: 1 } : {};
 }
 
 /** Bytes the partials of one pass may take in a buffer that also holds `besides` bytes: the limits, or `partialBytes` (tuning). */

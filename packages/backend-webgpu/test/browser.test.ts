@@ -11,7 +11,7 @@
 import { readFile } from 'node:fs/promises';
 import { basename, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { PACKAGE_CASES_DIR, coreProperties, listGoldenCases, loadGoldenCase, summaryLine } from '@moba/testkit';
+import { PACKAGE_CASES_DIR, PACKAGE_EXT_CASES_DIR, coreProperties, listGoldenCases, loadGoldenCase, summaryLine } from '@moba/testkit';
 import { type GoldenSource, coreProperties as browserProperties, parseGoldenCase } from '@moba/testkit/browser';
 import { isRequired } from '@moba/testkit/vitest';
 import type { Browser, Page } from 'playwright-core';
@@ -82,7 +82,7 @@ describe('webgpu in chromium', () => {
 
   browserIt('runConformance passes on navigator.gpu (golden cases included)', async () => {
     const cases: GoldenSource[] = await Promise.all(
-      listGoldenCases(PACKAGE_CASES_DIR).map(async (f) => ({ name: basename(f), json: JSON.parse(await readFile(f, 'utf8')) as unknown })),
+      [...listGoldenCases(PACKAGE_CASES_DIR), ...listGoldenCases(PACKAGE_EXT_CASES_DIR)].map(async (f) => ({ name: basename(f), json: JSON.parse(await readFile(f, 'utf8')) as unknown })),
     );
     expect(cases.length).toBeGreaterThanOrEqual(4);
     const page = await browser!.newPage();

@@ -12,6 +12,8 @@ export type { GoldenCase, GoldenExpected } from './golden-parse.js';
 
 /** The cases shipped with the package (`cases/`, beside `src/` and `dist/`). */
 export const PACKAGE_CASES_DIR = fileURLToPath(new URL('../cases/', import.meta.url));
+/** The public extension examples (golden-format.md "Extensions": non-causal, kconv, fewer queries than keys). */
+export const PACKAGE_EXT_CASES_DIR = fileURLToPath(new URL('../cases/ext/', import.meta.url));
 
 /** The `*.json` files of a folder, sorted (a file path is returned as is). */
 export function listGoldenCases(dir: string): string[] {

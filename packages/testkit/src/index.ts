@@ -9,7 +9,7 @@ export { type ConformanceOptions, type Property, type PropertyContext, type Prop
 export { type Problem, type ProblemSpec, makeProblem, specArb, randomRouting, describeSpec, cuSeqlensOf, headDims, supportsHeadDim } from './problem.js';
 export { referencePair, attentionChecks } from './checks.js';
 export { routingErrors, scoreEps, type RoutingCheckOptions } from './routing-checks.js';
-export { type GoldenCase, type GoldenExpected, loadGoldenCase, listGoldenCases, PACKAGE_CASES_DIR } from './golden.js';
+export { type GoldenCase, type GoldenExpected, loadGoldenCase, listGoldenCases, PACKAGE_CASES_DIR, PACKAGE_EXT_CASES_DIR } from './golden.js';
 export { GOLDEN_LIMITS, GOLDEN_REQUIREMENTS, type GoldenRequirement, MalformedGoldenCaseError, UnsupportedGoldenCaseError } from './golden-parse.js';
 export { type QkSpec, type QkProblem, makeQkProblem, qkSpecArb, randomQkRouting, describeQkSpec } from './qk-problem.js';
 export { createReferenceBackend, type ReferenceBackendOptions, type ReferenceCacheFactory } from './reference-backend.js';

@@ -63,7 +63,7 @@ describe('KV cache properties', () => {
     for (const x of r.results) expect(x.message).toMatch(/caps\.kvCache is false/);
     expect(r.notCovered).toContain('KV cache (caps.kvCache is false)');
     const inner = createReferenceBackend();
-    const noMethod = await run(wrapBackend(inner)); // caps say kvCache, but the wrapper has no createCache
+    const noMethod = await run(wrapBackend(inner, { createCache: undefined })); // caps say kvCache, but the backend has no createCache
     await inner.destroy();
     expect(noMethod.failed).toBe(0);
     for (const x of noMethod.results) expect(x.message).toMatch(/no createCache/);

@@ -1,0 +1,205 @@
+/**
+ * KV cache attend (SPEC §3, §4, §8, §9), two entry points of one shader (the merge is cache-merge.wgsl.ts):
+ *   route:  one workgroup per (query row, kv head, chunk of ≤ 64 of its query heads): the centroids of the
+ *           eligible blocks are staged up to TB blocks at a time into workgroup memory (one load for all the heads
+ *           of the kv head), the (head, block) scores (raw dot, f32) are spread over the workgroup, and each
+ *           invocation keeps its query head's exact top-k by insertion in block order (ties to the higher block; NaN and −∞ never enter). Causal: the own block floor(t / B) is
+ *           forced and counts inside k, only earlier (completed) blocks compete; non-causal: every block, the open
+ *           one with centroid sum / count. Writes sel `[Tq, Hq, k]` ascending, −1 padded.
+ *   attend: one workgroup per (query row, query head, selected slot): the block's keys in chunks of 64 (one score
+ *           per invocation), an online softmax in the log2 domain whose chunk max and sums every invocation
+ *           computes in the same order, each invocation accumulating its head dims; the causal mask at t in the own
+ *           block. Writes the partial (m, l, acc[D]) f32; an empty slot writes m = −∞, l = 0; a non-finite score l = NaN.
+ * Nothing depends on the other rows of the batch: a sequence's result is the same alone or batched.
+ */
+import { pageBinding } from './cache-append.wgsl.js';
+import { commonWgsl } from './common.wgsl.js';
+import { type StorageKind, tensorRead } from './storage.wgsl.js';
+
+/** Most centroids staged per routing step, the staging's floats, and the largest head dim it holds. */
+export const ROUTE_TB = 16;
+const STAGE = 2048;
+export const MAX_D = 256;
+
+/** Words of the attend table's header (cache.ts writes them in this order). */
+export const ATTEND_HEADER = ['RS', 'C', 'rowsOff', 'entriesOff', 'pagesOff', 'headChunks'] as const;
+
+export function cacheAttendWgsl(kind: StorageKind): string {
+  return /* wgsl */ `
+${commonWgsl}
+const TB: u32 = ${ROUTE_TB}u;
+const STAGE: u32 = ${STAGE}u;
+const MAXK: u32 = 64u;
+
+@group(0) @binding(0) var<uniform> P: Params;    // T = Tq, Hq, Hkv, D, blockSize, topk, causal, scaleLog2, nItems
+@group(0) @binding(1) var<storage, read> tab: array<u32>;
+${tensorRead('q', 2, kind)}
+${pageBinding('kp', 3, kind, false)}
+${pageBinding('vp', 4, kind, false)}
+@group(0) @binding(5) var<storage, read> pm: array<f32>;
+@group(0) @binding(6) var<storage, read_write> sel: array<i32>;
+@group(0) @binding(7) var<storage, read_write> part: array<f32>;
+
+fn RS() -> u32 { return tab[0]; }
+fn C() -> u32 { return tab[1]; }
+// query row r: entry, key position t
+fn rowOf(r: u32, f: u32) -> u32 { return tab[tab[2] + 2u * r + f]; }
+// entry e: length, first word of its page list
+fn ent(e: u32, f: u32) -> u32 { return tab[tab[3] + 2u * e + f]; }
+fn pageOf(e: u32, j: u32) -> u32 { return tab[tab[4] + ent(e, 1u) + j]; }
+
+var<workgroup> cent: array<f32, ${STAGE}>;     // [tb, D] centroids
+var<workgroup> sc: array<f32, ${64 * ROUTE_TB}>; // [heads, TB] scores
+
+// (s, j) ranks above (s2, j2): a higher score, or an equal one with a higher block index.
+fn better(s: f32, j: i32, s2: f32, j2: i32) -> bool { return s > s2 || (s == s2 && j > j2); }
+
+@compute @workgroup_size(64)
+fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let item = itemOf(wid);
+  if (item >= P.nItems) { return; }
+  let chunks = tab[5];
+  let hc = item % chunks;
+  let kvh = (item / chunks) % P.Hkv;
+  let r = item / chunks / P.Hkv;
+  let G = P.Hq / P.Hkv;
+  let gi = hc * 64u + lid;
+  let mine = gi < G;
+  let h = kvh * G + gi;
+  let B = P.blockSize;
+  let D = P.D;
+  let e = rowOf(r, 0u);
+  let t = rowOf(r, 1u);
+  let len = ent(e, 0u);
+  let cb = t / B;
+  let causal = P.causal != 0u;
+  let nElig = select((len + B - 1u) / B, cb, causal);
+  let kSel = select(P.topk, P.topk - 1u, causal);
+  var topV: array<f32, MAXK>;
+  var topI: array<i32, MAXK>;
+  var n = 0u;
+  let tb = min(TB, STAGE / D);      // blocks per step: as many centroids as the staging holds, at most TB
+  let heads = min(64u, G - hc * 64u); // query heads of this workgroup
+  for (var base = 0u; base < nElig; base += tb) {
+    for (var x = lid; x < tb * D; x += 64u) {
+      let j = base + x / D;
+      if (j < nElig) {
+        let at = pageOf(e, j) * 2u * C() + kvh * D + x % D;
+        if ((j + 1u) * B <= len) { cent[x] = pm[at + C()]; } // a completed block: its centroid
+        else { cent[x] = pm[at] / f32(len - j * B); }         // the open block (non-causal): sum / count
+      }
+    }
+    workgroupBarrier();
+    // scores of (head, block) pairs spread over the workgroup, each one dot product in d order
+    for (var x = lid; x < heads * tb; x += 64u) {
+      let b = x % tb;
+      let hh = kvh * G + hc * 64u + x / tb;
+      var s = 0.0;
+      if (base + b < nElig) {
+        for (var d = 0u; d < D; d++) { s += qAt((r * P.Hq + hh) * D + d) * cent[b * D + d]; }
+      }
+      sc[(x / tb) * TB + b] = s;
+    }
+    workgroupBarrier();
+    if (mine && kSel > 0u) {
+      for (var b = 0u; b < tb; b++) { // each head inserts its scores in block order
+        let j = base + b;
+        if (j >= nElig) { break; }
+        let s = sc[lid * TB + b];
+        if (isNan(s) || s == negInf()) { continue; }
+        var at = n;
+        if (n < kSel) { n++; } else if (better(s, i32(j), topV[kSel - 1u], topI[kSel - 1u])) { at = kSel - 1u; } else { continue; }
+        while (at > 0u && better(s, i32(j), topV[at - 1u], topI[at - 1u])) {
+          topV[at] = topV[at - 1u];
+          topI[at] = topI[at - 1u];
+          at--;
+        }
+        topV[at] = s;
+        topI[at] = i32(j);
+      }
+    }
+    workgroupBarrier();
+  }
+  if (!mine) { return; }
+  for (var i = 1u; i < n; i++) { // ascending block order
+    let j = topI[i];
+    var at = i;
+    while (at > 0u && topI[at - 1u] > j) { topI[at] = topI[at - 1u]; at--; }
+    topI[at] = j;
+  }
+  if (causal) { topI[n] = i32(cb); n++; } // after every eligible block (all < cb)
+  let o = (r * P.Hq + h) * P.topk;
+  for (var i = 0u; i < P.topk; i++) { sel[o + i] = select(-1, topI[i], i < n); }
+}
+
+var<workgroup> sS: array<f32, 64>;
+var<workgroup> sBlock: i32;
+
+@compute @workgroup_size(64)
+fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let item = itemOf(wid);
+  if (item >= P.nItems) { return; }
+  let D = P.D;
+  let B = P.blockSize;
+  let r = item / (P.Hq * P.topk);
+  let h = (item / P.topk) % P.Hq;
+  let kvh = h / (P.Hq / P.Hkv);
+  if (lid == 0u) { sBlock = sel[item]; }
+  let j = workgroupUniformLoad(&sBlock);
+  let po = item * (D + 2u);
+  if (j < 0) {
+    for (var d = lid; d < D + 2u; d += 64u) { part[po + d] = select(0.0, negInf(), d == 0u); }
+    return;
+  }
+  let e = rowOf(r, 0u);
+  let t = rowOf(r, 1u);
+  let len = ent(e, 0u);
+  let page = pageOf(e, u32(j));
+  let p0 = u32(j) * B;
+  var p1 = min(p0 + B, len);
+  if (P.causal != 0u && u32(j) == t / B) { p1 = t + 1u; } // the own block, masked at t
+  var m = negInf();
+  var l = 0.0;
+  var acc = vec4<f32>(0.0);
+  var bad = false;
+  let qo = (r * P.Hq + h) * D;
+  for (var c0 = p0; c0 < p1; c0 += 64u) {
+    let p = c0 + lid;
+    var s = negInf();
+    if (p < p1) {
+      let ko = (page * B + p - p0) * RS() + kvh * D;
+      var dot = 0.0;
+      for (var d = 0u; d < D; d++) { dot += qAt(qo + d) * kpAt(ko + d); }
+      s = dot * P.scaleLog2;
+    }
+    sS[lid] = s;
+    workgroupBarrier();
+    let cnt = min(64u, p1 - c0);
+    var cm = m;
+    for (var i = 0u; i < cnt; i++) {
+      bad = bad || notFinite(sS[i]);
+      cm = max(cm, sS[i]);
+    }
+    let alpha = exp2(m - cm);
+    l *= alpha;
+    acc *= alpha;
+    for (var i = 0u; i < cnt; i++) {
+      let pe = exp2(sS[i] - cm);
+      l += pe;
+      let vo = (page * B + c0 + i - p0) * RS() + kvh * D;
+      for (var u = 0u; u < 4u; u++) {
+        let d = lid + 64u * u;
+        if (d < D) { acc[u] += pe * vpAt(vo + d); }
+      }
+    }
+    m = cm;
+    workgroupBarrier();
+  }
+  if (lid == 0u) { part[po] = m; part[po + 1u] = select(l, nanF(), bad); }
+  for (var u = 0u; u < 4u; u++) {
+    let d = lid + 64u * u;
+    if (d < D) { part[po + 2u + d] = acc[u]; }
+  }
+}
+`;
+}

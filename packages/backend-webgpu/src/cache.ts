@@ -1,0 +1,194 @@
+/**
+ * The WebGPU paged KV cache (SPEC §9): core's CacheShell does the ids, the page pool, refcounts, validation and
+ * E_MEMORY; this file owns the device storage, all allocated at creation:
+ *   key pages and value pages `[pages, B, RS]` in the cache's dtype (keys after kconv; cache-plan.ts),
+ *   meta `[pages, 2, C]` f32 (each page's sum and, once it is full, its centroid sum / B),
+ *   kst: the f32 kconv weight `[C, W]` then the state `[maxSequences, W − 1, C]` (the last raw keys).
+ * append = 2 launches (cache-append.wgsl.ts), attend = 3 launches whatever the batch (routing over the centroids,
+ * attention split per selected block, merge: cache-attend.wgsl.ts, cache-merge.wgsl.ts), fork = buffer copies,
+ * read = one download of the sequence's pages.
+ */
+/// <reference types="@webgpu/types" />
+import {
+  type AppendPlan, type AttendPlan, type CacheContents, type CacheHost, type KVCache, type KVCacheOptions, type PageCopy,
+  type ResolvedCacheOptions, CacheShell, MobaError, hostTensor, resolveCacheOptions, toFloat32,
+} from '@moba/core';
+import { cacheAppendWgsl } from './cache-append.wgsl.js';
+import { MAX_D, cacheAttendWgsl } from './cache-attend.wgsl.js';
+import { cacheMergeWgsl } from './cache-merge.wgsl.js';
+import { type PageGeometry, appendTable, attendTable, cachePageBytes, decodeContents, pageGeometry } from './cache-plan.js';
+import type { GpuContext } from './device.js';
+import { Launch, shaderVariant } from './launch.js';
+import { storageBytes } from './storage.wgsl.js';
+
+const WG = 64;
+
+/** Opens a cache on the backend's device: options checked (core), storage sized and allocated. */
+export async function openCache(ctx: GpuContext, host: CacheHost<GPUBuffer>, opts: KVCacheOptions): Promise<KVCache> {
+  const o = resolveCacheOptions(host.caps, opts, cachePageBytes);
+  if (o.D > MAX_D) throw new MobaError('E_UNSUPPORTED', `head dim D = ${o.D} is not supported by the WebGPU KV cache: allowed 1..${MAX_D}`, 'D');
+  let w: Float32Array | null = null;
+  if (opts.kconvWeight !== undefined) {
+    const t = opts.kconvWeight;
+    const buf = host.tensor('kconvWeight', t);
+    const n = t.shape[0]! * t.shape[1]!;
+    const raw = await ctx.buffers.read(buf, t.dtype === 'f32' ? 4 * n : 2 * n);
+    w = toFloat32(hostTensor(t.dtype, t.shape, t.dtype === 'f32' ? new Float32Array(raw) : new Uint16Array(raw)));
+  }
+  return new WebGpuCache(ctx, host, o, w);
+}
+
+export class WebGpuCache extends CacheShell<GPUBuffer> {
+  readonly #ctx: GpuContext;
+  readonly #g: PageGeometry;
+  readonly #k: GPUBuffer;
+  readonly #v: GPUBuffer;
+  readonly #meta: GPUBuffer;
+  readonly #kst: GPUBuffer;
+  /** Word offset of the state in kst (after the weight). */
+  readonly #stateOff: number;
+
+  constructor(ctx: GpuContext, host: CacheHost<GPUBuffer>, o: ResolvedCacheOptions, w: Float32Array | null) {
+    super(host, o);
+    this.#ctx = ctx;
+    const g = (this.#g = pageGeometry(o));
+    const W = o.W;
+    this.#stateOff = W * g.C;
+    const kstBytes = 4 * (W * g.C + o.maxSequences * Math.max(0, W - 1) * g.C);
+    ctx.checkSizes({ 'cache key pages': o.pages * g.kvBytes, 'cache value pages': o.pages * g.kvBytes, 'cache sums and centroids': o.pages * g.metaBytes, 'cache kconv state': kstBytes });
+    const made: GPUBuffer[] = [];
+    try {
+      const buf = (label: string, bytes: number): GPUBuffer => {
+        const b = ctx.buffers.buffer(label, bytes);
+        made.push(b);
+        return b;
+      };
+      this.#k = buf('cache key pages', o.pages * g.kvBytes);
+      this.#v = buf('cache value pages', o.pages * g.kvBytes);
+      this.#meta = buf('cache sums and centroids', o.pages * g.metaBytes);
+      this.#kst = buf('cache kconv weight and state', kstBytes);
+    } catch (e) {
+      ctx.buffers.free(...made);
+      throw e;
+    }
+    if (w) ctx.device.queue.writeBuffer(this.#kst, 0, w.buffer, w.byteOffset, w.byteLength);
+  }
+
+  protected async doAppend(plan: AppendPlan, k: GPUBuffer, v: GPUBuffer): Promise<void> {
+    const g = this.#g;
+    const { words, tasks } = appendTable(plan, g, this.#stateOff);
+    const l = new Launch(this.#ctx);
+    const tab = l.tempData('cache append table', words);
+    const shader = shaderVariant(`moba.cache.append.${g.dtype}`, ['uniform', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'rw'], () => cacheAppendWgsl(g.dtype));
+    const bufs = [tab, k, v, this.#k, this.#v, this.#meta, this.#kst];
+    const base = { T: plan.T, Hkv: g.Hkv, D: g.D, blockSize: g.B, width: this.kconvWidth };
+    const writes = plan.T * Math.ceil(g.C / 2);
+    l.add(shader, 'write', { WG }, { ...base, nItems: writes }, bufs, Math.ceil(writes / WG));
+    const finish = (tasks + plan.entries.length) * g.C;
+    l.add(shader, 'finish', { WG }, { ...base, nItems: finish }, bufs, Math.ceil(finish / WG));
+    await l.submit('cache append');
+  }
+
+  protected async doAttend(plan: AttendPlan, q: GPUBuffer): Promise<{ out: GPUBuffer; lse: GPUBuffer }> {
+    const g = this.#g;
+    const { Tq, Hq, topk } = plan;
+    const chunks = Math.ceil(Hq / g.Hkv / 64);
+    const bytes = {
+      'cache attend selection': 4 * Tq * Hq * topk, 'cache attend partials': 4 * Tq * Hq * topk * (g.D + 2),
+      out: storageBytes(Tq * Hq * g.D, g.dtype), lse: 4 * Tq * Hq,
+    };
+    this.#ctx.checkSizes(bytes);
+    const l = new Launch(this.#ctx);
+    const tab = l.tempData('cache attend table', attendTable(plan, g, chunks));
+    const sel = l.temp('cache attend selection', bytes['cache attend selection']);
+    const part = l.temp('cache attend partials', bytes['cache attend partials']);
+    const out = l.temp('out', bytes.out);
+    const lse = l.temp('lse', bytes.lse);
+    const attend = shaderVariant(`moba.cache.attend.${g.dtype}`, ['uniform', 'read', 'read', 'read', 'read', 'read', 'rw', 'rw'], () => cacheAttendWgsl(g.dtype));
+    const merge = shaderVariant(`moba.cache.merge.${g.dtype}`, ['uniform', 'read', 'rw', 'rw'], () => cacheMergeWgsl(g.dtype));
+    const f = { T: Tq, Hq, Hkv: g.Hkv, D: g.D, blockSize: g.B, topk, causal: plan.causal, scale: plan.scale };
+    const bufs = [tab, q, this.#k, this.#v, this.#meta, sel, part];
+    const routes = Tq * g.Hkv * chunks;
+    l.add(attend, 'route', {}, { ...f, nItems: routes }, bufs, routes);
+    const slots = Tq * Hq * topk;
+    l.add(attend, 'attend', {}, { ...f, nItems: slots }, bufs, slots);
+    const elems = Tq * Hq * g.D;
+    l.add(merge, 'merge', { WG }, { ...f, nItems: elems }, [part, out, lse], Math.ceil(elems / WG));
+    l.keep(out, lse);
+    try {
+      await l.submit('cache attend');
+    } catch (e) {
+      l.discard(out, lse);
+      throw e;
+    }
+    return { out, lse };
+  }
+
+  protected async doFork(src: number, dst: number, copy: PageCopy | null): Promise<void> {
+    const g = this.#g;
+    const S = Math.max(0, this.kconvWidth - 1) * g.C * 4;
+    const so = 4 * this.#stateOff;
+    // [buffer, from, to, bytes]: a copy within one buffer goes through a staging buffer (WebGPU refuses it directly)
+    const moves: [GPUBuffer, number, number, number][] = [];
+    if (S > 0) moves.push([this.#kst, so + src * S, so + dst * S, S]);
+    if (copy) {
+      const n = copy.tokens * (g.kvBytes / g.B);
+      for (const b of [this.#k, this.#v]) moves.push([b, copy.src * g.kvBytes, copy.dst * g.kvBytes, n]);
+      moves.push([this.#meta, copy.src * g.metaBytes, copy.dst * g.metaBytes, g.C * 4]); // the open page's sum
+    }
+    const total = moves.reduce((a, m) => a + m[3], 0);
+    if (total === 0) return;
+    const tmp = this.#ctx.buffers.buffer('cache fork staging', total);
+    try {
+      const enc = this.#ctx.device.createCommandEncoder({ label: 'cache fork' });
+      let at = 0;
+      for (const [b, from, , n] of moves) { enc.copyBufferToBuffer(b, from, tmp, at, n); at += n; }
+      at = 0;
+      for (const [b, , to, n] of moves) { enc.copyBufferToBuffer(tmp, at, b, to, n); at += n; }
+      await this.#submit('cache fork', enc);
+    } finally {
+      this.#ctx.buffers.free(tmp);
+    }
+  }
+
+  protected async doRead(slot: number, length: number, pages: Int32Array): Promise<CacheContents> {
+    const g = this.#g;
+    const n = pages.length;
+    const S = Math.max(0, this.kconvWidth - 1) * g.C * 4;
+    const total = 2 * n * g.kvBytes + n * g.metaBytes + S;
+    this.#ctx.checkSizes({ 'cache read staging': total });
+    const tmp = this.#ctx.buffers.buffer('cache read staging', total);
+    try {
+      const enc = this.#ctx.device.createCommandEncoder({ label: 'cache read' });
+      pages.forEach((p, i) => {
+        enc.copyBufferToBuffer(this.#k, p * g.kvBytes, tmp, i * g.kvBytes, g.kvBytes);
+        enc.copyBufferToBuffer(this.#v, p * g.kvBytes, tmp, (n + i) * g.kvBytes, g.kvBytes);
+        enc.copyBufferToBuffer(this.#meta, p * g.metaBytes, tmp, 2 * n * g.kvBytes + i * g.metaBytes, g.metaBytes);
+      });
+      if (S > 0) enc.copyBufferToBuffer(this.#kst, 4 * this.#stateOff + slot * S, tmp, total - S, S);
+      await this.#submit('cache read', enc);
+      const raw = await this.#ctx.buffers.read(tmp, Math.max(4, total));
+      return decodeContents(raw, g, length, pages, this.kconvWidth);
+    } finally {
+      this.#ctx.buffers.free(tmp);
+    }
+  }
+
+  protected async doDestroy(): Promise<void> {
+    this.#ctx.buffers.free(this.#k, this.#v, this.#meta, this.#kst);
+  }
+
+  protected metaBytes(): number {
+    return this.#kst.size; // the kconv weight and state; sums and centroids are counted in pageBytes
+  }
+
+  /** Submits copies inside error scopes (validation errors become E_DEVICE). */
+  async #submit(label: string, enc: GPUCommandEncoder): Promise<void> {
+    const dev = this.#ctx.device;
+    this.#ctx.checkAlive();
+    dev.pushErrorScope('validation');
+    dev.queue.submit([enc.finish()]);
+    const err = await dev.popErrorScope();
+    if (err) throw new MobaError('E_DEVICE', `WebGPU error in ${label}: ${err.message}`, 'device');
+  }
+}
