@@ -23,7 +23,7 @@ const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floo
 
 export async function cacheTiming(b: CudaBackend, N = 131072, batch = 16): Promise<Record<string, unknown>> {
   const H = 16, D = 128, B = 128, topk = 8, chunk = 8192, C = H * D;
-  const cache = await createCache(b, { Hkv: H, D, dtype: 'bf16', blockSize: B, capacityTokens: batch * (N + B), maxSequences: batch });
+  const cache = await createCache(b, { Hkv: H, D, dtype: 'bf16', blockSize: B, capacityTokens: batch * (N + 4 * B), maxSequences: 2 * batch }); // forks for the step below
   try {
     const ids = Array.from({ length: batch }, () => cache.newSequence());
     const chunks = await Promise.all([0, 1, 2, 3].map(async (i) => ({
@@ -59,6 +59,7 @@ export async function cacheTiming(b: CudaBackend, N = 131072, batch = 16): Promi
       b.synchronize();
       const s = performance.now();
       await attend();
+      b.synchronize(); // the attend's kernels finished
       ms.push(performance.now() - s);
     }
     b.profiling = true;
@@ -71,6 +72,7 @@ export async function cacheTiming(b: CudaBackend, N = 131072, batch = 16): Promi
     for (const id of ids) forks.push(await cache.fork(id));
     const s1 = performance.now();
     const st = await mobaStep(b, cache, { seqs: forks, q, k: k1, v: v1 }, { topk });
+    b.synchronize();
     const stepMs = performance.now() - s1;
     b.dispose(st.out, st.lse, k1, v1, q);
     for (const f of forks) cache.free(f);

@@ -55,7 +55,7 @@ export async function cacheCase(b: CudaBackend, c: CacheCase, seed: number): Pro
   const fail: string[] = [];
   const wHost = c.W > 0 ? randomData(c.dtype, C * c.W, rng, 0.5) : null;
   const wDev = wHost ? await b.upload(hostTensor(c.dtype, [C, c.W], wHost.data)) : undefined;
-  const cache = await createCache(b, { Hkv: c.Hkv, D: c.D, dtype: c.dtype, blockSize: c.B, capacityTokens: c.seqs * (c.len + 300) * 2, maxSequences: 16, kconvWeight: wDev });
+  const cache = await createCache(b, { Hkv: c.Hkv, D: c.D, dtype: c.dtype, blockSize: c.B, capacityTokens: c.seqs * (c.len + 300 + 4 * c.B) * 4, maxSequences: 16, kconvWeight: wDev });
   const ids = Array.from({ length: c.seqs }, () => cache.newSequence());
   const raw = new Map<number, { k: number[]; v: number[] }>(ids.map((id) => [id, { k: [], v: [] }]));
   const calls: Call[] = [];
@@ -235,7 +235,7 @@ async function checkForkAndMemory(b: CudaBackend, c: CacheCase, cache: KVCache, 
     fail.push('fork: equal appends to a sequence and its fork give different contents');
   }
   const before = cache.memoryStats();
-  const big = before.freePages * c.B + 1;
+  const big = (before.freePages + 1) * c.B + 1; // more than every free page plus the fork's open one can hold
   const bk = await b.upload(hostTensor(c.dtype, [big, c.Hkv, c.D])), bv = await b.upload(hostTensor(c.dtype, [big, c.Hkv, c.D]));
   let code = 'none';
   try { await cache.append([f], bk, bv, Int32Array.from([0, big])); } catch (e) { code = e instanceof MobaError ? e.code : String(e); }
