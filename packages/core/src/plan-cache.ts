@@ -1,7 +1,8 @@
 /**
  * Work and bytes of one KV-cache `attend` (SPEC §9): what a step must read — the f32 centroids of every completed
  * block once per kv head, and per (query row, query head) the keys and values of its `topk` selected blocks — beside
- * what a dense step reads (the whole K/V of every sequence once). Benchmarks divide these bytes by the measured
+ * what a dense step reads (the whole K/V of every sequence once). With several query rows of a sequence (chunked
+ * prefill) a query head reads a page once, so the selected bytes are capped at every page of the sequence. Benchmarks divide these bytes by the measured
  * time for the achieved bandwidth.
  */
 import type { DType } from './dtype.js';
@@ -51,6 +52,7 @@ export function planCacheAttend(seqs: readonly { readonly length: number; readon
     const complete = Math.floor(n / B);
     centroids += (causal ? complete : Math.ceil(n / B)) * Hkv * D * 4;
     dense += n * Hkv * D * 2 * eb;
+    let pages = 0; // pages the rows select, summed over rows (per query head)
     for (let a = 0; a < nq; a++) {
       const t = n - nq + a;
       const cb = Math.floor(t / B);
@@ -59,8 +61,10 @@ export function planCacheAttend(seqs: readonly { readonly length: number; readon
       const k = causal ? Math.min(topk - 1, cb) * B + (t - cb * B + 1) : Math.min(n, topk * B);
       keys += k;
       denseKeys += causal ? t + 1 : n;
-      selected += (causal ? Math.min(topk - 1, cb) + 1 : Math.min(topk, eligible)) * B * D * 2 * eb * Hq;
+      pages += causal ? Math.min(topk - 1, cb) + 1 : Math.min(topk, eligible);
     }
+    // a query head reads each distinct page once: at most every page of the sequence (chunked prefill)
+    selected += Math.min(pages, Math.ceil(n / B)) * B * D * 2 * eb * Hq;
   }
   const q = queries * Hq * D * eb;
   const out = queries * Hq * (D * eb + 4);
