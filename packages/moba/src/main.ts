@@ -14,6 +14,7 @@ import { type FlagSpecs, type Parsed, UsageError, checkOutputFile, didYouMean, f
 import { type BackendStatus, listBackends } from './backends.js';
 import { DEMO_DEFAULTS, type DemoOptions, runDemo } from './demo.js';
 import { formatDemoReport } from './demo-report.js';
+import { decodeCommand } from './decode-cli.js';
 import { Progress } from './progress.js';
 
 /** Output streams (process.stdout / process.stderr, or any sink in tests). */
@@ -33,13 +34,15 @@ commands:
   demo          random inputs → kconv → route → forward → backward on a backend; prints times,
                 FLOP/s, the attended fraction and the error vs the float64 reference; writes
                 an SVG heatmap of the routing
+  decode        inference on a KV cache: prefill a prompt, decode token by token; per-step
+                latency, tokens/s, the dense comparison, errors vs the reference, an SVG plot
   info          lists the backends and whether each can run here (and why not)
   conformance   runs the backend conformance suite (the moba-conformance CLI of @moba/testkit)
 
 run 'moba <command> --help' for the flags of a command; 'moba --version' prints the version.
 `;
 
-const COMMANDS = ['demo', 'info', 'conformance'] as const;
+const COMMANDS = ['demo', 'decode', 'info', 'conformance'] as const;
 
 /** Largest T, and largest q/dOut tensor (elements), the demo accepts: far above what fits a demo, below absurd. */
 const MAX_TOKENS = 2 ** 24;
@@ -109,6 +112,8 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
         return 0;
       case 'demo':
         return await demo(rest, io);
+      case 'decode':
+        return await decodeCommand(rest, io, VERSION);
       case 'info':
         return await info(rest, io);
       case 'conformance':

@@ -90,3 +90,56 @@ describe('mobaStep (SPEC §8, §9)', () => {
     expect(out).toContain('step 32: lengths 3032, 1266, out 2×8×64');
   });
 });
+
+describe('moba decode (CLI)', () => {
+  const io = () => {
+    const o = { out: '', err: '' };
+    return { o, io: { stdout: { write: (s: string) => (o.out += s) }, stderr: { write: (s: string) => (o.err += s) } } };
+  };
+  it('prefills, decodes, compares with dense and the reference, writes the SVG; JSON has every step', async () => {
+    const { main } = await import('../src/main.js');
+    const { mkdtempSync, readFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const svg = join(mkdtempSync(join(tmpdir(), 'moba-decode-')), 'd.svg');
+    const a = io();
+    const code = await main(['decode', '--tokens', '700', '--steps', '6', '--batch', '2', '--heads', '4', '--kv-heads', '2', '--head-dim', '16', '--block-size', '16', '--kconv', '3', '--chunk', '300', '--check-every', '3', '--threads', '1', '--json', '--svg', svg], a.io);
+    expect(code, a.o.err).toBe(0);
+    const r = JSON.parse(a.o.out) as { steps: { context: number; denseMs: number | null; maxAbsError?: number }[]; checked: number; worstError: number; errorBound: number };
+    expect(r.steps.map((s) => s.context)).toEqual([701, 702, 703, 704, 705, 706]);
+    expect(r.steps.every((s) => s.denseMs !== null)).toBe(true);
+    expect(r.checked).toBe(2);
+    expect(r.worstError).toBeLessThanOrEqual(r.errorBound);
+    const text = readFileSync(svg, 'utf8');
+    expect(text).toMatch(/^<svg[\s\S]*<polyline[\s\S]*<polyline[\s\S]*<\/svg>\n$/);
+  });
+  it('a cache whose attend is off fails the reference check (exit 1); bad flags exit 2', async () => {
+    const { main } = await import('../src/main.js');
+    const { runDecode } = await import('../src/decode.js');
+    const { wrapBackend } = await import('../src/index.js');
+    const inner = await createBackend('cpu', { threads: 1 });
+    const off = wrapBackend(inner, {
+      async createCache(o) {
+        const c = await inner.createCache!(o);
+        const attend = c.attend.bind(c);
+        c.attend = async (s, q, cu, cfg) => { // one value of every output nudged
+          const r = await attend(s, q, cu, cfg);
+          const h = await inner.download(r.out);
+          const data = Float32Array.from(h.data as Float32Array);
+          data[0] = data[0]! + 1e-3;
+          inner.dispose(r.out);
+          return { out: await inner.upload(hostTensor('f32', h.shape, data)), lse: r.lse };
+        };
+        return c;
+      },
+    });
+    const r = await runDecode({ backend: off, tokens: 100, steps: 2, batch: 1, heads: 2, kvHeads: 2, headDim: 8, blockSize: 8, topk: 2, dtype: 'f32', kconv: 0, chunk: 64, checkEvery: 1, dense: false, seed: 2 });
+    expect(r.worstError!).toBeGreaterThan(r.errorBound);
+    await inner.destroy();
+    const a = io();
+    expect(await main(['decode', '--heads', '6', '--kv-heads', '4'], a.io)).toBe(2);
+    expect(a.o.err).toMatch(/--heads 6 is not a multiple of --kv-heads 4/);
+    const b = io();
+    expect(await main(['decode', '--backend', 'webgpu', '--threads', '2'], b.io)).toBe(2);
+  });
+});
