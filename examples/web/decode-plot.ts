@@ -22,8 +22,8 @@ export function drawDecodePlot(canvas: HTMLCanvasElement, st: DecodeState): void
   ctx.fillStyle = '#fff';
   ctx.fillRect(0, 0, W, H);
   ctx.fillStyle = '#111';
-  ctx.font = '600 15px system-ui, sans-serif';
-  ctx.fillText(`Decode step latency: prompt ${st.prompt}, block ${st.blockSize}, top-${st.topk}, ${st.backend} backend`, left, 24);
+  ctx.font = '600 14px system-ui, sans-serif';
+  ctx.fillText(`Decode step latency: prompt ${st.prompt}, block ${st.blockSize}, top-${st.topk}, on ${st.backend}`, left, 24);
   ctx.font = '12px system-ui, sans-serif';
   ctx.fillStyle = '#555';
   ctx.fillText(st.denseSkipped ?? 'dense: the same cache with every block selected', left, 42);
@@ -44,7 +44,11 @@ export function drawDecodePlot(canvas: HTMLCanvasElement, st: DecodeState): void
     ctx.fillText(v.toFixed(yMax < 1 ? 2 : 1), left - 6, y + 4);
   }
   ctx.textAlign = 'center';
-  for (let i = 0; i <= 4; i++) ctx.fillText(String(Math.round(x0 + ((x1 - x0) * i) / 4)), left + (pw * i) / 4, top + ph + 16);
+  const nx = Math.min(4, x1 - x0); // integer ticks only: no repeated labels on a short run
+  for (let i = 0; i <= nx; i++) {
+    const c = Math.round(x0 + ((x1 - x0) * i) / nx);
+    ctx.fillText(String(c), X(c), top + ph + 16);
+  }
   ctx.fillText('context tokens', left + pw / 2, top + ph + 36);
   ctx.save();
   ctx.translate(16, top + ph / 2);
