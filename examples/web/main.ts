@@ -9,6 +9,7 @@ import {
 } from '@moba/core';
 import { createCpuBackend } from '@moba/backend-cpu';
 import { createWebGpuBackend } from '@moba/backend-webgpu';
+import { type DecodeState, decodeSummary, runDecode } from './decode.js';
 import { attendedFraction, drawHeatmap } from './heatmap.js';
 
 /** Fixed problem dimensions (the controls set the rest). */
@@ -213,8 +214,39 @@ async function main(): Promise<void> {
       button.disabled = false;
     }
   };
+  const decodeButton = $('decode') as HTMLButtonElement;
+  const decode = async (): Promise<void> => {
+    button.disabled = decodeButton.disabled = true;
+    status.dataset.state = 'running';
+    status.textContent = 'decoding…';
+    const canvas = $('decodePlot') as HTMLCanvasElement;
+    canvas.hidden = false;
+    const win = globalThis as unknown as { decodeState?: DecodeState };
+    try {
+      const p = {
+        prompt: readInt('prompt', 1, 65536, 'prompt'), steps: readInt('steps', 1, 4096, 'steps'), blockSize: readInt('blockSize', 1, 4096, 'blockSize'),
+        topk: readInt('topk', 1, 64, 'topk'), heads: HEADS, kvHeads: KV_HEADS, headDim: HEAD_DIM, seed: SEED,
+      };
+      const st = await runDecode(engine.backend, p, canvas, (s) => {
+        win.decodeState = s;
+        status.textContent = `decoding on ${s.backend}: ${decodeSummary(s)}`;
+      });
+      win.decodeState = st;
+      status.dataset.state = 'done';
+      status.textContent = `decode done on ${st.backend}: ${decodeSummary(st)}${st.denseSkipped ? ` (${st.denseSkipped})` : ''}`;
+    } catch (e) {
+      const msg = e instanceof Error ? `${e.name}: ${e.message}` : String(e);
+      win.decodeState = { ...(win.decodeState ?? { backend: engine.backend.name, prompt: 0, blockSize: 0, topk: 0, steps: [], denseSkipped: null }), state: 'error', error: msg };
+      status.dataset.state = 'error';
+      status.textContent = msg;
+    } finally {
+      button.disabled = decodeButton.disabled = false;
+    }
+  };
   button.addEventListener('click', () => void go());
+  decodeButton.addEventListener('click', () => void decode());
   button.disabled = false;
+  decodeButton.disabled = false;
   status.dataset.state = 'ready';
   status.textContent = 'ready: press run';
 }

@@ -20,6 +20,7 @@ import { copyPage, demoBuildOptions } from '../../../examples/web/build.js';
 import type { DemoRun } from '../../../examples/web/main.js';
 import { PLOT } from '../../../examples/web/heatmap.js';
 import type { PageResult } from './browser/conformance-page.js';
+import { runDecodeMode } from './browser/demo-decode.js';
 import { CHROMIUM, type StaticServer, buildWith, bundlePage, hasChromium, launchChromium, serveStatic, tempDir, writeText } from './browser/harness.js';
 
 const here = fileURLToPath(new URL('.', import.meta.url));
@@ -240,6 +241,50 @@ describe('web demo (examples/web) in chromium', () => {
       expect(s.attended).toBeGreaterThan(0);
       expect(s.attended).toBeLessThanOrEqual(1);
       expect(s.run!.diagonalSelections).toBe(512 * 4);
+    } finally {
+      await browser.close();
+    }
+  });
+
+  const checkDecode = (d: Awaited<ReturnType<typeof runDecodeMode>>, errors: string[], backend: string, prompt: number, steps: number): void => {
+    expect(d.state?.state, `${d.status} ${d.state?.error ?? ''}`).toBe('done');
+    expect(errors).toEqual([]);
+    const st = d.state!;
+    expect(st.backend).toBe(backend);
+    expect(st.denseSkipped).toBeNull();
+    expect(st.steps.map((s) => s.context)).toEqual(Array.from({ length: steps }, (_, i) => prompt + i + 1));
+    for (const s of st.steps) {
+      expect(s.ms).toBeGreaterThan(0);
+      expect(s.denseMs).toBeGreaterThan(0);
+    }
+    expect(d.status).toMatch(/median [\d.]+ ms\/step, [\d.]+ tokens\/s, dense [\d.]+ ms\/step, dense\/MoBA [\d.]+×/);
+    expect(d.pixels.moba, 'MoBA line pixels').toBeGreaterThan(50);
+    expect(d.pixels.dense, 'dense line pixels').toBeGreaterThan(50);
+  };
+
+  browserIt('decode mode: MoBA and dense step latency on the KV cache, plotted live (WebGPU)', async () => {
+    const browser = await launchChromium();
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(server!.url);
+      const d = await runDecodeMode(page, { prompt: 1024, steps: 16, blockSize: 64, topk: 3 });
+      checkDecode(d, errors, 'webgpu', 1024, 16);
+      console.log(`decode on webgpu: ${d.status}`);
+    } finally {
+      await browser.close();
+    }
+  });
+
+  browserIt('decode mode on the CPU fallback', async () => {
+    const browser = await launchChromium({ webgpu: false });
+    try {
+      const page = await browser.newPage();
+      const errors: string[] = [];
+      page.on('pageerror', (e) => errors.push(e.message));
+      await page.goto(server!.url);
+      checkDecode(await runDecodeMode(page, { prompt: 512, steps: 8, blockSize: 32, topk: 2 }), errors, 'cpu', 512, 8);
     } finally {
       await browser.close();
     }
