@@ -9,6 +9,7 @@ import {
   type ToleranceCheck, Rng, checkTolerance, fromFloat, queryRows, resolveConfig, roundTo, sequences, toFloat64,
 } from '@moba/core';
 import { referenceBackward, referenceForward } from '@moba/core/reference';
+import { randomQkRouting as testkitRandomQkRouting } from '@moba/testkit';
 
 export interface QkSpec {
   readonly nk: readonly number[];
@@ -148,24 +149,7 @@ export function gradChecks(label: string, p: Pick<QkProblem, 'shape'>, got: Grad
 }
 
 /** A random valid routing `[Tq, Hq, topk]` for the QK layout (own block mostly kept when causal; some rows empty). */
+/** A random valid routing at each row's key position: the testkit's generator on this problem's query map. */
 export function randomQkRouting(p: QkProblem, rng: Rng): Int32Array {
-  const { T, Hq } = p.shape;
-  const { topk: K, blockSize: B, causal } = p.rcfg;
-  const out = new Int32Array(T * Hq * K).fill(-1);
-  const seqOf = queryRows(p.layout).seqOf;
-  for (let t = 0; t < T; t++) {
-    const s = p.seqs.seqs[seqOf[t]!]!;
-    const cb = Math.floor((p.pos[t]! - s.start) / B);
-    const allowed = causal ? cb + 1 : s.nBlocks;
-    for (let h = 0; h < Hq; h++) {
-      const pool = Array.from({ length: allowed }, (_, j) => j);
-      const r = rng.next();
-      let want = r < 0.05 ? 0 : r < 0.3 ? rng.int(1, Math.min(K, allowed)) : Math.min(K, allowed);
-      const chosen: number[] = [];
-      if (causal && want > 0 && rng.next() < 0.9) { chosen.push(pool.pop()!); want--; }
-      while (want-- > 0 && pool.length > 0) chosen.push(pool.splice(rng.int(0, pool.length - 1), 1)[0]!);
-      chosen.sort((a, b) => a - b).forEach((j, i) => (out[(t * Hq + h) * K + i] = j));
-    }
-  }
-  return out;
+  return testkitRandomQkRouting({ shape: p.shape, rcfg: p.rcfg, seqs: p.seqs, queries: queryRows(p.layout) }, rng);
 }

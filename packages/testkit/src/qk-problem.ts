@@ -79,7 +79,7 @@ export function makeQkProblem(spec: QkSpec): QkProblem {
  * may use (causal: 0..cb, the own block usually included; non-causal: any block), ascending, -1 padded, a few
  * rows short of topk and occasionally empty.
  */
-export function randomQkRouting(p: QkProblem, rng: Rng): Int32Array {
+export function randomQkRouting(p: Pick<QkProblem, 'shape' | 'rcfg' | 'seqs' | 'queries'>, rng: Rng): Int32Array {
   const { T, Hq } = p.shape;
   const K = p.rcfg.topk;
   const B = p.rcfg.blockSize;
