@@ -103,7 +103,7 @@ async function decodeCase(b: Backend, g: Geometry, N: number, batch: number, f: 
     if (f.dense) {
       const all = Math.ceil(len / g.B) + 1;
       const cap = b.caps.maxCacheTopk ?? b.caps.maxTopk;
-      if (all > cap) dense = { skipped: `topk ${all} > caps.maxCacheTopk ${cap}` };
+      if (all > cap && !b.caps.cacheDense) dense = { skipped: `topk ${all} > caps.maxCacheTopk ${cap} (no caps.cacheDense)` };
       else {
         await attend(all);
         const ms: number[] = [];

@@ -61,7 +61,7 @@ export async function runDecode(backend: Backend, p: DecodeParams, canvas: HTMLC
   const rand = (rows: number, H: number): HostTensor => hostTensor('f32', [rows, H, D], rng.normals(rows * H * D));
   const denseTopk = Math.ceil((p.prompt + p.steps) / B) + 1;
   const cap = backend.caps.maxCacheTopk ?? backend.caps.maxTopk;
-  if (denseTopk > cap) st.denseSkipped = `no dense line: it needs topk ${denseTopk} > ${cap} (caps.maxCacheTopk)`;
+  if (denseTopk > cap && !backend.caps.cacheDense) st.denseSkipped = `no dense line: it needs topk ${denseTopk} > ${cap} (caps.maxCacheTopk)`;
   if (p.topk > cap) throw new MobaError('E_RANGE', `topk = ${p.topk} is invalid: must be an integer in [1, ${cap}] for a cache attend on ${backend.name}`, 'topk');
   let cache: KVCache | undefined;
   try {

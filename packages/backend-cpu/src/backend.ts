@@ -103,7 +103,7 @@ export class CpuBackendImpl extends BackendShell<Float32Array, CpuRouting> imple
       nonCausal: true, kconv: true, maxKconvWidth: 64, kconvWeightDtype: 'any',
       memoryBytes,
       deterministic: true, qkLayout: true, kvCache: true,
-      maxCacheTopk: 1 << 20, // an attend holds no [T, Hq, topk] routing: topk may cover every block (dense decode)
+      maxCacheTopk: 1 << 20, cacheDense: true, // an attend holds no [T, Hq, topk] routing: topk may cover every block (dense decode)
     });
   }
 

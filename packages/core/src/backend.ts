@@ -73,6 +73,13 @@ export interface Capabilities {
    * may allow topk up to every block of a long context: dense decode on the same cache.
    */
   readonly maxCacheTopk?: number;
+  /**
+   * A cache `attend` accepts any topk that covers every block of the attended sequences (dense decode on the same
+   * cache), even above `maxCacheTopk` (default false). The shell clamps such a topk to the longest sequence's block
+   * count, so the backend sees `plan.topk` = that count, and every row selects all its eligible blocks with a
+   * finite score.
+   */
+  readonly cacheDense?: boolean;
 }
 
 export interface ForwardResult {

@@ -145,16 +145,35 @@ export abstract class CacheShell<TData> implements KVCache {
         throw new MobaError('E_RANGE', `blockSize = ${String(cfg.blockSize)} is invalid: the cache's pages hold ${this.blockSize} tokens`, 'blockSize');
       }
       const caps = this.host.caps;
-      const rc = resolveConfig({ ...cfg, blockSize: this.blockSize }, this.D, { maxTopk: caps.maxCacheTopk ?? caps.maxTopk, maxBlockSize: caps.maxBlockSize });
+      const capTopk = caps.maxCacheTopk ?? caps.maxTopk;
+      const rc = resolveConfig({ ...cfg, blockSize: this.blockSize }, this.D, { maxTopk: caps.cacheDense ? undefined : capTopk, maxBlockSize: caps.maxBlockSize });
       if (!rc.causal && !caps.nonCausal) throw new MobaError('E_UNSUPPORTED', 'causal = false is not supported by this backend (caps.nonCausal is false)', 'causal');
       const entries: AttendEntry[] = list.map((s, b) => {
         const nq = cu[b + 1]! - cu[b]!;
         if (nq > s.length) throw new MobaError('E_RANGE', `sequence ${seqs[b]} holds ${s.length} tokens but has ${nq} queries (cuSeqlensQ): append them first (nq <= length)`, 'cuSeqlensQ');
         return { slot: s.slot, length: s.length, qRow: cu[b]!, nq, pages: Int32Array.from(s.pages) };
       });
-      const res = await this.doAttend({ Tq, Hq, topk: rc.topk, causal: rc.causal, scale: rc.scale, entries }, qd);
+      const topk = this.#attendTopk(rc.topk, entries, capTopk);
+      const res = await this.doAttend({ Tq, Hq, topk, causal: rc.causal, scale: rc.scale, entries }, qd);
       return { out: this.host.wrap(this.dtype, [Tq, Hq, this.D], res.out), lse: this.host.wrap('f32', [Tq, Hq], res.lse) };
     });
+  }
+
+  /**
+   * topk clamped to the longest attended sequence's block count (a larger topk selects the same blocks); above
+   * `capTopk` only that dense case is allowed (`caps.cacheDense`).
+   */
+  #attendTopk(topk: number, entries: readonly AttendEntry[], capTopk: number | undefined): number {
+    const maxBlocks = entries.reduce((m, e) => Math.max(m, Math.ceil(e.length / this.blockSize)), 1);
+    const k = Math.min(topk, maxBlocks);
+    if (capTopk !== undefined && k > capTopk && k < maxBlocks) {
+      throw new MobaError(
+        'E_UNSUPPORTED',
+        `topk = ${topk} is not supported by this backend's cache: caps.maxCacheTopk = ${capTopk}, or topk >= ${maxBlocks} (every block of the longest attended sequence: dense)`,
+        'topk',
+      );
+    }
+    return k;
   }
 
   fork(seq: number): Promise<number> {

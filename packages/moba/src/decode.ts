@@ -119,7 +119,8 @@ export async function runDecode(o: DecodeOptions, progress?: Progress): Promise<
     const one = Int32Array.from({ length: batch + 1 }, (_, i) => i);
     const denseTopk = Math.ceil((o.tokens + o.steps) / B) + 1;
     const capTopk = b.caps.maxCacheTopk ?? b.caps.maxTopk;
-    const denseSkipped = !o.dense ? '--no-dense' : denseTopk > capTopk ? `topk ${denseTopk} > caps.maxCacheTopk ${capTopk}` : undefined;
+    const denseSkipped = !o.dense ? '--no-dense'
+      : denseTopk > capTopk && !b.caps.cacheDense ? `topk ${denseTopk} > caps.maxCacheTopk ${capTopk} (no caps.cacheDense)` : undefined;
     let worst: number | null = null;
     let checked = 0;
     for (let step = 1; step <= o.steps; step++) {

@@ -37,6 +37,7 @@ const DEFAULT_CAPS: Capabilities = {
   deterministic: true,
   qkLayout: true,
   kvCache: true,
+  cacheDense: true,
 };
 
 /**

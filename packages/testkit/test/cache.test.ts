@@ -102,7 +102,9 @@ describe('KV cache properties', () => {
 
   it('(f) an attend that keeps topk − 1 blocks fails the schedules property', async () => {
     const r = await run(topkOffByOne());
-    expectFails(r, [P.schedules], [P.contents, P.batch, P.determinism, P.validation]);
+    // batch invariance may go either way: the shell clamps topk to the batch's longest sequence, so topk − 1 of a
+    // dense attend differs between a sequence alone and batched with a longer one
+    expectFails(r, [P.schedules], [P.contents, P.determinism, P.validation]);
     expect(result(r, P.schedules).message).toMatch(/attend (out|lse): max abs error .* NOT within/);
   });
 });

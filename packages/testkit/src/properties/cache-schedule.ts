@@ -32,6 +32,8 @@ export interface CacheSpec {
 
 /** Tokens a sequence may reach in a schedule ("a few hundred"). */
 export const MAX_SEQ_TOKENS = 300;
+/** A topk above every sequence's block count (blockSize >= 1): the dense attend of `caps.cacheDense`. */
+export const DENSE_TOPK = MAX_SEQ_TOKENS + 1;
 
 export function describeCacheSpec(s: CacheSpec): string {
   const steps = s.steps.map((st) => `${st.op === 'append' ? 'A' : 'Q'}(${st.parts.map(([i, n]) => `${i}:${n}`).join(' ')})`).join(' ');
@@ -70,7 +72,9 @@ export function cacheSpecArb(caps: Capabilities, lim: CacheLimits = {}): fc.Arbi
     D: fc.constantFrom(...headDims(caps, 16)),
     dtype: fc.constantFrom(...caps.dtypes),
     blockSize: fc.integer({ min: 1, max: Math.min(16, caps.maxBlockSize) }),
-    topk: topkArb({ ...caps, maxTopk: Math.min(caps.maxTopk, 6) }),
+    // caps.cacheDense: sometimes a topk covering every block of any sequence (dense decode on the same cache)
+    topk: caps.cacheDense ? fc.oneof({ weight: 4, arbitrary: topkArb({ ...caps, maxTopk: Math.min(caps.maxTopk, 6) }) }, { weight: 1, arbitrary: fc.constant(DENSE_TOPK) })
+      : topkArb({ ...caps, maxTopk: Math.min(caps.maxTopk, 6) }),
     causal: caps.nonCausal ? fc.boolean() : fc.constant(true),
     width,
     seqs: fc.integer({ min: lim.minSeqs ?? 1, max: 3 }),
