@@ -202,8 +202,9 @@ function copyLine(c: CopyBandwidth): string {
 /** The torch side, for the headers. */
 function torchLine(t: TorchSummary): string {
   if (!t.measured) return `torch SDPA dense decode: not measured (${t.reason})`;
+  const after = t.copy && 'bytesPerSecondBest' in t.copy && t.copy.after?.bytesPerSecondBest !== undefined ? `, ${(t.copy.after.bytesPerSecondBest / 1e9).toFixed(1)} best after the rows` : '';
   const cp = t.copy && 'bytesPerSecondBest' in t.copy
-    ? `; torch copy bandwidth ${(t.copy.bytesPerSecondBest / 1e9).toFixed(1)} GB/s best, ${(t.copy.bytesPerSecondMedian / 1e9).toFixed(1)} median (${t.copy.how})`
+    ? `; torch copy bandwidth ${(t.copy.bytesPerSecondBest / 1e9).toFixed(1)} GB/s best, ${(t.copy.bytesPerSecondMedian / 1e9).toFixed(1)} median (${t.copy.how})${after}`
     : t.copy ? `; torch copy bandwidth: ${t.copy.error}` : '';
   return `torch ${t.torch} (CUDA ${t.cuda ?? '?'}) on ${t.device}: SDPA, one query per sequence over the full K/V, no mask, each backend forced in turn, CUDA-event medians of ${t.reps} after ${t.warmup} warm-ups, best shown${cp}`;
 }

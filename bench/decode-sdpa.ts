@@ -22,9 +22,12 @@ export interface TorchDecodeRow {
   readonly error?: string;
 }
 
-/** torch's device copy: `dst.copy_(src)`, read + write bytes counted. */
+/** torch's device copy: `dst.copy_(src)`, read + write bytes counted, before the rows and (`after`) after them. */
 export type TorchCopy =
-  | { readonly bytes: number; readonly msBest: number; readonly msMedian: number; readonly bytesPerSecondBest: number; readonly bytesPerSecondMedian: number; readonly how: string }
+  | {
+    readonly bytes: number; readonly msBest: number; readonly msMedian: number; readonly bytesPerSecondBest: number; readonly bytesPerSecondMedian: number; readonly how: string;
+    readonly after?: { readonly bytesPerSecondBest?: number; readonly bytesPerSecondMedian?: number; readonly error?: string };
+  }
   | { readonly error: string };
 
 export type TorchDecode =
