@@ -8,6 +8,7 @@ import type { BackendKind } from 'moba-ts';
 
 const MAX = 2 ** 24;
 
+/** The decode bench's flags (parseFlags specs). */
 export const DECODE_FLAGS = {
   decode: { type: 'bool', help: 'the decode bench' },
   backend: { type: 'enum', values: ['auto', 'cpu', 'webgpu', 'cuda'] as const, help: 'backend' },
@@ -33,6 +34,7 @@ export const DECODE_FLAGS = {
   out: { type: 'string', meta: 'DIR', help: 'results folder' },
 } as const satisfies FlagSpecs;
 
+/** `--help` of the decode bench. */
 export const DECODE_HELP = `Decode bench (--decode): inference on a paged KV cache (SPEC §9). For each heads pair, context length N and batch:
 fills one sequence per batch slot with N tokens, then times decode steps — attend alone (the new token's k, v
 appended untimed) and append + attend — as medians of --reps after 2 warm-ups, each step waited for on the device;
@@ -70,6 +72,7 @@ flags:
   --no-write           print only, write no files
 `;
 
+/** The decode bench's parsed flags. */
 export interface DecodeFlags {
   backend: BackendKind; contexts: number[]; batch: number[]; heads: [number, number][]; D: number; B: number; topk: number;
   dtype: 'f32' | 'f16' | 'bf16'; reps: number; prefillChunk: number; prefillContext: number; threads?: number; seed: number;
@@ -88,6 +91,7 @@ function headsList(raw: string): [number, number][] {
   });
 }
 
+/** Parses the decode bench's command line (usage errors throw UsageError); `resolve` makes --out absolute. */
 export function parseDecodeFlags(argv: readonly string[], resultsDir: string, resolve: (p: string) => string = (p) => p): DecodeFlags | 'help' | 'version' {
   const r = parseFlags(argv, DECODE_FLAGS);
   if (r.help) return 'help';

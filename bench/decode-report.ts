@@ -24,10 +24,12 @@ export type DecodeCase =
     readonly dense: DenseDecode;
   };
 
+/** The chunked prefill of one heads pair, or why it was skipped. */
 export type PrefillCase =
   | { readonly Hq: number; readonly Hkv: number; readonly context: number; readonly chunk: number; readonly skipped: string }
   | { readonly Hq: number; readonly Hkv: number; readonly context: number; readonly chunk: number; readonly stepMs: number; readonly reps: readonly number[]; readonly plan: CacheAttendPlan };
 
+/** The device copy bandwidth that "% copy BW" divides by. */
 export interface CopyBandwidth {
   /** Bytes read + written per second by a large copy on the device; null when not measured. */
   readonly bytesPerSecond: number | null;
@@ -36,6 +38,7 @@ export interface CopyBandwidth {
   readonly how: string;
 }
 
+/** Everything a decode run writes to its JSON. */
 export interface DecodeResult {
   readonly machine: Record<string, unknown>;
   readonly date: string;
@@ -214,6 +217,7 @@ function pad(table: string[][]): string {
   return table.map((r) => r.map((c, i) => c.padStart(w[i]!)).join('  ')).join('\n');
 }
 
+/** The printed table (stdout). */
 export function decodeTable(r: DecodeResult): string {
   const t = rows(r);
   const p = r.problem;
@@ -226,6 +230,7 @@ export function decodeTable(r: DecodeResult): string {
   ].join('\n');
 }
 
+/** The markdown report (`<date>-decode-<backend>.md`). */
 export function decodeMarkdown(r: DecodeResult): string {
   const t = rows(r);
   const md = (head: string[], body: Row[]): string[] => [`| ${head.join(' | ')} |`, `|${head.map(() => '---').join('|')}|`, ...body.map((x) => `| ${x.cells.join(' | ')} |`)];
