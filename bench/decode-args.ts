@@ -8,6 +8,7 @@ import type { BackendKind } from 'moba-ts';
 
 const MAX = 2 ** 24;
 
+/** The decode bench's flags (parseFlags specs). */
 export const DECODE_FLAGS = {
   decode: { type: 'bool', help: 'the decode bench' },
   backend: { type: 'enum', values: ['auto', 'cpu', 'webgpu', 'cuda'] as const, help: 'backend' },
@@ -26,16 +27,25 @@ export const DECODE_FLAGS = {
   'memory-gb': { type: 'number', above: 0, max: 65536, help: 'cache pool budget (GiB)' },
   quick: { type: 'bool', help: 'a smoke run' },
   'no-dense': { type: 'bool', help: 'no dense decode' },
+  'no-torch': { type: 'bool', help: 'run no python (no torch SDPA)' },
+  python: { type: 'string', meta: 'CMD', help: 'python with torch' },
+  'torch-budget': { type: 'int', min: 10, max: 3600, help: 'seconds for the torch script' },
   'no-write': { type: 'bool', help: 'print only' },
   out: { type: 'string', meta: 'DIR', help: 'results folder' },
 } as const satisfies FlagSpecs;
 
+/** `--help` of the decode bench. */
 export const DECODE_HELP = `Decode bench (--decode): inference on a paged KV cache (SPEC §9). For each heads pair, context length N and batch:
 fills one sequence per batch slot with N tokens, then times decode steps — attend alone (the new token's k, v
 appended untimed) and append + attend — as medians of --reps after 2 warm-ups, each step waited for on the device;
 tokens per second (batch / step), bytes a step must read (planCacheAttend: centroids once per kv head, topk blocks
 per query head) and the achieved bandwidth against the device's copy bandwidth measured in the same run; dense
-decode on the same cache (attend with topk >= blocks: the backend's own dense path). Then a chunked prefill: a --prefill-chunk chunk on a --prefill-context cache.
+decode on the same cache (attend with topk >= blocks: the backend's own dense path). Then a chunked prefill: a
+--prefill-chunk chunk on a --prefill-context cache. Configurations whose cache would not fit the device memory
+(caps.memoryBytes, or --memory-gb) are skipped and say so. Last, with the backend closed, torch SDPA dense decode
+(bench/sdpa-decode.py, one python process): one query per sequence over a full K/V [batch, Hkv, N, D] for every
+row, each SDPA backend forced in turn (default, flash, efficient, cudnn), CUDA-event medians; the best is shown
+beside the backend's own times ("not measured" where python, torch or CUDA is missing), plus torch's copy bandwidth.
 
 flags:
   --decode             this bench
@@ -51,17 +61,24 @@ flags:
   --prefill-chunk N    (default 4K)
   --prefill-context N  (default 128K; 0 skips the prefill run)
   --threads N          CPU worker threads
-  --memory-gb X        pool budget: configurations whose cache needs more are skipped (memory)
+  --memory-gb X        memory budget (GiB): configurations whose cache needs more are skipped (memory);
+                       WebGPU: also the backend's memoryBytes (its default is at most 8 GiB)
   --quick              contexts 8K,16K, batch 1,2, 3 reps, prefill 512 on 16K
-  --no-dense           no dense decode
+  --no-dense           no dense decode (neither the backend's nor torch's)
+  --no-torch           run no python (the SDPA columns say "not measured: --no-torch")
+  --python CMD         python with torch (default: $MOBA_PYTHON or python3)
+  --torch-budget S     seconds the torch script may take; later rows are skipped (default 240)
   --out DIR            results folder (default bench/results)
   --no-write           print only, write no files
 `;
 
+/** The decode bench's parsed flags. */
 export interface DecodeFlags {
   backend: BackendKind; contexts: number[]; batch: number[]; heads: [number, number][]; D: number; B: number; topk: number;
   dtype: 'f32' | 'f16' | 'bf16'; reps: number; prefillChunk: number; prefillContext: number; threads?: number; seed: number;
   memoryBytes?: number; dense: boolean; write: boolean; out: string;
+  /** Run bench/sdpa-decode.py (torch SDPA dense decode); `python` unset: $MOBA_PYTHON or python3. */
+  torch: boolean; python?: string; torchBudgetS: number;
 }
 
 function headsList(raw: string): [number, number][] {
@@ -74,6 +91,7 @@ function headsList(raw: string): [number, number][] {
   });
 }
 
+/** Parses the decode bench's command line (usage errors throw UsageError); `resolve` makes --out absolute. */
 export function parseDecodeFlags(argv: readonly string[], resultsDir: string, resolve: (p: string) => string = (p) => p): DecodeFlags | 'help' | 'version' {
   const r = parseFlags(argv, DECODE_FLAGS);
   if (r.help) return 'help';
@@ -88,9 +106,10 @@ export function parseDecodeFlags(argv: readonly string[], resultsDir: string, re
     heads: headsList(a.heads ?? (gpu ? '16/16,32/8' : '4/4')),
     D: a['head-dim'] ?? (gpu ? 128 : 64), B: a['block-size'] ?? (gpu ? 128 : 64), topk: a.topk ?? 8, dtype: a.dtype ?? (gpu ? 'bf16' : 'f32'),
     reps: a.reps ?? 10, prefillChunk: a['prefill-chunk'] ?? 4096, prefillContext: a['prefill-context'] ?? 131072, seed: a.seed ?? 1,
-    dense: !a['no-dense'], write: !a['no-write'],
+    dense: !a['no-dense'], write: !a['no-write'], torch: !a['no-dense'] && !a['no-torch'], torchBudgetS: a['torch-budget'] ?? 240,
     out: a.out !== undefined ? resolve(a.out) : resultsDir,
     ...(a.threads !== undefined ? { threads: a.threads } : {}),
+    ...(a.python !== undefined ? { python: a.python } : {}),
     ...(a['memory-gb'] !== undefined ? { memoryBytes: Math.floor(a['memory-gb'] * 2 ** 30) } : {}),
   };
   if (a.quick) {

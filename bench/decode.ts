@@ -10,7 +10,8 @@ import { median } from './measure.js';
 
 const log = (s: string): void => void process.stderr.write(`bench: ${s}\n`);
 
-interface Geometry {
+/** A decode configuration's geometry. */
+export interface Geometry {
   readonly Hq: number;
   readonly Hkv: number;
   readonly D: number;
@@ -50,14 +51,41 @@ function poolTokens(batch: number, n: number, extra: number, B: number): number 
   return batch * (Math.ceil((n + extra) / B) + 1) * B;
 }
 
+/** Tokens per fill piece. */
+const CHUNK = 8192;
+const isMemory = (e: unknown): boolean => e instanceof MobaError && e.code === 'E_MEMORY';
+const gib = (x: number): string => (x / 2 ** 30).toFixed(1);
+
+/**
+ * Why a cache of `tokens` for `seqs` sequences (`chunk`-token fill pieces) would not fit `budget` bytes, or null
+ * (pure). Needed: the pool (pages of K, V and the f32 key sums and centroids), the fill pieces and the step's
+ * q, k, v, plus a slack of 256 MiB and 1% of the pool for the attends' scratch.
+ */
+export function memorySkip(g: Geometry, tokens: number, seqs: number, chunk: number, budget: { bytes: number; source: string }): string | null {
+  const eb = g.dtype === 'f32' ? 4 : 2;
+  const C = g.Hkv * g.D;
+  const pages = Math.ceil(tokens / g.B);
+  const pool = pages * (2 * g.B * C * eb + 2 * C * 4);
+  const work = (2 * chunk * C + seqs * (g.Hq * g.D + 2 * C)) * eb;
+  const need = pool + work + 2 ** 28 + pool / 100;
+  if (need <= budget.bytes) return null;
+  return `memory: needs ${gib(need)} GiB (a pool of ${pages} pages, ${gib(pool)} GiB, + working set and slack) > ${gib(budget.bytes)} GiB (${budget.source})`;
+}
+
+/** The memory a cache may use: the backend's caps.memoryBytes, or --memory-gb when that is smaller. */
+function budgetOf(b: Backend, f: DecodeFlags): { bytes: number; source: string } {
+  const caps = b.caps.memoryBytes;
+  return f.memoryBytes !== undefined && f.memoryBytes < caps ? { bytes: f.memoryBytes, source: '--memory-gb' } : { bytes: caps, source: `the ${b.name} backend's caps.memoryBytes` };
+}
+
 async function openCache(b: Backend, g: Geometry, tokens: number, seqs: number, f: DecodeFlags): Promise<KVCache | string> {
   if (typeof b.createCache !== 'function' || !b.caps.kvCache) return `the ${b.name} backend has no KV cache (caps.kvCache is false)`;
-  const pb = (2 * g.D * g.Hkv * (g.dtype === 'f32' ? 4 : 2)) * g.B;
-  if (f.memoryBytes !== undefined && (tokens / g.B) * pb > f.memoryBytes) return `memory: the pool needs ${((tokens / g.B) * pb / 2 ** 30).toFixed(1)} GiB > --memory-gb`;
+  const skip = memorySkip(g, tokens, seqs, Math.min(tokens, CHUNK), budgetOf(b, f));
+  if (skip !== null) return skip;
   try {
     return await b.createCache({ Hkv: g.Hkv, D: g.D, dtype: g.dtype, blockSize: g.B, capacityTokens: tokens, maxSequences: seqs + 2 });
   } catch (e) {
-    if (e instanceof MobaError && e.code === 'E_MEMORY') return `memory: ${e.message}`;
+    if (isMemory(e)) return `memory: ${(e as Error).message}`;
     throw e;
   }
 }
@@ -72,7 +100,7 @@ async function decodeCase(b: Backend, g: Geometry, N: number, batch: number, f: 
   const pieces = new Map<number, [DeviceTensor, DeviceTensor]>();
   try {
     const seqs = Array.from({ length: batch }, () => cache.newSequence());
-    for (const s of seqs) await fill(b, cache, s, N, pieces, rng, g, Math.min(N, 8192));
+    for (const s of seqs) await fill(b, cache, s, N, pieces, rng, g, Math.min(N, CHUNK));
     const q = await randomTensor(b, rng, g, batch, g.Hq);
     const k = await randomTensor(b, rng, g, batch, g.Hkv);
     const v = await randomTensor(b, rng, g, batch, g.Hkv);
@@ -105,13 +133,21 @@ async function decodeCase(b: Backend, g: Geometry, N: number, batch: number, f: 
       const cap = b.caps.maxCacheTopk ?? b.caps.maxTopk;
       if (all > cap && !b.caps.cacheDense) dense = { skipped: `topk ${all} > caps.maxCacheTopk ${cap} (no caps.cacheDense)` };
       else {
-        await attend(all);
-        const ms: number[] = [];
-        for (let i = 0; i < f.reps; i++) ms.push(await timed(b, () => attend(all)));
-        dense = { attendMs: median(ms), reps: ms };
+        try {
+          await attend(all);
+          const ms: number[] = [];
+          for (let i = 0; i < f.reps; i++) ms.push(await timed(b, () => attend(all)));
+          dense = { attendMs: median(ms), reps: ms };
+        } catch (e) {
+          if (!isMemory(e)) throw e;
+          dense = { skipped: `memory: ${(e as Error).message}` };
+        }
       }
     }
     return { ...base, length: len, attendMs: median(attendMs), stepMs: median(stepMs), reps: { attend: attendMs, step: stepMs }, plan: p, dense };
+  } catch (e) {
+    if (isMemory(e)) return { ...base, skipped: `memory: ${(e as Error).message}` };
+    throw e;
   } finally {
     for (const [kk, vv] of pieces.values()) owned.push(kk, vv);
     b.dispose(...owned);
@@ -129,7 +165,7 @@ async function prefillCase(b: Backend, g: Geometry, f: DecodeFlags, rng: Rng): P
   const pieces = new Map<number, [DeviceTensor, DeviceTensor]>();
   try {
     const seq = cache.newSequence();
-    await fill(b, cache, seq, N, pieces, rng, g, Math.min(N, 8192));
+    await fill(b, cache, seq, N, pieces, rng, g, Math.min(N, CHUNK));
     const q = await randomTensor(b, rng, g, C, g.Hq);
     const k = await randomTensor(b, rng, g, C, g.Hkv);
     const v = await randomTensor(b, rng, g, C, g.Hkv);
@@ -148,6 +184,9 @@ async function prefillCase(b: Backend, g: Geometry, f: DecodeFlags, rng: Rng): P
     }
     const p = planCacheAttend([{ length: N + C, nq: C }], { Hq: g.Hq, Hkv: g.Hkv, D: g.D, dtype: g.dtype, blockSize: g.B, topk: f.topk });
     return { ...base, stepMs: median(ms), reps: ms, plan: p };
+  } catch (e) {
+    if (isMemory(e)) return { ...base, skipped: `memory: ${(e as Error).message}` };
+    throw e;
   } finally {
     for (const [kk, vv] of pieces.values()) owned.push(kk, vv);
     b.dispose(...owned);
@@ -156,7 +195,7 @@ async function prefillCase(b: Backend, g: Geometry, f: DecodeFlags, rng: Rng): P
 }
 
 /** Runs every configuration of `f` on `b`. */
-export async function measureDecode(b: Backend, f: DecodeFlags): Promise<Omit<DecodeResult, 'machine' | 'date' | 'command' | 'gitCommit'>> {
+export async function measureDecode(b: Backend, f: DecodeFlags): Promise<Omit<DecodeResult, 'machine' | 'date' | 'command' | 'gitCommit' | 'torch'>> {
   const rng = new Rng(f.seed);
   const copy = await measureCopyBandwidth(b);
   log(`copy bandwidth: ${copy.bytesPerSecond ? `${(copy.bytesPerSecond / 1e9).toFixed(1)} GB/s (${copy.how})` : `not measured: ${copy.how}`}`);

@@ -17,6 +17,7 @@ import { CPU_HELP, type CpuFlags, GPU_HELP, benchMode, parseCpuFlags, parseGpuFl
 import { openBackend } from './backends.js';
 import { DECODE_HELP, parseDecodeFlags } from './decode-args.js';
 import { decodeMarkdown, decodeTable } from './decode-report.js';
+import { joinTorch, runTorchDecode } from './decode-sdpa.js';
 import { measureDecode } from './decode.js';
 import { runGpuBench } from './gpu.js';
 import { type BenchShape, type DenseRep, type MobaRep, denseOf, denseRep, median, mobaRep, uploadInputs } from './measure.js';
@@ -213,7 +214,7 @@ async function runDecode(argv: readonly string[]): Promise<number> {
   }
   if (f.write) checkOutputDir('out', f.out);
   const loadStart = loadavg();
-  const b = await openBackend(f.backend, f.threads !== undefined ? { threads: f.threads } : {});
+  const b = await openBackend(f.backend, { ...(f.threads !== undefined ? { threads: f.threads } : {}), ...(f.memoryBytes !== undefined ? { memoryBytes: f.memoryBytes } : {}) });
   let measured: Awaited<ReturnType<typeof measureDecode>>;
   try {
     log(`decode bench on ${b.name}: heads ${f.heads.map((h) => h.join('/')).join(', ')}; N = ${f.contexts.join(', ')}; batch ${f.batch.join(', ')}`);
@@ -221,10 +222,13 @@ async function runDecode(argv: readonly string[]): Promise<number> {
   } finally {
     await b.destroy();
   }
+  log(f.torch ? `torch: SDPA dense decode of every row (${f.python ?? (process.env.MOBA_PYTHON || 'python3')} bench/sdpa-decode.py)` : 'torch: --no-torch');
+  const torch = await runTorchDecode(f, { log });
+  if (!torch.ok) log(`SDPA not measured: ${torch.error}`);
   const now = new Date();
   const machine = { cpu: cpus()[0]?.model ?? 'unknown', cores: availableParallelism(), node: process.version, hostKind: hostKind(), threads: threadsOf(b, f.threads), loadAverage: { start: loadStart, end: loadavg() } };
   const command = ['node', ...process.execArgv, relative(process.cwd(), process.argv[1] ?? ''), ...process.argv.slice(2)].join(' ');
-  const r = { machine, date: now.toISOString(), command, gitCommit: gitCommit(), ...measured };
+  const r = { machine, date: now.toISOString(), command, gitCommit: gitCommit(), ...measured, ...joinTorch(measured.cases, torch) };
   process.stdout.write(decodeTable(r));
   if (f.write) {
     mkdirSync(f.out, { recursive: true });

@@ -37,8 +37,8 @@ export type SdpaOutcome =
   }
   | { readonly ok: false; readonly error: string };
 
-/** Reads the script's result: the last stdout line that parses as a JSON object (pure). */
-export function parseSdpaOutput(stdout: string, exit: { code: number | null; signal?: string | null; timedOut?: boolean }, stderr = ''): SdpaOutcome {
+/** The last line of `stdout` that parses as a JSON object, or null (pure). */
+export function lastJsonObject(stdout: string): Record<string, unknown> | null {
   const lines = stdout.split('\n').map((l) => l.trim()).filter(Boolean);
   for (let i = lines.length - 1; i >= 0; i--) {
     let o: unknown;
@@ -47,25 +47,38 @@ export function parseSdpaOutput(stdout: string, exit: { code: number | null; sig
     } catch {
       continue;
     }
-    if (!o || typeof o !== 'object' || Array.isArray(o)) continue;
-    const r = o as Record<string, unknown>;
-    if (r.ok === true && Array.isArray(r.sizes)) {
-      return {
-        ok: true, torch: String(r.torch ?? '?'), cuda: typeof r.cuda === 'string' ? r.cuda : null, device: String(r.device ?? '?'),
-        ...(typeof r.backend === 'string' ? { backend: r.backend } : {}),
-        matmul: (r.matmul as SdpaMatmul | null) ?? null, sizes: r.sizes as SdpaSize[], ...(typeof r.seconds === 'number' ? { seconds: r.seconds } : {}),
-      };
-    }
-    if (r.ok === false) return { ok: false, error: String(r.error ?? 'sdpa.py reported an error without a message') };
+    if (o && typeof o === 'object' && !Array.isArray(o)) return o as Record<string, unknown>;
   }
-  const tail = stderr.trim().split('\n').slice(-3).join(' | ');
-  const how = exit.timedOut ? 'timed out and was stopped' : exit.signal ? `was killed by ${exit.signal}` : `exited with code ${String(exit.code)}`;
-  return { ok: false, error: `sdpa.py ${how} without a JSON result${tail ? `: ${tail}` : ''}` };
+  return null;
 }
 
-/** Where sdpa.py is: beside this module (bench/), or beside the bundle (.device/). */
-export function sdpaScript(): string {
-  return join(dirname(fileURLToPath(import.meta.url)), 'sdpa.py');
+/** How a python script ended without a JSON result (`script` names it), with its last stderr lines. */
+export function noJsonResult(script: string, exit: PythonExit, stderr: string): string {
+  const tail = stderr.trim().split('\n').slice(-3).join(' | ');
+  const how = exit.timedOut ? 'timed out and was stopped' : exit.signal ? `was killed by ${exit.signal}` : `exited with code ${String(exit.code)}`;
+  return `${script} ${how} without a JSON result${tail ? `: ${tail}` : ''}`;
+}
+
+/** How a child process ended. */
+export interface PythonExit { readonly code: number | null; readonly signal?: string | null; readonly timedOut?: boolean }
+
+/** Reads the script's result: the last stdout line that parses as a JSON object (pure). */
+export function parseSdpaOutput(stdout: string, exit: PythonExit, stderr = ''): SdpaOutcome {
+  const r = lastJsonObject(stdout);
+  if (r && r.ok === true && Array.isArray(r.sizes)) {
+    return {
+      ok: true, torch: String(r.torch ?? '?'), cuda: typeof r.cuda === 'string' ? r.cuda : null, device: String(r.device ?? '?'),
+      ...(typeof r.backend === 'string' ? { backend: r.backend } : {}),
+      matmul: (r.matmul as SdpaMatmul | null) ?? null, sizes: r.sizes as SdpaSize[], ...(typeof r.seconds === 'number' ? { seconds: r.seconds } : {}),
+    };
+  }
+  if (r && r.ok === false) return { ok: false, error: String(r.error ?? 'sdpa.py reported an error without a message') };
+  return { ok: false, error: noJsonResult('sdpa.py', exit, stderr) };
+}
+
+/** Where sdpa.py (or another bench script) is: beside this module (bench/), or beside the bundle (.device/). */
+export function sdpaScript(name = 'sdpa.py'): string {
+  return join(dirname(fileURLToPath(import.meta.url)), name);
 }
 
 export interface SdpaRun {
@@ -90,15 +103,26 @@ export async function runSdpa(o: SdpaRun): Promise<SdpaOutcome> {
   const script = sdpaScript();
   if (!existsSync(script)) return { ok: false, error: `${script} is missing (the bundle copies bench/sdpa.py beside bench.mjs)` };
   const args = [
-    script, '--tokens', o.tokens.join(','), '--batch', String(o.batch), '--heads', String(o.heads), '--kv-heads', String(o.kvHeads),
+    '--tokens', o.tokens.join(','), '--batch', String(o.batch), '--heads', String(o.heads), '--kv-heads', String(o.kvHeads),
     '--head-dim', String(o.headDim), '--dtype', o.dtype, '--reps', String(o.reps), '--budget', String(Math.max(1, Math.floor(o.budgetS))),
     ...(o.matmul ? [] : ['--no-matmul']),
   ];
+  const r = await runPython(o.python, script, args, o);
+  return 'error' in r ? { ok: false, error: r.error } : parseSdpaOutput(r.stdout, r.exit, r.stderr);
+}
+
+/**
+ * Runs `python script args…`, passing its stderr lines to `log`; stopped (SIGKILL) 30 s after `budgetS`. Never
+ * throws: a python that cannot be started comes back as `{ error }`.
+ */
+export async function runPython(
+  python: string, script: string, args: readonly string[], o: { budgetS: number; log?: (s: string) => void; env?: NodeJS.ProcessEnv },
+): Promise<{ stdout: string; stderr: string; exit: PythonExit } | { error: string }> {
   return new Promise((resolve) => {
     let stdout = '';
     let stderr = '';
     let timedOut = false;
-    const child = spawn(o.python, args, { stdio: ['ignore', 'pipe', 'pipe'], ...(o.env ? { env: o.env } : {}) });
+    const child = spawn(python, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], ...(o.env ? { env: o.env } : {}) });
     const timer = setTimeout(() => {
       timedOut = true;
       child.kill('SIGKILL');
@@ -110,11 +134,11 @@ export async function runSdpa(o: SdpaRun): Promise<SdpaOutcome> {
     });
     child.on('error', (e) => {
       clearTimeout(timer);
-      resolve({ ok: false, error: `cannot run ${o.python}: ${e.message}` });
+      resolve({ error: `cannot run ${python}: ${e.message}` });
     });
     child.on('close', (code, signal) => {
       clearTimeout(timer);
-      resolve(parseSdpaOutput(stdout, { code, signal, timedOut }, stderr));
+      resolve({ stdout, stderr, exit: { code, signal, timedOut } });
     });
   });
 }

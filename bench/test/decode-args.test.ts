@@ -9,7 +9,7 @@ describe('parseDecodeFlags', () => {
   it('CPU defaults: 4/4 heads, D 64, B 64, f32, 8K…128K, batch 1 and 8, a 4K prefill on 128K', () => {
     expect(parseDecodeFlags(['--', '--decode'], '/r')).toEqual({
       backend: 'cpu', contexts: [8 * K, 16 * K, 32 * K, 64 * K, 128 * K], batch: [1, 8], heads: [[4, 4]], D: 64, B: 64, topk: 8,
-      dtype: 'f32', reps: 10, prefillChunk: 4 * K, prefillContext: 128 * K, seed: 1, dense: true, write: true, out: '/r',
+      dtype: 'f32', reps: 10, prefillChunk: 4 * K, prefillContext: 128 * K, seed: 1, dense: true, write: true, out: '/r', torch: true, torchBudgetS: 240,
     });
   });
   it('GPU defaults: 16/16 and 32/8, D 128, bf16, B 128, 8K…1M, batch 1, 16, 64', () => {
@@ -17,6 +17,15 @@ describe('parseDecodeFlags', () => {
     expect(typeof f !== 'string' && [f.heads, f.D, f.B, f.dtype, f.contexts, f.batch]).toEqual([
       [[16, 16], [32, 8]], 128, 128, 'bf16', [8 * K, 32 * K, 128 * K, 512 * K, 1024 * K], [1, 16, 64],
     ]);
+  });
+  it('contexts take K and M suffixes (1M = 1024K), batch 64; the torch flags', () => {
+    const f = parseDecodeFlags(['--decode', '--backend', 'webgpu', '--contexts', '8K,512K,1M', '--batch', '64', '--python', '/opt/py', '--torch-budget', '100'], '/r');
+    expect(typeof f !== 'string' && [f.contexts, f.batch, f.python, f.torch, f.torchBudgetS]).toEqual([[8 * K, 512 * K, 1024 * K], [64], '/opt/py', true, 100]);
+    const off = parseDecodeFlags(['--decode', '--no-torch'], '/r');
+    expect(typeof off !== 'string' && [off.torch, off.dense, off.python]).toEqual([false, true, undefined]);
+    const noDense = parseDecodeFlags(['--decode', '--no-dense'], '/r');
+    expect(typeof noDense !== 'string' && noDense.torch).toBe(false);
+    expect(() => parseDecodeFlags(['--decode', '--torch-budget', '5'], '/r')).toThrow(/--torch-budget/);
   });
   it('--quick shrinks what was not given; explicit flags win', () => {
     const f = parseDecodeFlags(['--decode', '--quick', '--batch', '3'], '/r');
