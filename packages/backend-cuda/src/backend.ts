@@ -124,9 +124,9 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
     this.caps = Object.freeze({
       dtypes: Object.freeze(['f32', 'f16', 'bf16'] as DType[]),
       maxHeadDim: geo.K.maxHeadDim, maxTopk: geo.K.maxTopk, maxBlockSize: 1 << 20,
-      nonCausal: true, kconv: true, maxKconvWidth: 8, kconvWeightDtype: 'k',
+      nonCausal: true, qkLayout: true, kconv: true, maxKconvWidth: 8, kconvWeightDtype: 'k',
       memoryBytes: Math.max(0, mem.free - this.#mem.reserve),
-      deterministic: true, kvCache: true, qkLayout: true,
+      deterministic: true, kvCache: true,
       // the tensor-core paths (docs/cuda.md): a non-finite k/v (q/dOut) may reach a row (key) its causal mask hides
       nonFinite: this.#c.fast ? 'block' : 'rows',
     });
@@ -205,8 +205,7 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
 
   protected async doRoutingFromIndices(indices: Int32Array, p: CheckedRoutingCall, layout: Layout): Promise<RoutingStore> {
     const { T, Hq, cfg: rc, seqs } = p;
-    const Tk = layout.cuSeqlens[layout.cuSeqlens.length - 1]!;
-    const cp: CudaProblem = { T, Tk, Hq, Hkv: 1, D: 1, dtype: 'f32', topk: rc.topk, totalBlocks: seqs.totalBlocks, nseq: layout.cuSeqlens.length - 1 };
+    const cp: CudaProblem = { T, Tk: layout.cuSeqlens[layout.cuSeqlens.length - 1]!, Hq, Hkv: 1, D: 1, dtype: 'f32', topk: rc.topk, totalBlocks: seqs.totalBlocks, nseq: layout.cuSeqlens.length - 1 };
     checkIndexLimits(cp);
     this.#mem.fits('routingFromIndices()', opBytes(cp).route);
     const lay = deviceLayout(this.#c, layout, rc.blockSize, p.queries);
