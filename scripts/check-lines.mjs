@@ -16,7 +16,7 @@ const EXCEPTIONS = {
   'packages/backend-cuda/kernels/backward.cu': [520, 'the H200 tensor-core backward (dK/dV with dQ partials) plus the generic kernels; frozen while its bench numbers are the reference'],
   'packages/backend-cuda/kernels/route.cu': [490, 'the tensor-core fused router and the generic one; frozen with the H200 numbers'],
   'packages/backend-cuda/kernels/forward.cu': [470, 'key-major tensor-core forward, window forward and generic forward; frozen with the H200 numbers'],
-  'packages/backend-cuda/scripts/gpu-check.ts': [360, 'the whole H200 acceptance run in one bundle: conformance, golden cases, the 64K routing check, fast vs generic kernels, timings'],
+  'packages/backend-cuda/scripts/gpu-check.ts': [370, 'the whole H200 acceptance run in one bundle: conformance, golden cases, the 64K routing check, fast vs generic kernels, timings, and the wiring of the cache and qk steps'],
   'packages/backend-cuda/test/host.test.ts': [390, 'every GPU-free check of the CUDA backend: launch planning, memory planning, argument tables against the .cu signatures'],
   'bench/gpu-report.ts': [380, 'the published peer numbers as data tables next to the report that compares against them'],
   'bench/gpu.ts': [350, 'one GPU bench run: every size and kernel of the configuration in one process, device-synchronised timings'],

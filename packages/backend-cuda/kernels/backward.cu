@@ -7,7 +7,9 @@
 //         (registers). Each key is owned by exactly one CTA, so dk/dv are written once, already summed
 //         over the group's query heads.
 //  dq:    one warp per (row, head), query-major like the forward: walks the row's selected blocks.
-// P = exp(scale·s − lse) is recomputed from the forward's lse (never stored); causal: key p <= t.
+// P = exp(scale·s − lse) is recomputed from the forward's lse (never stored); causal: key p <= t. Query rows
+// follow `cuq`, keys `cu` (the same pointer for self-attention): query row t of sequence s sits at key row
+// t + cu[s + 1] - cuq[s + 1] (SPEC §8); dk/dv cover every key (0 where no row attends).
 #include "common.cuh"
 using namespace moba;
 
@@ -28,8 +30,8 @@ __device__ void delta(const T* out, const T* dout, float* dlt, i64 nrows, int D)
 
 template <typename T>
 __device__ void dkdv(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* dlt, const int* offsets,
-                     const int* rows, T* dk, T* dv, const int* cu, const int* block_base, int nseq, int Hq, int Hkv, int D, int B,
-                     int NB, int causal, float scale, int kc) {
+                     const int* rows, T* dk, T* dv, const int* cuq, const int* cu, const int* block_base, int nseq, int Hq, int Hkv,
+                     int D, int B, int NB, int causal, float scale, int kc) {
   extern __shared__ float smem[];
   float* sk = smem;                        // [kc][D + 1]
   float* sv = sk + kc * (D + 1);           // [kc][D + 1]
@@ -43,6 +45,7 @@ __device__ void dkdv(const T* q, const T* k, const T* v, const T* dout, const fl
     const int kvh = (int)(item / ((i64)NB * nchunk)), rest = (int)(item - (i64)kvh * NB * nchunk);
     const int g = rest / nchunk, c = rest - g * nchunk, s = upper_index(block_base, nseq, g);
     const int k0 = cu[s] + (g - block_base[s]) * B + c * kc, k1 = min(min(cu[s] + (g - block_base[s] + 1) * B, cu[s + 1]), k0 + kc);
+    const int shift = cu[s + 1] - cuq[s + 1];  // query row t sits at key row t + shift
     if (k0 >= k1) continue;  // past the end of a partial last block (uniform over the CTA)
     __syncthreads();
     for (int i = threadIdx.x; i < kc * D; i += blockDim.x) {
@@ -68,7 +71,7 @@ __device__ void dkdv(const T* q, const T* k, const T* v, const T* dout, const fl
           for (int j = lane; j < kc; j += WARP) {
             float x = 0.f, dp = 0.f;
             for (int d = 0; d < D; ++d) { x += sq[warp * D + d] * sk[j * (D + 1) + d]; dp += sdo[warp * D + d] * sv[j * (D + 1) + d]; }
-            const bool ok = k0 + j < k1 && (!causal || k0 + j <= t) && L != -INFINITY;
+            const bool ok = k0 + j < k1 && (!causal || k0 + j <= t + shift) && L != -INFINITY;
             const float p = exp2f((x * scale - L) * LOG2E);  // not x · scale·log2e: inf for a scale near the f32 maximum
             sp[warp * kc + j] = p;
             sds[warp * kc + j] = p * (dp - dl);
@@ -98,14 +101,14 @@ __device__ void dkdv(const T* q, const T* k, const T* v, const T* dout, const fl
 
 template <typename T>
 __device__ void dq(const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* dlt, const int* indices, T* dqo,
-                   const int* cu, int nseq, int T_, int Hq, int Hkv, int D, int B, int topk, int causal, float scale) {
+                   const int* cuq, const int* cu, int nseq, int T_, int Hq, int Hkv, int D, int B, int topk, int causal, float scale) {
   extern __shared__ float smem[];  // [BWD_WARPS][2][D]: q, dOut
   const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
   float* sq = smem + warp * 2 * D;
   float* sdo = sq + D;
   for (i64 row = (i64)blockIdx.x * BWD_WARPS + warp; row < (i64)T_ * Hq; row += (i64)gridDim.x * BWD_WARPS) {
     const int h = (int)(row / T_), t = (int)(row - (i64)h * T_), kvh = h / (Hq / Hkv);
-    const int s = upper_index(cu, nseq, t), s0 = cu[s], s1 = cu[s + 1], cb = (t - s0) / B;
+    const int s = upper_index(cuq, nseq, t), s0 = cu[s], s1 = cu[s + 1], tk = t + s1 - cuq[s + 1], cb = (tk - s0) / B;
     const i64 qo = ((i64)t * Hq + h) * D;
     __syncwarp();
     for (int d = lane; d < D; d += WARP) { sq[d] = ld(q, qo + d); sdo[d] = ld(dout, qo + d); }
@@ -115,7 +118,7 @@ __device__ void dq(const T* q, const T* k, const T* v, const T* dout, const floa
     for (int r = 0; r < MAX_DPL; ++r) acc[r] = 0.f;
     const int* sel = indices + ((i64)t * Hq + h) * topk;
     for (int i = 0; i < topk && sel[i] >= 0 && L2 != -INFINITY; ++i) {
-      const int j = sel[i], p0 = s0 + j * B, p1 = (causal && j == cb) ? t + 1 : min(p0 + B, s1);
+      const int j = sel[i], p0 = s0 + j * B, p1 = (causal && j == cb) ? tk + 1 : min(p0 + B, s1);
       for (int pc = p0; pc < p1; pc += WARP) {
         const int n = min(WARP, p1 - pc);
         float ds = 0.f;
@@ -144,14 +147,15 @@ __device__ void dq(const T* q, const T* k, const T* v, const T* dout, const floa
   }                                                                                                                    \
   extern "C" __global__ void __launch_bounds__(BWD_WARPS * WARP) dkdv_##N(                                             \
       const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* dlt, const int* offsets,        \
-      const int* rows, T* dk, T* dv, const int* cu, const int* block_base, int nseq, int Hq, int Hkv, int D, int B,    \
-      int NB, int causal, float scale, int kc) {                                                                       \
-    dkdv<T>(q, k, v, dout, lse, dlt, offsets, rows, dk, dv, cu, block_base, nseq, Hq, Hkv, D, B, NB, causal, scale, kc); \
+      const int* rows, T* dk, T* dv, const int* cuq, const int* cu, const int* block_base, int nseq, int Hq, int Hkv, \
+      int D, int B, int NB, int causal, float scale, int kc) {                                                         \
+    dkdv<T>(q, k, v, dout, lse, dlt, offsets, rows, dk, dv, cuq, cu, block_base, nseq, Hq, Hkv, D, B, NB, causal, scale, kc); \
   }                                                                                                                    \
   extern "C" __global__ void __launch_bounds__(BWD_WARPS * WARP) dq_##N(                                               \
       const T* q, const T* k, const T* v, const T* dout, const float* lse, const float* dlt, const int* indices,       \
-      T* dqo, const int* cu, int nseq, int T_, int Hq, int Hkv, int D, int B, int topk, int causal, float scale) {     \
-    dq<T>(q, k, v, dout, lse, dlt, indices, dqo, cu, nseq, T_, Hq, Hkv, D, B, topk, causal, scale);                    \
+      T* dqo, const int* cuq, const int* cu, int nseq, int T_, int Hq, int Hkv, int D, int B, int topk, int causal,    \
+      float scale) {                                                                                                   \
+    dq<T>(q, k, v, dout, lse, dlt, indices, dqo, cuq, cu, nseq, T_, Hq, Hkv, D, B, topk, causal, scale);               \
   }
 MOBA_DTYPES(BACKWARD_ENTRIES)
 

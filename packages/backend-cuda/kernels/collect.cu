@@ -5,8 +5,11 @@
 #include "common.cuh"
 using namespace moba;
 
+// Query row t belongs to sequence upper_index(cuq, nseq, t): `cuq` holds the query boundaries (SPEC §8; the key
+// boundaries `cu` for self-attention), `block_base` the key blocks.
+
 // counts[h * NB + g] (+1 slot at the end, zeroed by the host) for every selected (t, h, i).
-extern "C" __global__ void collect_count(const int* indices, int* counts, const int* cu, const int* block_base, int nseq,
+extern "C" __global__ void collect_count(const int* indices, int* counts, const int* cuq, const int* block_base, int nseq,
                                          i64 T_, int Hq, int topk, int NB) {
   const i64 n = T_ * Hq * topk;
   for (i64 e = blockIdx.x * (i64)blockDim.x + threadIdx.x; e < n; e += (i64)gridDim.x * blockDim.x) {
@@ -15,7 +18,7 @@ extern "C" __global__ void collect_count(const int* indices, int* counts, const 
     const i64 row = e / topk;
     const i64 t = row / Hq;
     const int h = (int)(row - t * Hq);
-    atomicAdd(&counts[(i64)h * NB + block_base[upper_index(cu, nseq, t)] + j], 1);
+    atomicAdd(&counts[(i64)h * NB + block_base[upper_index(cuq, nseq, t)] + j], 1);
   }
 }
 
@@ -53,18 +56,18 @@ extern "C" __global__ void __launch_bounds__(1024) collect_scan(int* a, int n) {
   }
 }
 
-// Rebuilds list (h, g) in ascending row order by walking its candidate rows (causal: from the block's
-// first token; else the whole sequence) and compacting the rows that chose the block (ballot + warp
-// prefix sums). O(candidate rows · topk): the fallback of collect_sort for lists too long to sort in
-// shared memory. Called by a whole CTA; `warp_cnt` and `filled` are shared.
-__device__ void scan_list(const int* indices, int* rows, const int* cu, int s, int j, int h, int begin, int need, int Hq, int topk,
-                          int B, int causal, int* warp_cnt, int* filled) {
+// Rebuilds list (h, g) in ascending row order by walking its candidate query rows (causal: from the first
+// one at or after the block's first key; else the whole sequence) and compacting the rows that chose the
+// block (ballot + warp prefix sums). O(candidate rows · topk): the fallback of collect_sort for lists too
+// long to sort in shared memory. Called by a whole CTA; `warp_cnt` and `filled` are shared.
+__device__ void scan_list(const int* indices, int* rows, const int* cuq, const int* cu, int s, int j, int h, int begin, int need, int Hq,
+                          int topk, int B, int causal, int* warp_cnt, int* filled) {
   const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP, nwarps = blockDim.x / WARP;
-  const i64 t_end = cu[s + 1];
+  const i64 t_end = cuq[s + 1], o = t_end - (cu[s + 1] - cu[s]);  // o: the query row at key position 0 (SPEC §8)
   __syncthreads();
   if (threadIdx.x == 0) *filled = 0;
   __syncthreads();
-  for (i64 t0 = cu[s] + (causal ? (i64)j * B : 0); t0 < t_end; t0 += blockDim.x) {
+  for (i64 t0 = causal ? max((i64)cuq[s], o + (i64)j * B) : cuq[s]; t0 < t_end; t0 += blockDim.x) {
     if (*filled >= need) break;  // uniform: read after the barrier that ended the previous pass
     const i64 t = t0 + threadIdx.x;
     bool hit = false;
@@ -88,7 +91,7 @@ __device__ void scan_list(const int* indices, int* rows, const int* cu, int s, i
 // Scatter, unordered: every selected (t, h, i) appends t to its list through an integer atomic cursor
 // (cursor[] zeroed by the host). O(T·Hq·topk). The order inside a list is arbitrary here; collect_sort
 // makes it ascending, so the final lists do not depend on the atomics' order.
-extern "C" __global__ void collect_fill(const int* indices, const int* offsets, int* cursor, int* rows, const int* cu,
+extern "C" __global__ void collect_fill(const int* indices, const int* offsets, int* cursor, int* rows, const int* cuq,
                                         const int* block_base, int nseq, i64 T_, int Hq, int topk, int NB) {
   const i64 n = T_ * Hq * topk;
   for (i64 e = blockIdx.x * (i64)blockDim.x + threadIdx.x; e < n; e += (i64)gridDim.x * blockDim.x) {
@@ -97,7 +100,7 @@ extern "C" __global__ void collect_fill(const int* indices, const int* offsets, 
     const i64 row = e / topk;
     const i64 t = row / Hq;
     const int h = (int)(row - t * Hq);
-    const i64 list = (i64)h * NB + block_base[upper_index(cu, nseq, t)] + j;
+    const i64 list = (i64)h * NB + block_base[upper_index(cuq, nseq, t)] + j;
     rows[offsets[list] + atomicAdd(&cursor[list], 1)] = (int)t;
   }
 }
@@ -106,8 +109,9 @@ extern "C" __global__ void collect_fill(const int* indices, const int* offsets, 
 // of up to SORT_CAP rows (padded to a power of two with INT_MAX), scan_list for longer ones (rare: a
 // block chosen by more than SORT_CAP rows of one head).
 constexpr int SORT_CAP = 8192;
-extern "C" __global__ void __launch_bounds__(256) collect_sort(const int* indices, const int* offsets, int* rows, const int* cu,
-                                                               const int* block_base, int nseq, int Hq, int topk, int NB, int B, int causal) {
+extern "C" __global__ void __launch_bounds__(256) collect_sort(const int* indices, const int* offsets, int* rows, const int* cuq,
+                                                               const int* cu, const int* block_base, int nseq, int Hq, int topk, int NB,
+                                                               int B, int causal) {
   __shared__ int sbuf[SORT_CAP];
   __shared__ int warp_cnt[32];
   __shared__ int filled;
@@ -117,7 +121,7 @@ extern "C" __global__ void __launch_bounds__(256) collect_sort(const int* indice
     if (n > SORT_CAP) {
       const int h = (int)(list / NB), g = (int)(list - (i64)h * NB);
       const int s = upper_index(block_base, nseq, g);
-      scan_list(indices, rows, cu, s, g - block_base[s], h, begin, n, Hq, topk, B, causal, warp_cnt, &filled);
+      scan_list(indices, rows, cuq, cu, s, g - block_base[s], h, begin, n, Hq, topk, B, causal, warp_cnt, &filled);
       continue;
     }
     int P = 1;

@@ -4,7 +4,8 @@
 // taken before the scale: exp2((x − m)·scale·log2 e) cannot overflow for any f32 scale), then the tile updates
 // the online-softmax state (running max m, sum l) and every lane's slice of the f32 accumulator (dims lane,
 // lane + 32, ...). The own block stops at key t when causal. Epilogue: out = acc / l, lse = m·scale + ln l;
-// a row with no keys gives 0 and -inf.
+// a row with no keys gives 0 and -inf. Query rows follow `cuq`, keys `cu` (the same pointer for
+// self-attention): query row t of sequence s sits at key row t + cu[s + 1] - cuq[s + 1] (SPEC §8).
 #include "common.cuh"
 using namespace moba;
 
@@ -12,16 +13,16 @@ constexpr int FWD_WARPS = 4;
 constexpr int MAX_DPL = 8;  // dims per lane: D <= 256
 
 template <typename T>
-__device__ void forward(const T* q, const T* k, const T* v, const int* indices, T* out, float* lse, const int* cu, int nseq,
-                        int T_, int Hq, int Hkv, int D, int B, int topk, int causal, float scale) {
+__device__ void forward(const T* q, const T* k, const T* v, const int* indices, T* out, float* lse, const int* cuq, const int* cu,
+                        int nseq, int T_, int Hq, int Hkv, int D, int B, int topk, int causal, float scale) {
   extern __shared__ float sq_all[];  // [FWD_WARPS][D]
   const int lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
   float* sq = sq_all + warp * D;
   const i64 nrows = (i64)T_ * Hq;
   for (i64 row = (i64)blockIdx.x * FWD_WARPS + warp; row < nrows; row += (i64)gridDim.x * FWD_WARPS) {
     const int h = (int)(row / T_), t = (int)(row - (i64)h * T_), kvh = h / (Hq / Hkv);
-    const int s = upper_index(cu, nseq, t);
-    const int s0 = cu[s], s1 = cu[s + 1], cb = (t - s0) / B;
+    const int s = upper_index(cuq, nseq, t);
+    const int s0 = cu[s], s1 = cu[s + 1], tk = t + s1 - cuq[s + 1], cb = (tk - s0) / B;  // tk: the row's key position
     __syncwarp();
     for (int d = lane; d < D; d += WARP) sq[d] = ld(q, ((i64)t * Hq + h) * D + d);
     __syncwarp();
@@ -33,7 +34,7 @@ __device__ void forward(const T* q, const T* k, const T* v, const int* indices, 
       const int j = sel[i];
       if (j < 0) break;
       const int p0 = s0 + j * B;
-      const int p1 = (causal && j == cb) ? t + 1 : min(p0 + B, s1);
+      const int p1 = (causal && j == cb) ? tk + 1 : min(p0 + B, s1);
       for (int pc = p0; pc < p1; pc += WARP) {
         const int p = pc + lane, n = min(WARP, p1 - pc);
         float x = -INFINITY;
@@ -68,9 +69,9 @@ __device__ void forward(const T* q, const T* k, const T* v, const int* indices, 
 
 #define FORWARD_ENTRY(N, T)                                                                                    \
   extern "C" __global__ void __launch_bounds__(FWD_WARPS * WARP) forward_##N(                                  \
-      const T* q, const T* k, const T* v, const int* indices, T* out, float* lse, const int* cu, int nseq,     \
-      int T_, int Hq, int Hkv, int D, int B, int topk, int causal, float scale) {                               \
-    forward<T>(q, k, v, indices, out, lse, cu, nseq, T_, Hq, Hkv, D, B, topk, causal, scale);                  \
+      const T* q, const T* k, const T* v, const int* indices, T* out, float* lse, const int* cuq, const int* cu, \
+      int nseq, int T_, int Hq, int Hkv, int D, int B, int topk, int causal, float scale) {                     \
+    forward<T>(q, k, v, indices, out, lse, cuq, cu, nseq, T_, Hq, Hkv, D, B, topk, causal, scale);             \
   }
 MOBA_DTYPES(FORWARD_ENTRY)
 

@@ -48,8 +48,10 @@ __device__ __forceinline__ void topk_offer(float* val, int* idx, int& n, int slo
   idx[p] = j;
 }
 
+// Query rows follow `cuq`, keys `cu` (the same pointer for self-attention); query row o + p of sequence s sits at
+// its key position p (o = cuq[s + 1] - nk: bottom-right alignment, SPEC §8; o = cu[s] for self-attention).
 template <typename T>
-__device__ void route(const T* q, const float* cent, int* indices, const int* cu, const int* block_base, const int* tile_base,
+__device__ void route(const T* q, const float* cent, int* indices, const int* cuq, const int* cu, const int* block_base, const int* tile_base,
                       int nseq, int Hq, int Hkv, int D, int B, int topk, int causal, int ct) {
   extern __shared__ float smem[];
   float* sc = smem;                              // [ct][D + 1] centroid tile (padded: lane j reads row j)
@@ -59,9 +61,9 @@ __device__ void route(const T* q, const float* cent, int* indices, const int* cu
   int* tn = ti + ROUTE_ROWS * topk;              // [ROUTE_ROWS] counts
   const int h = blockIdx.y, kvh = h / (Hq / Hkv), lane = threadIdx.x % WARP, warp = threadIdx.x / WARP;
   const int s = upper_index(tile_base, nseq, blockIdx.x);
-  const i64 s0 = cu[s], len = cu[s + 1] - s0;
-  const i64 r0 = s0 + (i64)(blockIdx.x - tile_base[s]) * ROUTE_ROWS;
-  const int rows = (int)min((i64)ROUTE_ROWS, s0 + len - r0);
+  const i64 len = cu[s + 1] - cu[s], s0 = cuq[s + 1] - len;  // keys of the sequence; the query row at key position 0
+  const i64 r0 = cuq[s] + (i64)(blockIdx.x - tile_base[s]) * ROUTE_ROWS;
+  const int rows = (int)min((i64)ROUTE_ROWS, cuq[s + 1] - r0);
   const int nblocks = (int)((len + B - 1) / B), slots = causal ? topk - 1 : topk;
   for (int i = threadIdx.x; i < ROUTE_ROWS * D; i += blockDim.x)
     sq[i] = i / D < rows ? ld(q, ((r0 + i / D) * Hq + h) * D + i % D) : 0.f;
@@ -112,9 +114,9 @@ __device__ void route(const T* q, const float* cent, int* indices, const int* cu
 
 #define ROUTE_ENTRY(N, T)                                                                                         \
   extern "C" __global__ void __launch_bounds__(ROUTE_WARPS * WARP) route_##N(                                     \
-      const T* q, const float* cent, int* indices, const int* cu, const int* block_base, const int* tile_base,    \
-      int nseq, int Hq, int Hkv, int D, int B, int topk, int causal, int ct) {                                     \
-    route<T>(q, cent, indices, cu, block_base, tile_base, nseq, Hq, Hkv, D, B, topk, causal, ct);                  \
+      const T* q, const float* cent, int* indices, const int* cuq, const int* cu, const int* block_base,          \
+      const int* tile_base, int nseq, int Hq, int Hkv, int D, int B, int topk, int causal, int ct) {               \
+    route<T>(q, cent, indices, cuq, cu, block_base, tile_base, nseq, Hq, Hkv, D, B, topk, causal, ct);             \
   }
 MOBA_DTYPES(ROUTE_ENTRY)
 
@@ -146,20 +148,21 @@ constexpr int RTC_CT = 32;                // centroids per shared tile
 __device__ __forceinline__ int split_shift(__half) { return 11; }
 __device__ __forceinline__ int split_shift(__nv_bfloat16) { return 8; }
 
-// The row tile of CTA blockIdx.x (in reverse: the longest, latest causal tiles start first): sequence s
-// starting at token s0, rows [r0, r0 + rows), its number of key blocks.
+// The row tile of CTA blockIdx.x (in reverse: the longest, latest causal tiles start first): sequence s,
+// query rows [r0, r0 + rows) (tiles of `cuq`), s0 the query row at key position 0 (as in route), its number
+// of key blocks.
 struct RtcTile {
   int s, rows, nblocks;
   i64 s0, r0;
 };
-__device__ __forceinline__ RtcTile rtc_tile(const int* cu, const int* tile_base, int nseq, int B) {
+__device__ __forceinline__ RtcTile rtc_tile(const int* cuq, const int* cu, const int* tile_base, int nseq, int B) {
   RtcTile t;
   const int tile = gridDim.x - 1 - blockIdx.x;
   t.s = upper_index(tile_base, nseq, tile);
-  t.s0 = cu[t.s];
-  const i64 len = cu[t.s + 1] - t.s0;
-  t.r0 = t.s0 + (i64)(tile - tile_base[t.s]) * RTC_ROWS;
-  t.rows = (int)min((i64)RTC_ROWS, t.s0 + len - t.r0);
+  const i64 len = cu[t.s + 1] - cu[t.s];
+  t.s0 = cuq[t.s + 1] - len;
+  t.r0 = cuq[t.s] + (i64)(tile - tile_base[t.s]) * RTC_ROWS;
+  t.rows = (int)min((i64)RTC_ROWS, cuq[t.s + 1] - t.r0);
   t.nblocks = (int)((len + B - 1) / B);
   return t;
 }
@@ -220,7 +223,7 @@ __device__ __forceinline__ void lane_offer(float* v, int* ix, int stride, int& n
 }
 
 template <typename T, int D>
-__device__ void route_tc(const T* q, const T* chi, const T* clo, int* indices, const int* cu, const int* block_base,
+__device__ void route_tc(const T* q, const T* chi, const T* clo, int* indices, const int* cuq, const int* cu, const int* block_base,
                          const int* tile_base, int nseq, int Hq, int Hkv, int B, int topk, int causal) {
   constexpr int LD = D + PAD;
   constexpr int LS = 2 * RTC_THREADS;  // stride between the slots of one lane-row list
@@ -233,7 +236,7 @@ __device__ void route_tc(const T* q, const T* chi, const T* clo, int* indices, c
   int* ln = li + slots * LS;                                // [2][RTC_THREADS] list lengths
   const int tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP, g = lane / 4, c = lane % 4;
   const int h = blockIdx.y, kvh = h / (Hq / Hkv);
-  const RtcTile rt = rtc_tile(cu, tile_base, nseq, B);
+  const RtcTile rt = rtc_tile(cuq, cu, tile_base, nseq, B);
   const int s = rt.s, rows = rt.rows, nblocks = rt.nblocks;
   const i64 s0 = rt.s0, r0 = rt.r0;
   const int wr = warp * 16;
@@ -343,7 +346,7 @@ __device__ __forceinline__ float rts_offer(float* v, int* ix, int slots, float x
 }
 
 template <typename T, int D>
-__device__ void route_tcs(const T* q, const T* chi, const T* clo, int* indices, const int* cu, const int* block_base,
+__device__ void route_tcs(const T* q, const T* chi, const T* clo, int* indices, const int* cuq, const int* cu, const int* block_base,
                           const int* tile_base, int nseq, int Hq, int Hkv, int B, int topk, int causal) {
   constexpr int LD = D + PAD, SC = RTC_CT + 1;  // score tile row stride (odd: row owners hit distinct banks)
   constexpr int HC = RTC_CT / RTS_HALVES;       // columns of a tile per selecting thread
@@ -355,7 +358,7 @@ __device__ void route_tcs(const T* q, const T* chi, const T* clo, int* indices, 
   const int slots = causal ? topk - 1 : topk;
   const int tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP, g = lane / 4, c = lane % 4;
   const int h = blockIdx.y, kvh = h / (Hq / Hkv);
-  const RtcTile rt = rtc_tile(cu, tile_base, nseq, B);
+  const RtcTile rt = rtc_tile(cuq, cu, tile_base, nseq, B);
   const int s = rt.s, rows = rt.rows, nblocks = rt.nblocks;
   const i64 s0 = rt.s0, r0 = rt.r0;
   const int wr = warp * 16;
@@ -455,17 +458,17 @@ __device__ void route_tcs(const T* q, const T* chi, const T* clo, int* indices, 
   }
 #define ROUTE_TC_ENTRY(D, N, T)                                                                                   \
   extern "C" __global__ void __launch_bounds__(RTC_THREADS) route_tc_d##D##_##N(                                  \
-      const T* q, const T* chi, const T* clo, int* indices, const int* cu, const int* block_base,                 \
+      const T* q, const T* chi, const T* clo, int* indices, const int* cuq, const int* cu, const int* block_base, \
       const int* tile_base, int nseq, int Hq, int Hkv, int B, int topk, int causal) {                            \
-    route_tc<T, D>(q, chi, clo, indices, cu, block_base, tile_base, nseq, Hq, Hkv, B, topk, causal);              \
+    route_tc<T, D>(q, chi, clo, indices, cuq, cu, block_base, tile_base, nseq, Hq, Hkv, B, topk, causal);              \
   }
 CENTROID_SPLIT_ENTRY(f16, __half)
 CENTROID_SPLIT_ENTRY(bf16, __nv_bfloat16)
 #define ROUTE_TCS_ENTRY(D, N, T)                                                                                  \
   extern "C" __global__ void __launch_bounds__(RTC_THREADS) route_tcs_d##D##_##N(                                 \
-      const T* q, const T* chi, const T* clo, int* indices, const int* cu, const int* block_base,                 \
+      const T* q, const T* chi, const T* clo, int* indices, const int* cuq, const int* cu, const int* block_base, \
       const int* tile_base, int nseq, int Hq, int Hkv, int B, int topk, int causal) {                            \
-    route_tcs<T, D>(q, chi, clo, indices, cu, block_base, tile_base, nseq, Hq, Hkv, B, topk, causal);             \
+    route_tcs<T, D>(q, chi, clo, indices, cuq, cu, block_base, tile_base, nseq, Hq, Hkv, B, topk, causal);             \
   }
 ROUTE_TCS_ENTRY(64, f16, __half)
 ROUTE_TCS_ENTRY(64, bf16, __nv_bfloat16)

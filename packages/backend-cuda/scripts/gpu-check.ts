@@ -7,7 +7,8 @@
  *  (e) timings of the bench configuration (batch 2, 16 heads, D 128, bf16, B 128, top-8) at N = 8K, 32K, 128K:
  *      routing (with the collect split), attention forward, backward, each CUDA-synchronised, median of 5
  *      after a warm-up, with effective TFLOP/s from plan() and a per-kernel profile of one run.
- * Subsets: `--quick` (fast path + timings at 8K, 32K), `GPU_CHECK_ONLY=conformance,golden,routing,fastpath,timings,cache` (cache: gpu-check-cache.ts),
+ * Subsets: `--quick` (fast path + timings at 8K, 32K), `GPU_CHECK_ONLY=conformance,golden,routing,fastpath,timings,cache,qk` (cache:
+ * gpu-check-cache.ts; qk: fewer queries than keys against self-attention, gpu-check-qk.ts),
  * `GPU_CHECK_SIZES=8192,32768`.
  * Writes `$OUT/cuda-report.json` when OUT is set and prints a short table last. Exit 1 on any failure;
  * without CUDA it prints "cuda unavailable: <why>" and exits 0 (1 when MOBA_REQUIRE names cuda).
@@ -18,13 +19,14 @@ import { type Backend, type DeviceTensor, type Layout, Rng, bf16ToF32, f16ToF32,
 import { type Report, runConformance, summaryLine } from '@moba/testkit';
 import { type CudaBackend, createCudaBackend, unavailableReason } from '../src/index.js';
 import { cacheStep } from './gpu-check-cache.js';
+import { qkStep } from './gpu-check-qk.js';
 
 // FlashMoBA measured on the H200 in the bench configuration: forward incl. routing, routing, attention forward, backward (ms)
 const FM: Record<number, { fwd: number; routing: number; attn: number; bwd: number }> = {
   8192: { fwd: 3.74, routing: 1.16, attn: 2.82, bwd: 2.14 }, 32768: { fwd: 17.6, routing: 4.23, attn: 13.19, bwd: 7.67 },
   131072: { fwd: 139.45, routing: 34.38, attn: 105.11, bwd: 29.47 },
 };
-// Steps: GPU_CHECK_ONLY=conformance,golden,routing,fastpath,timings (default all); --quick: fastpath + timings at 8K, 32K.
+// Steps: GPU_CHECK_ONLY=conformance,golden,routing,fastpath,timings,cache,qk (default all); --quick: fastpath + timings at 8K, 32K.
 const quick = process.argv.includes('--quick') || process.env.GPU_CHECK_QUICK === '1';
 const only = (process.env.GPU_CHECK_ONLY ?? '').split(',').map((s) => s.trim()).filter(Boolean);
 const wanted = (step: string): boolean => (only.length > 0 ? only.includes(step) : !quick || step === 'fastpath' || step === 'timings');
@@ -277,7 +279,7 @@ async function main(): Promise<number> {
       return { crashed: msg };
     }
   };
-  log(`device: ${b.device.name} (${b.device.arch}, ${b.device.sms} SMs), driver ${b.device.driverVersion}, NVRTC ${b.device.nvrtcVersion}; steps: ${['conformance', 'golden', 'routing', 'fastpath', 'timings', 'cache'].filter(wanted).join(', ')}`);
+  log(`device: ${b.device.name} (${b.device.arch}, ${b.device.sms} SMs), driver ${b.device.driverVersion}, NVRTC ${b.device.nvrtcVersion}; steps: ${['conformance', 'golden', 'routing', 'fastpath', 'timings', 'cache', 'qk'].filter(wanted).join(', ')}`);
   let conf: unknown = 'skipped', golden: unknown = 'skipped', routing: Record<string, unknown> = { skipped: true }, fastp: Record<string, unknown> = { skipped: true };
   let times: Record<string, unknown>[] | { crashed: string } | 'skipped' = 'skipped';
   if (wanted('conformance')) {
@@ -326,6 +328,10 @@ async function main(): Promise<number> {
     report.timings = times;
   }
   if (wanted('cache')) report.cache = await step('kv cache', async () => { const r = await cacheStep(b, log); if (!r.ok) failed++; return r; });
+  if (wanted('qk')) report.qk = await step('qk layout', async () => {
+    const generic = createCudaBackend({ unstable: { fastPaths: false } });
+    try { const r = await qkStep(b, generic, log); if (!r.ok) failed++; return r; } finally { await generic.destroy(); }
+  });
   await b.destroy();
   if (process.env.OUT) {
     mkdirSync(process.env.OUT, { recursive: true });
@@ -349,6 +355,7 @@ async function main(): Promise<number> {
     }
   } else log(`timings: ${times === 'skipped' ? 'skipped' : 'crashed'}`);
   if (report.cache) log(`kv cache:                 ${(report.cache as { ok?: boolean }).ok ? 'ok' : 'FAILED'}`);
+  if (report.qk) log(`qk layout vs self:        ${(report.qk as { ok?: boolean }).ok ? 'ok' : 'FAILED'}`);
   log(failed === 0 ? 'gpu-check: all passed' : `gpu-check: ${failed} step(s) failed`);
   return failed === 0 ? 0 : 1;
 }

@@ -124,7 +124,7 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
     this.caps = Object.freeze({
       dtypes: Object.freeze(['f32', 'f16', 'bf16'] as DType[]),
       maxHeadDim: geo.K.maxHeadDim, maxTopk: geo.K.maxTopk, maxBlockSize: 1 << 20,
-      nonCausal: true, kconv: true, maxKconvWidth: 8, kconvWeightDtype: 'k',
+      nonCausal: true, qkLayout: true, kconv: true, maxKconvWidth: 8, kconvWeightDtype: 'k',
       memoryBytes: Math.max(0, mem.free - this.#mem.reserve),
       deterministic: true, kvCache: true,
       // the tensor-core paths (docs/cuda.md): a non-finite k/v (q/dOut) may reach a row (key) its causal mask hides
@@ -205,10 +205,10 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
 
   protected async doRoutingFromIndices(indices: Int32Array, p: CheckedRoutingCall, layout: Layout): Promise<RoutingStore> {
     const { T, Hq, cfg: rc, seqs } = p;
-    const cp: CudaProblem = { T, Hq, Hkv: 1, D: 1, dtype: 'f32', topk: rc.topk, totalBlocks: seqs.totalBlocks, nseq: layout.cuSeqlens.length - 1 };
+    const cp: CudaProblem = { T, Tk: layout.cuSeqlens[layout.cuSeqlens.length - 1]!, Hq, Hkv: 1, D: 1, dtype: 'f32', topk: rc.topk, totalBlocks: seqs.totalBlocks, nseq: layout.cuSeqlens.length - 1 };
     checkIndexLimits(cp);
     this.#mem.fits('routingFromIndices()', opBytes(cp).route);
-    const lay = deviceLayout(this.#c, layout, rc.blockSize);
+    const lay = deviceLayout(this.#c, layout, rc.blockSize, p.queries);
     const ib = this.#mem.alloc(indices.byteLength);
     try {
       this.#drv.copyHtoD(ib.ptr, indices);

@@ -2,6 +2,8 @@
  * Attention backward (backward.cu): Δ = rowsum(dO ∘ O) (delta), then either the tensor-core path
  * (dkdv_meta gathers each list entry's row values once; dkdv_tc/dkdv_tc8 write dK, dV and per-(row, slot,
  * key tile) dQ partials; dq_merge sums them per row in a fixed order) or the generic kernels (dkdv, dq).
+ * Fewer queries than keys (SPEC §8) run on the generic kernels: dq for the T query rows, dk and dv for all
+ * Tk key rows.
  */
 import { type BackwardInputs, type CheckedProblem, type Layout, dtypeBytes } from '@moba/core';
 import type { Buf } from './allocator.js';
@@ -14,19 +16,19 @@ import { type Cuda, type RoutingStore, cudaProblem, deviceLayout, usesTensorCore
 export function backward(c: Cuda, p: CheckedProblem, t: BackwardInputs<Buf>, rs: RoutingStore, layout: Layout): { dq: Buf; dk: Buf; dv: Buf } {
   const { shape, cfg: rc, seqs } = p;
   const cp = cudaProblem(shape, rc, seqs, layout);
-  const { T, Hq, Hkv, D } = shape;
-  const fast = usesTensorCores(c, shape.dtype, D);
+  const { T, Tk, Hq, Hkv, D } = shape;
+  const fast = usesTensorCores(c, shape.dtype, D) && p.queries.selfAttention;
   const tcL = fast ? geo.dkdvTcLaunch(seqs.totalBlocks, rc.blockSize, Hkv, D, c.sharedOptIn) : null;
   const plan = tcL ? geo.dqPartPlan(T, Hq, Hkv, D, rc.topk, tcL.nsub, seqs.totalBlocks, c.sms, c.kvHeadsPerLaunch) : { kvPerLaunch: Hkv, bytes: 0 };
   const metaBytes = tcL ? rs.rows.bytes * 4 : 0; // dkdv_meta: 16 bytes per list entry
   c.mem.fits('backward()', opBytes(cp).backward + plan.bytes + metaBytes);
-  const lay = deviceLayout(c, layout, rc.blockSize);
+  const lay = deviceLayout(c, layout, rc.blockSize, p.queries);
   const eb = dtypeBytes(shape.dtype);
   const delta = c.mem.slot('delta', T * Hq * 4);
   const sfx = DT[shape.dtype].suffix;
   const dq = c.mem.alloc(T * Hq * D * eb);
-  const dk = c.mem.alloc(T * Hkv * D * eb);
-  const dv = c.mem.alloc(T * Hkv * D * eb);
+  const dk = c.mem.alloc(Tk * Hkv * D * eb);
+  const dv = c.mem.alloc(Tk * Hkv * D * eb);
   const scratch: Buf[] = []; // released (to the buffer cache) when the op ends
   const qkv = { q: ptr(t.q.ptr), k: ptr(t.k.ptr), v: ptr(t.v.ptr), dout: ptr(t.dOut.ptr) };
   try {
@@ -59,11 +61,12 @@ export function backward(c: Cuda, p: CheckedProblem, t: BackwardInputs<Buf>, rs:
       const L = geo.dkdvLaunch(Hkv, seqs.totalBlocks, rc.blockSize, D);
       c.prog.launch('backward.cu', `dkdv_${sfx}`, L, {
         ...qkv, lse: ptr(t.lse.ptr), dlt: ptr(delta.ptr), offsets: ptr(rs.offsets.ptr), rows: ptr(rs.rows.ptr), dk: ptr(dk.ptr), dv: ptr(dv.ptr),
-        cu: ptr(lay.cu), block_base: ptr(lay.blockBase), nseq: i32(lay.nseq), Hq: i32(Hq), Hkv: i32(Hkv), D: i32(D), B: i32(rc.blockSize),
+        cuq: ptr(lay.cuq), cu: ptr(lay.cu), block_base: ptr(lay.blockBase), nseq: i32(lay.nseq), Hq: i32(Hq), Hkv: i32(Hkv), D: i32(D), B: i32(rc.blockSize),
         NB: i32(seqs.totalBlocks), causal: i32(rc.causal ? 1 : 0), scale: f32(rc.scale), kc: i32(L.kc),
       });
       c.prog.launch('backward.cu', `dq_${sfx}`, geo.dqLaunch(T, Hq, D), {
-        ...qkv, lse: ptr(t.lse.ptr), dlt: ptr(delta.ptr), indices: ptr(rs.indices.ptr), dqo: ptr(dq.ptr), cu: ptr(lay.cu), nseq: i32(lay.nseq),
+        ...qkv, lse: ptr(t.lse.ptr), dlt: ptr(delta.ptr), indices: ptr(rs.indices.ptr), dqo: ptr(dq.ptr), cuq: ptr(lay.cuq), cu: ptr(lay.cu),
+        nseq: i32(lay.nseq),
         T_: i32(T), Hq: i32(Hq), Hkv: i32(Hkv), D: i32(D), B: i32(rc.blockSize), topk: i32(rc.topk), causal: i32(rc.causal ? 1 : 0), scale: f32(rc.scale),
       });
     }

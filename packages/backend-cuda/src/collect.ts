@@ -1,6 +1,7 @@
 /**
  * Collection (collect.cu): routing indices → block-major lists: count → scan → scatter (collect_fill) →
- * sort each list ascending (collect_sort) → the routing slot of every entry (collect_slot_of).
+ * sort each list ascending (collect_sort) → the routing slot of every entry (collect_slot_of). Rows are query
+ * rows (`lay.cuq`), blocks key blocks (SPEC §8).
  */
 import type { ResolvedConfig, Sequences } from '@moba/core';
 import type { Buf } from './allocator.js';
@@ -18,7 +19,7 @@ export function collect(c: Cuda, indices: Buf, T: number, Hq: number, rc: Resolv
   try {
     c.drv.memsetD8(offsets.ptr, 0, n * 4);
     c.prog.launch('collect.cu', 'collect_count', geo.elementwiseLaunch('collect_count', T * Hq * rc.topk), {
-      indices: ptr(indices.ptr), counts: ptr(offsets.ptr), cu: ptr(lay.cu), block_base: ptr(lay.blockBase), nseq: i32(lay.nseq), T_: i64(T), Hq: i32(Hq),
+      indices: ptr(indices.ptr), counts: ptr(offsets.ptr), cuq: ptr(lay.cuq), block_base: ptr(lay.blockBase), nseq: i32(lay.nseq), T_: i64(T), Hq: i32(Hq),
       topk: i32(rc.topk), NB: i32(NB),
     });
     c.prog.launch('collect.cu', 'collect_scan', geo.scanLaunch(), { a: ptr(offsets.ptr), n: i32(n) });
@@ -28,12 +29,12 @@ export function collect(c: Cuda, indices: Buf, T: number, Hq: number, rc: Resolv
     const cursor = c.mem.slot('cursor', Math.max(4, Hq * NB * 4));
     c.drv.memsetD8(cursor.ptr, 0, Hq * NB * 4);
     c.prog.launch('collect.cu', 'collect_fill', geo.elementwiseLaunch('collect_fill', T * Hq * rc.topk), {
-      indices: ptr(indices.ptr), offsets: ptr(offsets.ptr), cursor: ptr(cursor.ptr), rows: ptr(rows.ptr), cu: ptr(lay.cu), block_base: ptr(lay.blockBase),
+      indices: ptr(indices.ptr), offsets: ptr(offsets.ptr), cursor: ptr(cursor.ptr), rows: ptr(rows.ptr), cuq: ptr(lay.cuq), block_base: ptr(lay.blockBase),
       nseq: i32(lay.nseq), T_: i64(T), Hq: i32(Hq), topk: i32(rc.topk), NB: i32(NB),
     });
     c.prog.launch('collect.cu', 'collect_sort', geo.sortLaunch(Hq * NB), {
-      indices: ptr(indices.ptr), offsets: ptr(offsets.ptr), rows: ptr(rows.ptr), cu: ptr(lay.cu), block_base: ptr(lay.blockBase), nseq: i32(lay.nseq),
-      Hq: i32(Hq), topk: i32(rc.topk), NB: i32(NB), B: i32(rc.blockSize), causal: i32(rc.causal ? 1 : 0),
+      indices: ptr(indices.ptr), offsets: ptr(offsets.ptr), rows: ptr(rows.ptr), cuq: ptr(lay.cuq), cu: ptr(lay.cu), block_base: ptr(lay.blockBase),
+      nseq: i32(lay.nseq), Hq: i32(Hq), topk: i32(rc.topk), NB: i32(NB), B: i32(rc.blockSize), causal: i32(rc.causal ? 1 : 0),
     });
     slotOf = c.mem.alloc(rows.bytes);
     c.prog.launch('collect.cu', 'collect_slot_of', geo.sortLaunch(Hq * NB), {

@@ -1,7 +1,8 @@
 /**
  * Attention forward (forward.cu). Three paths: key-major on tensor cores when a whole key block fits in
  * shared memory (forward_kv writes per-(row, slot) partials, forward_merge merges them per row in slot
- * order); query windows on tensor cores (forward_tc); the generic warp-per-row kernel (forward).
+ * order); query windows on tensor cores (forward_tc); the generic warp-per-row kernel (forward). Fewer
+ * queries than keys (SPEC §8) run on the generic kernel, which takes the query boundaries beside the keys'.
  */
 import { type CheckedProblem, type Layout, type Qkv, dtypeBytes } from '@moba/core';
 import type { Buf } from './allocator.js';
@@ -15,11 +16,11 @@ export function forward(c: Cuda, p: CheckedProblem, t: Qkv<Buf>, rs: RoutingStor
   const { shape, cfg: rc, seqs } = p;
   const cp = cudaProblem(shape, rc, seqs, layout);
   const { T, Hq, Hkv, D } = shape;
-  const fast = usesTensorCores(c, shape.dtype, D);
+  const fast = usesTensorCores(c, shape.dtype, D) && p.queries.selfAttention;
   const kvL = fast ? geo.forwardKvLaunch(seqs.totalBlocks, rc.blockSize, Hkv, D, c.sharedOptIn) : null;
   const plan = geo.fwdPartPlan(T, Hq, Hkv, D, rc.topk, seqs.totalBlocks, c.sms, c.kvHeadsPerLaunch);
   c.mem.fits('forward()', opBytes(cp).forward + (kvL ? plan.bytes : fast ? T * Hq * D * 4 : 0));
-  const lay = deviceLayout(c, layout, rc.blockSize);
+  const lay = deviceLayout(c, layout, rc.blockSize, p.queries);
   const out = c.mem.alloc(T * Hq * D * dtypeBytes(shape.dtype));
   const lse = c.mem.alloc(T * Hq * 4);
   const scratch: Buf[] = []; // released (to the buffer cache) when the op ends: not live during other ops
@@ -54,7 +55,7 @@ export function forward(c: Cuda, p: CheckedProblem, t: Qkv<Buf>, rs: RoutingStor
       });
     } else {
       c.prog.launch('forward.cu', `forward_${sfx}`, geo.forwardLaunch(T, Hq, D), {
-        ...common, indices: ptr(rs.indices.ptr), out: ptr(out.ptr), lse: ptr(lse.ptr), cu: ptr(lay.cu), nseq: i32(lay.nseq),
+        ...common, indices: ptr(rs.indices.ptr), out: ptr(out.ptr), lse: ptr(lse.ptr), cuq: ptr(lay.cuq), cu: ptr(lay.cu), nseq: i32(lay.nseq),
         T_: i32(T), Hq: i32(Hq), Hkv: i32(Hkv), D: i32(D), B: i32(rc.blockSize), topk: i32(rc.topk), causal: i32(rc.causal ? 1 : 0), scale: f32(rc.scale),
       });
     }

@@ -12,31 +12,31 @@ export type KernelFile = (typeof KERNEL_FILES)[number];
 /** Storage dtype code (route.cu centroids) and entry-point suffix. */
 export const DT: Record<DType, { code: number; suffix: string }> = { f32: { code: 0, suffix: 'f32' }, f16: { code: 1, suffix: 'f16' }, bf16: { code: 2, suffix: 'bf16' } };
 
-const routeTc = ['q', 'chi', 'clo', 'indices', 'cu', 'block_base', 'tile_base', 'nseq', 'Hq', 'Hkv', 'B', 'topk', 'causal'] as const;
+const routeTc = ['q', 'chi', 'clo', 'indices', 'cuq', 'cu', 'block_base', 'tile_base', 'nseq', 'Hq', 'Hkv', 'B', 'topk', 'causal'] as const;
 const dkdvTc = ['q', 'k', 'v', 'dout', 'meta', 'offsets', 'dko', 'dvo', 'part', 'cu', 'block_base', 'nseq', 'Hq', 'Hkv', 'B', 'NB', 'topk', 'causal', 'scale', 'nsub', 'kv0'] as const;
 
 export const KERNEL_PARAMS: Readonly<Record<string, { readonly file: KernelFile; readonly params: readonly string[] }>> = Object.freeze({
   // route.cu
   centroids: { file: 'route.cu', params: ['kraw', 'dtype', 'cent', 'cu', 'block_base', 'nseq', 'B', 'C', 'total_blocks'] },
-  route: { file: 'route.cu', params: ['q', 'cent', 'indices', 'cu', 'block_base', 'tile_base', 'nseq', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'ct'] },
+  route: { file: 'route.cu', params: ['q', 'cent', 'indices', 'cuq', 'cu', 'block_base', 'tile_base', 'nseq', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'ct'] },
   centroid_split: { file: 'route.cu', params: ['cent', 'hi', 'lo', 'n'] },
   route_tc: { file: 'route.cu', params: routeTc },
   route_tcs: { file: 'route.cu', params: routeTc },
   // collect.cu
-  collect_count: { file: 'collect.cu', params: ['indices', 'counts', 'cu', 'block_base', 'nseq', 'T_', 'Hq', 'topk', 'NB'] },
+  collect_count: { file: 'collect.cu', params: ['indices', 'counts', 'cuq', 'block_base', 'nseq', 'T_', 'Hq', 'topk', 'NB'] },
   collect_scan: { file: 'collect.cu', params: ['a', 'n'] },
-  collect_fill: { file: 'collect.cu', params: ['indices', 'offsets', 'cursor', 'rows', 'cu', 'block_base', 'nseq', 'T_', 'Hq', 'topk', 'NB'] },
-  collect_sort: { file: 'collect.cu', params: ['indices', 'offsets', 'rows', 'cu', 'block_base', 'nseq', 'Hq', 'topk', 'NB', 'B', 'causal'] },
+  collect_fill: { file: 'collect.cu', params: ['indices', 'offsets', 'cursor', 'rows', 'cuq', 'block_base', 'nseq', 'T_', 'Hq', 'topk', 'NB'] },
+  collect_sort: { file: 'collect.cu', params: ['indices', 'offsets', 'rows', 'cuq', 'cu', 'block_base', 'nseq', 'Hq', 'topk', 'NB', 'B', 'causal'] },
   collect_slot_of: { file: 'collect.cu', params: ['indices', 'offsets', 'rows', 'slots', 'block_base', 'nseq', 'Hq', 'topk', 'NB'] },
   // forward.cu
-  forward: { file: 'forward.cu', params: ['q', 'k', 'v', 'indices', 'out', 'lse', 'cu', 'nseq', 'T_', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'scale'] },
+  forward: { file: 'forward.cu', params: ['q', 'k', 'v', 'indices', 'out', 'lse', 'cuq', 'cu', 'nseq', 'T_', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'scale'] },
   forward_kv: { file: 'forward.cu', params: ['q', 'k', 'v', 'slots', 'offsets', 'rows', 'part', 'part_ml', 'cu', 'block_base', 'nseq', 'Hq', 'Hkv', 'B', 'NB', 'topk', 'causal', 'scale', 'kv0'] },
   forward_merge: { file: 'forward.cu', params: ['part', 'part_ml', 'indices', 'out', 'lse', 'T_', 'Hq', 'h0', 'Hs', 'D', 'topk'] },
   forward_tc: { file: 'forward.cu', params: ['q', 'k', 'v', 'indices', 'out', 'lse', 'acc', 'cu', 'win_base', 'nseq', 'Hq', 'Hkv', 'B', 'topk', 'causal', 'scale', 'BQ'] },
   // backward.cu
   delta: { file: 'backward.cu', params: ['out', 'dout', 'dlt', 'nrows', 'D'] },
-  dkdv: { file: 'backward.cu', params: ['q', 'k', 'v', 'dout', 'lse', 'dlt', 'offsets', 'rows', 'dk', 'dv', 'cu', 'block_base', 'nseq', 'Hq', 'Hkv', 'D', 'B', 'NB', 'causal', 'scale', 'kc'] },
-  dq: { file: 'backward.cu', params: ['q', 'k', 'v', 'dout', 'lse', 'dlt', 'indices', 'dqo', 'cu', 'nseq', 'T_', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'scale'] },
+  dkdv: { file: 'backward.cu', params: ['q', 'k', 'v', 'dout', 'lse', 'dlt', 'offsets', 'rows', 'dk', 'dv', 'cuq', 'cu', 'block_base', 'nseq', 'Hq', 'Hkv', 'D', 'B', 'NB', 'causal', 'scale', 'kc'] },
+  dq: { file: 'backward.cu', params: ['q', 'k', 'v', 'dout', 'lse', 'dlt', 'indices', 'dqo', 'cuq', 'cu', 'nseq', 'T_', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'scale'] },
   dkdv_meta: { file: 'backward.cu', params: ['offsets', 'rows', 'slots', 'lse', 'dlt', 'Hq', 'NB', 'meta'] },
   dq_merge: { file: 'backward.cu', params: ['part', 'indices', 'dqo', 'cu', 'nseq', 'T_', 'Hq', 'h0', 'Hs', 'D', 'B', 'topk', 'nsub', 'kvt', 'scale'] },
   dkdv_tc: { file: 'backward.cu', params: dkdvTc },

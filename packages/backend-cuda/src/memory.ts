@@ -4,8 +4,10 @@
  */
 import { type DType, MobaError, checkIndexLimits as checkRoutingLimits, dtypeBytes, fmtBytes } from '@moba/core';
 
+/** A problem's sizes: `T` query rows (q, out, lse, dq, routing rows), `Tk` key rows (k, v, dk, dv; SPEC §8). */
 export interface CudaProblem {
   readonly T: number;
+  readonly Tk: number;
   readonly Hq: number;
   readonly Hkv: number;
   readonly D: number;
@@ -18,12 +20,12 @@ export interface CudaProblem {
 /** Bytes each op allocates on the device (outputs and scratch; inputs already live there). */
 export function opBytes(p: CudaProblem): { route: number; forward: number; backward: number } {
   const eb = dtypeBytes(p.dtype);
-  const small = 3 * (p.nseq + 1) * 4; // cuSeqlens, block bases, tile bases
+  const small = 4 * (p.nseq + 1) * 4; // key and query boundaries, block bases, tile bases
   const routing = p.T * p.Hq * p.topk * 4 * 3 + (2 * p.Hq * p.totalBlocks + 1) * 4; // indices, rows and slots (at most one per index), offsets, fill cursors
   return {
     route: small + (p.nseq + 1) * 4 + p.totalBlocks * p.Hkv * p.D * 4 * 2 + routing, // + tensor-core tile bases, hi/lo centroid split
     forward: small + p.T * p.Hq * p.D * eb + p.T * p.Hq * 4,
-    backward: small + p.T * p.Hq * 4 + p.T * p.Hq * p.D * eb + 2 * p.T * p.Hkv * p.D * eb,
+    backward: small + p.T * p.Hq * 4 + p.T * p.Hq * p.D * eb + 2 * p.Tk * p.Hkv * p.D * eb, // Δ, dq, dk and dv
   };
 }
 

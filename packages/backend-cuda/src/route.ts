@@ -1,7 +1,8 @@
 /**
  * Routing (route.cu): per-block key centroids, then each query row's top-k blocks, on tensor cores
  * (f16/bf16, D 64/128: centroids split into 16-bit hi + lo, then the fused router route_tc/route_tcs) or
- * the generic CUDA-core router. Returns the indices `[T, Hq, topk]`; collect.ts builds the lists.
+ * the generic CUDA-core router. Returns the indices `[T, Hq, topk]` (T query rows: fewer than the keys under
+ * SPEC §8, both routers take the query boundaries beside the key ones); collect.ts builds the lists.
  */
 import type { CheckedProblem, Layout } from '@moba/core';
 import type { Buf } from './allocator.js';
@@ -16,7 +17,7 @@ export function route(c: Cuda, p: CheckedProblem, q: Buf, k: Buf, layout: Layout
   const { shape, cfg: rc, seqs } = p;
   c.mem.fits('route()', opBytes(cudaProblem(shape, rc, seqs, layout)).route);
   const { T, Hq, Hkv, D } = shape;
-  const lay = deviceLayout(c, layout, rc.blockSize);
+  const lay = deviceLayout(c, layout, rc.blockSize, p.queries);
   const cent = c.mem.slot('centroids', Math.max(4, seqs.totalBlocks * Hkv * D * 4));
   c.prog.launch('route.cu', 'centroids', geo.centroidsLaunch(seqs.totalBlocks, Hkv * D), {
     kraw: ptr(k.ptr), dtype: i32(DT[shape.dtype].code), cent: ptr(cent.ptr), cu: ptr(lay.cu), block_base: ptr(lay.blockBase), nseq: i32(lay.nseq),
@@ -25,7 +26,7 @@ export function route(c: Cuda, p: CheckedProblem, q: Buf, k: Buf, layout: Layout
   const indices = c.mem.alloc(T * Hq * rc.topk * 4);
   try {
     const sfx = DT[shape.dtype].suffix;
-    const tcTiles = geo.routeTileBase(layout.cuSeqlens, geo.K.routeTcRows);
+    const tcTiles = geo.routeTileBase(p.queries.cuSeqlensQ, geo.K.routeTcRows);
     const tc = c.fast ? geo.routeTcLaunch(tcTiles[tcTiles.length - 1]!, Hq, shape.dtype, D, rc.topk, rc.causal, c.sharedOptIn) : null;
     if (tc) {
       // tensor cores: each f32 centroid as a 16-bit hi + lo pair (centroid_split), then the fused router
@@ -34,14 +35,15 @@ export function route(c: Cuda, p: CheckedProblem, q: Buf, k: Buf, layout: Layout
       const lo = split.ptr + BigInt(n * 2);
       c.prog.launch('route.cu', `centroid_split_${sfx}`, geo.elementwiseLaunch('centroid_split', n), { cent: ptr(cent.ptr), hi: ptr(split.ptr), lo: ptr(lo), n: i64(n) });
       c.prog.launch('route.cu', `${tc.kernel}_d${D}_${sfx}`, tc, {
-        q: ptr(q.ptr), chi: ptr(split.ptr), clo: ptr(lo), indices: ptr(indices.ptr), cu: ptr(lay.cu), block_base: ptr(lay.blockBase),
+        q: ptr(q.ptr), chi: ptr(split.ptr), clo: ptr(lo), indices: ptr(indices.ptr), cuq: ptr(lay.cuq), cu: ptr(lay.cu), block_base: ptr(lay.blockBase),
         tile_base: ptr(c.mem.small('tcTileBase', tcTiles)),
         nseq: i32(lay.nseq), Hq: i32(Hq), Hkv: i32(Hkv), B: i32(rc.blockSize), topk: i32(rc.topk), causal: i32(rc.causal ? 1 : 0),
       });
     } else {
       const L = geo.routeLaunch(lay.nTiles, Hq, D, rc.topk);
       c.prog.launch('route.cu', `route_${sfx}`, L, {
-        q: ptr(q.ptr), cent: ptr(cent.ptr), indices: ptr(indices.ptr), cu: ptr(lay.cu), block_base: ptr(lay.blockBase), tile_base: ptr(lay.tileBase),
+        q: ptr(q.ptr), cent: ptr(cent.ptr), indices: ptr(indices.ptr), cuq: ptr(lay.cuq), cu: ptr(lay.cu), block_base: ptr(lay.blockBase),
+        tile_base: ptr(lay.tileBase),
         nseq: i32(lay.nseq), Hq: i32(Hq), Hkv: i32(Hkv), D: i32(D), B: i32(rc.blockSize), topk: i32(rc.topk), causal: i32(rc.causal ? 1 : 0), ct: i32(L.ct),
       });
     }

@@ -3,7 +3,7 @@
  * routing store, the per-call device tables (sequence starts, block and tile bases, query windows) and
  * the int32 limits of a problem.
  */
-import type { DType, Layout, ProblemShape, ResolvedConfig, Sequences } from '@moba/core';
+import type { CheckedShape, DType, Layout, QueryRows, ResolvedConfig, Sequences } from '@moba/core';
 import type { Allocator, Buf } from './allocator.js';
 import type { CudaDriver } from './driver.js';
 import * as geo from './geometry.js';
@@ -31,9 +31,13 @@ export interface RoutingStore {
   readonly slotOf: Buf; // [nnz] int32: routing slot of each entry (collect_slot_of)
 }
 
-/** Per-call device tables of a sequence layout (workspace slots). */
+/**
+ * Per-call device tables of a layout (workspace slots): the key boundaries `cu` and block bases, the query
+ * boundaries `cuq` (the same pointer as `cu` for self-attention; SPEC §8) and the router's query-row tiles.
+ */
 export interface DeviceLayout {
   readonly cu: bigint;
+  readonly cuq: bigint;
   readonly blockBase: bigint;
   readonly tileBase: bigint;
   readonly nseq: number;
@@ -46,17 +50,20 @@ export function usesTensorCores(c: Cuda, dtype: DType, D: number): boolean {
 }
 
 /** The problem's sizes for memory planning, checked against the int32 routing limits. */
-export function cudaProblem(shape: ProblemShape, rc: ResolvedConfig, seqs: Sequences, layout: Layout): CudaProblem {
+export function cudaProblem(shape: CheckedShape, rc: ResolvedConfig, seqs: Sequences, layout: Layout): CudaProblem {
   const p: CudaProblem = { ...shape, topk: rc.topk, totalBlocks: seqs.totalBlocks, nseq: layout.cuSeqlens.length - 1 };
   checkIndexLimits(p);
   return p;
 }
 
-export function deviceLayout(c: Cuda, layout: Layout, blockSize: number): DeviceLayout {
+/** The tables of key layout `layout` and query rows `queries` (`p.keys`, `p.queries` of a checked call). */
+export function deviceLayout(c: Cuda, layout: Layout, blockSize: number, queries: QueryRows): DeviceLayout {
   const cu = layout.cuSeqlens;
-  const tiles = geo.routeTileBase(cu);
+  const tiles = geo.routeTileBase(queries.cuSeqlensQ);
+  const cuPtr = c.mem.small('cu', cu);
   return {
-    cu: c.mem.small('cu', cu),
+    cu: cuPtr,
+    cuq: queries.selfAttention ? cuPtr : c.mem.small('cuq', queries.cuSeqlensQ),
     blockBase: c.mem.small('blockBase', geo.blockBase(cu, blockSize)),
     tileBase: c.mem.small('tileBase', tiles),
     nseq: cu.length - 1,

@@ -299,12 +299,12 @@ describe('tensor-core launch geometry', () => {
 });
 
 describe('device-memory planning', () => {
-  const p = { T: 8192, Hq: 16, Hkv: 16, D: 128, dtype: 'bf16' as const, topk: 8, totalBlocks: 64, nseq: 2 };
+  const p = { T: 8192, Tk: 8192, Hq: 16, Hkv: 16, D: 128, dtype: 'bf16' as const, topk: 8, totalBlocks: 64, nseq: 2 };
   it('op bytes count outputs and scratch', () => {
     const b = opBytes(p);
-    expect(b.forward).toBe(9 * 4 + 8192 * 16 * 128 * 2 + 8192 * 16 * 4);
-    expect(b.backward).toBe(9 * 4 + 8192 * 16 * 4 + 3 * 8192 * 16 * 128 * 2);
-    expect(b.route).toBe(12 * 4 + 2 * 64 * 16 * 128 * 4 + 8192 * 16 * 8 * 12 + (2 * 16 * 64 + 1) * 4);
+    expect(b.forward).toBe(12 * 4 + 8192 * 16 * 128 * 2 + 8192 * 16 * 4);
+    expect(b.backward).toBe(12 * 4 + 8192 * 16 * 4 + 3 * 8192 * 16 * 128 * 2);
+    expect(b.route).toBe(15 * 4 + 2 * 64 * 16 * 128 * 4 + 8192 * 16 * 8 * 12 + (2 * 16 * 64 + 1) * 4);
     expect(opBytes({ ...p, dtype: 'f32' }).forward).toBeGreaterThan(b.forward);
   });
   it('E_MEMORY before allocating when the op does not fit; int32 routing limits', () => {
