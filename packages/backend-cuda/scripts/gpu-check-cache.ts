@@ -12,6 +12,7 @@ import {
 } from '@moba/core';
 import { type QKLayout, referenceBlockScores, referenceCentroids, referenceForward, referenceKconv, referenceRoute } from '@moba/core/reference';
 import type { CudaBackend } from '../src/index.js';
+import { LONG_CASES, longCase } from './gpu-check-cache-long.js';
 import { cacheTiming } from './gpu-check-cache-time.js';
 
 export interface CacheCase { name: string; dtype: DType; Hq: number; Hkv: number; D: number; B: number; W: number; topk: number; causal: boolean; seqs: number; len: number }
@@ -248,7 +249,7 @@ async function checkForkAndMemory(b: CudaBackend, c: CacheCase, cache: KVCache, 
   b.dispose(kd, vd, bk, bv);
 }
 
-/** The whole step: every case (seeded), then the decode timing (cacheTiming). */
+/** The whole step: every case (seeded), the long and dense cases (gpu-check-cache-long.ts), then the decode timings (cacheTiming). */
 export async function cacheStep(b: CudaBackend, log: (s: string) => void): Promise<Record<string, unknown> & { ok: boolean }> {
   const cases: Record<string, unknown>[] = [];
   let ok = true;
@@ -264,14 +265,30 @@ export async function cacheStep(b: CudaBackend, log: (s: string) => void): Promi
     cases.push({ name: c.name, pass: r.failures.length === 0, ...r, ms: Math.round(performance.now() - t0) });
     log(`  ${r.failures.length === 0 ? '✓' : '✗'} ${c.name} (${Math.round(performance.now() - t0)} ms): ${JSON.stringify(r.stats)}${r.failures.map((f) => `\n      ${f}`).join('')}`);
   }
-  let timing: Record<string, unknown>;
-  try {
-    timing = await cacheTiming(b);
-    log(`  decode step 128K x 16, 16/16 heads, D 128, bf16, top-8: attend ${String(timing.attendMs)} ms (reads ${String(timing.readMB)} MB: ${String(timing.readGBs)} GB/s; device copy ${String(timing.copyGBs)} GB/s), mobaStep ${String(timing.stepMs)} ms; stages ${JSON.stringify(timing.stagesMs)}`);
-  } catch (e) {
-    ok = false;
-    timing = { crashed: e instanceof Error ? `${e.message}\n${e.stack ?? ''}` : String(e) };
-    log(`  decode timing CRASHED: ${String(timing.crashed)}`);
+  for (const [i, c] of LONG_CASES.entries()) {
+    const t0 = performance.now();
+    let r: { failures: string[]; stats: Record<string, number> };
+    try {
+      r = await longCase(b, c, 777 + 10 * i);
+    } catch (e) {
+      r = { failures: [`crashed: ${e instanceof Error ? `${e.message}\n${e.stack ?? ''}` : String(e)}`], stats: {} };
+    }
+    ok &&= r.failures.length === 0;
+    cases.push({ name: c.name, pass: r.failures.length === 0, ...r, ms: Math.round(performance.now() - t0) });
+    log(`  ${r.failures.length === 0 ? '✓' : '✗'} ${c.name} (${Math.round(performance.now() - t0)} ms): ${JSON.stringify(r.stats)}${r.failures.map((f) => `\n      ${f}`).join('')}`);
+  }
+  const timing: Record<string, unknown>[] = [];
+  for (const [N, batch] of [[8192, 1], [131072, 16], [524288, 16], [524288, 1]] as const) {
+    try {
+      const t = await cacheTiming(b, N, batch);
+      timing.push(t);
+      log(`  decode step ${N / 1024}K x ${batch}, 16/16 heads, D 128, bf16, top-8: attend ${String(t.attendMs)} ms (reads ${String(t.readMB)} MB: ${String(t.readGBs)} GB/s; device copy ${String(t.copyGBs)} GB/s), mobaStep ${String(t.stepMs)} ms; route split ${String(t.nsplit)}; stages ${JSON.stringify(t.stagesMs)}`);
+    } catch (e) {
+      ok = false;
+      const crashed = e instanceof Error ? `${e.message}\n${e.stack ?? ''}` : String(e);
+      timing.push({ N, batch, crashed });
+      log(`  decode timing ${N} x ${batch} CRASHED: ${crashed}`);
+    }
   }
   return { ok, cases, timing };
 }
