@@ -169,8 +169,9 @@ __device__ void cache_route(const T* q, const float* cents, const float* sums, c
       const int v = j < nb ? __ldcg(out + j) : -1;
       const unsigned m = __ballot_sync(CR_FULL, v >= 0);
       __syncwarp();
-      if (v >= 0) out[n + __popc(m & ((1u << lane) - 1u))] = j;
-      n += __popc(m);
+      const int pos = n + __popc(m & ((1u << lane) - 1u));
+      if (v >= 0 && pos < K) out[pos] = j;  // K >= nb: never cut (the guard keeps a malformed call inside its row)
+      n = min(n + __popc(m), K);
       __syncwarp();
     }
   } else {

@@ -32,7 +32,11 @@ function bits(n: number, seed: number): Uint16Array {
   return out;
 }
 
-const values = (b: Uint16Array): Float32Array => new Float32Array(Uint32Array.from(b, (x) => x << 16).buffer);
+function values(b: Uint16Array): Float32Array {
+  const u = new Uint32Array(b.length);
+  for (let i = 0; i < b.length; i++) u[i] = b[i]! << 16;
+  return new Float32Array(u.buffer);
+}
 const bitsEqual = (a: ArrayLike<number>, b: ArrayLike<number>): boolean => a.length === b.length && Array.from(a).every((x, i) => Object.is(x, b[i]));
 
 interface Seq { id: number; L: number; k: Float32Array; v: Float32Array }
@@ -119,8 +123,8 @@ export async function longCase(b: CudaBackend, c: LongCase, seed: number): Promi
       const id = cache.newSequence();
       for (let p = 0; p < L; p += chunk) {
         const n = Math.min(chunk, L - p);
-        const kd = await b.upload(hostTensor('bf16', [n, c.Hkv, D], kb.subarray(p * C, (p + n) * C)));
-        const vd = await b.upload(hostTensor('bf16', [n, c.Hkv, D], vb.subarray(p * C, (p + n) * C)));
+        const kd = await b.upload(hostTensor('bf16', [n, c.Hkv, D], kb.slice(p * C, (p + n) * C)));
+        const vd = await b.upload(hostTensor('bf16', [n, c.Hkv, D], vb.slice(p * C, (p + n) * C)));
         await cache.append([id], kd, vd, Int32Array.from([0, n]));
         b.dispose(kd, vd);
       }
