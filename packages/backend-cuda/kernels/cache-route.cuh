@@ -148,16 +148,27 @@ __device__ void cache_route(const T* q, const float* cents, const float* sums, c
     __syncthreads();
     if (!cr_last) return;
     __threadfence();
-    if (active && !dense) {  // the other splits' lists, in range order
-      for (int s2 = 0; s2 < nsplit; ++s2) {
-        if (s2 == split) continue;
-        const float* P = plist + (((i64)row * Hq + h) * nsplit + s2) * 2 * topk;
-        for (int i0 = 0; i0 < K; i0 += WARP) {
-          const int i = i0 + lane;
-          const float cs = i < K ? __ldcg(P + i) : -INFINITY;
-          const int cj = i < K ? __ldcg(reinterpret_cast<const int*>(P) + topk + i) : -1;
-          cr_insert(cs, cj, cs > -INFINITY, wl, wi, n, K);
+    if (active && !dense && K > 0) {  // the other splits' lists in range order, flattened (split, entry), 32 at a time
+      const i64 base = ((i64)row * Hq + h) * nsplit;
+      const int tot = nsplit * K;
+      float ns = -INFINITY;
+      int nj = -1;
+      auto fetch = [&](int e) {  // entry e of the flattened lists into (ns, nj); own split and past the end: none
+        ns = -INFINITY;
+        nj = -1;
+        const int s2 = e / K, i = e - s2 * K;
+        if (e < tot && s2 != split) {
+          const float* P = plist + (base + s2) * 2 * topk;
+          ns = __ldcg(P + i);
+          nj = __ldcg(reinterpret_cast<const int*>(P) + topk + i);
         }
+      };
+      fetch(lane);
+      for (int e0 = 0; e0 < tot; e0 += WARP) {
+        const float cs = ns;
+        const int cj = nj;
+        fetch(e0 + WARP + lane);  // the next chunk's loads in flight during this one's insertions
+        cr_insert(cs, cj, cs > -INFINITY, wl, wi, n, K);
       }
     }
   }

@@ -222,8 +222,8 @@ function crInsert(l: List, s: number[], j: number[], K: number): void {
 
 /**
  * cache_route replayed for one (row, head): split z scores tiles [z·tps, (z+1)·tps) into its own list and writes it
- * (-inf / -1 padded to K); split `last` (the last to arrive) then inserts the others' lists in range order, 32 at a
- * time. Dense (K >= nb): marks j or -1, compacted ascending. Returns the selected blocks, ascending.
+ * (-inf / -1 padded to K); split `last` (the last to arrive) then inserts the others' lists in range order, flattened
+ * (split, entry), 32 at a time. Dense (K >= nb): marks j or -1, compacted ascending. Returns the selected blocks, ascending.
  */
 function replayRoute(scores: number[], K: number, tps: number, nsplit: number, last: number): number[] {
   const nb = scores.length, nt = Math.ceil(nb / 32);
@@ -240,13 +240,13 @@ function replayRoute(scores: number[], K: number, tps: number, nsplit: number, l
     lists.push(l);
   }
   const m = lists[last]!;
-  for (let z = 0; z < nsplit; z++) {
-    if (z === last) continue;
-    const p = lists[z]!;
-    for (let i0 = 0; i0 < K; i0 += 32) {
-      const i = Array.from({ length: 32 }, (_, lane) => i0 + lane);
-      crInsert(m, i.map((x) => (x < K && x < p.n ? p.s[x]! : -Infinity)), i.map((x) => (x < K && x < p.n ? p.j[x]! : -1)), K);
-    }
+  const entry = (e: number): [number, number] => { // flattened (split, entry); own split and past the end: none
+    const z = Math.floor(e / K), i = e - z * K, p = lists[z];
+    return e < nsplit * K && z !== last && i < p!.n ? [p!.s[i]!, p!.j[i]!] : [-Infinity, -1];
+  };
+  for (let e0 = 0; K > 0 && e0 < nsplit * K; e0 += 32) {
+    const c = Array.from({ length: 32 }, (_, lane) => entry(e0 + lane));
+    crInsert(m, c.map((x) => x[0]), c.map((x) => x[1]), K);
   }
   return m.j.slice(0, m.n).sort((a, b) => a - b);
 }
