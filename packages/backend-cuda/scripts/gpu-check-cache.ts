@@ -5,7 +5,8 @@
  * the dtype, v bitwise, centroids / open sum against f64 means of the cache's own keys, kconv state bitwise),
  * every attend against referenceRoute + referenceForward on a QKLayout over the cache's own keys (sampled rows;
  * row-heads whose k-th and next block scores are within rounding noise are skipped as near-ties), batch
- * invariance and determinism (bitwise), fork, and E_MEMORY leaving the cache unchanged.
+ * invariance and determinism (bitwise), fork, and E_MEMORY leaving the cache unchanged. Then the long (split router)
+ * and dense cases of gpu-check-cache-long.ts and the decode timings.
  */
 import {
   type CacheContents, type DType, type KVCache, MobaError, createCache, Rng, bf16ToF32, dtypeEps, f16ToF32, f32ToBf16, f32ToF16, hostTensor, resolveConfig, roundTo,
@@ -18,8 +19,8 @@ import { cacheTiming } from './gpu-check-cache-time.js';
 export interface CacheCase { name: string; dtype: DType; Hq: number; Hkv: number; D: number; B: number; W: number; topk: number; causal: boolean; seqs: number; len: number }
 
 export const CACHE_CASES: CacheCase[] = [
-  { name: 'bf16 GQA 32/8 D128 B128 kconv3 top4', dtype: 'bf16', Hq: 32, Hkv: 8, D: 128, B: 128, W: 3, topk: 4, causal: true, seqs: 3, len: 1300 },
-  { name: 'f16 16/16 D128 B128 no kconv top3', dtype: 'f16', Hq: 16, Hkv: 16, D: 128, B: 128, W: 0, topk: 3, causal: true, seqs: 3, len: 900 },
+  { name: 'bf16 GQA 32/8 D128 B128 kconv3 top4', dtype: 'bf16', Hq: 32, Hkv: 8, D: 128, B: 128, W: 3, topk: 4, causal: true, seqs: 3, len: 1000 },
+  { name: 'f16 16/16 D128 B128 no kconv top3', dtype: 'f16', Hq: 16, Hkv: 16, D: 128, B: 128, W: 0, topk: 3, causal: true, seqs: 3, len: 700 },
   { name: 'f32 GQA 4/2 D16 B8 kconv3 top64 (dense)', dtype: 'f32', Hq: 4, Hkv: 2, D: 16, B: 8, W: 3, topk: 64, causal: true, seqs: 4, len: 420 },
   { name: 'bf16 2/1 D64 B16 kconv3 top5 non-causal', dtype: 'bf16', Hq: 2, Hkv: 1, D: 64, B: 16, W: 3, topk: 5, causal: false, seqs: 3, len: 500 },
   { name: 'f16 6/3 D40 B32 no kconv top2', dtype: 'f16', Hq: 6, Hkv: 3, D: 40, B: 32, W: 0, topk: 2, causal: true, seqs: 2, len: 650 },
