@@ -3,7 +3,7 @@
 // Per sequence slot: the last W−1 raw keys [W−1, C] f32 (the kconv state across appends).
 //   append: cache_append_kv (k' and v into the pages, one thread per (new row, channel)), then
 //           cache_append_sum (each touched page's sum in token order, its centroid when full, the new state).
-//   attend: cache_route (top-k per query head over the page centroids), cache_attend (one CTA per
+//   attend: cache_route (top-k per query head over the page centroids, split over CTAs), cache_attend (one CTA per
 //           (query row, head, selected slot): a flash-decoding partial m, l, acc in f32), cache_merge
 //           (the partials of a row in slot order → out, lse). No float atomics: every sum has a fixed order.
 #include "common.cuh"
@@ -246,8 +246,8 @@ __device__ void cache_merge(const float* part, const int* sel, T* out, float* ls
   extern "C" __global__ void cache_append_sum_##N(const T* k, const T* kpool, float* sums, float* cents, float* state, const int* cu, const int* ent, const int* work, int nwork, int nstate, int C, int W, int B) { \
     cache_append_sum<T>(k, kpool, sums, cents, state, cu, ent, work, nwork, nstate, C, W, B);                                  \
   }                                                                                                                              \
-  extern "C" __global__ void cache_route_##N(const T* q, const float* cents, const float* sums, const int* rows, const int* ptab, int* sel, int Hq, int Hkv, int D, int B, int topk, int causal, int hpc) { \
-    cache_route<T>(q, cents, sums, rows, ptab, sel, Hq, Hkv, D, B, topk, causal, hpc);                                          \
+  extern "C" __global__ void cache_route_##N(const T* q, const float* cents, const float* sums, const int* rows, const int* ptab, int* sel, float* plist, unsigned* cnt, int Hq, int Hkv, int D, int B, int topk, int causal, int hpc, int tps) { \
+    cache_route<T>(q, cents, sums, rows, ptab, sel, plist, cnt, Hq, Hkv, D, B, topk, causal, hpc, tps);                         \
   }                                                                                                                              \
   extern "C" __global__ void __launch_bounds__(128) cache_attend_##N(const T* q, const T* kpool, const T* vpool, const int* rows, const int* ptab, const int* sel, float* part, int Hq, int Hkv, int D, int B, int topk, int causal, float scale, int vec) { \
     cache_attend<T>(q, kpool, vpool, rows, ptab, sel, part, Hq, Hkv, D, B, topk, causal, scale, vec);                           \

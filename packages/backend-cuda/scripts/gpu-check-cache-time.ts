@@ -1,11 +1,12 @@
 /**
  * Timing of the `cache` step of gpu-check.ts: one decode step (attend, nq = 1 per sequence) on a CUDA KV cache
- * holding 16 sequences of 128K tokens (16/16 heads, D 128, bf16, B 128, topk 8), median of 20 after a warm-up,
- * with a per-kernel profile, the bytes the step must read (centroids + selected pages) and the device copy
+ * holding `batch` sequences of N tokens (16/16 heads, D 128, bf16, B 128, topk 8), median of 20 after a warm-up,
+ * with a per-kernel profile (the program's profiling mode: each launch synchronised), the router's split count, the bytes the step must read (centroids + selected pages) and the device copy
  * bandwidth (timeDeviceCopy) for comparison; also one full mobaStep (append one token each, then attend).
  * The cache is filled by appending a few random 8K-token chunks over and over (fast to generate).
  */
 import { createCache, hostTensor, mobaStep } from '@moba/core';
+import { cacheRouteLaunch } from '../src/cache-tables.js';
 import type { CudaBackend } from '../src/index.js';
 
 /** Fast random bf16 bits (xorshift32; ±[0.5, 2)). */
@@ -87,7 +88,7 @@ export async function cacheTiming(b: CudaBackend, N = 131072, batch = 16): Promi
     const attendMs = median(ms);
     return {
       N, batch, heads: H, D, dtype: 'bf16', blockSize: B, topk, fillMs: +fillMs.toFixed(0), attendMs: +attendMs.toFixed(3), minAttendMs: +Math.min(...ms).toFixed(3),
-      stepMs: +stepMs.toFixed(3), stagesMs: Object.fromEntries(Object.entries(stages).map(([k, v]) => [k, +v.toFixed(3)])),
+      stepMs: +stepMs.toFixed(3), nsplit: cacheRouteLaunch(batch, H, H, D, topk, Math.ceil(N / B), b.device.sms).nsplit, stagesMs: Object.fromEntries(Object.entries(stages).map(([k, v]) => [k, +v.toFixed(3)])),
       readMB: +(bytes / 1e6).toFixed(1), readGBs: +(bytes / (attendMs * 1e6)).toFixed(0), copyGBs: +copyGBs.toFixed(0), stats: cache.memoryStats(),
     };
   } finally {

@@ -5,20 +5,22 @@
  * the dtype, v bitwise, centroids / open sum against f64 means of the cache's own keys, kconv state bitwise),
  * every attend against referenceRoute + referenceForward on a QKLayout over the cache's own keys (sampled rows;
  * row-heads whose k-th and next block scores are within rounding noise are skipped as near-ties), batch
- * invariance and determinism (bitwise), fork, and E_MEMORY leaving the cache unchanged.
+ * invariance and determinism (bitwise), fork, and E_MEMORY leaving the cache unchanged. Then the long (split router)
+ * and dense cases of gpu-check-cache-long.ts and the decode timings.
  */
 import {
   type CacheContents, type DType, type KVCache, MobaError, createCache, Rng, bf16ToF32, dtypeEps, f16ToF32, f32ToBf16, f32ToF16, hostTensor, resolveConfig, roundTo,
 } from '@moba/core';
 import { type QKLayout, referenceBlockScores, referenceCentroids, referenceForward, referenceKconv, referenceRoute } from '@moba/core/reference';
 import type { CudaBackend } from '../src/index.js';
+import { LONG_CASES, longCase } from './gpu-check-cache-long.js';
 import { cacheTiming } from './gpu-check-cache-time.js';
 
 export interface CacheCase { name: string; dtype: DType; Hq: number; Hkv: number; D: number; B: number; W: number; topk: number; causal: boolean; seqs: number; len: number }
 
 export const CACHE_CASES: CacheCase[] = [
-  { name: 'bf16 GQA 32/8 D128 B128 kconv3 top4', dtype: 'bf16', Hq: 32, Hkv: 8, D: 128, B: 128, W: 3, topk: 4, causal: true, seqs: 3, len: 1300 },
-  { name: 'f16 16/16 D128 B128 no kconv top3', dtype: 'f16', Hq: 16, Hkv: 16, D: 128, B: 128, W: 0, topk: 3, causal: true, seqs: 3, len: 900 },
+  { name: 'bf16 GQA 32/8 D128 B128 kconv3 top4', dtype: 'bf16', Hq: 32, Hkv: 8, D: 128, B: 128, W: 3, topk: 4, causal: true, seqs: 3, len: 1000 },
+  { name: 'f16 16/16 D128 B128 no kconv top3', dtype: 'f16', Hq: 16, Hkv: 16, D: 128, B: 128, W: 0, topk: 3, causal: true, seqs: 3, len: 700 },
   { name: 'f32 GQA 4/2 D16 B8 kconv3 top64 (dense)', dtype: 'f32', Hq: 4, Hkv: 2, D: 16, B: 8, W: 3, topk: 64, causal: true, seqs: 4, len: 420 },
   { name: 'bf16 2/1 D64 B16 kconv3 top5 non-causal', dtype: 'bf16', Hq: 2, Hkv: 1, D: 64, B: 16, W: 3, topk: 5, causal: false, seqs: 3, len: 500 },
   { name: 'f16 6/3 D40 B32 no kconv top2', dtype: 'f16', Hq: 6, Hkv: 3, D: 40, B: 32, W: 0, topk: 2, causal: true, seqs: 2, len: 650 },
@@ -248,7 +250,7 @@ async function checkForkAndMemory(b: CudaBackend, c: CacheCase, cache: KVCache, 
   b.dispose(kd, vd, bk, bv);
 }
 
-/** The whole step: every case (seeded), then the decode timing (cacheTiming). */
+/** The whole step: every case (seeded), the long and dense cases (gpu-check-cache-long.ts), then the decode timings (cacheTiming). */
 export async function cacheStep(b: CudaBackend, log: (s: string) => void): Promise<Record<string, unknown> & { ok: boolean }> {
   const cases: Record<string, unknown>[] = [];
   let ok = true;
@@ -264,14 +266,30 @@ export async function cacheStep(b: CudaBackend, log: (s: string) => void): Promi
     cases.push({ name: c.name, pass: r.failures.length === 0, ...r, ms: Math.round(performance.now() - t0) });
     log(`  ${r.failures.length === 0 ? '✓' : '✗'} ${c.name} (${Math.round(performance.now() - t0)} ms): ${JSON.stringify(r.stats)}${r.failures.map((f) => `\n      ${f}`).join('')}`);
   }
-  let timing: Record<string, unknown>;
-  try {
-    timing = await cacheTiming(b);
-    log(`  decode step 128K x 16, 16/16 heads, D 128, bf16, top-8: attend ${String(timing.attendMs)} ms (reads ${String(timing.readMB)} MB: ${String(timing.readGBs)} GB/s; device copy ${String(timing.copyGBs)} GB/s), mobaStep ${String(timing.stepMs)} ms; stages ${JSON.stringify(timing.stagesMs)}`);
-  } catch (e) {
-    ok = false;
-    timing = { crashed: e instanceof Error ? `${e.message}\n${e.stack ?? ''}` : String(e) };
-    log(`  decode timing CRASHED: ${String(timing.crashed)}`);
+  for (const [i, c] of LONG_CASES.entries()) {
+    const t0 = performance.now();
+    let r: { failures: string[]; stats: Record<string, number> };
+    try {
+      r = await longCase(b, c, 777 + 10 * i);
+    } catch (e) {
+      r = { failures: [`crashed: ${e instanceof Error ? `${e.message}\n${e.stack ?? ''}` : String(e)}`], stats: {} };
+    }
+    ok &&= r.failures.length === 0;
+    cases.push({ name: c.name, pass: r.failures.length === 0, ...r, ms: Math.round(performance.now() - t0) });
+    log(`  ${r.failures.length === 0 ? '✓' : '✗'} ${c.name} (${Math.round(performance.now() - t0)} ms): ${JSON.stringify(r.stats)}${r.failures.map((f) => `\n      ${f}`).join('')}`);
+  }
+  const timing: Record<string, unknown>[] = [];
+  for (const [N, batch] of [[8192, 1], [131072, 16], [524288, 16], [524288, 1]] as const) {
+    try {
+      const t = await cacheTiming(b, N, batch);
+      timing.push(t);
+      log(`  decode step ${N / 1024}K x ${batch}, 16/16 heads, D 128, bf16, top-8: attend ${String(t.attendMs)} ms (reads ${String(t.readMB)} MB: ${String(t.readGBs)} GB/s; device copy ${String(t.copyGBs)} GB/s), mobaStep ${String(t.stepMs)} ms; route split ${String(t.nsplit)}; stages ${JSON.stringify(t.stagesMs)}`);
+    } catch (e) {
+      ok = false;
+      const crashed = e instanceof Error ? `${e.message}\n${e.stack ?? ''}` : String(e);
+      timing.push({ N, batch, crashed });
+      log(`  decode timing ${N} x ${batch} CRASHED: ${crashed}`);
+    }
   }
   return { ok, cases, timing };
 }

@@ -126,7 +126,7 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
       maxHeadDim: geo.K.maxHeadDim, maxTopk: geo.K.maxTopk, maxBlockSize: 1 << 20,
       nonCausal: true, qkLayout: true, kconv: true, maxKconvWidth: 8, kconvWeightDtype: 'k',
       memoryBytes: Math.max(0, mem.free - this.#mem.reserve),
-      deterministic: true, kvCache: true,
+      deterministic: true, kvCache: true, cacheDense: true,
       // the tensor-core paths (docs/cuda.md): a non-finite k/v (q/dOut) may reach a row (key) its causal mask hides
       nonFinite: this.#c.fast ? 'block' : 'rows',
     });

@@ -7,7 +7,7 @@ import { type AppendPlan, type AttendPlan, type DType, MobaError, dtypeBytes } f
 import { type Launch, LIMITS, elementwiseLaunch } from './geometry.js';
 
 /** cache.cu constants. */
-export const CACHE = Object.freeze({ routeTile: 32, maxTopk: 64, attendWarps: 4, maxW: 8, routeHeadsPerCta: 8, mergeWarps: 4 });
+export const CACHE = Object.freeze({ routeTile: 32, maxTopk: 64, attendWarps: 4, maxW: 8, routeHeadsPerCta: 8, mergeWarps: 4, routeCtasPerSm: 6 });
 
 /** Device bytes of one page: keys and values `[B, Hkv·D]` in the dtype, its f32 sum and f32 centroid `[Hkv·D]`. */
 export function cachePageBytes(o: { Hkv: number; D: number; dtype: DType; blockSize: number }): number {
@@ -57,21 +57,37 @@ export function appendTables(plan: AppendPlan, B: number): AppendTables {
 }
 
 export interface AttendTables {
-  /** Per query row (t, L, pbase): its key position, its sequence's length and page-table offset `[Tq · 3]`. */
-  readonly rows: Int32Array;
-  readonly ptab: Int32Array;
+  /**
+   * One upload: per query row (t, L, pbase) its key position, its sequence's length and page-table offset
+   * `[Tq · 3]`, then the entries' page tables, concatenated (from `ptabAt`).
+   */
+  readonly tab: Int32Array;
+  readonly ptabAt: number;
+  /** Blocks of the longest attended sequence (an upper bound of any row's candidates). */
+  readonly maxBlocks: number;
 }
 
-export function attendTables(plan: AttendPlan): AttendTables {
-  const rows = new Int32Array(plan.Tq * 3);
-  const ptab = new Int32Array(Math.max(1, plan.entries.reduce((n, e) => n + e.pages.length, 0)));
+export function attendTables(plan: AttendPlan, B: number): AttendTables {
+  const es = plan.entries;
+  const ptabAt = plan.Tq * 3;
+  let np = 0, maxBlocks = 0;
+  for (const e of es) {
+    np += e.pages.length;
+    maxBlocks = Math.max(maxBlocks, Math.ceil(e.length / B));
+  }
+  const tab = new Int32Array(ptabAt + Math.max(1, np));
   let pbase = 0;
-  for (const e of plan.entries) {
-    for (let a = 0; a < e.nq; a++) rows.set([e.length - e.nq + a, e.length, pbase], (e.qRow + a) * 3);
-    ptab.set(e.pages, pbase);
+  for (const e of es) {
+    let r = e.qRow * 3;
+    for (let a = 0, t = e.length - e.nq; a < e.nq; a++, t++, r += 3) {
+      tab[r] = t;
+      tab[r + 1] = e.length;
+      tab[r + 2] = pbase;
+    }
+    tab.set(e.pages, ptabAt + pbase);
     pbase += e.pages.length;
   }
-  return { rows, ptab };
+  return { tab, ptabAt, maxBlocks };
 }
 
 /** Elements per vectorised load of cache_attend: 4, 2 or 1 (D a multiple of 32·vec). */
@@ -87,13 +103,37 @@ function checked(what: string, L: Launch): Launch {
   return L;
 }
 
-/** cache_route: grid (Tq, Hkv, head groups); `hpc` query heads per CTA. */
-export function cacheRouteLaunch(Tq: number, Hq: number, Hkv: number, D: number, topk: number): Launch & { hpc: number } {
-  if (topk > CACHE.maxTopk) throw new MobaError('E_RANGE', `topk = ${topk} is invalid: the CUDA cache selects at most ${CACHE.maxTopk} blocks`, 'topk');
+/** cache_route's launch and its split over the centroid tiles (cache-route.cuh). */
+export interface RouteLaunch extends Launch {
+  /** Query heads per CTA. */
+  readonly hpc: number;
+  /** Centroid tiles per split CTA (split z takes tiles [z·tps, (z+1)·tps) of its row). */
+  readonly tps: number;
+  readonly nsplit: number;
+  /** Bytes of the splits' partial lists (0 when unsplit or dense). */
+  readonly plistBytes: number;
+  /** Arrival counters (one uint32 per (row, kv head, head group)). */
+  readonly counters: number;
+}
+
+/**
+ * cache_route: grid (Tq, Hkv · head groups, nsplit); `hpc` query heads per CTA. nsplit fills the GPU (about
+ * CACHE.routeCtasPerSm CTAs per SM, at least 2 tiles of the longest row per split) unless `force` sets it
+ * (1 = unsplit). topk above CACHE.maxTopk is dense (every candidate): no list, shared memory independent of topk.
+ */
+export function cacheRouteLaunch(Tq: number, Hq: number, Hkv: number, D: number, topk: number, maxBlocks: number, sms: number, force: number | null = null): RouteLaunch {
+  const dense = topk > CACHE.maxTopk;
   const G = Hq / Hkv;
   const hpc = Math.min(G, CACHE.routeHeadsPerCta);
-  const shared = (CACHE.routeTile * (D + 1) + hpc * D + 2 * hpc * topk) * 4;
-  return { ...checked('cache_route', { grid: [Tq, Hkv, Math.ceil(G / hpc)], block: [32 * Math.max(hpc, 4), 1, 1], shared }), hpc };
+  const ng = Math.ceil(G / hpc);
+  const shared = (CACHE.routeTile * (D + 1) + hpc * D + (dense ? 0 : 2 * hpc * topk)) * 4;
+  const tiles = Math.ceil(maxBlocks / CACHE.routeTile);
+  const base = Tq * Hkv * ng;
+  const want = force ?? Math.min(Math.ceil((CACHE.routeCtasPerSm * sms) / base), Math.floor(tiles / 2));
+  const tps = Math.max(1, Math.ceil(tiles / Math.max(1, want)), Math.ceil(tiles / LIMITS.maxGridYZ));
+  const nsplit = Math.max(1, Math.ceil(tiles / tps));
+  const L = checked('cache_route', { grid: [Tq, Hkv * ng, nsplit], block: [32 * Math.max(hpc, 4), 1, 1], shared });
+  return { ...L, hpc, tps, nsplit, plistBytes: nsplit > 1 && !dense ? Tq * Hq * nsplit * 2 * topk * 4 : 0, counters: Tq * Hkv * ng };
 }
 
 /** cache_attend: one CTA per (query row, head, slot). */
@@ -112,7 +152,7 @@ export function cacheAppendLaunch(what: string, n: number): Launch {
   return elementwiseLaunch(what, Math.max(1, n));
 }
 
-/** Bytes of one attend's outputs and scratch (sel, partials, out, lse) and its tables. */
-export function attendBytes(Tq: number, Hq: number, D: number, topk: number, dtype: DType, tableInts: number): number {
-  return Tq * Hq * topk * 4 + Tq * Hq * topk * (D + 2) * 4 + Tq * Hq * D * dtypeBytes(dtype) + Tq * Hq * 4 + tableInts * 4;
+/** Bytes of one attend's outputs and scratch (sel, partials, out, lse, the router's partial lists) and its tables. */
+export function attendBytes(Tq: number, Hq: number, D: number, topk: number, dtype: DType, tableInts: number, plistBytes = 0): number {
+  return Tq * Hq * topk * 4 + Tq * Hq * topk * (D + 2) * 4 + Tq * Hq * D * dtypeBytes(dtype) + Tq * Hq * 4 + tableInts * 4 + plistBytes;
 }

@@ -73,6 +73,7 @@ export class CudaCache extends CacheShell<Buf> {
   readonly #s: Storage;
   readonly #C: number;
   readonly #eb: number;
+  #cnt: Buf | null = null;
   #freed = false;
 
   constructor(host: CacheHost<Buf>, o: ResolvedCacheOptions, c: Cuda, s: Storage) {
@@ -112,29 +113,32 @@ export class CudaCache extends CacheShell<Buf> {
   protected async doAttend(plan: AttendPlan, q: Buf): Promise<{ out: Buf; lse: Buf }> {
     const c = this.#c;
     const { Tq, Hq, topk } = plan;
-    const D = this.D, B = this.blockSize;
-    const tb = attendTables(plan);
-    const route = cacheRouteLaunch(Tq, Hq, this.Hkv, D, topk);
-    c.mem.fits('cache attend()', attendBytes(Tq, Hq, D, topk, this.dtype, tb.rows.length + tb.ptab.length));
+    const D = this.D, B = this.blockSize, Hkv = this.Hkv;
+    const tb = attendTables(plan, B);
+    const route = cacheRouteLaunch(Tq, Hq, Hkv, D, topk, tb.maxBlocks, c.sms, routeSplitOverride());
+    const cntBytes = route.counters * 4;
+    const grow = this.#cnt !== null && this.#cnt.bytes >= cntBytes ? 0 : cntBytes;
+    c.mem.fits('cache attend()', attendBytes(Tq, Hq, D, topk, this.dtype, tb.tab.length, route.plistBytes) + grow);
     const sfx = DT[this.dtype].suffix;
-    const rows = ptr(c.mem.small('cacheRows', tb.rows));
-    const ptab = ptr(c.mem.small('cachePtab', tb.ptab));
-    const sel = c.mem.slot('cacheSel', Tq * Hq * topk * 4);
-    const part = c.mem.slot('cachePart', Tq * Hq * topk * (D + 2) * 4);
+    const tab = c.mem.small('cacheAttendTab', tb.tab);
+    const rows = ptr(tab), ptab = ptr(tab + BigInt(tb.ptabAt * 4));
+    const sel = ptr(c.mem.slot('cacheSel', Tq * Hq * topk * 4).ptr);
+    const part = ptr(c.mem.slot('cachePart', Tq * Hq * topk * (D + 2) * 4).ptr);
+    const plist = route.plistBytes > 0 ? ptr(c.mem.slot('cachePlist', route.plistBytes).ptr) : sel;
+    const cnt = ptr(this.#counters(cntBytes));
     const out = c.mem.alloc(Tq * Hq * D * this.#eb);
     const lse = c.mem.alloc(Tq * Hq * 4);
     const s = this.#s;
-    const shape = { Hq: i32(Hq), Hkv: i32(this.Hkv), D: i32(D), B: i32(B), topk: i32(topk), causal: i32(plan.causal ? 1 : 0) };
+    const shape = { Hq: i32(Hq), Hkv: i32(Hkv), D: i32(D), B: i32(B), topk: i32(topk), causal: i32(plan.causal ? 1 : 0) };
     try {
       c.prog.launch('cache.cu', `cache_route_${sfx}`, route, {
-        q: ptr(q.ptr), cents: ptr(s.cents.ptr), sums: ptr(s.sums.ptr), rows, ptab, sel: ptr(sel.ptr), ...shape, hpc: i32(route.hpc),
+        q: ptr(q.ptr), cents: ptr(s.cents.ptr), sums: ptr(s.sums.ptr), rows, ptab, sel, plist, cnt, ...shape, hpc: i32(route.hpc), tps: i32(route.tps),
       });
       c.prog.launch('cache.cu', `cache_attend_${sfx}`, cacheAttendLaunch(Tq, Hq, D, topk), {
-        q: ptr(q.ptr), kpool: ptr(s.k.ptr), vpool: ptr(s.v.ptr), rows, ptab, sel: ptr(sel.ptr), part: ptr(part.ptr), ...shape,
-        scale: f32(plan.scale), vec: i32(attendVec(D)),
+        q: ptr(q.ptr), kpool: ptr(s.k.ptr), vpool: ptr(s.v.ptr), rows, ptab, sel, part, ...shape, scale: f32(plan.scale), vec: i32(attendVec(D)),
       });
       c.prog.launch('cache.cu', `cache_merge_${sfx}`, cacheMergeLaunch(Tq, Hq), {
-        part: ptr(part.ptr), sel: ptr(sel.ptr), out: ptr(out.ptr), lse: ptr(lse.ptr), nrh: i64(Tq * Hq), D: i32(D), topk: i32(topk), scale: f32(plan.scale),
+        part, sel, out: ptr(out.ptr), lse: ptr(lse.ptr), nrh: i64(Tq * Hq), D: i32(D), topk: i32(topk), scale: f32(plan.scale),
       });
       c.drv.synchronize();
     } catch (e) {
@@ -143,6 +147,18 @@ export class CudaCache extends CacheShell<Buf> {
       throw e;
     }
     return { out, lse };
+  }
+
+  /** The router's arrival counters (zeroed once; every launch leaves them zero), grown to `bytes`. */
+  #counters(bytes: number): bigint {
+    if (this.#cnt === null || this.#cnt.bytes < bytes) {
+      if (this.#cnt) this.#c.mem.release(this.#cnt);
+      this.#cnt = null;
+      const b = this.#c.mem.alloc(Math.max(bytes, 256));
+      this.#c.drv.memsetD8(b.ptr, 0, b.bytes);
+      this.#cnt = b;
+    }
+    return this.#cnt.ptr;
   }
 
   protected async doFork(src: number, dst: number, copy: PageCopy | null): Promise<void> {
@@ -193,12 +209,23 @@ export class CudaCache extends CacheShell<Buf> {
     if (this.#freed) return;
     this.#freed = true;
     for (const b of Object.values(this.#s)) this.#c.mem.release(b);
+    if (this.#cnt) this.#c.mem.release(this.#cnt);
+    this.#cnt = null;
   }
 
   protected metaBytes(): number {
     const { state, weight } = cacheStateBytes(this.maxSequences, this.kconvWidth, this.#C);
     return Math.max(state, 16) + Math.max(weight, 16);
   }
+}
+
+/** MOBA_CUDA_ROUTE_SPLIT=<n>: the router's split count (1 = unsplit; for testing); null plans it. */
+function routeSplitOverride(): number | null {
+  const v = process.env.MOBA_CUDA_ROUTE_SPLIT;
+  if (v === undefined || v === '') return null;
+  const n = Number(v);
+  if (!Number.isInteger(n) || n < 1) throw new MobaError('E_RANGE', `MOBA_CUDA_ROUTE_SPLIT = ${v} is invalid: must be an integer >= 1`, 'MOBA_CUDA_ROUTE_SPLIT');
+  return n;
 }
 
 function view(a: Float32Array | Uint16Array, start: number, len: number): Float32Array | Uint16Array {

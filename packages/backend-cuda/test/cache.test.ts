@@ -26,36 +26,81 @@ describe('cache tables', () => {
     expect(t.nwork).toBe(3);
     expect(t.nent).toBe(3);
   });
-  it('attend: per query row its position (bottom-right aligned), length and page-table offset', () => {
+  it('attend: one table: per query row its position (bottom-right aligned), length and page-table offset, then the page tables', () => {
     const t = attendTables({
       Tq: 4, Hq: 2, topk: 2, causal: true, scale: 0.5,
       entries: [{ slot: 0, length: 9, qRow: 0, nq: 3, pages: Int32Array.from([4, 0, 2]) }, { slot: 1, length: 5, qRow: 3, nq: 1, pages: Int32Array.from([1, 3]) }],
-    });
-    expect([...t.rows]).toEqual([6, 9, 0, 7, 9, 0, 8, 9, 0, 4, 5, 3]);
-    expect([...t.ptab]).toEqual([4, 0, 2, 1, 3]);
+    }, 4);
+    expect([...t.tab]).toEqual([6, 9, 0, 7, 9, 0, 8, 9, 0, 4, 5, 3, 4, 0, 2, 1, 3]);
+    expect(t.ptabAt).toBe(12);
+    expect(t.maxBlocks).toBe(3);
+    const r = attendTables({ Tq: 3, Hq: 1, topk: 1, causal: true, scale: 1, entries: [{ slot: 2, length: 4, qRow: 1, nq: 2, pages: Int32Array.from([5]) }, { slot: 0, length: 1, qRow: 0, nq: 1, pages: Int32Array.from([6]) }] }, 4);
+    expect([...r.tab]).toEqual([0, 1, 1, 2, 4, 0, 3, 4, 0, 5, 6]); // rows in qRow order, page tables in entry order
   });
   it('sizes: a page is K and V in the dtype plus an f32 sum and centroid; the state and weight are f32', () => {
     expect(cachePageBytes({ Hkv: 8, D: 128, dtype: 'bf16', blockSize: 128 })).toBe(2 * 128 * 1024 * 2 + 2 * 1024 * 4);
     expect(cachePageBytes({ Hkv: 2, D: 16, dtype: 'f32', blockSize: 8 })).toBe(2 * 8 * 32 * 4 + 2 * 32 * 4);
     expect(cacheStateBytes(256, 3, 1024)).toEqual({ state: 256 * 2 * 1024 * 4, weight: 3 * 1024 * 4 });
     expect(cacheStateBytes(4, 0, 64)).toEqual({ state: 0, weight: 0 });
-    expect(attendBytes(16, 16, 128, 8, 'bf16', 100)).toBe(16 * 16 * 8 * 4 + 16 * 16 * 8 * 130 * 4 + 16 * 16 * 128 * 2 + 16 * 16 * 4 + 400);
+    expect(attendBytes(16, 16, 128, 8, 'bf16', 100, 64)).toBe(16 * 16 * 8 * 4 + 16 * 16 * 8 * 130 * 4 + 16 * 16 * 128 * 2 + 16 * 16 * 4 + 400 + 64);
   });
 });
 
 describe('cache launch geometry', () => {
-  it('route: one CTA per (row, kv head, group of up to 8 query heads), at least 4 warps, shared memory within the default', () => {
-    const g = cacheRouteLaunch(16, 32, 8, 128, 8);
+  it('route: one CTA per (row, kv head, group of up to 8 query heads, split), at least 4 warps, shared memory within the default', () => {
+    const g = cacheRouteLaunch(16, 32, 8, 128, 8, 10, 132, 1);
     expect(g.grid).toEqual([16, 8, 1]);
     expect(g.block).toEqual([128, 1, 1]);
     expect(g.hpc).toBe(4);
     expect(g.shared).toBe((32 * 129 + 4 * 128 + 2 * 4 * 8) * 4);
-    const m = cacheRouteLaunch(3, 64, 1, 256, 64); // MQA, D 256, topk 64: 8 heads per CTA, 8 groups
-    expect(m.grid).toEqual([3, 1, 8]);
+    const m = cacheRouteLaunch(3, 64, 1, 256, 64, 10, 132); // MQA, D 256, topk 64: 8 heads per CTA, 8 groups
+    expect(m.grid).toEqual([3, 8, 1]);
     expect(m.block[0]).toBe(256);
     expect(m.shared).toBeLessThanOrEqual(48 * 1024);
-    expect(cacheRouteLaunch(1, 16, 16, 128, 8).block[0]).toBe(128); // one head per CTA still loads with 4 warps
-    expect(() => cacheRouteLaunch(1, 2, 1, 64, CACHE.maxTopk + 1)).toThrow(MobaError);
+    expect(cacheRouteLaunch(1, 16, 16, 128, 8, 10, 132).block[0]).toBe(128); // one head per CTA still loads with 4 warps
+  });
+  it('route split: fills the GPU (about 6 CTAs per SM), at least 2 tiles per split, MOBA_CUDA_ROUTE_SPLIT-style override', () => {
+    const sms = 132, target = CACHE.routeCtasPerSm * sms;
+    const b1 = cacheRouteLaunch(1, 16, 16, 128, 8, 4096, sms); // 512K at B 128, batch 1: 128 tiles over 16 CTAs
+    expect(b1.nsplit).toBe(43);
+    expect(b1.tps).toBe(3);
+    expect(b1.grid).toEqual([1, 16, 43]);
+    expect(b1.plistBytes).toBe(1 * 16 * 43 * 2 * 8 * 4);
+    expect(b1.counters).toBe(16);
+    const b16 = cacheRouteLaunch(16, 16, 16, 128, 8, 4096, sms); // 512K x 16: 256 CTAs, 4 splits of 32 tiles
+    expect([b16.nsplit, b16.tps]).toEqual([4, 32]);
+    expect(b16.grid[0] * b16.grid[1] * b16.grid[2]).toBeGreaterThanOrEqual(target);
+    const short = cacheRouteLaunch(1, 16, 16, 128, 8, 64, sms); // 2 tiles: unsplit (at least 2 tiles per split)
+    expect([short.nsplit, short.plistBytes]).toEqual([1, 0]);
+    expect(cacheRouteLaunch(64, 16, 16, 128, 8, 1024, sms).nsplit).toBe(1); // 1024 CTAs already
+    expect(cacheRouteLaunch(1, 16, 16, 128, 8, 4096, sms, 1).nsplit).toBe(1);
+    expect(cacheRouteLaunch(1, 16, 16, 128, 8, 4096, sms, 5)).toMatchObject({ nsplit: 5, tps: 26 });
+    expect(cacheRouteLaunch(1, 16, 16, 128, 8, 100, sms, 1000)).toMatchObject({ nsplit: 4, tps: 1 }); // at most one split per tile
+    expect(cacheRouteLaunch(1, 1, 1, 16, 2, 2 ** 31 - 1, sms, 2 ** 30).grid[2]).toBeLessThanOrEqual(65535);
+    const rng = new Rng(5);
+    for (let trial = 0; trial < 200; trial++) {
+      const Tq = rng.int(1, 40), Hkv = rng.int(1, 8), G = rng.int(1, 10), maxBlocks = rng.int(1, 20000);
+      const L = cacheRouteLaunch(Tq, Hkv * G, Hkv, 64, 8, maxBlocks, rng.int(1, 200), rng.next() < 0.3 ? rng.int(1, 100) : null);
+      const tiles = Math.ceil(maxBlocks / 32);
+      expect(L.nsplit).toBeGreaterThanOrEqual(1);
+      expect(L.grid[1]).toBe(Hkv * Math.ceil(G / L.hpc));
+      expect(L.counters).toBe(Tq * L.grid[1]);
+      for (const nt of [tiles, rng.int(0, tiles)]) { // the longest row and a shorter one: every tile exactly once
+        const seen = new Int32Array(nt);
+        for (let z = 0; z < L.nsplit; z++) for (let tt = Math.min(z * L.tps, nt); tt < Math.min(Math.min(z * L.tps, nt) + L.tps, nt); tt++) seen[tt]!++;
+        expect(seen.every((x) => x === 1)).toBe(true);
+      }
+      if (L.nsplit > 1) expect(L.plistBytes).toBe(Tq * Hkv * G * L.nsplit * 2 * 8 * 4);
+    }
+  });
+  it('route dense (topk above 64): no list, shared memory independent of topk; the dense attend at 512K x 16 fits the grid limits', () => {
+    const d = cacheRouteLaunch(16, 16, 16, 128, 4096, 4096, 132);
+    expect(d.shared).toBe(cacheRouteLaunch(16, 16, 16, 128, 1e6, 4096, 132).shared);
+    expect(d.shared).toBe((32 * 129 + 128) * 4);
+    expect(d.plistBytes).toBe(0);
+    expect(cacheAttendLaunch(16, 16, 128, 4096).grid).toEqual([16 * 16 * 4096, 1, 1]);
+    expect(attendBytes(16, 16, 128, 4096, 'bf16', 16 * 3 + 16 * 4096)).toBeLessThan(600e6); // partials 545 MB
+    expect(() => cacheAttendLaunch(2 ** 16, 64, 128, 2 ** 10)).toThrow(MobaError); // 2^32 CTAs
   });
   it('attend: one CTA of 4 warps per (row, head, slot); merge: one warp per (row, head); vectorised loads by D', () => {
     expect(cacheAttendLaunch(16, 16, 128, 8)).toEqual({ grid: [2048, 1, 1], block: [128, 1, 1], shared: 4 * 128 * 4 });
@@ -152,45 +197,75 @@ describe('append tables drive the kconv state across chunks', () => {
   });
 });
 
-/** cache-route.cuh's per-warp list, replayed: tiles of 32 scores, candidates in lane order, insertion as the kernel does. */
-function replayRouteList(scores: number[], K: number): number[] {
-  const better = (s1: number, j1: number, s2: number, j2: number): boolean => s1 > s2 || (s1 === s2 && j1 > j2);
-  const wl: number[] = [], wi: number[] = [];
-  let n = 0;
-  for (let j0 = 0; K > 0 && j0 < scores.length; j0 += 32) {
-    const s = Array.from({ length: 32 }, (_, lane) => (j0 + lane < scores.length ? Math.fround(scores[j0 + lane]!) : -Infinity));
-    const cand = s.map((x, lane) => x > -Infinity && (n < K || better(x, j0 + lane, wl[K - 1]!, wi[K - 1]!)));
-    for (let src = 0; src < 32; src++) {
-      if (!cand[src]) continue;
-      const cs = s[src]!, cj = j0 + src;
-      if (n === K && !better(cs, cj, wl[K - 1]!, wi[K - 1]!)) continue;
-      let pos = 0;
-      for (let i = 0; i < n; i++) if (better(wl[i]!, wi[i]!, cs, cj)) pos++;
-      const nn = Math.min(n + 1, K);
-      const vs: number[] = [], vi: number[] = [];
-      for (let i = 0; i < nn; i++) {
-        vs[i] = i === pos ? cs : wl[i < pos ? i : i - 1]!;
-        vi[i] = i === pos ? cj : wi[i < pos ? i : i - 1]!;
-      }
-      for (let i = 0; i < nn; i++) { wl[i] = vs[i]!; wi[i] = vi[i]!; }
-      n = nn;
+interface List { s: number[]; j: number[]; n: number }
+const better = (s1: number, j1: number, s2: number, j2: number): boolean => s1 > s2 || (s1 === s2 && j1 > j2);
+
+/** cache-route.cuh's cr_insert replayed: the 32 lanes' candidates (s, j) (valid: s > -inf) in lane order into a list of at most K. */
+function crInsert(l: List, s: number[], j: number[], K: number): void {
+  const cand = s.map((x, lane) => x > -Infinity && (l.n < K || better(x, j[lane]!, l.s[K - 1]!, l.j[K - 1]!)));
+  for (let src = 0; src < 32; src++) {
+    if (!cand[src]) continue;
+    const cs = s[src]!, cj = j[src]!;
+    if (l.n === K && !better(cs, cj, l.s[K - 1]!, l.j[K - 1]!)) continue;
+    let pos = 0;
+    for (let i = 0; i < l.n; i++) if (better(l.s[i]!, l.j[i]!, cs, cj)) pos++;
+    const nn = Math.min(l.n + 1, K);
+    const vs: number[] = [], vi: number[] = [];
+    for (let i = 0; i < nn; i++) {
+      vs[i] = i === pos ? cs : l.s[i < pos ? i : i - 1]!;
+      vi[i] = i === pos ? cj : l.j[i < pos ? i : i - 1]!;
     }
+    for (let i = 0; i < nn; i++) { l.s[i] = vs[i]!; l.j[i] = vi[i]!; }
+    l.n = nn;
   }
-  return wi.slice(0, n).sort((a, b) => a - b);
+}
+
+/**
+ * cache_route replayed for one (row, head): split z scores tiles [z·tps, (z+1)·tps) into its own list and writes it
+ * (-inf / -1 padded to K); split `last` (the last to arrive) then inserts the others' lists in range order, flattened
+ * (split, entry), 32 at a time. Dense (K >= nb): marks j or -1, compacted ascending. Returns the selected blocks, ascending.
+ */
+function replayRoute(scores: number[], K: number, tps: number, nsplit: number, last: number): number[] {
+  const nb = scores.length, nt = Math.ceil(nb / 32);
+  const f = scores.map((x) => Math.fround(x));
+  if (K >= nb) return f.map((x, j) => (x > -Infinity ? j : -1)).filter((j) => j >= 0);
+  const lists: List[] = [];
+  for (let z = 0; z < nsplit; z++) {
+    const l: List = { s: [], j: [], n: 0 };
+    const t0 = Math.min(z * tps, nt);
+    for (let tt = t0; K > 0 && tt < Math.min(t0 + tps, nt); tt++) {
+      const j = Array.from({ length: 32 }, (_, lane) => tt * 32 + lane);
+      crInsert(l, j.map((x) => (x < nb ? f[x]! : -Infinity)), j, K);
+    }
+    lists.push(l);
+  }
+  const m = lists[last]!;
+  const entry = (e: number): [number, number] => { // flattened (split, entry); own split and past the end: none
+    const z = Math.floor(e / K), i = e - z * K, p = lists[z];
+    return e < nsplit * K && z !== last && i < p!.n ? [p!.s[i]!, p!.j[i]!] : [-Infinity, -1];
+  };
+  for (let e0 = 0; K > 0 && e0 < nsplit * K; e0 += 32) {
+    const c = Array.from({ length: 32 }, (_, lane) => entry(e0 + lane));
+    crInsert(m, c.map((x) => x[0]), c.map((x) => x[1]), K);
+  }
+  return m.j.slice(0, m.n).sort((a, b) => a - b);
 }
 
 describe('cache router list', () => {
-  it('is the exact top-k: ties to the higher block, NaN and -inf never win, any k up to 64', () => {
+  it('is the exact top-k whatever the split and the merging split: ties to the higher block, NaN and -inf never win, any k up to 64', () => {
     const rng = new Rng(11);
-    for (let trial = 0; trial < 300; trial++) {
-      const nb = rng.int(0, 200);
-      const K = rng.int(1, CACHE.maxTopk);
+    for (let trial = 0; trial < 400; trial++) {
+      const nb = rng.int(0, 700);
+      const K = rng.int(1, trial % 4 === 0 ? 800 : CACHE.maxTopk);
       const scores = Array.from({ length: nb }, () => {
         const r = rng.next();
         return r < 0.05 ? NaN : r < 0.1 ? -Infinity : r < 0.12 ? Infinity : rng.int(-6, 6) * 0.5; // many ties
       });
       const want = scores.map((s, j) => ({ s, j })).filter((x) => x.s > -Infinity).sort((a, b) => b.s - a.s || b.j - a.j).slice(0, K).map((x) => x.j).sort((a, b) => a - b);
-      expect(replayRouteList(scores, K)).toEqual(want);
+      const nt = Math.ceil(nb / 32);
+      const tps = rng.int(1, Math.max(1, nt)), nsplit = Math.max(1, Math.ceil(nt / tps)) + rng.int(0, 2); // extra splits: empty ranges
+      expect(replayRoute(scores, K, nt + 1, 1, 0)).toEqual(want);
+      expect(replayRoute(scores, K, tps, nsplit, rng.int(0, nsplit - 1))).toEqual(want);
     }
   });
 });
