@@ -3,16 +3,17 @@
  *   route:  one workgroup per (query row, kv head, chunk of ≤ 64 of its query heads): the centroids of the
  *           eligible blocks are staged up to TB blocks at a time into workgroup memory (one load for all the heads
  *           of the kv head), the (head, block) scores (raw dot, f32) are spread over the workgroup, and each
- *           invocation keeps its query head's exact top-k by insertion in block order (ties to the higher block; NaN and −∞ never enter). Causal: the own block floor(t / B) is
- *           forced and counts inside k, only earlier (completed) blocks compete; non-causal: every block, the open
- *           one with centroid sum / count. Writes sel `[Tq, Hq, k]` ascending, −1 padded.
+ *           invocation keeps its query head's exact top-k by insertion in block order (ties to the higher block;
+ *           NaN and −∞ never enter); a row whose k holds all its candidates (dense, so any k above 64) writes every
+ *           finite one as it comes, in block order. Causal: the own block floor(t / B) is forced and counts inside
+ *           k, only earlier (completed) blocks compete; non-causal: every block, the open one with centroid sum / count. Writes sel `[Tq, Hq, k]` ascending, −1 padded.
  *   attend: one workgroup per (query row, query head, selected slot): the block's keys in chunks of 64 (one score
  *           per invocation), an online softmax in the log2 domain whose chunk max and sums every invocation
  *           computes in the same order, each invocation accumulating its head dims; the causal mask at t in the own
  *           block. Writes the partial (m, l, acc[D]) f32; an empty slot writes m = −∞, l = 0; a non-finite score l = NaN.
  * Nothing depends on the other rows of the batch: a sequence's result is the same alone or batched.
  */
-import { pageBinding } from './cache-append.wgsl.js';
+import { poolBindings, poolGeometry } from './cache-pool.wgsl.js';
 import { commonWgsl } from './common.wgsl.js';
 import { type StorageKind, tensorRead } from './storage.wgsl.js';
 
@@ -22,9 +23,10 @@ const STAGE = 2048;
 export const MAX_D = 256;
 
 /** Words of the attend table's header (cache.ts writes them in this order). */
-export const ATTEND_HEADER = ['RS', 'C', 'rowsOff', 'entriesOff', 'pagesOff', 'headChunks'] as const;
+export const ATTEND_HEADER = ['RS', 'C', 'rowsOff', 'entriesOff', 'pagesOff', 'headChunks', 'ppb'] as const;
 
-export function cacheAttendWgsl(kind: StorageKind): string {
+/** The attend shader for a pool of n buffers per keys and values. */
+export function cacheAttendWgsl(kind: StorageKind, n: number): string {
   return /* wgsl */ `
 ${commonWgsl}
 const TB: u32 = ${ROUTE_TB}u;
@@ -34,12 +36,12 @@ const MAXK: u32 = 64u;
 @group(0) @binding(0) var<uniform> P: Params;    // T = Tq, Hq, Hkv, D, blockSize, topk, causal, scaleLog2, nItems
 @group(0) @binding(1) var<storage, read> tab: array<u32>;
 ${tensorRead('q', 2, kind)}
-${pageBinding('kp', 3, kind, false)}
-${pageBinding('vp', 4, kind, false)}
-@group(0) @binding(5) var<storage, read> pm: array<f32>;
-@group(0) @binding(6) var<storage, read_write> sel: array<i32>;
-@group(0) @binding(7) var<storage, read_write> part: array<f32>;
-
+@group(0) @binding(3) var<storage, read> pm: array<f32>;
+@group(0) @binding(4) var<storage, read_write> sel: array<i32>;
+@group(0) @binding(5) var<storage, read_write> part: array<f32>;
+${poolBindings('kp', 6, n, kind, false)}
+${poolBindings('vp', 6 + n, n, kind, false)}
+${poolGeometry('tab[6]', 'P.blockSize * tab[0]')}
 fn RS() -> u32 { return tab[0]; }
 fn C() -> u32 { return tab[1]; }
 // query row r: entry, key position t
@@ -75,6 +77,8 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   let causal = P.causal != 0u;
   let nElig = select((len + B - 1u) / B, cb, causal);
   let kSel = select(P.topk, P.topk - 1u, causal);
+  let dense = kSel >= nElig; // every finite score is selected, in block order: written as they come
+  let o = (r * P.Hq + h) * P.topk;
   var topV: array<f32, MAXK>;
   var topI: array<i32, MAXK>;
   var n = 0u;
@@ -107,6 +111,7 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
         if (j >= nElig) { break; }
         let s = sc[lid * TB + b];
         if (isNan(s) || s == negInf()) { continue; }
+        if (dense) { sel[o + n] = i32(j); n++; continue; }
         var at = n;
         if (n < kSel) { n++; } else if (better(s, i32(j), topV[kSel - 1u], topI[kSel - 1u])) { at = kSel - 1u; } else { continue; }
         while (at > 0u && better(s, i32(j), topV[at - 1u], topI[at - 1u])) {
@@ -121,15 +126,17 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
     workgroupBarrier();
   }
   if (!mine) { return; }
-  for (var i = 1u; i < n; i++) { // ascending block order
-    let j = topI[i];
-    var at = i;
-    while (at > 0u && topI[at - 1u] > j) { topI[at] = topI[at - 1u]; at--; }
-    topI[at] = j;
+  if (!dense) {
+    for (var i = 1u; i < n; i++) { // ascending block order
+      let j = topI[i];
+      var at = i;
+      while (at > 0u && topI[at - 1u] > j) { topI[at] = topI[at - 1u]; at--; }
+      topI[at] = j;
+    }
+    for (var i = 0u; i < n; i++) { sel[o + i] = topI[i]; }
   }
-  if (causal) { topI[n] = i32(cb); n++; } // after every eligible block (all < cb)
-  let o = (r * P.Hq + h) * P.topk;
-  for (var i = 0u; i < P.topk; i++) { sel[o + i] = select(-1, topI[i], i < n); }
+  if (causal) { sel[o + n] = i32(cb); n++; } // after every eligible block (all < cb)
+  for (var i = n; i < P.topk; i++) { sel[o + i] = -1; }
 }
 
 var<workgroup> sS: array<f32, 64>;
@@ -155,6 +162,8 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let t = rowOf(r, 1u);
   let len = ent(e, 0u);
   let page = pageOf(e, u32(j));
+  let pb = poolBuf(page);
+  let pbase = poolBase(page) + kvh * D;
   let p0 = u32(j) * B;
   var p1 = min(p0 + B, len);
   if (P.causal != 0u && u32(j) == t / B) { p1 = t + 1u; } // the own block, masked at t
@@ -167,9 +176,9 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     let p = c0 + lid;
     var s = negInf();
     if (p < p1) {
-      let ko = (page * B + p - p0) * RS() + kvh * D;
+      let ko = pbase + (p - p0) * RS();
       var dot = 0.0;
-      for (var d = 0u; d < D; d++) { dot += qAt(qo + d) * kpAt(ko + d); }
+      for (var d = 0u; d < D; d++) { dot += qAt(qo + d) * kpAt(pb, ko + d); }
       s = dot * P.scaleLog2;
     }
     sS[lid] = s;
@@ -186,10 +195,10 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     for (var i = 0u; i < cnt; i++) {
       let pe = exp2(sS[i] - cm);
       l += pe;
-      let vo = (page * B + c0 + i - p0) * RS() + kvh * D;
+      let vo = pbase + (c0 + i - p0) * RS();
       for (var u = 0u; u < 4u; u++) {
         let d = lid + 64u * u;
-        if (d < D) { acc[u] += pe * vpAt(vo + d); }
+        if (d < D) { acc[u] += pe * vpAt(pb, vo + d); }
       }
     }
     m = cm;

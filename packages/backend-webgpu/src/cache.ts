@@ -1,7 +1,8 @@
 /**
  * The WebGPU paged KV cache (SPEC §9): core's CacheShell does the ids, the page pool, refcounts, validation and
  * E_MEMORY; this file owns the device storage, all allocated at creation:
- *   key pages and value pages `[pages, B, RS]` in the cache's dtype (keys after kconv; cache-plan.ts),
+ *   key pages and value pages `[pages, B, RS]` in the cache's dtype (keys after kconv; cache-plan.ts), each pool
+ *   spread over up to MAX_POOL_BUFFERS buffers within the binding limit (cache-pool.wgsl.ts),
  *   meta `[pages, 2, C]` f32 (each page's sum and, once it is full, its centroid sum / B),
  *   kst: the f32 kconv weight `[C, W]` then the state `[maxSequences, W − 1, C]` (the last raw keys).
  * append = 2 launches (cache-append.wgsl.ts), attend = 3 launches whatever the batch (routing over the centroids,
@@ -16,12 +17,18 @@ import {
 import { cacheAppendWgsl } from './cache-append.wgsl.js';
 import { MAX_D, cacheAttendWgsl } from './cache-attend.wgsl.js';
 import { cacheMergeWgsl } from './cache-merge.wgsl.js';
-import { type PageGeometry, appendTable, attendTable, cachePageBytes, decodeContents, pageGeometry } from './cache-plan.js';
+import { type PageGeometry, type PoolLayout, appendTable, attendTable, cachePageBytes, decodeContents, pageGeometry, poolLayout } from './cache-plan.js';
 import type { GpuContext } from './device.js';
 import { Launch, shaderVariant } from './launch.js';
 import { storageBytes } from './storage.wgsl.js';
 
 const WG = 64;
+
+/** Tests only: MOBA_WEBGPU_CACHE_POOL_BUFFERS spreads even a small pool over that many buffers (the multi-buffer path). */
+function forcedPoolBuffers(): number {
+  const v = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.MOBA_WEBGPU_CACHE_POOL_BUFFERS;
+  return v ? Number(v) : 1;
+}
 
 /** Opens a cache on the backend's device: options checked (core), storage sized and allocated. */
 export async function openCache(ctx: GpuContext, host: CacheHost<GPUBuffer>, opts: KVCacheOptions): Promise<KVCache> {
@@ -41,8 +48,10 @@ export async function openCache(ctx: GpuContext, host: CacheHost<GPUBuffer>, opt
 export class WebGpuCache extends CacheShell<GPUBuffer> {
   readonly #ctx: GpuContext;
   readonly #g: PageGeometry;
-  readonly #k: GPUBuffer;
-  readonly #v: GPUBuffer;
+  readonly #pool: PoolLayout;
+  /** Key and value page buffers: page p in buffer floor(p / ppb). */
+  readonly #k: GPUBuffer[];
+  readonly #v: GPUBuffer[];
   readonly #meta: GPUBuffer;
   readonly #kst: GPUBuffer;
   /** Word offset of the state in kst (after the weight). */
@@ -55,7 +64,8 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
     const W = o.W;
     this.#stateOff = W * g.C;
     const kstBytes = 4 * (W * g.C + o.maxSequences * Math.max(0, W - 1) * g.C);
-    ctx.checkSizes({ 'cache key pages': o.pages * g.kvBytes, 'cache value pages': o.pages * g.kvBytes, 'cache sums and centroids': o.pages * g.metaBytes, 'cache kconv state': kstBytes });
+    const pool = (this.#pool = poolLayout(ctx.limits, g.kvBytes, o.pages, forcedPoolBuffers()));
+    ctx.checkSizes({ 'cache sums and centroids': o.pages * g.metaBytes, 'cache kconv state': kstBytes });
     const made: GPUBuffer[] = [];
     try {
       const buf = (label: string, bytes: number): GPUBuffer => {
@@ -63,8 +73,9 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
         made.push(b);
         return b;
       };
-      this.#k = buf('cache key pages', o.pages * g.kvBytes);
-      this.#v = buf('cache value pages', o.pages * g.kvBytes);
+      const pages = (i: number): number => Math.min(pool.ppb, o.pages - i * pool.ppb) * g.kvBytes;
+      this.#k = Array.from({ length: pool.n }, (_, i) => buf(`cache key pages ${i}`, pages(i)));
+      this.#v = Array.from({ length: pool.n }, (_, i) => buf(`cache value pages ${i}`, pages(i)));
       this.#meta = buf('cache sums and centroids', o.pages * g.metaBytes);
       this.#kst = buf('cache kconv weight and state', kstBytes);
     } catch (e) {
@@ -76,11 +87,13 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
 
   protected async doAppend(plan: AppendPlan, k: GPUBuffer, v: GPUBuffer): Promise<void> {
     const g = this.#g;
-    const { words, tasks } = appendTable(plan, g, this.#stateOff);
+    const n = this.#pool.n;
+    const { words, tasks } = appendTable(plan, g, this.#stateOff, this.#pool.ppb);
     const l = new Launch(this.#ctx);
     const tab = l.tempData('cache append table', words);
-    const shader = shaderVariant(`moba.cache.append.${g.dtype}`, ['uniform', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'rw'], () => cacheAppendWgsl(g.dtype));
-    const bufs = [tab, k, v, this.#k, this.#v, this.#meta, this.#kst];
+    const pools = Array<'rw'>(2 * n).fill('rw');
+    const shader = shaderVariant(`moba.cache.append.${g.dtype}.${n}`, ['uniform', 'read', 'read', 'read', 'rw', 'rw', ...pools], () => cacheAppendWgsl(g.dtype, n));
+    const bufs = [tab, k, v, this.#meta, this.#kst, ...this.#k, ...this.#v];
     const base = { T: plan.T, Hkv: g.Hkv, D: g.D, blockSize: g.B, width: this.kconvWidth };
     const writes = plan.T * Math.ceil(g.C / 2);
     l.add(shader, 'write', { WG }, { ...base, nItems: writes }, bufs, Math.ceil(writes / WG));
@@ -99,15 +112,17 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
     };
     this.#ctx.checkSizes(bytes);
     const l = new Launch(this.#ctx);
-    const tab = l.tempData('cache attend table', attendTable(plan, g, chunks));
+    const tab = l.tempData('cache attend table', attendTable(plan, g, chunks, this.#pool.ppb));
     const sel = l.temp('cache attend selection', bytes['cache attend selection']);
     const part = l.temp('cache attend partials', bytes['cache attend partials']);
     const out = l.temp('out', bytes.out);
     const lse = l.temp('lse', bytes.lse);
-    const attend = shaderVariant(`moba.cache.attend.${g.dtype}`, ['uniform', 'read', 'read', 'read', 'read', 'read', 'rw', 'rw'], () => cacheAttendWgsl(g.dtype));
+    const n = this.#pool.n;
+    const pools = Array<'read'>(2 * n).fill('read');
+    const attend = shaderVariant(`moba.cache.attend.${g.dtype}.${n}`, ['uniform', 'read', 'read', 'read', 'rw', 'rw', ...pools], () => cacheAttendWgsl(g.dtype, n));
     const merge = shaderVariant(`moba.cache.merge.${g.dtype}`, ['uniform', 'read', 'rw', 'rw'], () => cacheMergeWgsl(g.dtype));
     const f = { T: Tq, Hq, Hkv: g.Hkv, D: g.D, blockSize: g.B, topk, causal: plan.causal, scale: plan.scale };
-    const bufs = [tab, q, this.#k, this.#v, this.#meta, sel, part];
+    const bufs = [tab, q, this.#meta, sel, part, ...this.#k, ...this.#v];
     const routes = Tq * g.Hkv * chunks;
     l.add(attend, 'route', {}, { ...f, nItems: routes }, bufs, routes);
     const slots = Tq * Hq * topk;
@@ -128,23 +143,23 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
     const g = this.#g;
     const S = Math.max(0, this.kconvWidth - 1) * g.C * 4;
     const so = 4 * this.#stateOff;
-    // [buffer, from, to, bytes]: a copy within one buffer goes through a staging buffer (WebGPU refuses it directly)
-    const moves: [GPUBuffer, number, number, number][] = [];
-    if (S > 0) moves.push([this.#kst, so + src * S, so + dst * S, S]);
+    // [from buffer, offset, to buffer, offset, bytes]: all through a staging buffer (WebGPU refuses a copy within one)
+    const moves: [GPUBuffer, number, GPUBuffer, number, number][] = [];
+    if (S > 0) moves.push([this.#kst, so + src * S, this.#kst, so + dst * S, S]);
     if (copy) {
       const n = copy.tokens * (g.kvBytes / g.B);
-      for (const b of [this.#k, this.#v]) moves.push([b, copy.src * g.kvBytes, copy.dst * g.kvBytes, n]);
-      moves.push([this.#meta, copy.src * g.metaBytes, copy.dst * g.metaBytes, g.C * 4]); // the open page's sum
+      for (const pool of [this.#k, this.#v]) moves.push([...this.#page(pool, copy.src), ...this.#page(pool, copy.dst), n]);
+      moves.push([this.#meta, copy.src * g.metaBytes, this.#meta, copy.dst * g.metaBytes, g.C * 4]); // the open page's sum
     }
-    const total = moves.reduce((a, m) => a + m[3], 0);
+    const total = moves.reduce((a, m) => a + m[4], 0);
     if (total === 0) return;
     const tmp = this.#ctx.buffers.buffer('cache fork staging', total);
     try {
       const enc = this.#ctx.device.createCommandEncoder({ label: 'cache fork' });
       let at = 0;
-      for (const [b, from, , n] of moves) { enc.copyBufferToBuffer(b, from, tmp, at, n); at += n; }
+      for (const [b, from, , , n] of moves) { enc.copyBufferToBuffer(b, from, tmp, at, n); at += n; }
       at = 0;
-      for (const [b, , to, n] of moves) { enc.copyBufferToBuffer(tmp, at, b, to, n); at += n; }
+      for (const [, , b, to, n] of moves) { enc.copyBufferToBuffer(tmp, at, b, to, n); at += n; }
       await this.#submit('cache fork', enc);
     } finally {
       this.#ctx.buffers.free(tmp);
@@ -161,8 +176,8 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
     try {
       const enc = this.#ctx.device.createCommandEncoder({ label: 'cache read' });
       pages.forEach((p, i) => {
-        enc.copyBufferToBuffer(this.#k, p * g.kvBytes, tmp, i * g.kvBytes, g.kvBytes);
-        enc.copyBufferToBuffer(this.#v, p * g.kvBytes, tmp, (n + i) * g.kvBytes, g.kvBytes);
+        enc.copyBufferToBuffer(...this.#page(this.#k, p), tmp, i * g.kvBytes, g.kvBytes);
+        enc.copyBufferToBuffer(...this.#page(this.#v, p), tmp, (n + i) * g.kvBytes, g.kvBytes);
         enc.copyBufferToBuffer(this.#meta, p * g.metaBytes, tmp, 2 * n * g.kvBytes + i * g.metaBytes, g.metaBytes);
       });
       if (S > 0) enc.copyBufferToBuffer(this.#kst, 4 * this.#stateOff + slot * S, tmp, total - S, S);
@@ -175,11 +190,17 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
   }
 
   protected async doDestroy(): Promise<void> {
-    this.#ctx.buffers.free(this.#k, this.#v, this.#meta, this.#kst);
+    this.#ctx.buffers.free(...this.#k, ...this.#v, this.#meta, this.#kst);
   }
 
   protected metaBytes(): number {
     return this.#kst.size; // the kconv weight and state; sums and centroids are counted in pageBytes
+  }
+
+  /** The buffer of page p in a pool and the page's byte offset there. */
+  #page(pool: readonly GPUBuffer[], p: number): [GPUBuffer, number] {
+    const b = Math.floor(p / this.#pool.ppb);
+    return [pool[b]!, (p - b * this.#pool.ppb) * this.#g.kvBytes];
   }
 
   /** Submits copies inside error scopes (validation errors become E_DEVICE). */
