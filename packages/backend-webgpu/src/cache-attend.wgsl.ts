@@ -7,6 +7,9 @@
  *           NaN and −∞ never enter); a row whose k holds all its candidates (dense, so any k above 64) writes every
  *           finite one as it comes, in block order. Causal: the own block floor(t / B) is forced and counts inside
  *           k, only earlier (completed) blocks compete; non-causal: every block, the open one with centroid sum / count. Writes sel `[Tq, Hq, k]` ascending, −1 padded.
+ *           Split (long sequences, k ≤ 64): the blocks in `splits` ranges of `range`, one workgroup each, each writing
+ *           its range's exact top-k (score bits, block) to sel `[Tq, Hq, splits, k, 2]`; the attend workgroups merge
+ *           them (mergedBlock) into the same selection as unsplit (the scores are the same dots, the order total).
  *   attend: one workgroup per (query row, query head, selected slot): the block's keys in chunks of 64 (one score
  *           per invocation), an online softmax in the log2 domain whose chunk max and sums every invocation
  *           computes in the same order, each invocation accumulating its head dims; the causal mask at t in the own
@@ -23,7 +26,10 @@ const STAGE = 2048;
 export const MAX_D = 256;
 
 /** Words of the attend table's header (cache.ts writes them in this order). */
-export const ATTEND_HEADER = ['RS', 'C', 'rowsOff', 'entriesOff', 'pagesOff', 'headChunks', 'ppb'] as const;
+export const ATTEND_HEADER = ['RS', 'C', 'rowsOff', 'entriesOff', 'pagesOff', 'headChunks', 'ppb', 'splits', 'range', 'selStride'] as const;
+
+/** Most routing candidates an attend workgroup merges (splits × k). */
+export const MAX_CANDIDATES = 512;
 
 /** The attend shader for a pool of n buffers per keys and values. */
 export function cacheAttendWgsl(kind: StorageKind, n: number): string {
@@ -32,6 +38,7 @@ ${commonWgsl}
 const TB: u32 = ${ROUTE_TB}u;
 const STAGE: u32 = ${STAGE}u;
 const MAXK: u32 = 64u;
+const MAXC: u32 = ${MAX_CANDIDATES}u;
 
 @group(0) @binding(0) var<uniform> P: Params;    // T = Tq, Hq, Hkv, D, blockSize, topk, causal, scaleLog2, nItems
 @group(0) @binding(1) var<storage, read> tab: array<u32>;
@@ -61,9 +68,11 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   let item = itemOf(wid);
   if (item >= P.nItems) { return; }
   let chunks = tab[5];
-  let hc = item % chunks;
-  let kvh = (item / chunks) % P.Hkv;
-  let r = item / chunks / P.Hkv;
+  let splits = tab[7];
+  let sp = item % splits;
+  let hc = (item / splits) % chunks;
+  let kvh = (item / splits / chunks) % P.Hkv;
+  let r = item / splits / chunks / P.Hkv;
   let G = P.Hq / P.Hkv;
   let gi = hc * 64u + lid;
   let mine = gi < G;
@@ -77,17 +86,19 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   let causal = P.causal != 0u;
   let nElig = select((len + B - 1u) / B, cb, causal);
   let kSel = select(P.topk, P.topk - 1u, causal);
-  let dense = kSel >= nElig; // every finite score is selected, in block order: written as they come
-  let o = (r * P.Hq + h) * P.topk;
+  let dense = kSel >= nElig && splits == 1u; // every finite score is selected, in block order: written as they come
+  let o = (r * P.Hq + h) * tab[9];
+  let j0 = min(nElig, sp * tab[8]); // this workgroup's blocks [j0, j1)
+  let j1 = min(nElig, j0 + tab[8]);
   var topV: array<f32, MAXK>;
   var topI: array<i32, MAXK>;
   var n = 0u;
   let tb = min(TB, STAGE / D);      // blocks per step: as many centroids as the staging holds, at most TB
   let heads = min(64u, G - hc * 64u); // query heads of this workgroup
-  for (var base = 0u; base < nElig; base += tb) {
+  for (var base = j0; base < j1; base += tb) {
     for (var x = lid; x < tb * D; x += 64u) {
       let j = base + x / D;
-      if (j < nElig) {
+      if (j < j1) {
         let at = pageOf(e, j) * 2u * C() + kvh * D + x % D;
         if ((j + 1u) * B <= len) { cent[x] = pm[at + C()]; } // a completed block: its centroid
         else { cent[x] = pm[at] / f32(len - j * B); }         // the open block (non-causal): sum / count
@@ -99,7 +110,7 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
       let b = x % tb;
       let hh = kvh * G + hc * 64u + x / tb;
       var s = 0.0;
-      if (base + b < nElig) {
+      if (base + b < j1) {
         for (var d = 0u; d < D; d++) { s += qAt((r * P.Hq + hh) * D + d) * cent[b * D + d]; }
       }
       sc[(x / tb) * TB + b] = s;
@@ -108,7 +119,7 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
     if (mine && kSel > 0u) {
       for (var b = 0u; b < tb; b++) { // each head inserts its scores in block order
         let j = base + b;
-        if (j >= nElig) { break; }
+        if (j >= j1) { break; }
         let s = sc[lid * TB + b];
         if (isNan(s) || s == negInf()) { continue; }
         if (dense) { sel[o + n] = i32(j); n++; continue; }
@@ -126,6 +137,14 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
     workgroupBarrier();
   }
   if (!mine) { return; }
+  if (splits > 1u) { // this range's top-k (score bits, block), unordered, −1 padded: attend merges the ranges
+    let c0 = o + 2u * sp * kSel;
+    for (var i = 0u; i < kSel; i++) {
+      sel[c0 + 2u * i] = bitcast<i32>(topV[i]);
+      sel[c0 + 2u * i + 1u] = select(-1, topI[i], i < n);
+    }
+    return;
+  }
   if (!dense) {
     for (var i = 1u; i < n; i++) { // ascending block order
       let j = topI[i];
@@ -141,6 +160,39 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
 
 var<workgroup> sS: array<f32, 64>;
 var<workgroup> sBlock: i32;
+var<workgroup> cS: array<f32, MAXC>;
+var<workgroup> cI: array<i32, MAXC>;
+var<workgroup> cF: array<u32, MAXC>;
+var<workgroup> nChosen: atomic<u32>;
+
+// Split routing: the block of slot \`slot\` of (row r, head h) from the ranges' candidates: the kSel best of them
+// (a total order: exactly the unsplit top-k), ascending, then the own block cb when causal; -1 past the end.
+fn mergedBlock(r: u32, h: u32, slot: u32, lid: u32, kSel: u32, causal: bool, cb: u32) {
+  let nc = tab[7] * kSel;
+  let o = (r * P.Hq + h) * tab[9];
+  if (lid == 0u) { sBlock = -1; atomicStore(&nChosen, 0u); }
+  for (var x = lid; x < nc; x += 64u) { cS[x] = bitcast<f32>(sel[o + 2u * x]); cI[x] = sel[o + 2u * x + 1u]; }
+  workgroupBarrier();
+  for (var x = lid; x < nc; x += 64u) {
+    let j = cI[x];
+    var rank = 0u;
+    if (j >= 0) {
+      for (var y = 0u; y < nc; y++) { if (cI[y] >= 0 && better(cS[y], cI[y], cS[x], j)) { rank++; } }
+    }
+    let chosen = j >= 0 && rank < kSel;
+    cF[x] = select(0u, 1u, chosen);
+    if (chosen) { atomicAdd(&nChosen, 1u); }
+  }
+  workgroupBarrier();
+  for (var x = lid; x < nc; x += 64u) {
+    if (cF[x] != 0u) {
+      var pos = 0u;
+      for (var y = 0u; y < nc; y++) { if (cF[y] != 0u && cI[y] < cI[x]) { pos++; } }
+      if (pos == slot) { sBlock = cI[x]; }
+    }
+  }
+  if (lid == 0u && causal && slot == atomicLoad(&nChosen)) { sBlock = i32(cb); }
+}
 
 @compute @workgroup_size(64)
 fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -151,22 +203,24 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let r = item / (P.Hq * P.topk);
   let h = (item / P.topk) % P.Hq;
   let kvh = h / (P.Hq / P.Hkv);
-  if (lid == 0u) { sBlock = sel[item]; }
+  let causal = P.causal != 0u;
+  let e = rowOf(r, 0u);
+  let t = rowOf(r, 1u);
+  if (tab[7] > 1u) { mergedBlock(r, h, item % P.topk, lid, select(P.topk, P.topk - 1u, causal), causal, t / B); }
+  else if (lid == 0u) { sBlock = sel[item]; }
   let j = workgroupUniformLoad(&sBlock);
   let po = item * (D + 2u);
   if (j < 0) {
     for (var d = lid; d < D + 2u; d += 64u) { part[po + d] = select(0.0, negInf(), d == 0u); }
     return;
   }
-  let e = rowOf(r, 0u);
-  let t = rowOf(r, 1u);
   let len = ent(e, 0u);
   let page = pageOf(e, u32(j));
   let pb = poolBuf(page);
   let pbase = poolBase(page) + kvh * D;
   let p0 = u32(j) * B;
   var p1 = min(p0 + B, len);
-  if (P.causal != 0u && u32(j) == t / B) { p1 = t + 1u; } // the own block, masked at t
+  if (causal && u32(j) == t / B) { p1 = t + 1u; } // the own block, masked at t
   var m = negInf();
   var l = 0.0;
   var acc = vec4<f32>(0.0);

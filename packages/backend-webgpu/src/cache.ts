@@ -17,17 +17,20 @@ import {
 import { cacheAppendWgsl } from './cache-append.wgsl.js';
 import { MAX_D, cacheAttendWgsl } from './cache-attend.wgsl.js';
 import { cacheMergeWgsl } from './cache-merge.wgsl.js';
-import { type PageGeometry, type PoolLayout, appendTable, attendTable, cachePageBytes, decodeContents, pageGeometry, poolLayout } from './cache-plan.js';
+import { type PageGeometry, type PoolLayout, appendTable, attendTable, cachePageBytes, decodeContents, pageGeometry, poolLayout, routeSplit } from './cache-plan.js';
 import type { GpuContext } from './device.js';
 import { Launch, shaderVariant } from './launch.js';
 import { storageBytes } from './storage.wgsl.js';
 
 const WG = 64;
 
-/** Tests only: MOBA_WEBGPU_CACHE_POOL_BUFFERS spreads even a small pool over that many buffers (the multi-buffer path). */
-function forcedPoolBuffers(): number {
-  const v = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.MOBA_WEBGPU_CACHE_POOL_BUFFERS;
-  return v ? Number(v) : 1;
+/**
+ * Tests only: MOBA_WEBGPU_CACHE_POOL_BUFFERS spreads even a small pool over that many buffers (the multi-buffer
+ * path), MOBA_WEBGPU_CACHE_ROUTE_RANGE splits the routing of even short sequences into ranges of that many blocks.
+ */
+function testSetting(name: string): number | undefined {
+  const v = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
+  return v ? Number(v) : undefined;
 }
 
 /** Opens a cache on the backend's device: options checked (core), storage sized and allocated. */
@@ -64,7 +67,7 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
     const W = o.W;
     this.#stateOff = W * g.C;
     const kstBytes = 4 * (W * g.C + o.maxSequences * Math.max(0, W - 1) * g.C);
-    const pool = (this.#pool = poolLayout(ctx.limits, g.kvBytes, o.pages, forcedPoolBuffers()));
+    const pool = (this.#pool = poolLayout(ctx.limits, g.kvBytes, o.pages, testSetting('MOBA_WEBGPU_CACHE_POOL_BUFFERS')));
     ctx.checkSizes({ 'cache sums and centroids': o.pages * g.metaBytes, 'cache kconv state': kstBytes });
     const made: GPUBuffer[] = [];
     try {
@@ -106,13 +109,14 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
     const g = this.#g;
     const { Tq, Hq, topk } = plan;
     const chunks = Math.ceil(Hq / g.Hkv / 64);
+    const split = routeSplit(plan, g.B, testSetting('MOBA_WEBGPU_CACHE_ROUTE_RANGE'));
     const bytes = {
-      'cache attend selection': 4 * Tq * Hq * topk, 'cache attend partials': 4 * Tq * Hq * topk * (g.D + 2),
+      'cache attend selection': 4 * Tq * Hq * split.selStride, 'cache attend partials': 4 * Tq * Hq * topk * (g.D + 2),
       out: storageBytes(Tq * Hq * g.D, g.dtype), lse: 4 * Tq * Hq,
     };
     this.#ctx.checkSizes(bytes);
     const l = new Launch(this.#ctx);
-    const tab = l.tempData('cache attend table', attendTable(plan, g, chunks, this.#pool.ppb));
+    const tab = l.tempData('cache attend table', attendTable(plan, g, chunks, this.#pool.ppb, split));
     const sel = l.temp('cache attend selection', bytes['cache attend selection']);
     const part = l.temp('cache attend partials', bytes['cache attend partials']);
     const out = l.temp('out', bytes.out);
@@ -123,7 +127,7 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
     const merge = shaderVariant(`moba.cache.merge.${g.dtype}`, ['uniform', 'read', 'rw', 'rw'], () => cacheMergeWgsl(g.dtype));
     const f = { T: Tq, Hq, Hkv: g.Hkv, D: g.D, blockSize: g.B, topk, causal: plan.causal, scale: plan.scale };
     const bufs = [tab, q, this.#meta, sel, part, ...this.#k, ...this.#v];
-    const routes = Tq * g.Hkv * chunks;
+    const routes = Tq * g.Hkv * chunks * split.splits;
     l.add(attend, 'route', {}, { ...f, nItems: routes }, bufs, routes);
     const slots = Tq * Hq * topk;
     l.add(attend, 'attend', {}, { ...f, nItems: slots }, bufs, slots);
