@@ -5,7 +5,8 @@
  *   spread over up to MAX_POOL_BUFFERS buffers within the binding limit (cache-pool.wgsl.ts),
  *   meta `[pages, 2, C]` f32 (each page's sum and, once it is full, its centroid sum / B),
  *   kst: the f32 kconv weight `[C, W]` then the state `[maxSequences, W − 1, C]` (the last raw keys).
- * append = 2 launches (cache-append.wgsl.ts), attend = 3 launches whatever the batch (routing over the centroids,
+ * append = 2 launches (cache-append.wgsl.ts), attend = 3 launches whatever the batch (routing over the centroids in
+ * block ranges (cache-plan.ts routeSplit),
  * attention split per selected block, merge: cache-attend.wgsl.ts, cache-merge.wgsl.ts), fork = buffer copies,
  * read = one download of the sequence's pages.
  */
