@@ -31,7 +31,7 @@ ${tensorRead('v', 3, kind)}
 @group(0) @binding(5) var<storage, read_write> kst: array<f32>;
 ${poolBindings('kp', 6, n, kind, true)}
 ${poolBindings('vp', 6 + n, n, kind, true)}
-${poolGeometry('tab[8]', 'P.blockSize * tab[1]')}
+${poolGeometry('tab[8]', 'P.blockSize * tab[1]', n)}
 fn nEntries() -> u32 { return tab[0]; }
 fn RS() -> u32 { return tab[1]; }
 fn C() -> u32 { return tab[2]; }
@@ -76,6 +76,7 @@ fn write(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   let c = 2u * (item % pairs);
   let e = rowOf(r, 0u);
   let page = rowOf(r, 1u);
+  if (!inGroup(page)) { return; }
   let pos = ent(e, 3u) + r - ent(e, 1u);
   let pb = poolBuf(page);
   let dst = poolBase(page) + (pos % P.blockSize) * RS() + c;
@@ -97,6 +98,7 @@ fn finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let i = item / C();
   if (i < nTasks()) {
     let page = task(i, 1u);
+    if (!inGroup(page)) { return; }
     let p0 = task(i, 2u);
     let p1 = task(i, 3u);
     let at = page * 2u * C() + c;
@@ -109,7 +111,7 @@ fn finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     return;
   }
   let e = i - nTasks();
-  if (P.width < 2u) { return; }
+  if (P.width < 2u || P.mode != 0u) { return; } // the state: in the first group's dispatch
   // new state[j] = raw key at L − (W − 1) + j; old state[j'] holds pos0 − (W − 1) + j', so it reads j + count ≥ j:
   // ascending j never reads a word it already overwrote
   let count = ent(e, 2u);

@@ -48,7 +48,7 @@ ${tensorRead('q', 2, kind)}
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
 ${poolBindings('kp', 6, n, kind, false)}
 ${poolBindings('vp', 6 + n, n, kind, false)}
-${poolGeometry('tab[6]', 'P.blockSize * tab[0]')}
+${poolGeometry('tab[6]', 'P.blockSize * tab[0]', n)}
 fn RS() -> u32 { return tab[0]; }
 fn C() -> u32 { return tab[1]; }
 // query row r: entry, key position t
@@ -211,11 +211,13 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let j = workgroupUniformLoad(&sBlock);
   let po = item * (D + 2u);
   if (j < 0) {
+    if (P.mode != 0u) { return; } // written by the first group's dispatch
     for (var d = lid; d < D + 2u; d += 64u) { part[po + d] = select(0.0, negInf(), d == 0u); }
     return;
   }
   let len = ent(e, 0u);
   let page = pageOf(e, u32(j));
+  if (!inGroup(page)) { return; }
   let pb = poolBuf(page);
   let pbase = poolBase(page) + kvh * D;
   let p0 = u32(j) * B;

@@ -39,6 +39,8 @@ export function cachePageBytes(o: { Hkv: number; D: number; dtype: DType; blockS
 export interface PoolLayout {
   readonly ppb: number;
   readonly n: number;
+  /** Buffers one dispatch binds (a group; the last one may have fewer). */
+  readonly per: number;
 }
 
 /** Storage bindings of the cache shaders besides the pools (table, inputs, meta, outputs / state). */
@@ -46,21 +48,22 @@ const OTHER_BINDINGS = 5;
 
 /**
  * The fewest buffers that hold `pages` pages within the device's binding limits, or (tests: the
- * MOBA_WEBGPU_CACHE_POOL_BUFFERS variable) at least `forceBuffers` buffers when the pages allow. E_MEMORY when the
- * pool needs more buffers than the shaders may bind (MAX_POOL_BUFFERS, and maxStorageBuffersPerShaderStage).
+ * MOBA_WEBGPU_CACHE_POOL_BUFFERS variable) at least `forceBuffers` buffers when the pages allow, and the groups a
+ * dispatch binds (MAX_POOL_BUFFERS, and as maxStorageBuffersPerShaderStage allows; `forcePer`: tests, the
+ * MOBA_WEBGPU_CACHE_GROUP_BUFFERS variable). E_MEMORY when a page does not fit a binding.
  */
 export function poolLayout(
   limits: { maxStorageBufferBindingSize: number; maxBufferSize: number; maxStorageBuffersPerShaderStage: number },
-  kvBytes: number, pages: number, forceBuffers = 1,
+  kvBytes: number, pages: number, forceBuffers = 1, forcePer = MAX_POOL_BUFFERS,
 ): PoolLayout {
   const max = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
   const most = Math.min(MAX_POOL_BUFFERS, Math.floor((limits.maxStorageBuffersPerShaderStage - OTHER_BINDINGS) / 2));
-  const ppb = Math.max(1, Math.min(Math.floor(max / kvBytes), Math.ceil(pages / Math.min(forceBuffers, most))));
-  const n = Math.ceil(pages / ppb);
-  if (ppb * kvBytes > max || n > most) {
-    throw new MobaError('E_MEMORY', `the cache's ${pages} pages of ${kvBytes} bytes need ${n} buffers of at most ${max} bytes for keys (and values), over the ${most} this device's shaders may bind`, 'capacity');
+  const ppb = Math.max(1, Math.min(Math.floor(max / kvBytes), Math.ceil(pages / forceBuffers)));
+  if (ppb * kvBytes > max || most < 1) {
+    throw new MobaError('E_MEMORY', `a cache page of ${kvBytes} bytes does not fit this device's storage binding of at most ${max} bytes (or the device binds too few storage buffers)`, 'capacity');
   }
-  return { ppb, n };
+  const n = Math.ceil(pages / ppb);
+  return { ppb, n, per: Math.min(n, most, forcePer) };
 }
 
 /** The append table (header APPEND_HEADER, entries, rows, page tasks) and its task count. */

@@ -1,14 +1,16 @@
 /**
  * The page pool of the WebGPU KV cache split over several storage buffers (each within the device's binding
- * limit): page p lives in buffer floor(p / PPB) at page floor(p) mod PPB, PPB (pages per buffer) fixed when the
- * cache is created. WGSL cannot index an array of bindings, so the shaders are specialised by the buffer count n
- * (bindings `<name>0 … <name>{n−1}`) and an accessor switches on the buffer index, which is the same for a whole
- * page (a uniform branch). One buffer: no switch.
+ * limit): page p lives in buffer floor(p / PPB) at page p mod PPB, PPB (pages per buffer) fixed when the cache is
+ * created. A dispatch binds one group of at most MAX_POOL_BUFFERS consecutive buffers (as the storage bindings per
+ * stage allow), the first one P.mode: a pool of more buffers takes one dispatch per group, each doing the pages
+ * of its buffers. WGSL cannot index an array of bindings, so the shaders are specialised by the group's buffer
+ * count n (bindings `<name>0 … <name>{n−1}`) and an accessor switches on the buffer index within the group, the
+ * same for a whole page (a uniform branch). One buffer: no switch.
  */
 import type { StorageKind } from './storage.wgsl.js';
 
-/** Most buffers per key pool (and per value pool). */
-export const MAX_POOL_BUFFERS = 4;
+/** Most buffers of a key pool (and of a value pool) one dispatch binds. */
+export const MAX_POOL_BUFFERS = 8;
 
 /**
  * The bindings of one pool (`first` … `first + n − 1`) and its accessors on (buffer b, element i of that buffer):
@@ -33,11 +35,13 @@ ${writable ? `fn ${name}Store2(b: u32, i: u32, a: f32, c: f32, two: bool) {\n  $
 }
 
 /**
- * The pool geometry functions over a table word `ppbWord` (pages per buffer) and the page's elements E:
- * `poolBuf(page)` its buffer, `poolBase(page)` its first element in that buffer.
+ * The pool geometry functions over a table word `ppbWord` (pages per buffer), the page's elements and the group's
+ * n buffers from P.mode: `poolBuf(page)` its buffer within the group, `inGroup(page)` whether the group holds it,
+ * `poolBase(page)` its first element in its buffer.
  */
-export function poolGeometry(ppbWord: string, pageElems: string): string {
-  return `fn poolBuf(page: u32) -> u32 { return page / ${ppbWord}; }
-fn poolBase(page: u32) -> u32 { return (page - poolBuf(page) * ${ppbWord}) * ${pageElems}; }
+export function poolGeometry(ppbWord: string, pageElems: string, n: number): string {
+  return `fn poolBuf(page: u32) -> u32 { return page / ${ppbWord} - P.mode; }
+fn inGroup(page: u32) -> bool { return page / ${ppbWord} >= P.mode && poolBuf(page) < ${n}u; }
+fn poolBase(page: u32) -> u32 { return (page % ${ppbWord}) * ${pageElems}; }
 `;
 }

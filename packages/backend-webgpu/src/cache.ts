@@ -2,10 +2,11 @@
  * The WebGPU paged KV cache (SPEC §9): core's CacheShell does the ids, the page pool, refcounts, validation and
  * E_MEMORY; this file owns the device storage, all allocated at creation:
  *   key pages and value pages `[pages, B, RS]` in the cache's dtype (keys after kconv; cache-plan.ts), each pool
- *   spread over up to MAX_POOL_BUFFERS buffers within the binding limit (cache-pool.wgsl.ts),
+ *   spread over buffers within the binding limit, bound MAX_POOL_BUFFERS at most per dispatch (cache-pool.wgsl.ts),
  *   meta `[pages, 2, C]` f32 (each page's sum and, once it is full, its centroid sum / B),
  *   kst: the f32 kconv weight `[C, W]` then the state `[maxSequences, W − 1, C]` (the last raw keys).
- * append = 2 launches (cache-append.wgsl.ts), attend = 3 launches whatever the batch (routing over the centroids in
+ * append = 2 launches per group of pool buffers (cache-append.wgsl.ts), attend = 2 + one per group (3 for one
+ * buffer) whatever the batch (routing over the centroids in
  * block ranges (cache-plan.ts routeSplit),
  * attention split per selected block, merge: cache-attend.wgsl.ts, cache-merge.wgsl.ts), fork = buffer copies,
  * read = one download of the sequence's pages.
@@ -27,7 +28,8 @@ const WG = 64;
 
 /**
  * Tests only: MOBA_WEBGPU_CACHE_POOL_BUFFERS spreads even a small pool over that many buffers (the multi-buffer
- * path), MOBA_WEBGPU_CACHE_ROUTE_RANGE splits the routing of even short sequences into ranges of that many blocks.
+ * path), MOBA_WEBGPU_CACHE_GROUP_BUFFERS binds at most that many per dispatch (groups), MOBA_WEBGPU_CACHE_ROUTE_RANGE
+ * splits the routing of even short sequences into ranges of that many blocks.
  */
 function testSetting(name: string): number | undefined {
   const v = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
@@ -68,7 +70,7 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
     const W = o.W;
     this.#stateOff = W * g.C;
     const kstBytes = 4 * (W * g.C + o.maxSequences * Math.max(0, W - 1) * g.C);
-    const pool = (this.#pool = poolLayout(ctx.limits, g.kvBytes, o.pages, testSetting('MOBA_WEBGPU_CACHE_POOL_BUFFERS')));
+    const pool = (this.#pool = poolLayout(ctx.limits, g.kvBytes, o.pages, testSetting('MOBA_WEBGPU_CACHE_POOL_BUFFERS'), testSetting('MOBA_WEBGPU_CACHE_GROUP_BUFFERS')));
     ctx.checkSizes({ 'cache sums and centroids': o.pages * g.metaBytes, 'cache kconv state': kstBytes });
     const made: GPUBuffer[] = [];
     try {
@@ -91,18 +93,21 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
 
   protected async doAppend(plan: AppendPlan, k: GPUBuffer, v: GPUBuffer): Promise<void> {
     const g = this.#g;
-    const n = this.#pool.n;
     const { words, tasks } = appendTable(plan, g, this.#stateOff, this.#pool.ppb);
     const l = new Launch(this.#ctx);
     const tab = l.tempData('cache append table', words);
-    const pools = Array<'rw'>(2 * n).fill('rw');
-    const shader = shaderVariant(`moba.cache.append.${g.dtype}.${n}`, ['uniform', 'read', 'read', 'read', 'rw', 'rw', ...pools], () => cacheAppendWgsl(g.dtype, n));
-    const bufs = [tab, k, v, this.#meta, this.#kst, ...this.#k, ...this.#v];
     const base = { T: plan.T, Hkv: g.Hkv, D: g.D, blockSize: g.B, width: this.kconvWidth };
     const writes = plan.T * Math.ceil(g.C / 2);
-    l.add(shader, 'write', { WG }, { ...base, nItems: writes }, bufs, Math.ceil(writes / WG));
     const finish = (tasks + plan.entries.length) * g.C;
-    l.add(shader, 'finish', { WG }, { ...base, nItems: finish }, bufs, Math.ceil(finish / WG));
+    for (const pass of ['write', 'finish'] as const) {
+      for (const { first, n } of this.#groups()) { // all writes before the sums read them
+        const pools = Array<'rw'>(2 * n).fill('rw');
+        const shader = shaderVariant(`moba.cache.append.${g.dtype}.${n}`, ['uniform', 'read', 'read', 'read', 'rw', 'rw', ...pools], () => cacheAppendWgsl(g.dtype, n));
+        const bufs = [tab, k, v, this.#meta, this.#kst, ...this.#k.slice(first, first + n), ...this.#v.slice(first, first + n)];
+        const items = pass === 'write' ? writes : finish;
+        l.add(shader, pass, { WG }, { ...base, nItems: items, mode: first }, bufs, Math.ceil(items / WG));
+      }
+    }
     await l.submit('cache append');
   }
 
@@ -122,16 +127,17 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
     const part = l.temp('cache attend partials', bytes['cache attend partials']);
     const out = l.temp('out', bytes.out);
     const lse = l.temp('lse', bytes.lse);
-    const n = this.#pool.n;
-    const pools = Array<'read'>(2 * n).fill('read');
-    const attend = shaderVariant(`moba.cache.attend.${g.dtype}.${n}`, ['uniform', 'read', 'read', 'read', 'rw', 'rw', ...pools], () => cacheAttendWgsl(g.dtype, n));
     const merge = shaderVariant(`moba.cache.merge.${g.dtype}`, ['uniform', 'read', 'rw', 'rw'], () => cacheMergeWgsl(g.dtype));
     const f = { T: Tq, Hq, Hkv: g.Hkv, D: g.D, blockSize: g.B, topk, causal: plan.causal, scale: plan.scale };
-    const bufs = [tab, q, this.#meta, sel, part, ...this.#k, ...this.#v];
     const routes = Tq * g.Hkv * chunks * split.splits;
-    l.add(attend, 'route', {}, { ...f, nItems: routes }, bufs, routes);
     const slots = Tq * Hq * topk;
-    l.add(attend, 'attend', {}, { ...f, nItems: slots }, bufs, slots);
+    for (const { first, n } of this.#groups()) { // routing once, then the slots of each group's pages
+      const pools = Array<'read'>(2 * n).fill('read');
+      const attend = shaderVariant(`moba.cache.attend.${g.dtype}.${n}`, ['uniform', 'read', 'read', 'read', 'rw', 'rw', ...pools], () => cacheAttendWgsl(g.dtype, n));
+      const bufs = [tab, q, this.#meta, sel, part, ...this.#k.slice(first, first + n), ...this.#v.slice(first, first + n)];
+      if (first === 0) l.add(attend, 'route', {}, { ...f, nItems: routes }, bufs, routes);
+      l.add(attend, 'attend', {}, { ...f, nItems: slots, mode: first }, bufs, slots);
+    }
     const elems = Tq * Hq * g.D;
     l.add(merge, 'merge', { WG }, { ...f, nItems: elems }, [part, out, lse], Math.ceil(elems / WG));
     l.keep(out, lse);
@@ -200,6 +206,12 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
 
   protected metaBytes(): number {
     return this.#kst.size; // the kconv weight and state; sums and centroids are counted in pageBytes
+  }
+
+  /** The groups of pool buffers a dispatch binds: the first buffer and the count. */
+  #groups(): { first: number; n: number }[] {
+    const { n, per } = this.#pool;
+    return Array.from({ length: Math.ceil(n / per) }, (_, i) => ({ first: i * per, n: Math.min(per, n - i * per) }));
   }
 
   /** The buffer of page p in a pool and the page's byte offset there. */

@@ -1,7 +1,7 @@
 /**
  * The WebGPU KV cache's page pool over several buffers (cache-pool.wgsl.ts) and its dense attends (SPEC §9):
  * the layout's arithmetic; then, with MOBA_WEBGPU_CACHE_POOL_BUFFERS = 3 (a small pool spread over 3 buffers as a
- * large one is over the binding limit), append, attend, fork, free and read across buffer boundaries against
+ * large one is over the binding limit) bound 2 per dispatch (MOBA_WEBGPU_CACHE_GROUP_BUFFERS), append, attend, fork, free and read across buffer boundaries against
  * the reference; an attend with topk above 64 (every block: dense) against the reference and bitwise the same
  * alone (where topk clamps lower) as batched; a split routing (MOBA_WEBGPU_CACHE_ROUTE_RANGE) bitwise the same as
  * an unsplit one. A missing adapter skips, unless MOBA_REQUIRE names webgpu.
@@ -15,29 +15,28 @@ import { testBackend } from './cache-setup.js';
 const limits = { maxStorageBufferBindingSize: 1000, maxBufferSize: 4000, maxStorageBuffersPerShaderStage: 16 };
 
 describe('webgpu KV cache pool layout', () => {
-  it('the fewest buffers within the binding limit, at most 4 (and as the bindings per stage allow)', () => {
-    expect(poolLayout(limits, 100, 10)).toEqual({ ppb: 10, n: 1 });
-    expect(poolLayout(limits, 100, 11)).toEqual({ ppb: 10, n: 2 });
-    expect(poolLayout(limits, 100, 40)).toEqual({ ppb: 10, n: 4 });
-    expect(poolLayout(limits, 100, 10, 3)).toEqual({ ppb: 4, n: 3 });
-    expect(poolLayout(limits, 100, 2, 3)).toEqual({ ppb: 1, n: 2 });
+  it('the fewest buffers within the binding limit; groups of at most 8 per dispatch, as the bindings per stage allow', () => {
+    expect(poolLayout(limits, 100, 10)).toEqual({ ppb: 10, n: 1, per: 1 });
+    expect(poolLayout(limits, 100, 11)).toEqual({ ppb: 10, n: 2, per: 2 });
+    expect(poolLayout(limits, 100, 61)).toEqual({ ppb: 10, n: 7, per: 5 }); // (16 − 5) / 2 storage bindings each
+    expect(poolLayout(limits, 100, 10, 3)).toEqual({ ppb: 4, n: 3, per: 3 });
+    expect(poolLayout(limits, 100, 2, 3)).toEqual({ ppb: 1, n: 2, per: 2 });
+    expect(poolLayout(limits, 100, 40, 1, 2)).toEqual({ ppb: 10, n: 4, per: 2 });
+    expect(poolLayout({ ...limits, maxStorageBuffersPerShaderStage: 8 }, 100, 11)).toEqual({ ppb: 10, n: 2, per: 1 });
     const code = (f: () => unknown): string => { try { f(); return 'ok'; } catch (e) { return (e as MobaError).code; } };
-    expect(code(() => poolLayout(limits, 100, 41))).toBe('E_MEMORY');
     expect(code(() => poolLayout(limits, 1001, 1))).toBe('E_MEMORY');
-    expect(code(() => poolLayout({ ...limits, maxStorageBuffersPerShaderStage: 8 }, 100, 11))).toBe('E_MEMORY');
-    expect(poolLayout({ ...limits, maxStorageBuffersPerShaderStage: 8 }, 100, 10, 3)).toEqual({ ppb: 10, n: 1 });
+    expect(code(() => poolLayout({ ...limits, maxStorageBuffersPerShaderStage: 6 }, 100, 1))).toBe('E_MEMORY');
   });
 });
 
 const tb = testBackend();
-let saved: string | undefined;
+const SETTINGS = { MOBA_WEBGPU_CACHE_POOL_BUFFERS: '3', MOBA_WEBGPU_CACHE_GROUP_BUFFERS: '2' }; // groups of 2 and 1
+const saved = new Map<string, string | undefined>();
 beforeAll(() => {
-  saved = process.env.MOBA_WEBGPU_CACHE_POOL_BUFFERS;
-  process.env.MOBA_WEBGPU_CACHE_POOL_BUFFERS = '3';
+  for (const [k, v] of Object.entries(SETTINGS)) { saved.set(k, process.env[k]); process.env[k] = v; }
 });
 afterAll(() => {
-  if (saved === undefined) delete process.env.MOBA_WEBGPU_CACHE_POOL_BUFFERS;
-  else process.env.MOBA_WEBGPU_CACHE_POOL_BUFFERS = saved;
+  for (const [k, v] of saved) { if (v === undefined) delete process.env[k]; else process.env[k] = v; }
 });
 
 async function open(s: CacheSetup, capacityTokens: number): Promise<KVCache> {
