@@ -112,7 +112,7 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
       dtypes: Object.freeze(['f32', 'f16', 'bf16'] as DType[]),
       maxHeadDim: 256, maxTopk: 64, maxBlockSize: 1 << 20,
       nonCausal: true, kconv: true, maxKconvWidth: 64, kconvWeightDtype: 'any',
-      memoryBytes, deterministic: true, qkLayout: true, kvCache: true,
+      memoryBytes, deterministic: true, qkLayout: true, kvCache: true, cacheDense: true,
     });
   }
 

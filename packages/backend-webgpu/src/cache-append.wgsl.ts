@@ -6,33 +6,19 @@
  *   finish: one invocation per (page touched, channel): adds the page's new keys, as stored, to its f32 sum in
  *           position order (no float atomics: deterministic) and writes the centroid sum / B when the page
  *           completes; and one per (sequence, channel): the new kconv state (the last W − 1 raw keys).
- * Pages are `[B, RS]` rows (RS = the channels C = Hkv·D, padded to even for 16-bit storage so that a word never
- * spans two tokens); meta is `[pages, 2, C]` f32 (sum, centroid); kst is the f32 weight `[C, W]` then the state
+ * Pages are `[B, RS]` rows in the pool's buffers (cache-pool.wgsl.ts; RS = the channels C = Hkv·D, padded to even
+ * for 16-bit storage so that a word never spans two tokens); meta is `[pages, 2, C]` f32 (sum, centroid); kst is the f32 weight `[C, W]` then the state
  * `[maxSequences, W − 1, C]`.
  */
+import { poolBindings, poolGeometry } from './cache-pool.wgsl.js';
 import { commonWgsl } from './common.wgsl.js';
 import { type StorageKind, tensorRead } from './storage.wgsl.js';
 
-/** A page buffer: `<name>At(i)` (element i, decoded) and, writable, `<name>Store2(i, a, b, two)` (i even for 16-bit). */
-export function pageBinding(name: string, binding: number, kind: StorageKind, writable: boolean): string {
-  const access = writable ? 'read_write' : 'read';
-  if (kind === 'f32') {
-    return `@group(0) @binding(${binding}) var<storage, ${access}> ${name}: array<f32>;
-fn ${name}At(i: u32) -> f32 { return ${name}[i]; }
-${writable ? `fn ${name}Store2(i: u32, a: f32, b: f32, two: bool) { ${name}[i] = a; if (two) { ${name}[i + 1u] = b; } }` : ''}
-`;
-  }
-  const [dec, enc] = kind === 'f16' ? ['decodeF16', 'encodeF16'] : ['decodeBf16', 'encodeBf16'];
-  return `@group(0) @binding(${binding}) var<storage, ${access}> ${name}: array<u32>; // ${kind}, two per word
-fn ${name}At(i: u32) -> f32 { return ${dec}((${name}[i >> 1u] >> ((i & 1u) << 4u)) & 0xffffu); }
-${writable ? `fn ${name}Store2(i: u32, a: f32, b: f32, two: bool) { ${name}[i >> 1u] = ${enc}(a) | select(0u, ${enc}(b) << 16u, two); }` : ''}
-`;
-}
-
 /** Words of the append table's header (cache.ts writes them in this order). */
-export const APPEND_HEADER = ['nEntries', 'RS', 'C', 'nTasks', 'entriesOff', 'rowsOff', 'tasksOff', 'stateOff'] as const;
+export const APPEND_HEADER = ['nEntries', 'RS', 'C', 'nTasks', 'entriesOff', 'rowsOff', 'tasksOff', 'stateOff', 'ppb'] as const;
 
-export function cacheAppendWgsl(kind: StorageKind): string {
+/** The append shader for a pool of n buffers per keys and values. */
+export function cacheAppendWgsl(kind: StorageKind, n: number): string {
   return /* wgsl */ `
 ${commonWgsl}
 override WG: u32 = 64;
@@ -41,11 +27,11 @@ override WG: u32 = 64;
 @group(0) @binding(1) var<storage, read> tab: array<u32>;
 ${tensorRead('k', 2, kind)}
 ${tensorRead('v', 3, kind)}
-${pageBinding('kp', 4, kind, true)}
-${pageBinding('vp', 5, kind, true)}
-@group(0) @binding(6) var<storage, read_write> pm: array<f32>;
-@group(0) @binding(7) var<storage, read_write> kst: array<f32>;
-
+@group(0) @binding(4) var<storage, read_write> pm: array<f32>;
+@group(0) @binding(5) var<storage, read_write> kst: array<f32>;
+${poolBindings('kp', 6, n, kind, true)}
+${poolBindings('vp', 6 + n, n, kind, true)}
+${poolGeometry('tab[8]', 'P.blockSize * tab[1]', n)}
 fn nEntries() -> u32 { return tab[0]; }
 fn RS() -> u32 { return tab[1]; }
 fn C() -> u32 { return tab[2]; }
@@ -90,15 +76,17 @@ fn write(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   let c = 2u * (item % pairs);
   let e = rowOf(r, 0u);
   let page = rowOf(r, 1u);
+  if (!inGroup(page)) { return; }
   let pos = ent(e, 3u) + r - ent(e, 1u);
-  let dst = (page * P.blockSize + pos % P.blockSize) * RS() + c;
+  let pb = poolBuf(page);
+  let dst = poolBase(page) + (pos % P.blockSize) * RS() + c;
   let two = c + 1u < C();
   let k0 = convKey(r, e, pos, c);
   var k1 = 0.0;
   var v1 = 0.0;
   if (two) { k1 = convKey(r, e, pos, c + 1u); v1 = vAt(r * C() + c + 1u); }
-  kpStore2(dst, k0, k1, two);
-  vpStore2(dst, vAt(r * C() + c), v1, two);
+  kpStore2(pb, dst, k0, k1, two);
+  vpStore2(pb, dst, vAt(r * C() + c), v1, two);
 }
 
 @compute @workgroup_size(WG)
@@ -110,17 +98,20 @@ fn finish(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let i = item / C();
   if (i < nTasks()) {
     let page = task(i, 1u);
+    if (!inGroup(page)) { return; }
     let p0 = task(i, 2u);
     let p1 = task(i, 3u);
     let at = page * 2u * C() + c;
     var s = select(pm[at], 0.0, p0 % B == 0u); // a page starting here starts from zero (pages are reused)
-    for (var p = p0; p < p1; p++) { s += kpAt((page * B + p % B) * RS() + c); }
+    let pb = poolBuf(page);
+    let base = poolBase(page) + c;
+    for (var p = p0; p < p1; p++) { s += kpAt(pb, base + (p % B) * RS()); }
     pm[at] = s;
     if (p1 % B == 0u) { pm[at + C()] = s / f32(B); }
     return;
   }
   let e = i - nTasks();
-  if (P.width < 2u) { return; }
+  if (P.width < 2u || P.mode != 0u) { return; } // the state: in the first group's dispatch
   // new state[j] = raw key at L − (W − 1) + j; old state[j'] holds pos0 − (W − 1) + j', so it reads j + count ≥ j:
   // ascending j never reads a word it already overwrote
   let count = ent(e, 2u);

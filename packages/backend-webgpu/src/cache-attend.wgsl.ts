@@ -3,16 +3,20 @@
  *   route:  one workgroup per (query row, kv head, chunk of ≤ 64 of its query heads): the centroids of the
  *           eligible blocks are staged up to TB blocks at a time into workgroup memory (one load for all the heads
  *           of the kv head), the (head, block) scores (raw dot, f32) are spread over the workgroup, and each
- *           invocation keeps its query head's exact top-k by insertion in block order (ties to the higher block; NaN and −∞ never enter). Causal: the own block floor(t / B) is
- *           forced and counts inside k, only earlier (completed) blocks compete; non-causal: every block, the open
- *           one with centroid sum / count. Writes sel `[Tq, Hq, k]` ascending, −1 padded.
+ *           invocation keeps its query head's exact top-k by insertion in block order (ties to the higher block;
+ *           NaN and −∞ never enter); a row whose k holds all its candidates (dense, so any k above 64) writes every
+ *           finite one as it comes, in block order. Causal: the own block floor(t / B) is forced and counts inside
+ *           k, only earlier (completed) blocks compete; non-causal: every block, the open one with centroid sum / count. Writes sel `[Tq, Hq, k]` ascending, −1 padded.
+ *           Split (long sequences, k ≤ 64): the blocks in `splits` ranges of `range`, one workgroup each, each writing
+ *           its range's exact top-k (score bits, block) to sel `[Tq, Hq, splits, k, 2]`; the attend workgroups merge
+ *           them (mergedBlock) into the same selection as unsplit (the scores are the same dots, the order total).
  *   attend: one workgroup per (query row, query head, selected slot): the block's keys in chunks of 64 (one score
  *           per invocation), an online softmax in the log2 domain whose chunk max and sums every invocation
  *           computes in the same order, each invocation accumulating its head dims; the causal mask at t in the own
  *           block. Writes the partial (m, l, acc[D]) f32; an empty slot writes m = −∞, l = 0; a non-finite score l = NaN.
  * Nothing depends on the other rows of the batch: a sequence's result is the same alone or batched.
  */
-import { pageBinding } from './cache-append.wgsl.js';
+import { poolBindings, poolGeometry } from './cache-pool.wgsl.js';
 import { commonWgsl } from './common.wgsl.js';
 import { type StorageKind, tensorRead } from './storage.wgsl.js';
 
@@ -22,24 +26,29 @@ const STAGE = 2048;
 export const MAX_D = 256;
 
 /** Words of the attend table's header (cache.ts writes them in this order). */
-export const ATTEND_HEADER = ['RS', 'C', 'rowsOff', 'entriesOff', 'pagesOff', 'headChunks'] as const;
+export const ATTEND_HEADER = ['RS', 'C', 'rowsOff', 'entriesOff', 'pagesOff', 'headChunks', 'ppb', 'splits', 'range', 'selStride'] as const;
 
-export function cacheAttendWgsl(kind: StorageKind): string {
+/** Most routing candidates an attend workgroup merges (splits × k). */
+export const MAX_CANDIDATES = 512;
+
+/** The attend shader for a pool of n buffers per keys and values. */
+export function cacheAttendWgsl(kind: StorageKind, n: number): string {
   return /* wgsl */ `
 ${commonWgsl}
 const TB: u32 = ${ROUTE_TB}u;
 const STAGE: u32 = ${STAGE}u;
 const MAXK: u32 = 64u;
+const MAXC: u32 = ${MAX_CANDIDATES}u;
 
 @group(0) @binding(0) var<uniform> P: Params;    // T = Tq, Hq, Hkv, D, blockSize, topk, causal, scaleLog2, nItems
 @group(0) @binding(1) var<storage, read> tab: array<u32>;
 ${tensorRead('q', 2, kind)}
-${pageBinding('kp', 3, kind, false)}
-${pageBinding('vp', 4, kind, false)}
-@group(0) @binding(5) var<storage, read> pm: array<f32>;
-@group(0) @binding(6) var<storage, read_write> sel: array<i32>;
-@group(0) @binding(7) var<storage, read_write> part: array<f32>;
-
+@group(0) @binding(3) var<storage, read> pm: array<f32>;
+@group(0) @binding(4) var<storage, read_write> sel: array<i32>;
+@group(0) @binding(5) var<storage, read_write> part: array<f32>;
+${poolBindings('kp', 6, n, kind, false)}
+${poolBindings('vp', 6 + n, n, kind, false)}
+${poolGeometry('tab[6]', 'P.blockSize * tab[0]', n)}
 fn RS() -> u32 { return tab[0]; }
 fn C() -> u32 { return tab[1]; }
 // query row r: entry, key position t
@@ -59,9 +68,11 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   let item = itemOf(wid);
   if (item >= P.nItems) { return; }
   let chunks = tab[5];
-  let hc = item % chunks;
-  let kvh = (item / chunks) % P.Hkv;
-  let r = item / chunks / P.Hkv;
+  let splits = tab[7];
+  let sp = item % splits;
+  let hc = (item / splits) % chunks;
+  let kvh = (item / splits / chunks) % P.Hkv;
+  let r = item / splits / chunks / P.Hkv;
   let G = P.Hq / P.Hkv;
   let gi = hc * 64u + lid;
   let mine = gi < G;
@@ -75,15 +86,19 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   let causal = P.causal != 0u;
   let nElig = select((len + B - 1u) / B, cb, causal);
   let kSel = select(P.topk, P.topk - 1u, causal);
+  let dense = kSel >= nElig && splits == 1u; // every finite score is selected, in block order: written as they come
+  let o = (r * P.Hq + h) * tab[9];
+  let j0 = min(nElig, sp * tab[8]); // this workgroup's blocks [j0, j1)
+  let j1 = min(nElig, j0 + tab[8]);
   var topV: array<f32, MAXK>;
   var topI: array<i32, MAXK>;
   var n = 0u;
   let tb = min(TB, STAGE / D);      // blocks per step: as many centroids as the staging holds, at most TB
   let heads = min(64u, G - hc * 64u); // query heads of this workgroup
-  for (var base = 0u; base < nElig; base += tb) {
+  for (var base = j0; base < j1; base += tb) {
     for (var x = lid; x < tb * D; x += 64u) {
       let j = base + x / D;
-      if (j < nElig) {
+      if (j < j1) {
         let at = pageOf(e, j) * 2u * C() + kvh * D + x % D;
         if ((j + 1u) * B <= len) { cent[x] = pm[at + C()]; } // a completed block: its centroid
         else { cent[x] = pm[at] / f32(len - j * B); }         // the open block (non-causal): sum / count
@@ -95,7 +110,7 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
       let b = x % tb;
       let hh = kvh * G + hc * 64u + x / tb;
       var s = 0.0;
-      if (base + b < nElig) {
+      if (base + b < j1) {
         for (var d = 0u; d < D; d++) { s += qAt((r * P.Hq + hh) * D + d) * cent[b * D + d]; }
       }
       sc[(x / tb) * TB + b] = s;
@@ -104,9 +119,10 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
     if (mine && kSel > 0u) {
       for (var b = 0u; b < tb; b++) { // each head inserts its scores in block order
         let j = base + b;
-        if (j >= nElig) { break; }
+        if (j >= j1) { break; }
         let s = sc[lid * TB + b];
         if (isNan(s) || s == negInf()) { continue; }
+        if (dense) { sel[o + n] = i32(j); n++; continue; }
         var at = n;
         if (n < kSel) { n++; } else if (better(s, i32(j), topV[kSel - 1u], topI[kSel - 1u])) { at = kSel - 1u; } else { continue; }
         while (at > 0u && better(s, i32(j), topV[at - 1u], topI[at - 1u])) {
@@ -121,19 +137,62 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
     workgroupBarrier();
   }
   if (!mine) { return; }
-  for (var i = 1u; i < n; i++) { // ascending block order
-    let j = topI[i];
-    var at = i;
-    while (at > 0u && topI[at - 1u] > j) { topI[at] = topI[at - 1u]; at--; }
-    topI[at] = j;
+  if (splits > 1u) { // this range's top-k (score bits, block), unordered, −1 padded: attend merges the ranges
+    let c0 = o + 2u * sp * kSel;
+    for (var i = 0u; i < kSel; i++) {
+      sel[c0 + 2u * i] = bitcast<i32>(topV[i]);
+      sel[c0 + 2u * i + 1u] = select(-1, topI[i], i < n);
+    }
+    return;
   }
-  if (causal) { topI[n] = i32(cb); n++; } // after every eligible block (all < cb)
-  let o = (r * P.Hq + h) * P.topk;
-  for (var i = 0u; i < P.topk; i++) { sel[o + i] = select(-1, topI[i], i < n); }
+  if (!dense) {
+    for (var i = 1u; i < n; i++) { // ascending block order
+      let j = topI[i];
+      var at = i;
+      while (at > 0u && topI[at - 1u] > j) { topI[at] = topI[at - 1u]; at--; }
+      topI[at] = j;
+    }
+    for (var i = 0u; i < n; i++) { sel[o + i] = topI[i]; }
+  }
+  if (causal) { sel[o + n] = i32(cb); n++; } // after every eligible block (all < cb)
+  for (var i = n; i < P.topk; i++) { sel[o + i] = -1; }
 }
 
 var<workgroup> sS: array<f32, 64>;
 var<workgroup> sBlock: i32;
+var<workgroup> cS: array<f32, MAXC>;
+var<workgroup> cI: array<i32, MAXC>;
+var<workgroup> cF: array<u32, MAXC>;
+var<workgroup> nChosen: atomic<u32>;
+
+// Split routing: the block of slot \`slot\` of (row r, head h) from the ranges' candidates: the kSel best of them
+// (a total order: exactly the unsplit top-k), ascending, then the own block cb when causal; -1 past the end.
+fn mergedBlock(r: u32, h: u32, slot: u32, lid: u32, kSel: u32, causal: bool, cb: u32) {
+  let nc = tab[7] * kSel;
+  let o = (r * P.Hq + h) * tab[9];
+  if (lid == 0u) { sBlock = -1; atomicStore(&nChosen, 0u); }
+  for (var x = lid; x < nc; x += 64u) { cS[x] = bitcast<f32>(sel[o + 2u * x]); cI[x] = sel[o + 2u * x + 1u]; }
+  workgroupBarrier();
+  for (var x = lid; x < nc; x += 64u) {
+    let j = cI[x];
+    var rank = 0u;
+    if (j >= 0) {
+      for (var y = 0u; y < nc; y++) { if (cI[y] >= 0 && better(cS[y], cI[y], cS[x], j)) { rank++; } }
+    }
+    let chosen = j >= 0 && rank < kSel;
+    cF[x] = select(0u, 1u, chosen);
+    if (chosen) { atomicAdd(&nChosen, 1u); }
+  }
+  workgroupBarrier();
+  for (var x = lid; x < nc; x += 64u) {
+    if (cF[x] != 0u) {
+      var pos = 0u;
+      for (var y = 0u; y < nc; y++) { if (cF[y] != 0u && cI[y] < cI[x]) { pos++; } }
+      if (pos == slot) { sBlock = cI[x]; }
+    }
+  }
+  if (lid == 0u && causal && slot == atomicLoad(&nChosen)) { sBlock = i32(cb); }
+}
 
 @compute @workgroup_size(64)
 fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -144,20 +203,26 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let r = item / (P.Hq * P.topk);
   let h = (item / P.topk) % P.Hq;
   let kvh = h / (P.Hq / P.Hkv);
-  if (lid == 0u) { sBlock = sel[item]; }
+  let causal = P.causal != 0u;
+  let e = rowOf(r, 0u);
+  let t = rowOf(r, 1u);
+  if (tab[7] > 1u) { mergedBlock(r, h, item % P.topk, lid, select(P.topk, P.topk - 1u, causal), causal, t / B); }
+  else if (lid == 0u) { sBlock = sel[item]; }
   let j = workgroupUniformLoad(&sBlock);
   let po = item * (D + 2u);
   if (j < 0) {
+    if (P.mode != 0u) { return; } // written by the first group's dispatch
     for (var d = lid; d < D + 2u; d += 64u) { part[po + d] = select(0.0, negInf(), d == 0u); }
     return;
   }
-  let e = rowOf(r, 0u);
-  let t = rowOf(r, 1u);
   let len = ent(e, 0u);
   let page = pageOf(e, u32(j));
+  if (!inGroup(page)) { return; }
+  let pb = poolBuf(page);
+  let pbase = poolBase(page) + kvh * D;
   let p0 = u32(j) * B;
   var p1 = min(p0 + B, len);
-  if (P.causal != 0u && u32(j) == t / B) { p1 = t + 1u; } // the own block, masked at t
+  if (causal && u32(j) == t / B) { p1 = t + 1u; } // the own block, masked at t
   var m = negInf();
   var l = 0.0;
   var acc = vec4<f32>(0.0);
@@ -167,9 +232,9 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     let p = c0 + lid;
     var s = negInf();
     if (p < p1) {
-      let ko = (page * B + p - p0) * RS() + kvh * D;
+      let ko = pbase + (p - p0) * RS();
       var dot = 0.0;
-      for (var d = 0u; d < D; d++) { dot += qAt(qo + d) * kpAt(ko + d); }
+      for (var d = 0u; d < D; d++) { dot += qAt(qo + d) * kpAt(pb, ko + d); }
       s = dot * P.scaleLog2;
     }
     sS[lid] = s;
@@ -186,10 +251,10 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     for (var i = 0u; i < cnt; i++) {
       let pe = exp2(sS[i] - cm);
       l += pe;
-      let vo = (page * B + c0 + i - p0) * RS() + kvh * D;
+      let vo = pbase + (c0 + i - p0) * RS();
       for (var u = 0u; u < 4u; u++) {
         let d = lid + 64u * u;
-        if (d < D) { acc[u] += pe * vpAt(vo + d); }
+        if (d < D) { acc[u] += pe * vpAt(pb, vo + d); }
       }
     }
     m = cm;

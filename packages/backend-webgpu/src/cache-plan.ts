@@ -3,9 +3,10 @@
  * append and attend kernels read (cache-append.wgsl.ts, cache-attend.wgsl.ts; uploaded with queue.writeBuffer),
  * and the decoding of a downloaded sequence into CacheContents.
  */
-import { type AppendPlan, type AttendPlan, type CacheContents, type DType, hostTensor } from '@moba/core';
+import { type AppendPlan, type AttendPlan, type CacheContents, type DType, MobaError, hostTensor } from '@moba/core';
 import { APPEND_HEADER } from './cache-append.wgsl.js';
-import { ATTEND_HEADER } from './cache-attend.wgsl.js';
+import { ATTEND_HEADER, MAX_CANDIDATES } from './cache-attend.wgsl.js';
+import { MAX_POOL_BUFFERS } from './cache-pool.wgsl.js';
 
 /** The page layout of a cache: channels C = Hkv·D, row stride RS (C padded to even for 16-bit storage). */
 export interface PageGeometry {
@@ -34,8 +35,39 @@ export function cachePageBytes(o: { Hkv: number; D: number; dtype: DType; blockS
   return 2 * g.kvBytes + g.metaBytes;
 }
 
+/** How the key (and value) pages are spread over buffers: ppb pages per buffer, n buffers (cache-pool.wgsl.ts). */
+export interface PoolLayout {
+  readonly ppb: number;
+  readonly n: number;
+  /** Buffers one dispatch binds (a group; the last one may have fewer). */
+  readonly per: number;
+}
+
+/** Storage bindings of the cache shaders besides the pools (table, inputs, meta, outputs / state). */
+const OTHER_BINDINGS = 5;
+
+/**
+ * The fewest buffers that hold `pages` pages within the device's binding limits, or (tests: the
+ * MOBA_WEBGPU_CACHE_POOL_BUFFERS variable) at least `forceBuffers` buffers when the pages allow, and the groups a
+ * dispatch binds (MAX_POOL_BUFFERS, and as maxStorageBuffersPerShaderStage allows; `forcePer`: tests, the
+ * MOBA_WEBGPU_CACHE_GROUP_BUFFERS variable). E_MEMORY when a page does not fit a binding.
+ */
+export function poolLayout(
+  limits: { maxStorageBufferBindingSize: number; maxBufferSize: number; maxStorageBuffersPerShaderStage: number },
+  kvBytes: number, pages: number, forceBuffers = 1, forcePer = MAX_POOL_BUFFERS,
+): PoolLayout {
+  const max = Math.min(limits.maxStorageBufferBindingSize, limits.maxBufferSize);
+  const most = Math.min(MAX_POOL_BUFFERS, Math.floor((limits.maxStorageBuffersPerShaderStage - OTHER_BINDINGS) / 2));
+  const ppb = Math.max(1, Math.min(Math.floor(max / kvBytes), Math.ceil(pages / forceBuffers)));
+  if (ppb * kvBytes > max || most < 1) {
+    throw new MobaError('E_MEMORY', `a cache page of ${kvBytes} bytes does not fit this device's storage binding of at most ${max} bytes (or the device binds too few storage buffers)`, 'capacity');
+  }
+  const n = Math.ceil(pages / ppb);
+  return { ppb, n, per: Math.min(n, most, forcePer) };
+}
+
 /** The append table (header APPEND_HEADER, entries, rows, page tasks) and its task count. */
-export function appendTable(plan: AppendPlan, g: PageGeometry, stateOff: number): { words: Uint32Array; tasks: number } {
+export function appendTable(plan: AppendPlan, g: PageGeometry, stateOff: number, ppb: number): { words: Uint32Array; tasks: number } {
   const B = g.B;
   const tasks: number[] = [];
   const rows = new Uint32Array(2 * plan.T);
@@ -54,22 +86,47 @@ export function appendTable(plan: AppendPlan, g: PageGeometry, stateOff: number)
   const rowsOff = entriesOff + 4 * plan.entries.length;
   const tasksOff = rowsOff + rows.length;
   const words = new Uint32Array(Math.max(4, tasksOff + tasks.length));
-  words.set([plan.entries.length, g.RS, g.C, tasks.length / 4, entriesOff, rowsOff, tasksOff, stateOff]);
+  words.set([plan.entries.length, g.RS, g.C, tasks.length / 4, entriesOff, rowsOff, tasksOff, stateOff, ppb]);
   plan.entries.forEach((en, e) => words.set([en.slot, en.row, en.count, en.pos0], entriesOff + 4 * e));
   words.set(rows, rowsOff);
   words.set(tasks, tasksOff);
   return { words, tasks: tasks.length / 4 };
 }
 
+/** How an attend's routing is split: `splits` ranges of `range` blocks, `selStride` sel words per (row, head). */
+export interface RouteSplit {
+  readonly splits: number;
+  readonly range: number;
+  readonly selStride: number;
+}
+
+/** Blocks per routing workgroup a split aims at (ROUTE_TB per staging step). */
+const ROUTE_RANGE = 64;
+
+/**
+ * The routing split of an attend: ranges of about ROUTE_RANGE blocks (`forceRange` blocks: tests, the
+ * MOBA_WEBGPU_CACHE_ROUTE_RANGE variable) over the longest sequence, as many as MAX_CANDIDATES allows; none
+ * (one range) when k is 0 or above 64 (dense).
+ */
+export function routeSplit(plan: AttendPlan, B: number, forceRange?: number): RouteSplit {
+  const kSel = plan.causal ? plan.topk - 1 : plan.topk;
+  const blocks = plan.entries.reduce((m, e) => Math.max(m, Math.ceil(e.length / B)), 1);
+  const want = Math.ceil(blocks / (forceRange ?? ROUTE_RANGE));
+  const most = kSel > 0 && plan.topk <= 64 ? Math.floor(MAX_CANDIDATES / kSel) : 1;
+  const range = Math.ceil(blocks / Math.max(1, Math.min(want, most)));
+  const splits = Math.ceil(blocks / range);
+  return { splits, range, selStride: splits > 1 ? 2 * splits * kSel : plan.topk };
+}
+
 /** The attend table (header ATTEND_HEADER, query rows, entries, page lists). */
-export function attendTable(plan: AttendPlan, g: PageGeometry, headChunks: number): Uint32Array {
+export function attendTable(plan: AttendPlan, g: PageGeometry, headChunks: number, ppb: number, split: RouteSplit): Uint32Array {
   const h = ATTEND_HEADER.length;
   const rowsOff = h;
   const entriesOff = rowsOff + 2 * plan.Tq;
   const pagesOff = entriesOff + 2 * plan.entries.length;
   const nPages = plan.entries.reduce((a, en) => a + en.pages.length, 0);
   const words = new Uint32Array(Math.max(4, pagesOff + nPages));
-  words.set([g.RS, g.C, rowsOff, entriesOff, pagesOff, headChunks]);
+  words.set([g.RS, g.C, rowsOff, entriesOff, pagesOff, headChunks, ppb, split.splits, split.range, split.selStride]);
   let at = 0;
   plan.entries.forEach((en, e) => {
     for (let a = 0; a < en.nq; a++) words.set([e, en.length - en.nq + a], rowsOff + 2 * (en.qRow + a)); // bottom-right aligned

@@ -1,10 +1,13 @@
 /**
  * The WebGPU paged KV cache (SPEC §9): core's CacheShell does the ids, the page pool, refcounts, validation and
  * E_MEMORY; this file owns the device storage, all allocated at creation:
- *   key pages and value pages `[pages, B, RS]` in the cache's dtype (keys after kconv; cache-plan.ts),
+ *   key pages and value pages `[pages, B, RS]` in the cache's dtype (keys after kconv; cache-plan.ts), each pool
+ *   spread over buffers within the binding limit, bound MAX_POOL_BUFFERS at most per dispatch (cache-pool.wgsl.ts),
  *   meta `[pages, 2, C]` f32 (each page's sum and, once it is full, its centroid sum / B),
  *   kst: the f32 kconv weight `[C, W]` then the state `[maxSequences, W − 1, C]` (the last raw keys).
- * append = 2 launches (cache-append.wgsl.ts), attend = 3 launches whatever the batch (routing over the centroids,
+ * append = 2 launches per group of pool buffers (cache-append.wgsl.ts), attend = 2 + one per group (3 for one
+ * buffer) whatever the batch (routing over the centroids in
+ * block ranges (cache-plan.ts routeSplit),
  * attention split per selected block, merge: cache-attend.wgsl.ts, cache-merge.wgsl.ts), fork = buffer copies,
  * read = one download of the sequence's pages.
  */
@@ -16,12 +19,22 @@ import {
 import { cacheAppendWgsl } from './cache-append.wgsl.js';
 import { MAX_D, cacheAttendWgsl } from './cache-attend.wgsl.js';
 import { cacheMergeWgsl } from './cache-merge.wgsl.js';
-import { type PageGeometry, appendTable, attendTable, cachePageBytes, decodeContents, pageGeometry } from './cache-plan.js';
+import { type PageGeometry, type PoolLayout, appendTable, attendTable, cachePageBytes, decodeContents, pageGeometry, poolLayout, routeSplit } from './cache-plan.js';
 import type { GpuContext } from './device.js';
 import { Launch, shaderVariant } from './launch.js';
 import { storageBytes } from './storage.wgsl.js';
 
 const WG = 64;
+
+/**
+ * Tests only: MOBA_WEBGPU_CACHE_POOL_BUFFERS spreads even a small pool over that many buffers (the multi-buffer
+ * path), MOBA_WEBGPU_CACHE_GROUP_BUFFERS binds at most that many per dispatch (groups), MOBA_WEBGPU_CACHE_ROUTE_RANGE
+ * splits the routing of even short sequences into ranges of that many blocks.
+ */
+function testSetting(name: string): number | undefined {
+  const v = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
+  return v ? Number(v) : undefined;
+}
 
 /** Opens a cache on the backend's device: options checked (core), storage sized and allocated. */
 export async function openCache(ctx: GpuContext, host: CacheHost<GPUBuffer>, opts: KVCacheOptions): Promise<KVCache> {
@@ -41,8 +54,10 @@ export async function openCache(ctx: GpuContext, host: CacheHost<GPUBuffer>, opt
 export class WebGpuCache extends CacheShell<GPUBuffer> {
   readonly #ctx: GpuContext;
   readonly #g: PageGeometry;
-  readonly #k: GPUBuffer;
-  readonly #v: GPUBuffer;
+  readonly #pool: PoolLayout;
+  /** Key and value page buffers: page p in buffer floor(p / ppb). */
+  readonly #k: GPUBuffer[];
+  readonly #v: GPUBuffer[];
   readonly #meta: GPUBuffer;
   readonly #kst: GPUBuffer;
   /** Word offset of the state in kst (after the weight). */
@@ -55,7 +70,8 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
     const W = o.W;
     this.#stateOff = W * g.C;
     const kstBytes = 4 * (W * g.C + o.maxSequences * Math.max(0, W - 1) * g.C);
-    ctx.checkSizes({ 'cache key pages': o.pages * g.kvBytes, 'cache value pages': o.pages * g.kvBytes, 'cache sums and centroids': o.pages * g.metaBytes, 'cache kconv state': kstBytes });
+    const pool = (this.#pool = poolLayout(ctx.limits, g.kvBytes, o.pages, testSetting('MOBA_WEBGPU_CACHE_POOL_BUFFERS'), testSetting('MOBA_WEBGPU_CACHE_GROUP_BUFFERS')));
+    ctx.checkSizes({ 'cache sums and centroids': o.pages * g.metaBytes, 'cache kconv state': kstBytes });
     const made: GPUBuffer[] = [];
     try {
       const buf = (label: string, bytes: number): GPUBuffer => {
@@ -63,8 +79,9 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
         made.push(b);
         return b;
       };
-      this.#k = buf('cache key pages', o.pages * g.kvBytes);
-      this.#v = buf('cache value pages', o.pages * g.kvBytes);
+      const pages = (i: number): number => Math.min(pool.ppb, o.pages - i * pool.ppb) * g.kvBytes;
+      this.#k = Array.from({ length: pool.n }, (_, i) => buf(`cache key pages ${i}`, pages(i)));
+      this.#v = Array.from({ length: pool.n }, (_, i) => buf(`cache value pages ${i}`, pages(i)));
       this.#meta = buf('cache sums and centroids', o.pages * g.metaBytes);
       this.#kst = buf('cache kconv weight and state', kstBytes);
     } catch (e) {
@@ -76,16 +93,21 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
 
   protected async doAppend(plan: AppendPlan, k: GPUBuffer, v: GPUBuffer): Promise<void> {
     const g = this.#g;
-    const { words, tasks } = appendTable(plan, g, this.#stateOff);
+    const { words, tasks } = appendTable(plan, g, this.#stateOff, this.#pool.ppb);
     const l = new Launch(this.#ctx);
     const tab = l.tempData('cache append table', words);
-    const shader = shaderVariant(`moba.cache.append.${g.dtype}`, ['uniform', 'read', 'read', 'read', 'rw', 'rw', 'rw', 'rw'], () => cacheAppendWgsl(g.dtype));
-    const bufs = [tab, k, v, this.#k, this.#v, this.#meta, this.#kst];
     const base = { T: plan.T, Hkv: g.Hkv, D: g.D, blockSize: g.B, width: this.kconvWidth };
     const writes = plan.T * Math.ceil(g.C / 2);
-    l.add(shader, 'write', { WG }, { ...base, nItems: writes }, bufs, Math.ceil(writes / WG));
     const finish = (tasks + plan.entries.length) * g.C;
-    l.add(shader, 'finish', { WG }, { ...base, nItems: finish }, bufs, Math.ceil(finish / WG));
+    for (const pass of ['write', 'finish'] as const) {
+      for (const { first, n } of this.#groups()) { // all writes before the sums read them
+        const pools = Array<'rw'>(2 * n).fill('rw');
+        const shader = shaderVariant(`moba.cache.append.${g.dtype}.${n}`, ['uniform', 'read', 'read', 'read', 'rw', 'rw', ...pools], () => cacheAppendWgsl(g.dtype, n));
+        const bufs = [tab, k, v, this.#meta, this.#kst, ...this.#k.slice(first, first + n), ...this.#v.slice(first, first + n)];
+        const items = pass === 'write' ? writes : finish;
+        l.add(shader, pass, { WG }, { ...base, nItems: items, mode: first }, bufs, Math.ceil(items / WG));
+      }
+    }
     await l.submit('cache append');
   }
 
@@ -93,25 +115,29 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
     const g = this.#g;
     const { Tq, Hq, topk } = plan;
     const chunks = Math.ceil(Hq / g.Hkv / 64);
+    const split = routeSplit(plan, g.B, testSetting('MOBA_WEBGPU_CACHE_ROUTE_RANGE'));
     const bytes = {
-      'cache attend selection': 4 * Tq * Hq * topk, 'cache attend partials': 4 * Tq * Hq * topk * (g.D + 2),
+      'cache attend selection': 4 * Tq * Hq * split.selStride, 'cache attend partials': 4 * Tq * Hq * topk * (g.D + 2),
       out: storageBytes(Tq * Hq * g.D, g.dtype), lse: 4 * Tq * Hq,
     };
     this.#ctx.checkSizes(bytes);
     const l = new Launch(this.#ctx);
-    const tab = l.tempData('cache attend table', attendTable(plan, g, chunks));
+    const tab = l.tempData('cache attend table', attendTable(plan, g, chunks, this.#pool.ppb, split));
     const sel = l.temp('cache attend selection', bytes['cache attend selection']);
     const part = l.temp('cache attend partials', bytes['cache attend partials']);
     const out = l.temp('out', bytes.out);
     const lse = l.temp('lse', bytes.lse);
-    const attend = shaderVariant(`moba.cache.attend.${g.dtype}`, ['uniform', 'read', 'read', 'read', 'read', 'read', 'rw', 'rw'], () => cacheAttendWgsl(g.dtype));
     const merge = shaderVariant(`moba.cache.merge.${g.dtype}`, ['uniform', 'read', 'rw', 'rw'], () => cacheMergeWgsl(g.dtype));
     const f = { T: Tq, Hq, Hkv: g.Hkv, D: g.D, blockSize: g.B, topk, causal: plan.causal, scale: plan.scale };
-    const bufs = [tab, q, this.#k, this.#v, this.#meta, sel, part];
-    const routes = Tq * g.Hkv * chunks;
-    l.add(attend, 'route', {}, { ...f, nItems: routes }, bufs, routes);
+    const routes = Tq * g.Hkv * chunks * split.splits;
     const slots = Tq * Hq * topk;
-    l.add(attend, 'attend', {}, { ...f, nItems: slots }, bufs, slots);
+    for (const { first, n } of this.#groups()) { // routing once, then the slots of each group's pages
+      const pools = Array<'read'>(2 * n).fill('read');
+      const attend = shaderVariant(`moba.cache.attend.${g.dtype}.${n}`, ['uniform', 'read', 'read', 'read', 'rw', 'rw', ...pools], () => cacheAttendWgsl(g.dtype, n));
+      const bufs = [tab, q, this.#meta, sel, part, ...this.#k.slice(first, first + n), ...this.#v.slice(first, first + n)];
+      if (first === 0) l.add(attend, 'route', {}, { ...f, nItems: routes }, bufs, routes);
+      l.add(attend, 'attend', {}, { ...f, nItems: slots, mode: first }, bufs, slots);
+    }
     const elems = Tq * Hq * g.D;
     l.add(merge, 'merge', { WG }, { ...f, nItems: elems }, [part, out, lse], Math.ceil(elems / WG));
     l.keep(out, lse);
@@ -128,23 +154,23 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
     const g = this.#g;
     const S = Math.max(0, this.kconvWidth - 1) * g.C * 4;
     const so = 4 * this.#stateOff;
-    // [buffer, from, to, bytes]: a copy within one buffer goes through a staging buffer (WebGPU refuses it directly)
-    const moves: [GPUBuffer, number, number, number][] = [];
-    if (S > 0) moves.push([this.#kst, so + src * S, so + dst * S, S]);
+    // [from buffer, offset, to buffer, offset, bytes]: all through a staging buffer (WebGPU refuses a copy within one)
+    const moves: [GPUBuffer, number, GPUBuffer, number, number][] = [];
+    if (S > 0) moves.push([this.#kst, so + src * S, this.#kst, so + dst * S, S]);
     if (copy) {
       const n = copy.tokens * (g.kvBytes / g.B);
-      for (const b of [this.#k, this.#v]) moves.push([b, copy.src * g.kvBytes, copy.dst * g.kvBytes, n]);
-      moves.push([this.#meta, copy.src * g.metaBytes, copy.dst * g.metaBytes, g.C * 4]); // the open page's sum
+      for (const pool of [this.#k, this.#v]) moves.push([...this.#page(pool, copy.src), ...this.#page(pool, copy.dst), n]);
+      moves.push([this.#meta, copy.src * g.metaBytes, this.#meta, copy.dst * g.metaBytes, g.C * 4]); // the open page's sum
     }
-    const total = moves.reduce((a, m) => a + m[3], 0);
+    const total = moves.reduce((a, m) => a + m[4], 0);
     if (total === 0) return;
     const tmp = this.#ctx.buffers.buffer('cache fork staging', total);
     try {
       const enc = this.#ctx.device.createCommandEncoder({ label: 'cache fork' });
       let at = 0;
-      for (const [b, from, , n] of moves) { enc.copyBufferToBuffer(b, from, tmp, at, n); at += n; }
+      for (const [b, from, , , n] of moves) { enc.copyBufferToBuffer(b, from, tmp, at, n); at += n; }
       at = 0;
-      for (const [b, , to, n] of moves) { enc.copyBufferToBuffer(tmp, at, b, to, n); at += n; }
+      for (const [, , b, to, n] of moves) { enc.copyBufferToBuffer(tmp, at, b, to, n); at += n; }
       await this.#submit('cache fork', enc);
     } finally {
       this.#ctx.buffers.free(tmp);
@@ -161,8 +187,8 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
     try {
       const enc = this.#ctx.device.createCommandEncoder({ label: 'cache read' });
       pages.forEach((p, i) => {
-        enc.copyBufferToBuffer(this.#k, p * g.kvBytes, tmp, i * g.kvBytes, g.kvBytes);
-        enc.copyBufferToBuffer(this.#v, p * g.kvBytes, tmp, (n + i) * g.kvBytes, g.kvBytes);
+        enc.copyBufferToBuffer(...this.#page(this.#k, p), tmp, i * g.kvBytes, g.kvBytes);
+        enc.copyBufferToBuffer(...this.#page(this.#v, p), tmp, (n + i) * g.kvBytes, g.kvBytes);
         enc.copyBufferToBuffer(this.#meta, p * g.metaBytes, tmp, 2 * n * g.kvBytes + i * g.metaBytes, g.metaBytes);
       });
       if (S > 0) enc.copyBufferToBuffer(this.#kst, 4 * this.#stateOff + slot * S, tmp, total - S, S);
@@ -175,11 +201,23 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
   }
 
   protected async doDestroy(): Promise<void> {
-    this.#ctx.buffers.free(this.#k, this.#v, this.#meta, this.#kst);
+    this.#ctx.buffers.free(...this.#k, ...this.#v, this.#meta, this.#kst);
   }
 
   protected metaBytes(): number {
     return this.#kst.size; // the kconv weight and state; sums and centroids are counted in pageBytes
+  }
+
+  /** The groups of pool buffers a dispatch binds: the first buffer and the count. */
+  #groups(): { first: number; n: number }[] {
+    const { n, per } = this.#pool;
+    return Array.from({ length: Math.ceil(n / per) }, (_, i) => ({ first: i * per, n: Math.min(per, n - i * per) }));
+  }
+
+  /** The buffer of page p in a pool and the page's byte offset there. */
+  #page(pool: readonly GPUBuffer[], p: number): [GPUBuffer, number] {
+    const b = Math.floor(p / this.#pool.ppb);
+    return [pool[b]!, (p - b * this.#pool.ppb) * this.#g.kvBytes];
   }
 
   /** Submits copies inside error scopes (validation errors become E_DEVICE). */

@@ -6,10 +6,9 @@
  * frees the buffers. A missing adapter skips, unless MOBA_REQUIRE names webgpu.
  */
 import { type DType, type HostTensor, type KVCache, MobaError, fromFloat, hostTensor, toFloat64 } from '@moba/core';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { type WebGpuBackend, createWebGpuBackend } from '../src/index.js';
+import { describe, expect, it } from 'vitest';
 import { type CacheSetup, Rng, SeqModel, appendRandom, bits, contentErrors, referenceChecks } from './cache-model.js';
-import { unavailableBecause } from './gate.js';
+import { testBackend } from './cache-setup.js';
 
 interface Case { dtype: DType; Hkv: number; Hq: number; D: number; B: number; W: number; causal: boolean }
 
@@ -26,22 +25,10 @@ const CASES: Case[] = [
 /** MOBA_SEED replays another schedule. */
 const SEED = Number(process.env.MOBA_SEED ?? 1000);
 
-let backend: WebGpuBackend | null = null;
-let unavailable: string | null = null;
-
-beforeAll(async () => {
-  try {
-    backend = await createWebGpuBackend();
-  } catch (e) {
-    unavailable = unavailableBecause(e);
-  }
-});
-afterAll(async () => {
-  await backend?.destroy();
-});
+const tb = testBackend();
 
 async function setupCache(c: Case, rng: Rng, capacityTokens: number, maxSequences = 8): Promise<{ cache: KVCache; s: CacheSetup }> {
-  const b = backend!;
+  const b = tb.backend;
   const C = c.Hkv * c.D;
   const w = fromFloat(Array.from({ length: C * c.W }, () => 0.4 * rng.normal()), 'f32', [C, c.W]);
   const wt = c.W > 0 ? await b.upload(w) : undefined;
@@ -55,7 +42,7 @@ async function setupCache(c: Case, rng: Rng, capacityTokens: number, maxSequence
 
 /** One attend on the cache: out and lse downloaded. */
 async function attend(cache: KVCache, ids: readonly number[], q: HostTensor, nq: readonly number[], cfg: { topk: number; causal: boolean }) {
-  const b = backend!;
+  const b = tb.backend;
   const cu = new Int32Array(nq.length + 1);
   nq.forEach((n, i) => (cu[i + 1] = cu[i]! + n));
   const qd = await b.upload(q);
@@ -94,7 +81,7 @@ describe('webgpu KV cache', () => {
   for (const [ci, c] of CASES.entries()) {
     const name = `${c.dtype} Hkv ${c.Hkv} Hq ${c.Hq} D ${c.D} B ${c.B} W ${c.W} ${c.causal ? 'causal' : 'non-causal'}`;
     it(`random appends and attends match the reference: ${name}`, async (t) => {
-      if (unavailable) return t.skip(unavailable);
+      if (tb.unavailable) return t.skip(tb.unavailable);
       const rng = new Rng(SEED + ci);
       const { cache, s } = await setupCache(c, rng, 3 * 260);
       try {
@@ -104,7 +91,7 @@ describe('webgpu KV cache', () => {
           const pick = ids.map((_, i) => i).filter(() => rng.next() < 0.75);
           if (pick.length === 0) pick.push(rng.int(0, 2));
           const counts = pick.map((i) => (step === 1 && i === ci % 3 ? rng.int(60, 150) : rng.int(1, 14)));
-          await appendRandom(backend!, cache, rng, pick.map((i) => ids[i]!), pick.map((i) => models[i]!), counts);
+          await appendRandom(tb.backend, cache, rng, pick.map((i) => ids[i]!), pick.map((i) => models[i]!), counts);
           const live = ids.map((_, i) => i).filter((i) => models[i]!.length > 0 && rng.next() < 0.8);
           if (live.length === 0) continue;
           const nq = live.map((i) => {
@@ -121,29 +108,29 @@ describe('webgpu KV cache', () => {
   }
 
   it('E_MEMORY leaves the cache unchanged and usable; freed pages are reused', async (t) => {
-    if (unavailable) return t.skip(unavailable);
+    if (tb.unavailable) return t.skip(tb.unavailable);
     const c: Case = { dtype: 'bf16', Hkv: 2, Hq: 4, D: 4, B: 4, W: 3, causal: true };
     const rng = new Rng(7);
     const { cache, s } = await setupCache(c, rng, 24, 4); // 6 pages
     try {
       const [a, b] = [cache.newSequence(), cache.newSequence()];
       const [ma, mb] = [new SeqModel(s), new SeqModel(s)];
-      await appendRandom(backend!, cache, rng, [a, b], [ma, mb], [6, 9]); // 2 + 3 pages
+      await appendRandom(tb.backend, cache, rng, [a, b], [ma, mb], [6, 9]); // 2 + 3 pages
       const before = [await cache.read(a), await cache.read(b)];
       const stats = cache.memoryStats();
-      const err = await appendRandom(backend!, cache, rng, [a, b], [new SeqModel(s), new SeqModel(s)], [1, 8]).catch((e: unknown) => e);
+      const err = await appendRandom(tb.backend, cache, rng, [a, b], [new SeqModel(s), new SeqModel(s)], [1, 8]).catch((e: unknown) => e);
       expect(err).toBeInstanceOf(MobaError);
       expect((err as MobaError).code).toBe('E_MEMORY');
       expect(cache.memoryStats()).toEqual(stats);
       expect([cache.length(a), cache.length(b)]).toEqual([6, 9]);
       expect([await cache.read(a), await cache.read(b)]).toEqual(before);
-      await appendRandom(backend!, cache, rng, [a, b], [ma, mb], [2, 3]); // fits: 5 of the 6 pages in use
+      await appendRandom(tb.backend, cache, rng, [a, b], [ma, mb], [2, 3]); // fits: 5 of the 6 pages in use
       await checkedAttend('after E_MEMORY', cache, rng, c, [a, b], [ma, mb], [2, 1], 2);
       cache.free(a);
       expect(cache.memoryStats().freePages).toBe(3);
       const r = cache.newSequence(); // reuses a's pages and its kconv slot: stale sums and state must not leak
       const mr = new SeqModel(s);
-      await appendRandom(backend!, cache, rng, [r], [mr], [7]);
+      await appendRandom(tb.backend, cache, rng, [r], [mr], [7]);
       await checkedAttend('reused pages', cache, rng, c, [r, b], [mr, mb], [3, 2], 3);
       expect(contentErrors(await cache.read(r), mr)).toEqual([]);
       expect(contentErrors(await cache.read(b), mb)).toEqual([]);
@@ -153,19 +140,19 @@ describe('webgpu KV cache', () => {
   }, 300_000);
 
   it('fork shares the full pages, copies the open one and the kconv state', async (t) => {
-    if (unavailable) return t.skip(unavailable);
+    if (tb.unavailable) return t.skip(tb.unavailable);
     const c: Case = { dtype: 'f16', Hkv: 1, Hq: 2, D: 6, B: 4, W: 4, causal: true };
     const rng = new Rng(11);
     const { cache, s } = await setupCache(c, rng, 64);
     try {
       const a = cache.newSequence();
       const ma = new SeqModel(s);
-      await appendRandom(backend!, cache, rng, [a], [ma], [10]); // 2 full pages + 2 tokens
+      await appendRandom(tb.backend, cache, rng, [a], [ma], [10]); // 2 full pages + 2 tokens
       const f = await cache.fork(a);
       const mf = ma.clone();
       expect(cache.memoryStats()).toMatchObject({ usedPages: 4, sharedPages: 2, sequences: 2, tokens: 20 });
       expect(contentErrors(await cache.read(f), mf)).toEqual([]);
-      await appendRandom(backend!, cache, rng, [a, f], [ma, mf], [3, 6]);
+      await appendRandom(tb.backend, cache, rng, [a, f], [ma, mf], [3, 6]);
       await checkedAttend('forked', cache, rng, c, [a, f], [ma, mf], [2, 4], 2);
       expect(contentErrors(await cache.read(a), ma)).toEqual([]);
       expect(contentErrors(await cache.read(f), mf)).toEqual([]);
@@ -179,8 +166,8 @@ describe('webgpu KV cache', () => {
   }, 300_000);
 
   it('destroy frees the storage; the cache is unusable afterwards', async (t) => {
-    if (unavailable) return t.skip(unavailable);
-    const b = backend!;
+    if (tb.unavailable) return t.skip(tb.unavailable);
+    const b = tb.backend;
     const scratch0 = b.memoryStats().scratchBytes;
     const rng = new Rng(3);
     const { cache } = await setupCache({ dtype: 'f32', Hkv: 2, Hq: 2, D: 4, B: 8, W: 2, causal: true }, rng, 64, 4);
