@@ -7,7 +7,7 @@ import { type AppendPlan, type AttendPlan, type DType, MobaError, dtypeBytes } f
 import { type Launch, LIMITS, elementwiseLaunch } from './geometry.js';
 
 /** cache.cu constants. */
-export const CACHE = Object.freeze({ routeTile: 32, maxTopk: 64, attendWarps: 4, maxW: 8, routeHeadsPerCta: 8, mergeWarps: 4, routeCtasPerSm: 6 });
+export const CACHE = Object.freeze({ routeTile: 32, maxTopk: 64, attendWarps: 4, maxW: 8, routeHeadsPerCta: 8, mergeWarps: 4, routeCtasPerSm: 12 });
 
 /** Device bytes of one page: keys and values `[B, Hkv·D]` in the dtype, its f32 sum and f32 centroid `[Hkv·D]`. */
 export function cachePageBytes(o: { Hkv: number; D: number; dtype: DType; blockSize: number }): number {

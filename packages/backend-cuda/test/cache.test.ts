@@ -59,20 +59,21 @@ describe('cache launch geometry', () => {
     expect(m.shared).toBeLessThanOrEqual(48 * 1024);
     expect(cacheRouteLaunch(1, 16, 16, 128, 8, 10, 132).block[0]).toBe(128); // one head per CTA still loads with 4 warps
   });
-  it('route split: fills the GPU (about 6 CTAs per SM), at least 2 tiles per split, MOBA_CUDA_ROUTE_SPLIT-style override', () => {
+  it('route split: fills the GPU (about 12 CTAs per SM), at least 2 tiles per split, MOBA_CUDA_ROUTE_SPLIT-style override', () => {
     const sms = 132, target = CACHE.routeCtasPerSm * sms;
     const b1 = cacheRouteLaunch(1, 16, 16, 128, 8, 4096, sms); // 512K at B 128, batch 1: 128 tiles over 16 CTAs
-    expect(b1.nsplit).toBe(43);
-    expect(b1.tps).toBe(3);
-    expect(b1.grid).toEqual([1, 16, 43]);
-    expect(b1.plistBytes).toBe(1 * 16 * 43 * 2 * 8 * 4);
+    expect(b1.nsplit).toBe(64);
+    expect(b1.tps).toBe(2);
+    expect(b1.grid).toEqual([1, 16, 64]);
+    expect(b1.plistBytes).toBe(1 * 16 * 64 * 2 * 8 * 4);
     expect(b1.counters).toBe(16);
-    const b16 = cacheRouteLaunch(16, 16, 16, 128, 8, 4096, sms); // 512K x 16: 256 CTAs, 4 splits of 32 tiles
-    expect([b16.nsplit, b16.tps]).toEqual([4, 32]);
+    const b16 = cacheRouteLaunch(16, 16, 16, 128, 8, 4096, sms); // 512K x 16: 256 CTAs, 7 splits of 19 tiles
+    expect([b16.nsplit, b16.tps]).toEqual([7, 19]);
     expect(b16.grid[0] * b16.grid[1] * b16.grid[2]).toBeGreaterThanOrEqual(target);
     const short = cacheRouteLaunch(1, 16, 16, 128, 8, 64, sms); // 2 tiles: unsplit (at least 2 tiles per split)
     expect([short.nsplit, short.plistBytes]).toEqual([1, 0]);
-    expect(cacheRouteLaunch(64, 16, 16, 128, 8, 1024, sms).nsplit).toBe(1); // 1024 CTAs already
+    expect(cacheRouteLaunch(64, 16, 16, 128, 8, 1024, sms).nsplit).toBe(2); // 1024 CTAs already: 2 splits make 12 per SM
+    expect(cacheRouteLaunch(128, 16, 16, 128, 8, 1024, sms).nsplit).toBe(1); // 2048 CTAs
     expect(cacheRouteLaunch(1, 16, 16, 128, 8, 4096, sms, 1).nsplit).toBe(1);
     expect(cacheRouteLaunch(1, 16, 16, 128, 8, 4096, sms, 5)).toMatchObject({ nsplit: 5, tps: 26 });
     expect(cacheRouteLaunch(1, 16, 16, 128, 8, 100, sms, 1000)).toMatchObject({ nsplit: 4, tps: 1 }); // at most one split per tile

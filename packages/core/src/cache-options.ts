@@ -55,3 +55,19 @@ export function resolveCacheOptions(caps: Capabilities, opts: KVCacheOptions, pa
   return { Hkv, D, dtype: opts.dtype, blockSize, pages, pageBytes: pb, maxSequences, W };
 }
 
+/**
+ * A cache attend's topk clamped to the longest attended sequence's block count (a larger topk selects the same
+ * blocks); above `capTopk` (caps.maxCacheTopk) only that dense case is allowed (the caller checked caps.cacheDense).
+ */
+export function attendTopk(topk: number, entries: readonly { readonly length: number }[], blockSize: number, capTopk: number | undefined): number {
+  const maxBlocks = entries.reduce((m, e) => Math.max(m, Math.ceil(e.length / blockSize)), 1);
+  const k = Math.min(topk, maxBlocks);
+  if (capTopk !== undefined && k > capTopk && k < maxBlocks) {
+    throw new MobaError(
+      'E_UNSUPPORTED',
+      `topk = ${topk} is not supported by this backend's cache: caps.maxCacheTopk = ${capTopk}, or topk >= ${maxBlocks} (every block of the longest attended sequence: dense)`,
+      'topk',
+    );
+  }
+  return k;
+}
