@@ -5,7 +5,7 @@
  * recomputed as exp(scale·S − lse). Out: dq `[T, Hq, D]` (query rows), dk, dv `[Tk, Hkv, D]` (every key row;
  * zero for keys no query sees, SPEC §8).
  */
-import { type AttentionArgs, type Claim, type RoutingArgs, TileState, gatherRows, tileBlocks } from './forward.js';
+import { type AttentionArgs, type Claim, type RoutingArgs, TileState, selectedKeyTiles } from './forward.js';
 import type { BackwardInputs, CheckedProblem, ProblemShape } from '@moba/core';
 import type { CpuRouting } from './collect.js';
 import { type Cpu, type Geometry, KEY_TILE, TILE_ROWS, geometry, headMajor, headMajorQkv, storeRow } from './tensor.js';
@@ -91,18 +91,9 @@ export function dqKernel(a: BackwardArgs & RoutingArgs, claim: Claim): void {
   for (let it = claim(); it >= 0; it = claim()) {
     const tile = Math.floor(it / g.Hq);
     const h = it % g.Hq;
-    const r0 = g.tiles[tile * 3], r1 = g.tiles[tile * 3 + 1], seq = g.tiles[tile * 3 + 2];
+    const r0 = g.tiles[tile * 3], r1 = g.tiles[tile * 3 + 1];
     st.acc.fill(0, 0, (r1 - r0) * g.D);
-    const nb = tileBlocks(a, st, h, r0, r1, it + 1);
-    const s0 = g.seqStart[seq];
-    const sEnd = s0 + g.seqLen[seq];
-    for (let b = 0; b < nb; b++) {
-      const j = st.blocks[b];
-      const m = gatherRows(a, st, h, g.blockBase[seq] + j, r0, r1, g.qShift[seq]);
-      const kb0 = s0 + j * g.blockSize;
-      const kb1 = Math.min(kb0 + g.blockSize, sEnd);
-      for (let c0 = kb0; c0 < kb1; c0 += KEY_TILE) dqKeys(a, st, h, m, c0, Math.min(c0 + KEY_TILE, kb1));
-    }
+    selectedKeyTiles(a, st, tile, h, it + 1, dqKeys);
     storeDq(a, st, h, r0, r1);
   }
 }

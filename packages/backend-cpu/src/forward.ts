@@ -73,19 +73,34 @@ export function forwardKernel(a: ForwardArgs, claim: Claim): void {
   for (let it = claim(); it >= 0; it = claim()) {
     const tile = Math.floor(it / g.Hq);
     const h = it % g.Hq;
-    const r0 = g.tiles[tile * 3], r1 = g.tiles[tile * 3 + 1], seq = g.tiles[tile * 3 + 2];
+    const r0 = g.tiles[tile * 3], r1 = g.tiles[tile * 3 + 1];
     beginTile(st, r1 - r0, g.D);
-    const nb = tileBlocks(a, st, h, r0, r1, it + 1);
-    const s0 = g.seqStart[seq];
-    const sEnd = s0 + g.seqLen[seq];
-    for (let b = 0; b < nb; b++) {
-      const j = st.blocks[b];
-      const m = gatherRows(a, st, h, g.blockBase[seq] + j, r0, r1, g.qShift[seq]);
-      const kb0 = s0 + j * g.blockSize;
-      const kb1 = Math.min(kb0 + g.blockSize, sEnd);
-      for (let c0 = kb0; c0 < kb1; c0 += KEY_TILE) attendKeys(a, st, h, m, c0, Math.min(c0 + KEY_TILE, kb1));
-    }
+    selectedKeyTiles(a, st, tile, h, it + 1, attendKeys);
     finishTile(a, st, h, r0, r1);
+  }
+}
+
+/** The work of one key tile [c0, c1) for the m rows gathered into `st` (attendKeys, the backward's dqKeys). */
+export type KeyTileStep<A, S> = (a: A, st: S, h: number, m: number, c0: number, c1: number) => void;
+
+/**
+ * Walks the key blocks that query tile `tile` selects for head h (the union over its rows, ascending; `stamp`
+ * unique per item): per block, gathers the rows that chose it and runs `step` on each of its key tiles.
+ */
+export function selectedKeyTiles<A extends AttentionArgs & RoutingArgs, S extends TileState>(
+  a: A, st: S, tile: number, h: number, stamp: number, step: KeyTileStep<A, S>,
+): void {
+  const g = a.geo;
+  const r0 = g.tiles[tile * 3], r1 = g.tiles[tile * 3 + 1], seq = g.tiles[tile * 3 + 2];
+  const nb = tileBlocks(a, st, h, r0, r1, stamp);
+  const s0 = g.seqStart[seq];
+  const sEnd = s0 + g.seqLen[seq];
+  for (let b = 0; b < nb; b++) {
+    const j = st.blocks[b];
+    const m = gatherRows(a, st, h, g.blockBase[seq] + j, r0, r1, g.qShift[seq]);
+    const kb0 = s0 + j * g.blockSize;
+    const kb1 = Math.min(kb0 + g.blockSize, sEnd);
+    for (let c0 = kb0; c0 < kb1; c0 += KEY_TILE) step(a, st, h, m, c0, Math.min(c0 + KEY_TILE, kb1));
   }
 }
 

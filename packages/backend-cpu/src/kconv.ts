@@ -42,36 +42,43 @@ function preActivation(a: KconvArgs, t: number, s0: number, z: Float64Array): vo
   }
 }
 
-/** Kernel: k' over one token tile per item. */
-export function kconvKernel(a: KconvForwardArgs, claim: Claim): void {
+/** Runs `token(a, t, z)` on every token t of the claimed token tiles, z holding its pre-activation. */
+function eachPreActivation<A extends KconvArgs>(a: A, claim: Claim, token: (a: A, t: number, z: Float64Array) => void): void {
   const g = a.geo;
-  const C = g.Hkv * g.D;
-  const z = new Float64Array(C);
+  const z = new Float64Array(g.Hkv * g.D);
   for (let tile = claim(); tile >= 0; tile = claim()) {
     const s0 = g.seqStart[g.tiles[tile * 3 + 2]];
     for (let t = g.tiles[tile * 3]; t < g.tiles[tile * 3 + 1]; t++) {
       preActivation(a, t, s0, z);
-      for (let c = 0; c < C; c++) z[c] = a.k[t * C + c] + z[c] / (1 + Math.exp(-z[c])); // k + z·σ(z)
-      storeRow(a.out, t * C, z, 0, C, 1, a.dtype);
+      token(a, t, z);
     }
   }
 }
 
-/** Kernel: dz = dk' ⊙ SiLU'(z), with SiLU'(z) = σ(z)(1 + z(1 − σ(z))); items are token tiles. */
-export function kconvDzKernel(a: KconvBackwardArgs, claim: Claim): void {
-  const g = a.geo;
-  const C = g.Hkv * g.D;
-  const z = new Float64Array(C);
-  for (let tile = claim(); tile >= 0; tile = claim()) {
-    const s0 = g.seqStart[g.tiles[tile * 3 + 2]];
-    for (let t = g.tiles[tile * 3]; t < g.tiles[tile * 3 + 1]; t++) {
-      preActivation(a, t, s0, z);
-      for (let c = 0; c < C; c++) {
-        const sg = 1 / (1 + Math.exp(-z[c]));
-        a.dz[t * C + c] = a.dkOut[t * C + c] * sg * (1 + z[c] * (1 - sg));
-      }
-    }
+/** k'[t] = k[t] + z·σ(z), rounded to the dtype. */
+function silu(a: KconvForwardArgs, t: number, z: Float64Array): void {
+  const C = z.length;
+  for (let c = 0; c < C; c++) z[c] = a.k[t * C + c] + z[c] / (1 + Math.exp(-z[c])); // k + z·σ(z)
+  storeRow(a.out, t * C, z, 0, C, 1, a.dtype);
+}
+
+/** dz[t] = dk'[t] ⊙ SiLU'(z), with SiLU'(z) = σ(z)(1 + z(1 − σ(z))). */
+function siluGrad(a: KconvBackwardArgs, t: number, z: Float64Array): void {
+  const C = z.length;
+  for (let c = 0; c < C; c++) {
+    const sg = 1 / (1 + Math.exp(-z[c]));
+    a.dz[t * C + c] = a.dkOut[t * C + c] * sg * (1 + z[c] * (1 - sg));
   }
+}
+
+/** Kernel: k' over one token tile per item. */
+export function kconvKernel(a: KconvForwardArgs, claim: Claim): void {
+  eachPreActivation(a, claim, silu);
+}
+
+/** Kernel: dz = dk' ⊙ SiLU'(z); items are token tiles. */
+export function kconvDzKernel(a: KconvBackwardArgs, claim: Claim): void {
+  eachPreActivation(a, claim, siluGrad);
 }
 
 /** Kernel: dk[t] = dk'[t] + Σ_ℓ wT[ℓ] ⊙ dz[t + ℓ] within the sequence; items are token tiles. */

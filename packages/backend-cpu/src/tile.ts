@@ -14,25 +14,12 @@ export function dotTile(
   A: Float32Array, aOff: Int32Array, B: Float32Array, bOff: Int32Array,
   m: number, lo: Int32Array, hi: Int32Array, S: Float64Array, ss: number, D: number,
 ): void {
-  let i = 0;
-  for (; i + 1 < m; i += 2) {
-    const j0 = Math.max(lo[i], lo[i + 1]);
-    const j1 = Math.min(hi[i], hi[i + 1]);
-    if (j0 >= j1) {
-      dotRow(A, aOff[i], B, bOff, lo[i], hi[i], S, i * ss, D);
-      dotRow(A, aOff[i + 1], B, bOff, lo[i + 1], hi[i + 1], S, (i + 1) * ss, D);
-      continue;
-    }
-    dotPair(A, aOff[i], aOff[i + 1], B, bOff, j0, j1, S, i * ss, (i + 1) * ss, D);
-    for (let r = i; r <= i + 1; r++) {
-      dotRow(A, aOff[r], B, bOff, lo[r], j0, S, r * ss, D);
-      dotRow(A, aOff[r], B, bOff, j1, hi[r], S, r * ss, D);
-    }
-  }
-  if (i < m) dotRow(A, aOff[i], B, bOff, lo[i], hi[i], S, i * ss, D);
+  pairedTile(dotRow, dotPair, A, aOff, B, bOff, m, lo, hi, S, ss, D);
 }
 
-function dotPair(A: Float32Array, a: number, b: number, B: Float32Array, bOff: Int32Array, j0: number, j1: number, S: Float64Array, sa: number, sb: number, D: number): void {
+/** Rows i and i + 1 of `dotTile` on their common columns [j0, j1). */
+function dotPair(A: Float32Array, aOff: Int32Array, i: number, B: Float32Array, bOff: Int32Array, j0: number, j1: number, S: Float64Array, ss: number, D: number): void {
+  const a = aOff[i], b = aOff[i + 1], sa = i * ss, sb = sa + ss;
   let j = j0;
   for (; j + 4 <= j1; j += 4) {
     const k0 = bOff[j], k1 = bOff[j + 1], k2 = bOff[j + 2], k3 = bOff[j + 3];
@@ -59,7 +46,9 @@ function dotPair(A: Float32Array, a: number, b: number, B: Float32Array, bOff: I
   }
 }
 
-function dotRow(A: Float32Array, a: number, B: Float32Array, bOff: Int32Array, j0: number, j1: number, S: Float64Array, sa: number, D: number): void {
+/** Row i of `dotTile` on columns [j0, j1). */
+function dotRow(A: Float32Array, aOff: Int32Array, i: number, B: Float32Array, bOff: Int32Array, j0: number, j1: number, S: Float64Array, ss: number, D: number): void {
+  const a = aOff[i], sa = i * ss;
   let j = j0;
   for (; j + 4 <= j1; j += 4) {
     const k0 = bOff[j], k1 = bOff[j + 1], k2 = bOff[j + 2], k3 = bOff[j + 3];
@@ -87,25 +76,12 @@ export function axpyTile(
   C: Float64Array, cs: number, V: Float32Array, vOff: Int32Array,
   m: number, lo: Int32Array, hi: Int32Array, acc: Float64Array, accOff: Int32Array, D: number,
 ): void {
-  let i = 0;
-  for (; i + 1 < m; i += 2) {
-    const j0 = Math.max(lo[i], lo[i + 1]);
-    const j1 = Math.min(hi[i], hi[i + 1]);
-    if (j0 >= j1) {
-      axpyRow(C, i * cs, V, vOff, lo[i], hi[i], acc, accOff[i], D);
-      axpyRow(C, (i + 1) * cs, V, vOff, lo[i + 1], hi[i + 1], acc, accOff[i + 1], D);
-      continue;
-    }
-    axpyPair(C, i * cs, (i + 1) * cs, V, vOff, j0, j1, acc, accOff[i], accOff[i + 1], D);
-    for (let r = i; r <= i + 1; r++) {
-      axpyRow(C, r * cs, V, vOff, lo[r], j0, acc, accOff[r], D);
-      axpyRow(C, r * cs, V, vOff, j1, hi[r], acc, accOff[r], D);
-    }
-  }
-  if (i < m) axpyRow(C, i * cs, V, vOff, lo[i], hi[i], acc, accOff[i], D);
+  pairedTile(axpyRow, axpyPair, C, cs, V, vOff, m, lo, hi, acc, accOff, D);
 }
 
-function axpyPair(C: Float64Array, ca: number, cb: number, V: Float32Array, vOff: Int32Array, j0: number, j1: number, acc: Float64Array, oa: number, ob: number, D: number): void {
+/** Rows i and i + 1 of `axpyTile` on their common columns [j0, j1). */
+function axpyPair(C: Float64Array, cs: number, i: number, V: Float32Array, vOff: Int32Array, j0: number, j1: number, acc: Float64Array, accOff: Int32Array, D: number): void {
+  const ca = i * cs, cb = ca + cs, oa = accOff[i], ob = accOff[i + 1];
   let j = j0;
   for (; j + 4 <= j1; j += 4) {
     const p0 = C[ca + j], p1 = C[ca + j + 1], p2 = C[ca + j + 2], p3 = C[ca + j + 3];
@@ -127,7 +103,9 @@ function axpyPair(C: Float64Array, ca: number, cb: number, V: Float32Array, vOff
   }
 }
 
-function axpyRow(C: Float64Array, ca: number, V: Float32Array, vOff: Int32Array, j0: number, j1: number, acc: Float64Array, oa: number, D: number): void {
+/** Row i of `axpyTile` on columns [j0, j1). */
+function axpyRow(C: Float64Array, cs: number, i: number, V: Float32Array, vOff: Int32Array, j0: number, j1: number, acc: Float64Array, accOff: Int32Array, D: number): void {
+  const ca = i * cs, oa = accOff[i];
   let j = j0;
   for (; j + 4 <= j1; j += 4) {
     const p0 = C[ca + j], p1 = C[ca + j + 1], p2 = C[ca + j + 2], p3 = C[ca + j + 3];
@@ -138,6 +116,38 @@ function axpyRow(C: Float64Array, ca: number, V: Float32Array, vOff: Int32Array,
     const p0 = C[ca + j], v0 = vOff[j];
     for (let d = 0; d < D; d++) acc[oa + d] += p0 * V[v0 + d];
   }
+}
+
+/**
+ * Row i (or rows i and i + 1) of a tile on columns [j0, j1): `x`/`xo` address the left operand's rows, `z`/`zo`
+ * the output's (an offset array or a row stride each).
+ */
+type RowOp<X, XO, ZO> = (x: X, xo: XO, i: number, Y: Float32Array, yOff: Int32Array, j0: number, j1: number, z: Float64Array, zo: ZO, D: number) => void;
+
+/**
+ * The row pairing both tiles share: rows in pairs on their common column range (`pair`), the ragged rest and
+ * an odd last row by `row`; a pair with no common column is two single rows.
+ */
+function pairedTile<X, XO, ZO>(
+  row: RowOp<X, XO, ZO>, pair: RowOp<X, XO, ZO>, x: X, xo: XO, Y: Float32Array, yOff: Int32Array,
+  m: number, lo: Int32Array, hi: Int32Array, z: Float64Array, zo: ZO, D: number,
+): void {
+  let i = 0;
+  for (; i + 1 < m; i += 2) {
+    const j0 = Math.max(lo[i], lo[i + 1]);
+    const j1 = Math.min(hi[i], hi[i + 1]);
+    if (j0 >= j1) {
+      row(x, xo, i, Y, yOff, lo[i], hi[i], z, zo, D);
+      row(x, xo, i + 1, Y, yOff, lo[i + 1], hi[i + 1], z, zo, D);
+      continue;
+    }
+    pair(x, xo, i, Y, yOff, j0, j1, z, zo, D);
+    for (let r = i; r <= i + 1; r++) {
+      row(x, xo, r, Y, yOff, lo[r], j0, z, zo, D);
+      row(x, xo, r, Y, yOff, j1, hi[r], z, zo, D);
+    }
+  }
+  if (i < m) row(x, xo, i, Y, yOff, lo[i], hi[i], z, zo, D);
 }
 
 const LOG2E = Math.LOG2E;

@@ -6,10 +6,10 @@
  */
 import { type HostTensor, MobaError, Rng, dtypeEps, toFloat64 } from '@moba/core';
 import { keysOf, queryMap, referenceRoute } from '@moba/core/reference';
-import { routingErrors } from '@moba/testkit';
+import { type QkFullProblem as QkProblem, type QkSpec, describeQkSpec, embedRows, makeQkFullProblem, randomQkRouting, routingErrors, rowsAt } from '@moba/testkit';
 import { afterAll, describe, expect, it } from 'vitest';
 import { type CpuBackend, createCpuBackend } from '../src/index.js';
-import { type Grads, type QkProblem, type QkSpec, describeQk, gatherRows, gradChecks, makeQkProblem, qkReference, randomQkRouting, randomQkSpec } from './qk-problem.js';
+import { type Grads, gradChecks, qkReference, randomQkSpec } from './qk-problem.js';
 
 const cpu = createCpuBackend({ threads: 1 });
 const pool = createCpuBackend({ threads: 2, minParallelWork: 0 });
@@ -57,10 +57,8 @@ function unseenNonZero(p: QkProblem, idx: Int32Array, g: Grads, unseen: { n: num
 
 /** The QK rows' indices, embedded at their key positions into the reference's full self-attention routing. */
 function embedded(p: QkProblem, idx: Int32Array): Int32Array {
-  const full = referenceRoute(p.qFull64, p.k64, p.fullShape, p.full, p.rcfg);
-  const w = p.shape.Hq * p.rcfg.topk;
-  p.pos.forEach((at, t) => full.set(idx.subarray(t * w, (t + 1) * w), at * w));
-  return full;
+  const full = referenceRoute(p.qFull64, p.k64, p.fullShape, p.keys, p.rcfg);
+  return embedRows(full, idx, p.queries.pos, p.shape.Hq * p.rcfg.topk);
 }
 
 describe('cpu backend: fewer queries than keys (SPEC §8)', () => {
@@ -76,15 +74,15 @@ describe('cpu backend: fewer queries than keys (SPEC §8)', () => {
     // fixed edges first: a chunk of more than one query tile (128 rows) not at the sequence start, decode at a
     // block boundary and one past it, and a sequence without queries beside one without keys
     const edges: QkSpec[] = [
-      { nk: [300, 7], nq: [200, 7], Hq: 2, Hkv: 1, D: 16, dtype: 'f32', blockSize: 16, topk: 3, causal: true, seed: 11 },
-      { nk: [300, 7], nq: [150, 2], Hq: 4, Hkv: 1, D: 7, dtype: 'bf16', blockSize: 5, topk: 4, causal: false, seed: 12 },
-      { nk: [64, 65, 0, 33], nq: [1, 1, 0, 0], Hq: 3, Hkv: 3, D: 4, dtype: 'f16', blockSize: 64, topk: 2, causal: true, seed: 13 },
+      { seqlens: [300, 7], seqlensQ: [200, 7], Hq: 2, Hkv: 1, D: 16, dtype: 'f32', blockSize: 16, topk: 3, causal: true, seed: 11 },
+      { seqlens: [300, 7], seqlensQ: [150, 2], Hq: 4, Hkv: 1, D: 7, dtype: 'bf16', blockSize: 5, topk: 4, causal: false, seed: 12 },
+      { seqlens: [64, 65, 0, 33], seqlensQ: [1, 1, 0, 0], Hq: 3, Hkv: 3, D: 4, dtype: 'f16', blockSize: 64, topk: 2, causal: true, seed: 13 },
     ];
     for (let iter = 0; iter < 36 + edges.length; iter++) {
-      const p = makeQkProblem(edges[iter] ?? randomQkSpec(rng, { dtype: (['f32', 'f16', 'bf16'] as const)[iter % 3] }));
-      const where = describeQk(p.spec);
-      p.spec.nq.forEach((nq, i) => {
-        const nk = p.spec.nk[i]!;
+      const p = makeQkFullProblem(edges[iter] ?? randomQkSpec(rng, { dtype: (['f32', 'f16', 'bf16'] as const)[iter % 3] }));
+      const where = describeQkSpec(p.spec);
+      p.spec.seqlensQ.forEach((nq, i) => {
+        const nk = p.spec.seqlens[i]!;
         seen[nq === 0 ? 'empty' : nq === nk ? 'full' : nq === 1 ? 'decode' : 'partial']++;
       });
       if (p.spec.Hq > p.spec.Hkv) seen.gqa++;
@@ -95,7 +93,7 @@ describe('cpu backend: fewer queries than keys (SPEC §8)', () => {
       const w = p.shape.Hq * p.rcfg.topk;
       for (let r = 0; r < p.shape.T * p.shape.Hq; r++) if (own.indices.subarray(r * p.rcfg.topk, (r + 1) * p.rcfg.topk).join() !== ref.subarray(r * p.rcfg.topk, (r + 1) * p.rcfg.topk).join()) mismatchedRows++;
       expect(own.indices.length, where).toBe(p.shape.T * w);
-      expect(routingErrors(embedded(p, own.indices), p.qFull64, p.k64, p.fullShape, p.seqs, p.full, p.rcfg), where).toEqual([]);
+      expect(routingErrors(embedded(p, own.indices), p.qFull64, p.k64, p.fullShape, p.seqs, p.keys, p.rcfg), where).toEqual([]);
       // -- attention under its own routing and under a random valid one --
       for (const [label, res] of [['own routing', own], ['random routing', await run(cpu, p, randomQkRouting(p, rng))]] as const) {
         const bad = gradChecks(label, p, res, qkReference(p, res.indices)).filter((c) => !c.ok);
@@ -111,18 +109,18 @@ describe('cpu backend: fewer queries than keys (SPEC §8)', () => {
   it("a query row's routing and output equal the same row of the full self-attention call on the same keys", async () => {
     const rng = new Rng(77);
     for (let iter = 0; iter < 24; iter++) {
-      const p = makeQkProblem(randomQkSpec(rng, { dtype: (['f32', 'bf16', 'f16'] as const)[iter % 3] }));
-      const where = describeQk(p.spec);
+      const p = makeQkFullProblem(randomQkSpec(rng, { dtype: (['f32', 'bf16', 'f16'] as const)[iter % 3] }));
+      const where = describeQkSpec(p.spec);
       const { Hq, D, dtype } = p.shape;
       const sub = await run(cpu, p);
       const full = await run(cpu, makeFull(p));
-      expect(Array.from(sub.indices), where).toEqual(Array.from(gatherRows(full.indices, p.pos, Hq * p.rcfg.topk)));
-      expect(maxUlps(sub.out, gatherRows(full.out, p.pos, Hq * D), dtypeEps(dtype)), where).toBeLessThanOrEqual(2);
-      expect(maxUlps(sub.lse, gatherRows(full.lse, p.pos, Hq), dtypeEps('f32')), where).toBeLessThanOrEqual(8);
+      expect(Array.from(sub.indices), where).toEqual(Array.from(rowsAt(full.indices, p.queries.pos, Hq * p.rcfg.topk)));
+      expect(maxUlps(sub.out, rowsAt(full.out, p.queries.pos, Hq * D), dtypeEps(dtype)), where).toBeLessThanOrEqual(2);
+      expect(maxUlps(sub.lse, rowsAt(full.lse, p.queries.pos, Hq), dtypeEps('f32')), where).toBeLessThanOrEqual(8);
       if (p.spec.causal) {
         const ds = await dense(cpu, p, p.layout);
-        const df = await dense(cpu, makeFull(p), p.full);
-        expect(maxUlps(ds.out, gatherRows(df.out, p.pos, Hq * D), dtypeEps(dtype)), where).toBeLessThanOrEqual(2);
+        const df = await dense(cpu, makeFull(p), p.keys);
+        expect(maxUlps(ds.out, rowsAt(df.out, p.queries.pos, Hq * D), dtypeEps(dtype)), where).toBeLessThanOrEqual(2);
       }
     }
   });
@@ -130,8 +128,8 @@ describe('cpu backend: fewer queries than keys (SPEC §8)', () => {
   it('threads: 1 and a worker pool (threads 2, minParallelWork 0) give bitwise-equal results, dense included', async () => {
     const rng = new Rng(31);
     for (let iter = 0; iter < 6; iter++) {
-      const p = makeQkProblem(randomQkSpec(rng, { dtype: (['f32', 'f16', 'bf16'] as const)[iter % 3], causal: iter % 2 === 0, maxLen: 300 }));
-      const where = describeQk(p.spec);
+      const p = makeQkFullProblem(randomQkSpec(rng, { dtype: (['f32', 'f16', 'bf16'] as const)[iter % 3], causal: iter % 2 === 0, maxLen: 300 }));
+      const where = describeQkSpec(p.spec);
       const a = await run(cpu, p);
       const b = await run(pool, p);
       expect(Buffer.from(b.indices.buffer).equals(Buffer.from(a.indices.buffer)), where).toBe(true);
@@ -147,8 +145,8 @@ describe('cpu backend: fewer queries than keys (SPEC §8)', () => {
     const unseen = { n: 0 };
     for (let iter = 0; iter < 12; iter++) {
       const spec = randomQkSpec(rng, { dtype: (['f32', 'f16', 'bf16'] as const)[iter % 3], causal: true });
-      const p = makeQkProblem({ ...spec, topk: Math.max(1, p0MaxBlocks(spec.nk, spec.blockSize)) });
-      const where = describeQk(p.spec);
+      const p = makeQkFullProblem({ ...spec, topk: Math.max(1, p0MaxBlocks(spec.seqlens, spec.blockSize)) });
+      const where = describeQkSpec(p.spec);
       const all = allPastBlocks(p); // topk ≥ every sequence's block count: dense causal attention
       const got = await dense(cpu, p, p.layout);
       const bad = gradChecks('dense', p, got, qkReference(p, all)).filter((c) => !c.ok);
@@ -159,7 +157,7 @@ describe('cpu backend: fewer queries than keys (SPEC §8)', () => {
   });
 
   it('bad QK layouts give the core errors (nq > nk is E_RANGE naming cuSeqlensQ); no E_UNSUPPORTED', async () => {
-    const p = makeQkProblem({ nk: [20, 9], nq: [3, 1], Hq: 2, Hkv: 1, D: 4, dtype: 'f32', blockSize: 2, topk: 2, causal: true, seed: 3 });
+    const p = makeQkFullProblem({ seqlens: [20, 9], seqlensQ: [3, 1], Hq: 2, Hkv: 1, D: 4, dtype: 'f32', blockSize: 2, topk: 2, causal: true, seed: 3 });
     const [q, k, v, dOut] = await Promise.all([p.q, p.k, p.v, p.dOut].map((t) => cpu.upload(t)));
     const code = async (fn: () => Promise<unknown>): Promise<string> => {
       try { await fn(); } catch (e) { if (e instanceof MobaError) return `${e.code} ${e.param}`; throw e; }
@@ -189,7 +187,7 @@ describe('cpu backend: fewer queries than keys (SPEC §8)', () => {
 
 /** The full self-attention problem on the same keys (every position a query). */
 function makeFull(p: QkProblem): QkProblem {
-  return makeQkProblem({ ...p.spec, nq: p.spec.nk }); // the same seed draws the same full-length inputs
+  return makeQkFullProblem({ ...p.spec, seqlensQ: p.spec.seqlens }); // the same seed draws the same full-length inputs
 }
 
 function p0MaxBlocks(nk: readonly number[], B: number): number {
@@ -209,7 +207,7 @@ function allPastBlocks(p: QkProblem): Int32Array {
   return out;
 }
 
-async function dense(b: CpuBackend, p: QkProblem, layout: QkProblem['layout'] | QkProblem['full']): Promise<Grads & { raw: HostTensor[] }> {
+async function dense(b: CpuBackend, p: QkProblem, layout: QkProblem['layout'] | QkProblem['keys']): Promise<Grads & { raw: HostTensor[] }> {
   const [q, k, v, dOut] = await Promise.all([p.q, p.k, p.v, p.dOut].map((t) => b.upload(t)));
   const { out, lse } = await b.denseForward(q!, k!, v!, layout);
   const g = await b.denseBackward(q!, k!, v!, out, lse, dOut!, layout);

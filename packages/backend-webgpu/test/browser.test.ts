@@ -165,6 +165,23 @@ async function canvasPixels(page: Page, points: readonly [number, number][]): Pr
   }, { points, plot: PLOT });
 }
 
+/**
+ * Opens `url` in a fresh Chromium (`webgpu: false`: one without WebGPU) and runs `body` on the page with the
+ * page's uncaught errors collected so far; closes the browser after.
+ */
+async function withDemoPage(url: string, opts: { webgpu?: false; viewport?: { width: number; height: number } }, body: (page: Page, errors: string[]) => Promise<void>): Promise<void> {
+  const browser = await launchChromium(opts.webgpu === false ? { webgpu: false } : {});
+  try {
+    const page = await browser.newPage(opts.viewport ? { viewport: opts.viewport } : {});
+    const errors: string[] = [];
+    page.on('pageerror', (e) => errors.push(e.message));
+    await page.goto(url);
+    await body(page, errors);
+  } finally {
+    await browser.close();
+  }
+}
+
 describe('web demo (examples/web) in chromium', () => {
   let server: StaticServer | null = null;
   let cleanup: (() => Promise<void>) | null = null;
@@ -184,12 +201,7 @@ describe('web demo (examples/web) in chromium', () => {
   });
 
   browserIt('runs MoBA on WebGPU, shows timings, the attended fraction and the routing heatmap', async () => {
-    const browser = await launchChromium();
-    try {
-      const page = await browser.newPage({ viewport: { width: 1000, height: 720 } });
-      const errors: string[] = [];
-      page.on('pageerror', (e) => errors.push(e.message));
-      await page.goto(server!.url);
+    await withDemoPage(server!.url, { viewport: { width: 1000, height: 720 } }, async (page, errors) => {
       const s = await runDemo(page, { tokens: 2048, blockSize: 64, topk: 3, kconv: 4 });
       expect(s.state, s.status).toBe('done');
       expect(errors).toEqual([]);
@@ -215,18 +227,11 @@ describe('web demo (examples/web) in chromium', () => {
       expect(px.nonWhite).toBeGreaterThan(0.95);
       await page.screenshot({ path: SCREENSHOT });
       console.log(`demo on ${s.backendLabel}: ${Object.entries(s.phases).map(([k, v]) => `${k} ${v.toFixed(1)} ms`).join(', ')}; attended ${(100 * s.attended).toFixed(2)}%; screenshot ${SCREENSHOT}`);
-    } finally {
-      await browser.close();
-    }
+    });
   });
 
   browserIt('falls back to the CPU backend with a visible note when WebGPU is missing (no cross-origin isolation needed)', async () => {
-    const browser = await launchChromium({ webgpu: false });
-    try {
-      const page = await browser.newPage();
-      const errors: string[] = [];
-      page.on('pageerror', (e) => errors.push(e.message));
-      await page.goto(server!.url);
+    await withDemoPage(server!.url, { webgpu: false }, async (page, errors) => {
       // served like any static host: not cross-origin isolated, so the page has no SharedArrayBuffer
       expect(await page.evaluate(() => [globalThis.crossOriginIsolated, typeof SharedArrayBuffer])).toEqual([false, 'undefined']);
       const s = await runDemo(page, { tokens: 512, blockSize: 32, topk: 2, kconv: 0 });
@@ -241,9 +246,7 @@ describe('web demo (examples/web) in chromium', () => {
       expect(s.attended).toBeGreaterThan(0);
       expect(s.attended).toBeLessThanOrEqual(1);
       expect(s.run!.diagonalSelections).toBe(512 * 4);
-    } finally {
-      await browser.close();
-    }
+    });
   });
 
   const checkDecode = (d: Awaited<ReturnType<typeof runDecodeMode>>, errors: string[], backend: string, prompt: number, steps: number): void => {
@@ -263,30 +266,16 @@ describe('web demo (examples/web) in chromium', () => {
   };
 
   browserIt('decode mode: MoBA and dense step latency on the KV cache, plotted live (WebGPU)', async () => {
-    const browser = await launchChromium();
-    try {
-      const page = await browser.newPage();
-      const errors: string[] = [];
-      page.on('pageerror', (e) => errors.push(e.message));
-      await page.goto(server!.url);
+    await withDemoPage(server!.url, {}, async (page, errors) => {
       const d = await runDecodeMode(page, { prompt: 1024, steps: 16, blockSize: 64, topk: 3 });
       checkDecode(d, errors, 'webgpu', 1024, 16);
       console.log(`decode on webgpu: ${d.status}`);
-    } finally {
-      await browser.close();
-    }
+    });
   });
 
   browserIt('decode mode on the CPU fallback', async () => {
-    const browser = await launchChromium({ webgpu: false });
-    try {
-      const page = await browser.newPage();
-      const errors: string[] = [];
-      page.on('pageerror', (e) => errors.push(e.message));
-      await page.goto(server!.url);
+    await withDemoPage(server!.url, { webgpu: false }, async (page, errors) => {
       checkDecode(await runDecodeMode(page, { prompt: 512, steps: 8, blockSize: 32, topk: 2 }), errors, 'cpu', 512, 8);
-    } finally {
-      await browser.close();
-    }
+    });
   });
 });

@@ -11,7 +11,9 @@ export { referencePair, attentionChecks } from './checks.js';
 export { routingErrors, scoreEps, type RoutingCheckOptions } from './routing-checks.js';
 export { type GoldenCase, type GoldenExpected, loadGoldenCase, listGoldenCases, PACKAGE_CASES_DIR, PACKAGE_EXT_CASES_DIR } from './golden.js';
 export { GOLDEN_LIMITS, GOLDEN_REQUIREMENTS, type GoldenRequirement, MalformedGoldenCaseError, UnsupportedGoldenCaseError } from './golden-parse.js';
-export { type QkSpec, type QkProblem, makeQkProblem, qkSpecArb, randomQkRouting, describeQkSpec } from './qk-problem.js';
+export {
+  type QkSpec, type QkProblem, type QkFullProblem, makeQkProblem, makeQkFullProblem, qkSpecArb, randomQkRouting, describeQkSpec, rowsAt, embedRows,
+} from './qk-problem.js';
 export { createReferenceBackend, type ReferenceBackendOptions, type ReferenceCacheFactory } from './reference-backend.js';
 export { ReferenceCache, referencePageBytes } from './reference-cache.js';
 export { UsageError, type FlagSpec, type FlagSpecs, type Parsed, type ParseResult, parseFlags, flagHelp, didYouMean, checkOutputFile, checkOutputDir, checkInputPath, reportError } from './args.js';

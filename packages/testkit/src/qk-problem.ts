@@ -5,8 +5,8 @@
  */
 import fc from 'fast-check';
 import {
-  type Capabilities, type Layout, type MobaConfig, type ProblemShape, type QKLayout, type QueryRows,
-  type Sequences, Rng, queryRows, resolveConfig, sequences,
+  type Capabilities, type HostTensor, type Layout, type MobaConfig, type ProblemShape, type QKLayout, type QueryRows,
+  type Sequences, Rng, fromFloat, queryRows, resolveConfig, sequences,
 } from '@moba/core';
 import type { AttentionProblem } from './checks.js';
 import { type ProblemSpec, type SpecLimits, cuSeqlensOf, describeSpec, randomTensor, specArb } from './problem.js';
@@ -72,6 +72,60 @@ export function makeQkProblem(spec: QkSpec): QkProblem {
     q: q.t, k: k.t, v: v.t, dOut: dOut.t,
     q64: q.f64, k64: k.f64, v64: v.f64, dOut64: dOut.f64,
   };
+}
+
+/**
+ * A QK problem together with the self-attention problem on the same keys (layout `keys`, shape `fullShape`):
+ * q is drawn for every key row (`qFull [Tk, Hq, D]`) and the QK call's query row t is its row `queries.pos[t]`;
+ * `dOutFull` is `dOut` at those rows and zero elsewhere, so the full call's dk and dv are the QK call's and its
+ * out, lse and dq at rows `queries.pos` are the QK call's (compare with `rowsAt`). The same spec with
+ * `seqlensQ = seqlens` draws the same qFull, k and v.
+ */
+export interface QkFullProblem extends QkProblem {
+  readonly fullShape: ProblemShape;
+  readonly qFull: HostTensor;
+  readonly dOutFull: HostTensor;
+  readonly qFull64: Float64Array;
+  readonly dOutFull64: Float64Array;
+}
+
+/** Expands a spec into a `QkFullProblem` (values rounded to the dtype). */
+export function makeQkFullProblem(spec: QkSpec): QkFullProblem {
+  const { Hq, Hkv, D, dtype } = spec;
+  const Tk = spec.seqlens.reduce((a, b) => a + b, 0);
+  const rng = new Rng(spec.seed);
+  const qFull = randomTensor(rng, dtype, [Tk, Hq, D]);
+  const k = randomTensor(rng, dtype, [Tk, Hkv, D]);
+  const v = randomTensor(rng, dtype, [Tk, Hkv, D]);
+  const layout: QKLayout = { cuSeqlensQ: cuSeqlensOf(spec.seqlensQ), cuSeqlensK: cuSeqlensOf(spec.seqlens) };
+  const queries = queryRows(layout);
+  const Tq = queries.pos.length;
+  const dOut = randomTensor(rng, dtype, [Tq, Hq, D]);
+  const q64 = rowsAt(qFull.f64, queries.pos, Hq * D);
+  const dOutFull64 = embedRows(new Float64Array(Tk * Hq * D), dOut.f64, queries.pos, Hq * D);
+  const keys = { cuSeqlens: layout.cuSeqlensK };
+  const cfg: MobaConfig = { blockSize: spec.blockSize, topk: spec.topk, causal: spec.causal, ...(spec.scale !== undefined ? { scale: spec.scale } : {}) };
+  return {
+    spec, layout, cfg, keys, queries,
+    shape: { T: Tq, Tk, Hq, Hkv, D, dtype }, fullShape: { T: Tk, Hq, Hkv, D, dtype },
+    rcfg: resolveConfig(cfg, D), seqs: sequences(keys, spec.blockSize),
+    q: fromFloat(q64, dtype, [Tq, Hq, D]), k: k.t, v: v.t, dOut: dOut.t, qFull: qFull.t, dOutFull: fromFloat(dOutFull64, dtype, [Tk, Hq, D]),
+    q64, k64: k.f64, v64: v.f64, dOut64: dOut.f64, qFull64: qFull.f64, dOutFull64,
+  };
+}
+
+/** Rows `rows` of a flat `[*, width]` array (e.g. a full call's outputs or indices at the query rows' key positions). */
+export function rowsAt<A extends Float64Array | Int32Array>(a: A, rows: ArrayLike<number>, width: number): A {
+  const out = new (a.constructor as new (n: number) => A)(rows.length * width);
+  for (let i = 0; i < rows.length; i++) out.set(a.subarray(rows[i]! * width, (rows[i]! + 1) * width), i * width);
+  return out;
+}
+
+/** A copy of `base` (`[*, width]`) with its rows `rows[i]` replaced by row i of `x` (the inverse of `rowsAt`). */
+export function embedRows<A extends Float64Array | Int32Array>(base: A, x: A, rows: ArrayLike<number>, width: number): A {
+  const out = base.slice() as A;
+  for (let i = 0; i < rows.length; i++) out.set(x.subarray(i * width, (i + 1) * width), rows[i]! * width);
+  return out;
 }
 
 /**

@@ -75,11 +75,7 @@ export const hostileProperties: Property[] = [
     name: 'rows with no keys (external routing all -1): out = 0, lse = -Infinity, finite gradients',
     async run(ctx) {
       const b = ctx.backend;
-      const caps = b.caps;
-      const spec: ProblemSpec = {
-        seqlens: [20, 7], Hq: 2, Hkv: 1, D: nearestHeadDim(caps, 8), dtype: preferredDtype(caps), blockSize: Math.min(4, caps.maxBlockSize),
-        topk: Math.min(3, caps.maxTopk), causal: true, seed: ctx.seed,
-      };
+      const spec = smallSpec(ctx, [20, 7], 3);
       const p = makeProblem(spec);
       const idx = randomRouting(p, new Rng(ctx.seed));
       const K = spec.topk;
@@ -111,11 +107,7 @@ export const hostileProperties: Property[] = [
     name: 'a NaN in one query row gives NaN in that row only, and never hangs',
     async run(ctx) {
       const b = ctx.backend;
-      const caps = b.caps;
-      const spec: ProblemSpec = {
-        seqlens: [24, 9], Hq: 2, Hkv: 1, D: nearestHeadDim(caps, 8), dtype: preferredDtype(caps), blockSize: Math.min(4, caps.maxBlockSize),
-        topk: Math.min(2, caps.maxTopk), causal: true, seed: ctx.seed,
-      };
+      const spec = smallSpec(ctx, [24, 9], 2);
       const clean = makeProblem(spec);
       const t0 = 13;
       const h0 = 1;
@@ -141,6 +133,15 @@ export const hostileProperties: Property[] = [
   },
   ...nonFiniteProperties, // NaN, ±Inf in every input (nonfinite.ts)
 ];
+
+/** A small causal GQA spec (Hq 2, Hkv 1, D near 8, blockSize ≤ 4) in the backend's preferred dtype, data seed = run seed. */
+function smallSpec(ctx: PropertyContext, seqlens: readonly number[], topk: number): ProblemSpec {
+  const caps = ctx.backend.caps;
+  return {
+    seqlens, Hq: 2, Hkv: 1, D: nearestHeadDim(caps, 8), dtype: preferredDtype(caps), blockSize: Math.min(4, caps.maxBlockSize),
+    topk: Math.min(topk, caps.maxTopk), causal: true, seed: ctx.seed,
+  };
+}
 
 function describeNan(t: number, h: number): string {
   return `q[${t}, ${h}, 0] = NaN (only row (${t}, ${h}) and the keys it attends may be NaN)`;
