@@ -12,7 +12,7 @@ import {
 } from '@moba/core';
 import type { Buf } from './allocator.js';
 import {
-  appendTables, attendBytes, attendTables, attendVec, cacheAppendLaunch, cacheAttendLaunch, cacheMergeLaunch, cachePageBytes, cacheRouteLaunch, cacheStateBytes,
+  appendTables, attendBytes, attendTables, attendVec, cacheAppendLaunch, cacheAttendLaunch, cacheMergeLaunch, cachePageBytes, cacheRouteLaunch, cacheStateBytes, routePrefetchFits,
 } from './cache-tables.js';
 import { DT } from './kernels.js';
 import { f32, i32, i64, ptr } from './params.js';
@@ -74,6 +74,8 @@ export class CudaCache extends CacheShell<Buf> {
   readonly #C: number;
   readonly #eb: number;
   #cnt: Buf | null = null;
+  /** The last attend's concatenated page tables on the device, and the shell's table objects they came from. */
+  #pt: { key: readonly Int32Array[]; buf: Buf } | null = null;
   #freed = false;
 
   constructor(host: CacheHost<Buf>, o: ResolvedCacheOptions, c: Cuda, s: Storage) {
@@ -120,8 +122,8 @@ export class CudaCache extends CacheShell<Buf> {
     const grow = this.#cnt !== null && this.#cnt.bytes >= cntBytes ? 0 : cntBytes;
     c.mem.fits('cache attend()', attendBytes(Tq, Hq, D, topk, this.dtype, tb.tab.length, route.plistBytes) + grow);
     const sfx = DT[this.dtype].suffix;
-    const tab = c.mem.small('cacheAttendTab', tb.tab);
-    const rows = ptr(tab), ptab = ptr(tab + BigInt(tb.ptabAt * 4));
+    const rows = ptr(c.mem.small('cacheAttendRows', tb.tab.subarray(0, tb.ptabAt)));
+    const ptab = ptr(this.#pageTables(plan.entries, tb.tab.subarray(tb.ptabAt)));
     const sel = ptr(c.mem.slot('cacheSel', Tq * Hq * topk * 4).ptr);
     const part = ptr(c.mem.slot('cachePart', Tq * Hq * topk * (D + 2) * 4).ptr);
     const plist = route.plistBytes > 0 ? ptr(c.mem.slot('cachePlist', route.plistBytes).ptr) : sel;
@@ -131,7 +133,8 @@ export class CudaCache extends CacheShell<Buf> {
     const s = this.#s;
     const shape = { Hq: i32(Hq), Hkv: i32(Hkv), D: i32(D), B: i32(B), topk: i32(topk), causal: i32(plan.causal ? 1 : 0) };
     try {
-      c.prog.launch('cache.cu', `cache_route_${sfx}`, route, {
+      const pf = routePrefetch() && routePrefetchFits(D, route.block[0]);
+      c.prog.launch('cache.cu', `cache_route${pf ? '_pf' : ''}_${sfx}`, route, {
         q: ptr(q.ptr), cents: ptr(s.cents.ptr), sums: ptr(s.sums.ptr), rows, ptab, sel, plist, cnt, ...shape, hpc: i32(route.hpc), tps: i32(route.tps),
       });
       c.prog.launch('cache.cu', `cache_attend_${sfx}`, cacheAttendLaunch(Tq, Hq, D, topk), {
@@ -147,6 +150,24 @@ export class CudaCache extends CacheShell<Buf> {
       throw e;
     }
     return { out, lse };
+  }
+
+  /**
+   * The entries' page tables on the device: uploaded only when they differ from the last attend's (the shell keeps a
+   * sequence's table object until its pages change, so decode steps mostly reuse them: 256 KiB at 512K × 16).
+   */
+  #pageTables(entries: readonly { readonly pages: Int32Array }[], host: Int32Array): bigint {
+    const c = this.#c, pt = this.#pt;
+    if (pt && pt.key.length === entries.length && entries.every((e, i) => e.pages === pt.key[i])) return pt.buf.ptr;
+    let buf = pt?.buf ?? null;
+    this.#pt = null;
+    if (buf === null || buf.bytes < host.byteLength) {
+      if (buf) c.mem.release(buf);
+      buf = c.mem.alloc(Math.max(1024, 2 * host.byteLength)); // room to grow by pages without a new buffer
+    }
+    c.drv.copyHtoD(buf.ptr, host);
+    this.#pt = { key: entries.map((e) => e.pages), buf };
+    return buf.ptr;
   }
 
   /** The router's arrival counters (zeroed once; every launch leaves them zero), grown to `bytes`. */
@@ -211,6 +232,8 @@ export class CudaCache extends CacheShell<Buf> {
     for (const b of Object.values(this.#s)) this.#c.mem.release(b);
     if (this.#cnt) this.#c.mem.release(this.#cnt);
     this.#cnt = null;
+    if (this.#pt) this.#c.mem.release(this.#pt.buf);
+    this.#pt = null;
   }
 
   protected metaBytes(): number {
@@ -220,6 +243,14 @@ export class CudaCache extends CacheShell<Buf> {
 }
 
 /** MOBA_CUDA_ROUTE_SPLIT=<n>: the router's split count (1 = unsplit; for testing); null plans it. */
+/** MOBA_CUDA_ROUTE_PREFETCH: 1 takes cache_route_pf where it covers a tile, 0 never (default 0). */
+function routePrefetch(): boolean {
+  const v = process.env.MOBA_CUDA_ROUTE_PREFETCH;
+  if (v === undefined || v === '') return false;
+  if (v !== '0' && v !== '1') throw new MobaError('E_RANGE', `MOBA_CUDA_ROUTE_PREFETCH = ${v} is invalid: must be 0 or 1`, 'MOBA_CUDA_ROUTE_PREFETCH');
+  return v === '1';
+}
+
 function routeSplitOverride(): number | null {
   const v = process.env.MOBA_CUDA_ROUTE_SPLIT;
   if (v === undefined || v === '') return null;
