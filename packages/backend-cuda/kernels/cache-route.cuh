@@ -48,64 +48,37 @@ __device__ __forceinline__ void cr_insert(float s, int j, bool valid, float* wl,
   }
 }
 
-// Element e (< CR_CT·D/4) of centroid tile j0 .. j0 + CR_CT of (kv head kvh, the row's sequence) as a float4:
-// centroid jj = e / (D/4), dims (e mod D/4)·4 + [0, 4); zeros past nb; the open block (non-causal) as sum / count.
-__device__ __forceinline__ float4 cr_elem4(const float* cents, const float* sums, const int* ptab, int pbase, int j0, int e,
-                                           int nb, int nfull, int L, int B, int Hkv, int kvh, int D) {
-  const int D4 = D >> 2;
-  const int jj = e / D4, d = (e - jj * D4) * 4, j = j0 + jj;
-  float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
-  if (j < nb) {
-    const i64 o = ((i64)ptab[pbase + j] * Hkv + kvh) * D + d;
-    if (j < nfull) x = __ldg(reinterpret_cast<const float4*>(cents + o));
-    else {
-      const float cnt = (float)(L - j * B);
-      x = *reinterpret_cast<const float4*>(sums + o);
-      x.x = x.x / cnt; x.y = x.y / cnt; x.z = x.z / cnt; x.w = x.w / cnt;
+// Centroid tile j0 .. j0 + CR_CT of (kv head kvh, the row's sequence) into tile [CR_CT][D+1] (zeros past nb).
+__device__ __forceinline__ void cr_load_tile(float* tile, const float* cents, const float* sums, const int* ptab, int pbase, int j0,
+                                             int nb, int nfull, int L, int B, int Hkv, int kvh, int D) {
+  if ((D & 3) == 0) {  // 16-byte loads (rows of D floats, 16-byte aligned)
+    const int D4 = D >> 2;
+    for (int e = threadIdx.x; e < CR_CT * D4; e += blockDim.x) {
+      const int jj = e / D4, d = (e - jj * D4) * 4, j = j0 + jj;
+      float4 x = make_float4(0.f, 0.f, 0.f, 0.f);
+      if (j < nb) {
+        const i64 o = ((i64)ptab[pbase + j] * Hkv + kvh) * D + d;
+        if (j < nfull) x = *reinterpret_cast<const float4*>(cents + o);
+        else {  // the open block (non-causal): sum / count
+          const float cnt = (float)(L - j * B);
+          x = *reinterpret_cast<const float4*>(sums + o);
+          x.x = x.x / cnt; x.y = x.y / cnt; x.z = x.z / cnt; x.w = x.w / cnt;
+        }
+      }
+      float* tp = tile + jj * (D + 1) + d;
+      tp[0] = x.x; tp[1] = x.y; tp[2] = x.z; tp[3] = x.w;
+    }
+  } else {
+    for (int e = threadIdx.x; e < CR_CT * D; e += blockDim.x) {
+      const int jj = e / D, d = e - jj * D, j = j0 + jj;
+      float x = 0.f;
+      if (j < nb) {
+        const i64 o = ((i64)ptab[pbase + j] * Hkv + kvh) * D + d;
+        x = j < nfull ? cents[o] : sums[o] / (float)(L - j * B);  // the open block (non-causal): sum / count
+      }
+      tile[jj * (D + 1) + d] = x;
     }
   }
-  return x;
-}
-
-// Stores element e (as cr_elem4) into tile [CR_CT][D+1].
-__device__ __forceinline__ void cr_store4(float* tile, int e, int D, float4 x) {
-  const int D4 = D >> 2;
-  const int jj = e / D4, d = (e - jj * D4) * 4;
-  float* tp = tile + jj * (D + 1) + d;
-  tp[0] = x.x; tp[1] = x.y; tp[2] = x.z; tp[3] = x.w;
-}
-
-// Float4 elements of a tile one thread prefetches in the prefetching router (CR_CT·128/4 over 128 threads; the
-// host takes that router only when it covers the tile).
-constexpr int CR_PRE = 8;
-
-// Centroid tile j0 .. j0 + CR_CT into tile [CR_CT][D+1] (zeros past nb), for D not a multiple of 4.
-__device__ __forceinline__ void cr_load_tile1(float* tile, const float* cents, const float* sums, const int* ptab, int pbase, int j0,
-                                              int nb, int nfull, int L, int B, int Hkv, int kvh, int D) {
-  for (int e = threadIdx.x; e < CR_CT * D; e += blockDim.x) {
-    const int jj = e / D, d = e - jj * D, j = j0 + jj;
-    float x = 0.f;
-    if (j < nb) {
-      const i64 o = ((i64)ptab[pbase + j] * Hkv + kvh) * D + d;
-      x = j < nfull ? cents[o] : sums[o] / (float)(L - j * B);  // the open block (non-causal): sum / count
-    }
-    tile[jj * (D + 1) + d] = x;
-  }
-}
-
-// The dot product of q (wq, shared) with centroid cp (shared), four partial sums over d mod 4 (a short
-// dependency chain), combined in a fixed order.
-__device__ __forceinline__ float cr_dot(const float* wq, const float* cp, int D) {
-  float a0 = 0.f, a1 = 0.f, a2 = 0.f, a3 = 0.f;
-  int d = 0;
-  for (; d + 4 <= D; d += 4) {
-    a0 += wq[d] * cp[d];
-    a1 += wq[d + 1] * cp[d + 1];
-    a2 += wq[d + 2] * cp[d + 2];
-    a3 += wq[d + 3] * cp[d + 3];
-  }
-  for (; d < D; ++d) a0 += wq[d] * cp[d];
-  return (a0 + a1) + (a2 + a3);
 }
 
 // rows[r] = (t, L, pbase): query row r sits at key position t of a sequence of L keys whose page table starts
@@ -118,7 +91,7 @@ __device__ __forceinline__ float cr_dot(const float* wq, const float* cp, int D)
 // [Tq, Hq, nsplit][2·topk] holds each split's list (scores, then blocks; -inf / -1 padded); cnt [Tq·Hkv·ng] are
 // arrival counters (zero between launches: atomicInc wraps). Dynamic shared memory: tile [CR_CT][D+1],
 // q [hpc][D], and (topk <= CR_MAXK) list scores [hpc][topk], list blocks [hpc][topk].
-template <typename T, bool PREFETCH>
+template <typename T>
 __device__ void cache_route(const T* q, const float* cents, const float* sums, const int* rows, const int* ptab, int* sel, float* plist,
                             unsigned* cnt, int Hq, int Hkv, int D, int B, int topk, int causal, int hpc, int tps) {
   extern __shared__ float cr_smem[];
@@ -147,44 +120,19 @@ __device__ void cache_route(const T* q, const float* cents, const float* sums, c
   int* out = sel + ((i64)row * Hq + h) * topk;
   if (active) for (int d = lane; d < D; d += WARP) wq[d] = ld(q, ((i64)row * Hq + h) * D + d);
   int n = 0;
-  // D % 4 == 0: float4 loads. PREFETCH (CR_CT·D/4 <= CR_PRE·blockDim): the next tile's elements are loaded into
-  // registers while this one is scored; else each tile is loaded, then scored.
-  const bool v4 = (D & 3) == 0;
-  const int ne = CR_CT * (D >> 2);
-  float4 pre[PREFETCH ? CR_PRE : 1];
-  if (PREFETCH && K > 0 && tt0 < tt1) {
-#pragma unroll
-    for (int r = 0; r < CR_PRE; ++r) {
-      const int e = threadIdx.x + r * blockDim.x;
-      if (e < ne) pre[r] = cr_elem4(cents, sums, ptab, pbase, tt0 * CR_CT, e, nb, nfull, L, B, Hkv, kvh, D);
-    }
-  }
   for (int tt = tt0; K > 0 && tt < tt1; ++tt) {
     const int j0 = tt * CR_CT;
     __syncthreads();
-    if (PREFETCH) {
-#pragma unroll
-      for (int r = 0; r < CR_PRE; ++r) {
-        const int e = threadIdx.x + r * blockDim.x;
-        if (e < ne) cr_store4(tile, e, D, pre[r]);
-      }
-    } else if (v4) {
-      for (int e = threadIdx.x; e < ne; e += blockDim.x) cr_store4(tile, e, D, cr_elem4(cents, sums, ptab, pbase, j0, e, nb, nfull, L, B, Hkv, kvh, D));
-    } else {
-      cr_load_tile1(tile, cents, sums, ptab, pbase, j0, nb, nfull, L, B, Hkv, kvh, D);
-    }
+    cr_load_tile(tile, cents, sums, ptab, pbase, j0, nb, nfull, L, B, Hkv, kvh, D);
     __syncthreads();
-    if (PREFETCH && tt + 1 < tt1) {
-#pragma unroll
-      for (int r = 0; r < CR_PRE; ++r) {
-        const int e = threadIdx.x + r * blockDim.x;
-        if (e < ne) pre[r] = cr_elem4(cents, sums, ptab, pbase, j0 + CR_CT, e, nb, nfull, L, B, Hkv, kvh, D);
-      }
-    }
     if (!active) continue;
     const int j = j0 + lane;
     float s = -INFINITY;
-    if (j < nb) s = cr_dot(wq, tile + lane * (D + 1), D);
+    if (j < nb) {
+      s = 0.f;
+      const float* cp = tile + lane * (D + 1);
+      for (int d = 0; d < D; ++d) s += wq[d] * cp[d];
+    }
     const bool valid = s > -INFINITY;  // NaN and -inf never win
     if (dense) { if (j < nb) out[j] = valid ? j : -1; }
     else cr_insert(s, j, valid, wl, wi, n, K);

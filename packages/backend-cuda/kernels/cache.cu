@@ -247,10 +247,7 @@ __device__ void cache_merge(const float* part, const int* sel, T* out, float* ls
     cache_append_sum<T>(k, kpool, sums, cents, state, cu, ent, work, nwork, nstate, C, W, B);                                  \
   }                                                                                                                              \
   extern "C" __global__ void cache_route_##N(const T* q, const float* cents, const float* sums, const int* rows, const int* ptab, int* sel, float* plist, unsigned* cnt, int Hq, int Hkv, int D, int B, int topk, int causal, int hpc, int tps) { \
-    cache_route<T, false>(q, cents, sums, rows, ptab, sel, plist, cnt, Hq, Hkv, D, B, topk, causal, hpc, tps);                  \
-  }                                                                                                                              \
-  extern "C" __global__ void cache_route_pf_##N(const T* q, const float* cents, const float* sums, const int* rows, const int* ptab, int* sel, float* plist, unsigned* cnt, int Hq, int Hkv, int D, int B, int topk, int causal, int hpc, int tps) { \
-    cache_route<T, true>(q, cents, sums, rows, ptab, sel, plist, cnt, Hq, Hkv, D, B, topk, causal, hpc, tps);                   \
+    cache_route<T>(q, cents, sums, rows, ptab, sel, plist, cnt, Hq, Hkv, D, B, topk, causal, hpc, tps);                         \
   }                                                                                                                              \
   extern "C" __global__ void __launch_bounds__(128) cache_attend_##N(const T* q, const T* kpool, const T* vpool, const int* rows, const int* ptab, const int* sel, float* part, int Hq, int Hkv, int D, int B, int topk, int causal, float scale, int vec) { \
     cache_attend<T>(q, kpool, vpool, rows, ptab, sel, part, Hq, Hkv, D, B, topk, causal, scale, vec);                           \

@@ -156,11 +156,3 @@ export function cacheAppendLaunch(what: string, n: number): Launch {
 export function attendBytes(Tq: number, Hq: number, D: number, topk: number, dtype: DType, tableInts: number, plistBytes = 0): number {
   return Tq * Hq * topk * 4 + Tq * Hq * topk * (D + 2) * 4 + Tq * Hq * D * dtypeBytes(dtype) + Tq * Hq * 4 + tableInts * 4 + plistBytes;
 }
-
-/**
- * Whether cache_route_pf (the next centroid tile prefetched into registers while one is scored) covers a tile:
- * float4 rows (D a multiple of 4) and at most 8 float4 per thread (cache-route.cuh CR_PRE).
- */
-export function routePrefetchFits(D: number, blockThreads: number): boolean {
-  return D % 4 === 0 && CACHE.routeTile * (D / 4) <= 8 * blockThreads;
-}

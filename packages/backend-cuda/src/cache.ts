@@ -12,7 +12,7 @@ import {
 } from '@moba/core';
 import type { Buf } from './allocator.js';
 import {
-  appendTables, attendBytes, attendTables, attendVec, cacheAppendLaunch, cacheAttendLaunch, cacheMergeLaunch, cachePageBytes, cacheRouteLaunch, cacheStateBytes, routePrefetchFits,
+  appendTables, attendBytes, attendTables, attendVec, cacheAppendLaunch, cacheAttendLaunch, cacheMergeLaunch, cachePageBytes, cacheRouteLaunch, cacheStateBytes,
 } from './cache-tables.js';
 import { DT } from './kernels.js';
 import { f32, i32, i64, ptr } from './params.js';
@@ -133,8 +133,7 @@ export class CudaCache extends CacheShell<Buf> {
     const s = this.#s;
     const shape = { Hq: i32(Hq), Hkv: i32(Hkv), D: i32(D), B: i32(B), topk: i32(topk), causal: i32(plan.causal ? 1 : 0) };
     try {
-      const pf = routePrefetch() && routePrefetchFits(D, route.block[0]);
-      c.prog.launch('cache.cu', `cache_route${pf ? '_pf' : ''}_${sfx}`, route, {
+      c.prog.launch('cache.cu', `cache_route_${sfx}`, route, {
         q: ptr(q.ptr), cents: ptr(s.cents.ptr), sums: ptr(s.sums.ptr), rows, ptab, sel, plist, cnt, ...shape, hpc: i32(route.hpc), tps: i32(route.tps),
       });
       c.prog.launch('cache.cu', `cache_attend_${sfx}`, cacheAttendLaunch(Tq, Hq, D, topk), {
@@ -243,14 +242,6 @@ export class CudaCache extends CacheShell<Buf> {
 }
 
 /** MOBA_CUDA_ROUTE_SPLIT=<n>: the router's split count (1 = unsplit; for testing); null plans it. */
-/** MOBA_CUDA_ROUTE_PREFETCH: 1 takes cache_route_pf where it covers a tile, 0 never (default 0). */
-function routePrefetch(): boolean {
-  const v = process.env.MOBA_CUDA_ROUTE_PREFETCH;
-  if (v === undefined || v === '') return false;
-  if (v !== '0' && v !== '1') throw new MobaError('E_RANGE', `MOBA_CUDA_ROUTE_PREFETCH = ${v} is invalid: must be 0 or 1`, 'MOBA_CUDA_ROUTE_PREFETCH');
-  return v === '1';
-}
-
 function routeSplitOverride(): number | null {
   const v = process.env.MOBA_CUDA_ROUTE_SPLIT;
   if (v === undefined || v === '') return null;

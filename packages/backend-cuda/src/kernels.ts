@@ -14,7 +14,6 @@ export const DT: Record<DType, { code: number; suffix: string }> = { f32: { code
 
 const routeTc = ['q', 'chi', 'clo', 'indices', 'cuq', 'cu', 'block_base', 'tile_base', 'nseq', 'Hq', 'Hkv', 'B', 'topk', 'causal'] as const;
 const dkdvTc = ['q', 'k', 'v', 'dout', 'meta', 'offsets', 'dko', 'dvo', 'part', 'cu', 'block_base', 'nseq', 'Hq', 'Hkv', 'B', 'NB', 'topk', 'causal', 'scale', 'nsub', 'kv0'] as const;
-const cacheRoute = ['q', 'cents', 'sums', 'rows', 'ptab', 'sel', 'plist', 'cnt', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'hpc', 'tps'] as const;
 
 export const KERNEL_PARAMS: Readonly<Record<string, { readonly file: KernelFile; readonly params: readonly string[] }>> = Object.freeze({
   // route.cu
@@ -50,8 +49,7 @@ export const KERNEL_PARAMS: Readonly<Record<string, { readonly file: KernelFile;
   // cache.cu (the paged KV cache, cache.ts)
   cache_append_kv: { file: 'cache.cu', params: ['k', 'v', 'w', 'state', 'kpool', 'vpool', 'cu', 'ent', 'ptab', 'nent', 'T_', 'C', 'W', 'B'] },
   cache_append_sum: { file: 'cache.cu', params: ['k', 'kpool', 'sums', 'cents', 'state', 'cu', 'ent', 'work', 'nwork', 'nstate', 'C', 'W', 'B'] },
-  cache_route: { file: 'cache.cu', params: cacheRoute },
-  cache_route_pf: { file: 'cache.cu', params: cacheRoute },
+  cache_route: { file: 'cache.cu', params: ['q', 'cents', 'sums', 'rows', 'ptab', 'sel', 'plist', 'cnt', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'hpc', 'tps'] },
   cache_attend: { file: 'cache.cu', params: ['q', 'kpool', 'vpool', 'rows', 'ptab', 'sel', 'part', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'scale', 'vec'] },
   cache_merge: { file: 'cache.cu', params: ['part', 'sel', 'out', 'lse', 'nrh', 'D', 'topk', 'scale'] },
 });
