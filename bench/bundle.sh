@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Bundles the bench for the GPU machine (no Node, no internet there): .device/bench.mjs, .device/sdpa.py and
-# .device/sdpa-decode.py (torch: the training and the decode bench).
+# Bundles the bench for the GPU machine (no Node, no internet there): .device/bench.mjs, .device/sdpa.py,
+# .device/sdpa-decode.py and .device/sdpa_common.py (torch: the training and the decode bench).
 #   bash bench/bundle.sh          (packages/backend-{cuda,webgpu}/scripts/bundle.sh call it; they also make
 #                                  .device/ with Node, koffi, Dawn and, for CUDA, .device/kernels)
 # The commit (with "+dirty" when tracked files are modified) is embedded, since the machine gets no .git.
@@ -17,5 +17,5 @@ if [ -n "$(git status --porcelain --untracked-files=no 2>/dev/null)" ]; then com
   --banner:js="import { createRequire as __cr } from 'node:module'; const require = __cr(import.meta.url);" \
   --define:process.env.MOBA_BENCH_COMMIT="\"$commit\"" \
   --outfile=.device/bench.mjs
-cp bench/sdpa.py bench/sdpa-decode.py .device/
-ls -la .device/bench.mjs .device/sdpa.py .device/sdpa-decode.py
+cp bench/sdpa.py bench/sdpa-decode.py bench/sdpa_common.py .device/
+ls -la .device/bench.mjs .device/sdpa.py .device/sdpa-decode.py .device/sdpa_common.py

@@ -24,29 +24,14 @@ import sys
 import time
 import warnings
 
+from sdpa_common import emit, logger, size_list
+
 BACKENDS = ("default", "flash", "efficient", "cudnn")
 SLACK = 1 << 30  # kept free: the SDPA workspace, the caching allocator, the driver
 ELEM = {"bf16": 2, "f16": 2, "f32": 4}
 
 
-def log(msg):
-    print(f"sdpa-decode.py: {msg}", file=sys.stderr, flush=True)
-
-
-def emit(obj):
-    print(json.dumps(obj), flush=True)
-    return 0
-
-
-def ints(text):
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        mult = {"k": 1024, "m": 1024 * 1024}.get(part[-1].lower(), 1)
-        out.append(int(part.rstrip("kKmM")) * mult)
-    return out
+log = logger("sdpa-decode.py")
 
 
 def heads(text):
@@ -67,7 +52,7 @@ def bytes_needed(hq, hkv, n, batch, d, dtype):
 
 def plan(args):
     return [{"Hq": hq, "Hkv": hkv, "N": n, "batch": b, "bytesNeeded": bytes_needed(hq, hkv, n, b, args.head_dim, args.dtype)}
-            for hq, hkv in heads(args.heads) for n in ints(args.contexts) for b in ints(args.batch)]
+            for hq, hkv in heads(args.heads) for n in size_list(args.contexts) for b in size_list(args.batch)]
 
 
 def skip_reason(need, free):

@@ -19,25 +19,10 @@ import statistics
 import sys
 import time
 
-
-def log(msg):
-    print(f"sdpa.py: {msg}", file=sys.stderr, flush=True)
+from sdpa_common import emit, logger, size_list
 
 
-def emit(obj):
-    print(json.dumps(obj), flush=True)
-    return 0
-
-
-def sizes(text):
-    out = []
-    for part in text.split(","):
-        part = part.strip()
-        if not part:
-            continue
-        mult = 1024 if part[-1] in "kK" else 1
-        out.append(int(part.rstrip("kK")) * mult)
-    return out
+log = logger("sdpa.py")
 
 
 def main():
@@ -83,7 +68,7 @@ def main():
     hkv = args.kv_heads or args.heads
     results = []
     prev = None  # (N, seconds of one repetition)
-    for N in sizes(args.tokens):
+    for N in size_list(args.tokens):
         if prev is not None:
             one = prev[1] * (N / prev[0]) ** 2  # dense attention is quadratic in N
             reps = 1 if one > 2 else args.reps

@@ -6,6 +6,7 @@
 import { execFileSync } from 'node:child_process';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
+import { pyIt, python } from './python.js';
 import { parseDecodeFlags } from '../decode-args.js';
 import { type DecodeCase, type DecodeResult, decodeMarkdown, decodeTable, slopeCopy } from '../decode-report.js';
 import { type TorchDecode, joinTorch, notMeasuredWhy, parseTorchDecode, runTorchDecode, torchDecodeArgs } from '../decode-sdpa.js';
@@ -14,19 +15,6 @@ import { lastJsonObject, sdpaScript } from '../sdpa.js';
 
 const K = 1024;
 const GiB = 2 ** 30;
-const python = process.env.MOBA_PYTHON || 'python3';
-const hasPython = ((): boolean => {
-  try {
-    execFileSync(python, ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
-const pyIt = (name: string, fn: () => unknown): void => {
-  if (hasPython) it(name, async () => void (await fn()));
-  else it(name, (t) => t.skip(`${python} not found (install python3 or set MOBA_PYTHON)`));
-};
 
 const plan = { bytes: { total: 2 * 2 ** 20 }, denseBytes: 40 * 2 ** 20, flops: { route: 1, attend: 1 } } as unknown as Extract<DecodeCase, { plan: unknown }>['plan'];
 const measuredCase = (N: number, batch: number, attendMs: number): DecodeCase => ({

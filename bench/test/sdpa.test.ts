@@ -2,22 +2,13 @@
  * bench/sdpa.py and its runner without a GPU: the JSON error without torch or CUDA, and the whole dense path
  * against a stand-in torch (bench/test/fake-torch): sizes, GQA, the budget skip, an out-of-memory size.
  */
-import { execFileSync } from 'node:child_process';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { pyIt, python } from './python.js';
 import { parseSdpaOutput, runSdpa, sdpaScript } from '../sdpa.js';
 
 const FAKE = join(dirname(fileURLToPath(import.meta.url)), 'fake-torch');
-const python = process.env.MOBA_PYTHON || 'python3';
-const hasPython = ((): boolean => {
-  try {
-    execFileSync(python, ['--version'], { stdio: 'ignore' });
-    return true;
-  } catch {
-    return false;
-  }
-})();
 const base = { python, batch: 2, heads: 16, kvHeads: 16, headDim: 128, dtype: 'bf16' as const, reps: 2, matmul: true, budgetS: 60 };
 const withFake = (extra: Record<string, string> = {}): NodeJS.ProcessEnv => ({ ...process.env, PYTHONPATH: FAKE, PYTHONDONTWRITEBYTECODE: '1', ...extra });
 
@@ -35,11 +26,6 @@ describe('parseSdpaOutput', () => {
   });
 });
 
-/** `it`, or a visible skip naming the missing interpreter. */
-function pyIt(name: string, fn: () => unknown): void {
-  if (hasPython) it(name, async () => void (await fn()));
-  else it(name, (t) => t.skip(`${python} not found (install python3 or set MOBA_PYTHON)`));
-}
 
 describe('sdpa.py', () => {
   pyIt('is found beside the bench', () => expect(sdpaScript()).toMatch(/bench[/\\]sdpa\.py$/));
