@@ -24,7 +24,7 @@ import sys
 import time
 import warnings
 
-from sdpa_common import emit, logger, size_list
+from sdpa_common import cuda_torch, emit, logger, size_list
 
 BACKENDS = ("default", "flash", "efficient", "cudnn")
 SLACK = 1 << 30  # kept free: the SDPA workspace, the caching allocator, the driver
@@ -85,18 +85,12 @@ def main():
         return emit({"ok": True, "dryRun": True, "torch": None, "cuda": None, "device": None, "copy": None, "rows": rows})
 
     warnings.simplefilter("ignore", UserWarning)  # SDPA's "kernel not used because" lines: the errors say it
-    try:
-        import torch
-        import torch.nn.functional as F
-        from torch.nn.attention import SDPBackend, sdpa_kernel
-    except Exception as e:  # ImportError, or a broken install
-        return emit({"ok": False, "error": f"torch cannot be imported ({type(e).__name__}: {e})", "python": sys.version.split()[0]})
-    info = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda}
-    if not torch.cuda.is_available():
-        return emit({"ok": False, "error": "torch.cuda.is_available() is False (no CUDA device or a CPU-only torch)", **info})
+    torch, info = cuda_torch()
+    if torch is None:
+        return emit(info)
+    import torch.nn.functional as F
+    from torch.nn.attention import SDPBackend, sdpa_kernel
     dev = torch.device("cuda")
-    props = torch.cuda.get_device_properties(dev)
-    info.update({"device": props.name, "capability": f"{props.major}.{props.minor}", "totalBytes": props.total_memory})
     dt = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}[args.dtype]
     forced = {"flash": SDPBackend.FLASH_ATTENTION, "efficient": SDPBackend.EFFICIENT_ATTENTION,
               "cudnn": getattr(SDPBackend, "CUDNN_ATTENTION", None)}

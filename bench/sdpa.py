@@ -14,12 +14,11 @@ either way; progress goes to stderr). Runs without torch or CUDA too, then it on
 """
 import argparse
 import json
-import math
 import statistics
 import sys
 import time
 
-from sdpa_common import emit, logger, size_list
+from sdpa_common import cuda_torch, emit, logger, size_list
 
 
 log = logger("sdpa.py")
@@ -41,17 +40,11 @@ def main():
     start = time.monotonic()
     left = lambda: args.budget - (time.monotonic() - start)
 
-    try:
-        import torch
-        import torch.nn.functional as F
-    except Exception as e:  # ImportError, or a broken install
-        return emit({"ok": False, "error": f"torch cannot be imported ({type(e).__name__}: {e})", "python": sys.version.split()[0]})
-    info = {"python": sys.version.split()[0], "torch": torch.__version__, "cuda": torch.version.cuda}
-    if not torch.cuda.is_available():
-        return emit({"ok": False, "error": "torch.cuda.is_available() is False (no CUDA device or a CPU-only torch)", **info})
+    torch, info = cuda_torch()
+    if torch is None:
+        return emit(info)
+    import torch.nn.functional as F
     dev = torch.device("cuda")
-    props = torch.cuda.get_device_properties(dev)
-    info.update({"device": props.name, "capability": f"{props.major}.{props.minor}", "totalBytes": props.total_memory})
     dt = {"bf16": torch.bfloat16, "f16": torch.float16, "f32": torch.float32}[args.dtype]
 
     def event_ms(fn, n):

@@ -29,3 +29,18 @@ def size_list(text):
         mult = {"k": 1024, "m": 1024 * 1024}.get(part[-1].lower(), 1)
         out.append(int(part.rstrip("kKmM")) * mult)
     return out
+
+
+def cuda_torch():
+    """(torch, info) with the python, torch, CUDA and device facts, or (None, the script's JSON error object)."""
+    python = sys.version.split()[0]
+    try:
+        import torch
+    except Exception as e:  # ImportError, or a broken install
+        return None, {"ok": False, "error": f"torch cannot be imported ({type(e).__name__}: {e})", "python": python}
+    info = {"python": python, "torch": torch.__version__, "cuda": torch.version.cuda}
+    if not torch.cuda.is_available():
+        return None, {"ok": False, "error": "torch.cuda.is_available() is False (no CUDA device or a CPU-only torch)", **info}
+    props = torch.cuda.get_device_properties(torch.device("cuda"))
+    info.update({"device": props.name, "capability": f"{props.major}.{props.minor}", "totalBytes": props.total_memory})
+    return torch, info

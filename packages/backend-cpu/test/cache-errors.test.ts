@@ -5,18 +5,12 @@
  */
 import { type KVCache, MobaError, Rng, fromFloat, hostTensor } from '@moba/core';
 import { afterAll, describe, expect, it } from 'vitest';
-import { type CpuBackend, createCpuBackend } from '../src/index.js';
-import { CacheModel, appendChunk, attendChecks, attendHost, randomChunk, randomTensor } from './cache-model.js';
+import { createCpuBackend } from '../src/index.js';
+import { appendChunk, attendChecks, attendHost, backendPool, CacheModel, randomChunk, randomTensor } from './cache-model.js';
 
-const backends: CpuBackend[] = [];
-afterAll(async () => {
-  for (const b of backends) await b.destroy();
-});
-function backend(opts: Parameters<typeof createCpuBackend>[0] = { threads: 1 }): CpuBackend {
-  const b = createCpuBackend(opts);
-  backends.push(b);
-  return b;
-}
+const pool = backendPool();
+afterAll(() => pool.destroyAll());
+const backend = pool.backend;
 
 async function code(p: Promise<unknown> | (() => unknown)): Promise<string> {
   try {

@@ -8,7 +8,7 @@ import {
   type CacheContents, type DType, type HostTensor, type KVCache, Rng, type ToleranceCheck, checkTolerance, fromFloat, roundTo, toFloat64,
 } from '@moba/core';
 import { referenceForward, referenceKconv, referenceRoute } from '@moba/core/reference';
-import type { CpuBackend } from '../src/index.js';
+import { type CpuBackend, createCpuBackend } from '../src/index.js';
 
 /** Random values exact in `dtype`, as a host tensor `[T, H, D]`. */
 export function randomTensor(rng: Rng, dtype: DType, T: number, H: number, D: number, std = 1): HostTensor {
@@ -229,3 +229,18 @@ export function contentDiffs(a: CacheContents, b: CacheContents, opts: { pages?:
 }
 
 export { Rng };
+
+/** CPU backends made by a test file (one thread unless told), destroyed together: `afterAll(() => pool.destroyAll())`. */
+export function backendPool(): { backend(opts?: Parameters<typeof createCpuBackend>[0]): CpuBackend; destroyAll(): Promise<void> } {
+  const made: CpuBackend[] = [];
+  return {
+    backend(opts = { threads: 1 }) {
+      const b = createCpuBackend(opts);
+      made.push(b);
+      return b;
+    },
+    async destroyAll() {
+      for (const b of made.splice(0)) await b.destroy();
+    },
+  };
+}

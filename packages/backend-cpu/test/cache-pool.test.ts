@@ -5,21 +5,15 @@
  */
 import { type KVCache, Rng, hostTensor } from '@moba/core';
 import { afterAll, describe, expect, it } from 'vitest';
-import { type CpuBackend, createCpuBackend } from '../src/index.js';
-import { type Chunk, appendChunk, attendHost, contentDiffs, randomChunk, randomTensor, sameBits } from './cache-model.js';
+import type { CpuBackend } from '../src/index.js';
+import { appendChunk, attendHost, backendPool, contentDiffs, randomChunk, randomTensor, sameBits, type Chunk } from './cache-model.js';
 
 const Hkv = 2;
 const D = 8;
 const B = 8;
-const backends: CpuBackend[] = [];
-afterAll(async () => {
-  for (const b of backends) await b.destroy();
-});
-function backend(opts: Parameters<typeof createCpuBackend>[0] = { threads: 1 }): CpuBackend {
-  const b = createCpuBackend(opts);
-  backends.push(b);
-  return b;
-}
+const pool = backendPool();
+afterAll(() => pool.destroyAll());
+const backend = pool.backend;
 
 /** A cache with kconv W = 3 (f16), `pages` pages; the same weight for every cache of a test. */
 async function makeCache(b: CpuBackend, pages: number): Promise<KVCache> {
