@@ -256,9 +256,9 @@ describe('web demo (examples/web) in chromium', () => {
     expect(st.backend).toBe(backend);
     expect(st.denseSkipped).toBeNull();
     expect(st.steps.map((s) => s.context)).toEqual(Array.from({ length: steps }, (_, i) => prompt + i + 1));
-    for (const s of st.steps) {
-      expect(s.ms).toBeGreaterThan(0);
-      expect(s.denseMs).toBeGreaterThan(0);
+    for (const s of st.steps) { // a browser's clock is coarse (0.1 ms): a fast step may read 0
+      expect(Number.isFinite(s.ms) && s.ms >= 0, `step ms ${s.ms}`).toBe(true);
+      expect(Number.isFinite(s.denseMs) && s.denseMs! >= 0, `dense ms ${s.denseMs}`).toBe(true);
     }
     expect(d.status).toMatch(/median [\d.]+ ms\/step, [\d.]+ tokens\/s, dense [\d.]+ ms\/step, dense\/MoBA [\d.]+×/);
     expect(d.pixels.moba, 'MoBA line pixels').toBeGreaterThan(50);
