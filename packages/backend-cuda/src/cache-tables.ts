@@ -7,7 +7,7 @@ import { type AppendPlan, type AttendPlan, type DType, MobaError, dtypeBytes } f
 import { type Launch, LIMITS, elementwiseLaunch } from './geometry.js';
 
 /** cache.cu constants. */
-export const CACHE = Object.freeze({ routeTile: 32, maxTopk: 64, attendWarps: 4, maxW: 8, routeHeadsPerCta: 8, mergeWarps: 4, routeCtasPerSm: 12 });
+export const CACHE = Object.freeze({ routeTile: 32, maxTopk: 64, attendThreads: 128, maxW: 8, routeHeadsPerCta: 8, routeCtasPerSm: 12 });
 
 /** Device bytes of one page: keys and values `[B, Hkv·D]` in the dtype, its f32 sum and f32 centroid `[Hkv·D]`. */
 export function cachePageBytes(o: { Hkv: number; D: number; dtype: DType; blockSize: number }): number {
@@ -57,42 +57,48 @@ export function appendTables(plan: AppendPlan, B: number): AppendTables {
 }
 
 export interface AttendTables {
-  /**
-   * One upload: per query row (t, L, pbase) its key position, its sequence's length and page-table offset
-   * `[Tq · 3]`, then the entries' page tables, concatenated (from `ptabAt`).
-   */
-  readonly tab: Int32Array;
-  readonly ptabAt: number;
+  /** Per query row (t, L, pbase): its key position, its sequence's length and page-table offset `[Tq · 3]`. */
+  readonly rows: Int32Array;
+  /** The entries' page tables, concatenated (built on demand: the device copy is often reused). */
+  pages(): Int32Array;
+  /** Ints of `pages()`. */
+  readonly pageInts: number;
   /** Blocks of the longest attended sequence (an upper bound of any row's candidates). */
   readonly maxBlocks: number;
 }
 
 export function attendTables(plan: AttendPlan, B: number): AttendTables {
   const es = plan.entries;
-  const ptabAt = plan.Tq * 3;
-  let np = 0, maxBlocks = 0;
+  const rows = new Int32Array(plan.Tq * 3);
+  let pbase = 0, maxBlocks = 0;
   for (const e of es) {
-    np += e.pages.length;
     maxBlocks = Math.max(maxBlocks, Math.ceil(e.length / B));
-  }
-  const tab = new Int32Array(ptabAt + Math.max(1, np));
-  let pbase = 0;
-  for (const e of es) {
     let r = e.qRow * 3;
     for (let a = 0, t = e.length - e.nq; a < e.nq; a++, t++, r += 3) {
-      tab[r] = t;
-      tab[r + 1] = e.length;
-      tab[r + 2] = pbase;
+      rows[r] = t;
+      rows[r + 1] = e.length;
+      rows[r + 2] = pbase;
     }
-    tab.set(e.pages, ptabAt + pbase);
     pbase += e.pages.length;
   }
-  return { tab, ptabAt, maxBlocks };
+  const pageInts = Math.max(1, pbase);
+  const pages = (): Int32Array => {
+    const out = new Int32Array(pageInts);
+    let at = 0;
+    for (const e of es) {
+      out.set(e.pages, at);
+      at += e.pages.length;
+    }
+    return out;
+  };
+  return { rows, pages, pageInts, maxBlocks };
 }
 
-/** Elements per vectorised load of cache_attend: 4, 2 or 1 (D a multiple of 32·vec). */
-export function attendVec(D: number): number {
-  return D % 128 === 0 ? 4 : D % 64 === 0 ? 2 : 1;
+/** Elements per vectorised load of cache_attend: up to 16 bytes (8 for 16-bit dtypes, 4 for f32), D a multiple of it. */
+export function attendVec(D: number, dtype: DType = 'bf16'): number {
+  const most = dtype === 'f32' ? 4 : 8;
+  for (let v = most; v > 1; v /= 2) if (D % v === 0) return v;
+  return 1;
 }
 
 function checked(what: string, L: Launch): Launch {
@@ -114,6 +120,8 @@ export interface RouteLaunch extends Launch {
   readonly plistBytes: number;
   /** Arrival counters (one uint32 per (row, kv head, head group)). */
   readonly counters: number;
+  /** Centroid tile buffers (2: the next tile loads while one is scored; 1 where two do not fit the shared memory). */
+  readonly nbuf: number;
 }
 
 /**
@@ -126,25 +134,26 @@ export function cacheRouteLaunch(Tq: number, Hq: number, Hkv: number, D: number,
   const G = Hq / Hkv;
   const hpc = Math.min(G, CACHE.routeHeadsPerCta);
   const ng = Math.ceil(G / hpc);
-  const shared = (CACHE.routeTile * (D + 1) + hpc * D + (dense ? 0 : 2 * hpc * topk)) * 4;
+  const D4 = Math.ceil(D / 4);
+  const rest = (hpc * D4 * 4 + (dense ? 0 : 2 * hpc * topk)) * 4;
+  const tile = CACHE.routeTile * D4 * 16;
+  const nbuf = 2 * tile + rest <= LIMITS.sharedDefault ? 2 : 1;
+  const shared = nbuf * tile + rest;
   const tiles = Math.ceil(maxBlocks / CACHE.routeTile);
   const base = Tq * Hkv * ng;
   const want = force ?? Math.min(Math.ceil((CACHE.routeCtasPerSm * sms) / base), Math.floor(tiles / 2));
   const tps = Math.max(1, Math.ceil(tiles / Math.max(1, want)), Math.ceil(tiles / LIMITS.maxGridYZ));
   const nsplit = Math.max(1, Math.ceil(tiles / tps));
   const L = checked('cache_route', { grid: [Tq, Hkv * ng, nsplit], block: [32 * Math.max(hpc, 4), 1, 1], shared });
-  return { ...L, hpc, tps, nsplit, plistBytes: nsplit > 1 && !dense ? Tq * Hq * nsplit * 2 * topk * 4 : 0, counters: Tq * Hkv * ng };
+  return { ...L, hpc, tps, nsplit, nbuf, plistBytes: nsplit > 1 && !dense ? Tq * Hq * nsplit * 2 * topk * 4 : 0, counters: Tq * Hkv * ng };
 }
 
-/** cache_attend: one CTA per (query row, head, slot). */
-export function cacheAttendLaunch(Tq: number, Hq: number, D: number, topk: number): Launch {
-  return checked('cache_attend', { grid: [Tq * Hq * topk, 1, 1], block: [32 * CACHE.attendWarps, 1, 1], shared: CACHE.attendWarps * D * 4 });
-}
-
-/** cache_merge: one warp per (query row, head). */
-export function cacheMergeLaunch(Tq: number, Hq: number): Launch {
-  const w = CACHE.mergeWarps;
-  return checked('cache_merge', { grid: [Math.min(Math.ceil((Tq * Hq) / w), LIMITS.gridStrideCap), 1, 1], block: [32 * w, 1, 1], shared: 0 });
+/** cache_attend: one CTA per (query row, head, slot); the last of a (row, head) merges its slots. */
+export function cacheAttendLaunch(Tq: number, Hq: number, D: number, topk: number, dtype: DType = 'bf16'): Launch & { vec: number } {
+  const vec = attendVec(D, dtype);
+  const nc = D / vec, groups = Math.max(1, Math.floor(CACHE.attendThreads / nc));
+  const shared = (D + CACHE.attendThreads + groups * D) * 4;
+  return { ...checked('cache_attend', { grid: [Tq * Hq * topk, 1, 1], block: [CACHE.attendThreads, 1, 1], shared }), vec };
 }
 
 /** The elementwise append kernels (one thread per element, grid-strided). */

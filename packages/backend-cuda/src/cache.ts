@@ -2,8 +2,8 @@
  * The CUDA backend's paged KV cache (SPEC §9; kernels in cache.cu). Storage, all allocated at creation: key
  * pages (after kconv) and value pages `[pages, B, Hkv·D]` in the cache dtype, an f32 sum and an f32 centroid
  * per page `[pages, Hkv·D]`, the kconv state `[maxSequences, W−1, Hkv·D]` f32 and the weight `[Hkv·D, W]` f32.
- * append: 2 launches (cache_append_kv, cache_append_sum); attend: 3 launches whatever the batch (cache_route,
- * cache_attend, cache_merge); fork: device copies; read: downloads. CacheShell (core) does the ids, the page
+ * append: 2 launches (cache_append_kv, cache_append_sum); attend: 2 launches whatever the batch (cache_route;
+ * cache_attend, whose last CTA per (row, head) merges the slots); fork: device copies; read: downloads. CacheShell (core) does the ids, the page
  * pool, reference counts, validation and E_MEMORY; every stage synchronises before it returns.
  */
 import {
@@ -12,7 +12,7 @@ import {
 } from '@moba/core';
 import type { Buf } from './allocator.js';
 import {
-  appendTables, attendBytes, attendTables, attendVec, cacheAppendLaunch, cacheAttendLaunch, cacheMergeLaunch, cachePageBytes, cacheRouteLaunch, cacheStateBytes,
+  type AttendTables, appendTables, attendBytes, attendTables, cacheAppendLaunch, cacheAttendLaunch, cachePageBytes, cacheRouteLaunch, cacheStateBytes,
 } from './cache-tables.js';
 import { DT } from './kernels.js';
 import { f32, i32, i64, ptr } from './params.js';
@@ -118,29 +118,29 @@ export class CudaCache extends CacheShell<Buf> {
     const D = this.D, B = this.blockSize, Hkv = this.Hkv;
     const tb = attendTables(plan, B);
     const route = cacheRouteLaunch(Tq, Hq, Hkv, D, topk, tb.maxBlocks, c.sms, routeSplitOverride());
-    const cntBytes = route.counters * 4;
+    const cntBytes = (route.counters + Tq * Hq) * 4; // the router's, then cache_attend's (per (row, head))
     const grow = this.#cnt !== null && this.#cnt.bytes >= cntBytes ? 0 : cntBytes;
-    c.mem.fits('cache attend()', attendBytes(Tq, Hq, D, topk, this.dtype, tb.tab.length, route.plistBytes) + grow);
+    c.mem.fits('cache attend()', attendBytes(Tq, Hq, D, topk, this.dtype, tb.rows.length + tb.pageInts, route.plistBytes) + grow);
     const sfx = DT[this.dtype].suffix;
-    const rows = ptr(c.mem.small('cacheAttendRows', tb.tab.subarray(0, tb.ptabAt)));
-    const ptab = ptr(this.#pageTables(plan.entries, tb.tab.subarray(tb.ptabAt)));
+    const rows = ptr(c.mem.small('cacheAttendRows', tb.rows));
+    const ptab = ptr(this.#pageTables(plan.entries, tb));
     const sel = ptr(c.mem.slot('cacheSel', Tq * Hq * topk * 4).ptr);
     const part = ptr(c.mem.slot('cachePart', Tq * Hq * topk * (D + 2) * 4).ptr);
     const plist = route.plistBytes > 0 ? ptr(c.mem.slot('cachePlist', route.plistBytes).ptr) : sel;
-    const cnt = ptr(this.#counters(cntBytes));
+    const cnt = this.#counters(cntBytes);
     const out = c.mem.alloc(Tq * Hq * D * this.#eb);
     const lse = c.mem.alloc(Tq * Hq * 4);
     const s = this.#s;
     const shape = { Hq: i32(Hq), Hkv: i32(Hkv), D: i32(D), B: i32(B), topk: i32(topk), causal: i32(plan.causal ? 1 : 0) };
     try {
       c.prog.launch('cache.cu', `cache_route_${sfx}`, route, {
-        q: ptr(q.ptr), cents: ptr(s.cents.ptr), sums: ptr(s.sums.ptr), rows, ptab, sel, plist, cnt, ...shape, hpc: i32(route.hpc), tps: i32(route.tps),
+        q: ptr(q.ptr), cents: ptr(s.cents.ptr), sums: ptr(s.sums.ptr), rows, ptab, sel, plist, cnt: ptr(cnt), ...shape,
+        hpc: i32(route.hpc), tps: i32(route.tps), nbuf: i32(route.nbuf),
       });
-      c.prog.launch('cache.cu', `cache_attend_${sfx}`, cacheAttendLaunch(Tq, Hq, D, topk), {
-        q: ptr(q.ptr), kpool: ptr(s.k.ptr), vpool: ptr(s.v.ptr), rows, ptab, sel, part, ...shape, scale: f32(plan.scale), vec: i32(attendVec(D)),
-      });
-      c.prog.launch('cache.cu', `cache_merge_${sfx}`, cacheMergeLaunch(Tq, Hq), {
-        part, sel, out: ptr(out.ptr), lse: ptr(lse.ptr), nrh: i64(Tq * Hq), D: i32(D), topk: i32(topk), scale: f32(plan.scale),
+      const at = cacheAttendLaunch(Tq, Hq, D, topk, this.dtype);
+      c.prog.launch('cache.cu', `cache_attend_${sfx}`, at, {
+        q: ptr(q.ptr), kpool: ptr(s.k.ptr), vpool: ptr(s.v.ptr), rows, ptab, sel, part, cnt: ptr(cnt + BigInt(route.counters * 4)),
+        out: ptr(out.ptr), lse: ptr(lse.ptr), ...shape, scale: f32(plan.scale), vec: i32(at.vec),
       });
       c.drv.synchronize();
     } catch (e) {
@@ -155,9 +155,10 @@ export class CudaCache extends CacheShell<Buf> {
    * The entries' page tables on the device: uploaded only when they differ from the last attend's (the shell keeps a
    * sequence's table object until its pages change, so decode steps mostly reuse them: 256 KiB at 512K × 16).
    */
-  #pageTables(entries: readonly { readonly pages: Int32Array }[], host: Int32Array): bigint {
+  #pageTables(entries: readonly { readonly pages: Int32Array }[], tb: AttendTables): bigint {
     const c = this.#c, pt = this.#pt;
     if (pt && pt.key.length === entries.length && entries.every((e, i) => e.pages === pt.key[i])) return pt.buf.ptr;
+    const host = tb.pages();
     let buf = pt?.buf ?? null;
     this.#pt = null;
     if (buf === null || buf.bytes < host.byteLength) {

@@ -7,7 +7,7 @@ import { type AppendEntry, MobaError, Rng } from '@moba/core';
 import { referenceKconv } from '@moba/core/reference';
 import { describe, expect, it } from 'vitest';
 import {
-  CACHE, appendTables, attendBytes, attendTables, attendVec, cacheAttendLaunch, cacheMergeLaunch, cachePageBytes, cacheRouteLaunch, cacheStateBytes,
+  CACHE, appendTables, attendBytes, attendTables, attendVec, cacheAttendLaunch, cachePageBytes, cacheRouteLaunch, cacheStateBytes,
 } from '../src/cache-tables.js';
 
 describe('cache tables', () => {
@@ -31,11 +31,12 @@ describe('cache tables', () => {
       Tq: 4, Hq: 2, topk: 2, causal: true, scale: 0.5,
       entries: [{ slot: 0, length: 9, qRow: 0, nq: 3, pages: Int32Array.from([4, 0, 2]) }, { slot: 1, length: 5, qRow: 3, nq: 1, pages: Int32Array.from([1, 3]) }],
     }, 4);
-    expect([...t.tab]).toEqual([6, 9, 0, 7, 9, 0, 8, 9, 0, 4, 5, 3, 4, 0, 2, 1, 3]);
-    expect(t.ptabAt).toBe(12);
+    expect([...t.rows]).toEqual([6, 9, 0, 7, 9, 0, 8, 9, 0, 4, 5, 3]);
+    expect([...t.pages()]).toEqual([4, 0, 2, 1, 3]);
+    expect(t.pageInts).toBe(5);
     expect(t.maxBlocks).toBe(3);
     const r = attendTables({ Tq: 3, Hq: 1, topk: 1, causal: true, scale: 1, entries: [{ slot: 2, length: 4, qRow: 1, nq: 2, pages: Int32Array.from([5]) }, { slot: 0, length: 1, qRow: 0, nq: 1, pages: Int32Array.from([6]) }] }, 4);
-    expect([...r.tab]).toEqual([0, 1, 1, 2, 4, 0, 3, 4, 0, 5, 6]); // rows in qRow order, page tables in entry order
+    expect([...r.rows, ...r.pages()]).toEqual([0, 1, 1, 2, 4, 0, 3, 4, 0, 5, 6]); // rows in qRow order, page tables in entry order
   });
   it('sizes: a page is K and V in the dtype plus an f32 sum and centroid; the state and weight are f32', () => {
     expect(cachePageBytes({ Hkv: 8, D: 128, dtype: 'bf16', blockSize: 128 })).toBe(2 * 128 * 1024 * 2 + 2 * 1024 * 4);
@@ -52,11 +53,14 @@ describe('cache launch geometry', () => {
     expect(g.grid).toEqual([16, 8, 1]);
     expect(g.block).toEqual([128, 1, 1]);
     expect(g.hpc).toBe(4);
-    expect(g.shared).toBe((32 * 129 + 4 * 128 + 2 * 4 * 8) * 4);
+    expect(g.nbuf).toBe(2); // two float4 centroid tiles (the next loads while one is scored), q, the lists
+    expect(g.shared).toBe(2 * 32 * 32 * 16 + (4 * 128 + 2 * 4 * 8) * 4);
     const m = cacheRouteLaunch(3, 64, 1, 256, 64, 10, 132); // MQA, D 256, topk 64: 8 heads per CTA, 8 groups
     expect(m.grid).toEqual([3, 8, 1]);
     expect(m.block[0]).toBe(256);
     expect(m.shared).toBeLessThanOrEqual(48 * 1024);
+    expect(m.nbuf).toBe(1); // two 32 KiB tiles do not fit: one at a time
+    expect(cacheRouteLaunch(1, 2, 1, 6, 8, 10, 132).shared).toBe(2 * 32 * 2 * 16 + (2 * 8 + 2 * 2 * 8) * 4); // D 6: padded to 8
     expect(cacheRouteLaunch(1, 16, 16, 128, 8, 10, 132).block[0]).toBe(128); // one head per CTA still loads with 4 warps
   });
   it('route split: fills the GPU (about 12 CTAs per SM), at least 2 tiles per split, MOBA_CUDA_ROUTE_SPLIT-style override', () => {
@@ -97,16 +101,25 @@ describe('cache launch geometry', () => {
   it('route dense (topk above 64): no list, shared memory independent of topk; the dense attend at 512K x 16 fits the grid limits', () => {
     const d = cacheRouteLaunch(16, 16, 16, 128, 4096, 4096, 132);
     expect(d.shared).toBe(cacheRouteLaunch(16, 16, 16, 128, 1e6, 4096, 132).shared);
-    expect(d.shared).toBe((32 * 129 + 128) * 4);
+    expect(d.shared).toBe(2 * 32 * 32 * 16 + 128 * 4);
     expect(d.plistBytes).toBe(0);
     expect(cacheAttendLaunch(16, 16, 128, 4096).grid).toEqual([16 * 16 * 4096, 1, 1]);
     expect(attendBytes(16, 16, 128, 4096, 'bf16', 16 * 3 + 16 * 4096)).toBeLessThan(600e6); // partials 545 MB
     expect(() => cacheAttendLaunch(2 ** 16, 64, 128, 2 ** 10)).toThrow(MobaError); // 2^32 CTAs
   });
-  it('attend: one CTA of 4 warps per (row, head, slot); merge: one warp per (row, head); vectorised loads by D', () => {
-    expect(cacheAttendLaunch(16, 16, 128, 8)).toEqual({ grid: [2048, 1, 1], block: [128, 1, 1], shared: 4 * 128 * 4 });
-    expect(cacheMergeLaunch(16, 16)).toEqual({ grid: [64, 1, 1], block: [128, 1, 1], shared: 0 });
-    expect([128, 256, 64, 192, 40, 16, 96].map(attendVec)).toEqual([4, 4, 2, 2, 1, 1, 1]);
+  it('attend: one CTA of 128 threads per (row, head, slot) (the last per (row, head) merges); loads of up to 16 bytes by D', () => {
+    // q [D], p [128], acc [groups][D]: bf16 D 128 in 16-byte vectors is 16 per row, 8 token groups
+    expect(cacheAttendLaunch(16, 16, 128, 8)).toEqual({ grid: [2048, 1, 1], block: [128, 1, 1], shared: (128 + 128 + 8 * 128) * 4, vec: 8 });
+    expect(cacheAttendLaunch(1, 4, 256, 8, 'f32')).toMatchObject({ shared: (256 + 128 + 2 * 256) * 4, vec: 4 });
+    expect(cacheAttendLaunch(1, 4, 255, 8, 'f16')).toMatchObject({ shared: (255 + 128 + 255) * 4, vec: 1 });
+    expect([128, 256, 64, 192, 40, 16, 96, 12, 6, 5].map((D) => attendVec(D))).toEqual([8, 8, 8, 8, 8, 8, 8, 4, 2, 1]);
+    expect([128, 64, 6, 5].map((D) => attendVec(D, 'f32'))).toEqual([4, 4, 2, 1]);
+    for (let D = 1; D <= 256; D++) for (const dt of ['f32', 'f16'] as const) { // within the kernel's bounds: D / vec <= 2 x 128 items, shared < 48 KiB
+      const L = cacheAttendLaunch(1, 1, D, 8, dt);
+      expect(D % L.vec).toBe(0);
+      expect(D / L.vec).toBeLessThanOrEqual(2 * 128);
+      expect(L.shared).toBeLessThanOrEqual(48 * 1024);
+    }
   });
 });
 
