@@ -4,6 +4,7 @@
  * per-op scratch lists, the E_MEMORY check against free device memory, live/peak statistics, and the
  * collection of buffers whose handles were garbage-collected without dispose().
  */
+import { MobaError } from '@moba/core';
 import type { CudaDriver } from './driver.js';
 import { checkFits, reserveBytes, slotAction } from './memory.js';
 
@@ -25,6 +26,9 @@ export class Allocator {
   /** Released device buffers kept for reuse, by size (cuMemAlloc/cuMemFree cost more than small ops at 8K). */
   readonly #pool = new Map<number, bigint[]>();
   #pooledBytes = 0;
+  /** Free device memory at the last query, and bytes allocated here since (frees are not subtracted: conservative). */
+  #freeSeen: number | null = null;
+  #allocatedSince = 0;
   #liveBytes = 0;
   #peakBytes = 0;
   #destroyed = false;
@@ -51,12 +55,39 @@ export class Allocator {
 
   /** E_MEMORY before allocating when `bytes` more do not fit in free device memory. */
   fits(what: string, bytes: number): void {
-    let free = this.#drv.memInfo().free;
+    // cuMemGetInfo costs ~25 µs, a decode step's whole budget at 8K: a request below a quarter of the free memory
+    // estimated from the last query and this allocator's own allocations since is let through without one
+    if (this.#freeSeen !== null && bytes <= (this.#freeSeen - this.#allocatedSince - this.reserve) / 4) return;
+    let free = this.#memFree();
     if (bytes > free - this.reserve && this.#pooledBytes > 0) {
       this.trimPool(); // cached buffers count as free
-      free = this.#drv.memInfo().free;
+      free = this.#memFree();
     }
     checkFits(what, bytes, free, this.reserve);
+  }
+
+  /** Free device memory now (and the base of fits()' estimate). */
+  #memFree(): number {
+    const free = this.#drv.memInfo().free;
+    this.#freeSeen = free;
+    this.#allocatedSince = 0;
+    return free;
+  }
+
+  /** cuMemAlloc; out of memory (another process took what fits() estimated free) is E_MEMORY. */
+  #memAlloc(size: number): bigint {
+    let p: bigint;
+    try {
+      p = this.#drv.memAlloc(size);
+    } catch (e) {
+      if (e instanceof Error && e.message.includes('CUDA_ERROR_OUT_OF_MEMORY')) {
+        this.#freeSeen = null;
+        throw new MobaError('E_MEMORY', `a device allocation of ${size} bytes failed: out of device memory (${e.message})`, 'workspace');
+      }
+      throw e;
+    }
+    this.#allocatedSince += size;
+    return p;
   }
 
   /** Frees every cached buffer. */
@@ -75,11 +106,11 @@ export class Allocator {
       this.#pooledBytes -= size;
     } else {
       try {
-        p = this.#drv.memAlloc(size);
+        p = this.#memAlloc(size);
       } catch (e) {
         if (this.#pooledBytes === 0) throw e;
         this.trimPool(); // out of memory with buffers cached: give them back and try once more
-        p = this.#drv.memAlloc(size);
+        p = this.#memAlloc(size);
       }
     }
     const b: Buf = { ptr: p, bytes, freed: false };
