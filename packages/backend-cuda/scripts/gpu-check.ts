@@ -279,7 +279,7 @@ async function main(): Promise<number> {
       return { crashed: msg };
     }
   };
-  log(`device: ${b.device.name} (${b.device.arch}, ${b.device.sms} SMs), driver ${b.device.driverVersion}, NVRTC ${b.device.nvrtcVersion}; steps: ${['conformance', 'golden', 'routing', 'fastpath', 'timings', 'cache', 'qk'].filter(wanted).join(', ')}`);
+  log(`device: ${b.device.name} (${b.device.arch}, ${b.device.sms} SMs, kernel path ${b.device.kernelPath}: NVRTC ${b.device.targetArch}), driver ${b.device.driverVersion}, NVRTC ${b.device.nvrtcVersion}; steps: ${['conformance', 'golden', 'routing', 'fastpath', 'timings', 'cache', 'qk'].filter(wanted).join(', ')}`);
   let conf: unknown = 'skipped', golden: unknown = 'skipped', routing: Record<string, unknown> = { skipped: true }, fastp: Record<string, unknown> = { skipped: true };
   let times: Record<string, unknown>[] | { crashed: string } | 'skipped' = 'skipped';
   if (wanted('conformance')) {
