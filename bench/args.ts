@@ -8,6 +8,7 @@
  */
 import { type FlagSpecs, type Parsed, UsageError, parseFlags } from '@moba/testkit';
 import type { BackendKind } from 'moba-ts';
+import { L2_MODES, type L2Mode, expandFlushFlag } from './l2.js';
 
 export { UsageError };
 
@@ -41,6 +42,7 @@ const SHARED = {
   seed: { type: 'int', min: 0, max: 2 ** 32 - 1, help: 'input seed' },
   quick: { type: 'bool', help: 'a smoke run' },
   'no-dense': { type: 'bool', help: 'no dense baseline' },
+  'flush-l2': { type: 'enum', values: L2_MODES, help: 'flush the GPU L2 before each timed repetition' },
   'no-write': { type: 'bool', help: 'print only, write no files' },
   out: { type: 'string', meta: 'DIR', help: 'results folder' },
 } as const satisfies FlagSpecs;
@@ -63,7 +65,7 @@ const GPU_FLAGS = {
 
 /** Parses with `specs`: 'help' / 'version' when asked, else the flags and which were given. */
 function parse<F extends FlagSpecs>(argv: readonly string[], specs: F): 'help' | 'version' | { f: Parsed<F>; given: ReadonlySet<string> } {
-  const r = parseFlags(argv, specs);
+  const r = parseFlags(expandFlushFlag(argv), specs);
   return r.help ? 'help' : r.version ? 'version' : { f: r.flags, given: r.given };
 }
 
@@ -90,6 +92,9 @@ flags:
   --quick              T = 2K, 4K and 2 repetitions (a smoke run; targets are judged at the largest T run)
   --no-dense           skip the dense baseline
   --no-scaling         skip the 1-thread vs N-thread runs
+  --flush-l2 [both]    flush the GPU's L2 before each timed repetition (backend.flushL2(), outside the timed
+                       region, then a device sync); "both": every size twice, not flushed and flushed; a no-op
+                       (said in the report) on the CPU backend; --flush-l2 off is the default
   --out DIR            results folder (default bench/results; checked, and created, before anything runs)
   --no-write           print only, write no files
   --help, -h           this text
@@ -100,6 +105,8 @@ Integers are bounded (e.g. --reps 1…1000, --threads 1…256, sizes 1…16M): a
 export interface CpuFlags {
   backend: BackendKind; tokens: number[]; heads: number; kvHeads?: number; headDim: number; blockSize: number; topk: number;
   dtype: 'f32' | 'f16' | 'bf16'; reps: number; threads?: number; seed: number; quick: boolean; dense: boolean; scaling: boolean;
+  /** `--flush-l2`: off, on (flag alone), both (bench/l2.ts). */
+  flushL2: L2Mode;
   out: string; write: boolean;
 }
 
@@ -111,7 +118,7 @@ export function parseCpuFlags(argv: readonly string[], resultsDir: string, resol
   const f: CpuFlags = {
     backend: a.backend ?? 'cpu', tokens: a.tokens ?? [2048, 4096, 8192, 16384], heads: a.heads ?? 4, headDim: a['head-dim'] ?? 64,
     blockSize: a['block-size'] ?? 64, topk: a.topk ?? 8, dtype: a.dtype ?? 'f32', reps: a.reps ?? 3, seed: a.seed ?? 1,
-    quick: a.quick, dense: !a['no-dense'], scaling: !a['no-scaling'], out: a.out !== undefined ? resolve(a.out) : resultsDir, write: !a['no-write'],
+    quick: a.quick, dense: !a['no-dense'], scaling: !a['no-scaling'], flushL2: a['flush-l2'] ?? 'off', out: a.out !== undefined ? resolve(a.out) : resultsDir, write: !a['no-write'],
     ...(a['kv-heads'] !== undefined ? { kvHeads: a['kv-heads'] } : {}),
     ...(a.threads !== undefined ? { threads: a.threads } : {}),
   };
@@ -151,6 +158,10 @@ flags:
   --no-dense           no dense SDPA (torch); the matmul rate is still measured unless --no-matmul
   --dense-max N        dense SDPA only for N <= this (default: every N); larger N are reported as skipped
   --dense-reps N       dense SDPA repetitions after a warm-up (default 3; 1 where one takes over 2 s)
+  --flush-l2 [both]    flush the GPU's L2 before each timed MoBA repetition (backend.flushL2(): CUDA writes 2× the
+                       L2, WebGPU clears 256 MiB; outside the timed region, then a device sync), as the published
+                       peer measurements did; "both": every N measured not flushed and flushed on the same inputs,
+                       the targets judged on the flushed rows; default off (torch's dense SDPA is never flushed here)
   --no-matmul          no torch bf16 matmul rate
   --no-torch           run no python at all (no dense SDPA, no matmul rate)
   --python CMD         python with torch (default: $MOBA_PYTHON or python3)
@@ -175,6 +186,8 @@ export interface GpuFlags {
   reps: number; seed: number; threads?: number;
   dense: boolean; denseMax: number | null; denseReps: number; matmul: boolean; python: string;
   fma: boolean;
+  /** `--flush-l2`: off, on (flag alone), both (bench/l2.ts). */
+  flushL2: L2Mode;
   /** WebGPU workspace budget in GiB. */
   memoryGb: number;
   timeLimitS: number;
@@ -208,7 +221,7 @@ export function parseGpuFlags(
     batch: a.batch ?? 2, heads, kvHeads: a['kv-heads'] ?? heads, headDim: a['head-dim'] ?? 128, blockSize: a['block-size'] ?? 128,
     topk: a.topk ?? 8, dtype: a.dtype ?? 'bf16', reps: a.reps ?? (a.quick ? 2 : preset === 'cuda' ? 5 : preset === 'webgpu' ? 3 : 2),
     seed: a.seed ?? 1, dense: torch && !a['no-dense'], denseMax: a['dense-max'] ?? null, denseReps: a['dense-reps'] ?? 3,
-    matmul: torch && !a['no-matmul'], python: a.python ?? (env.MOBA_PYTHON || 'python3'), fma: !a['no-fma'],
+    matmul: torch && !a['no-matmul'], python: a.python ?? (env.MOBA_PYTHON || 'python3'), fma: !a['no-fma'], flushL2: a['flush-l2'] ?? 'off',
     memoryGb: a['memory-gb'] ?? 96, timeLimitS: a['time-limit'] ?? 500,
     out: a.out !== undefined ? resolve(a.out) : env.OUT ? resolve(env.OUT) : resultsDir, write: !a['no-write'],
     ...(a.threads !== undefined ? { threads: a.threads } : {}),
@@ -220,7 +233,7 @@ export function parseGpuFlags(
 /** Which bench the arguments ask for: the GPU bench for `--backend cuda|webgpu` or `--paper`. Values are checked later. */
 export function benchMode(argv: readonly string[]): 'cpu' | 'gpu' | 'help' | 'version' {
   const any = Object.fromEntries(Object.entries({ ...CPU_FLAGS, ...GPU_FLAGS }).map(([k, s]) => [k, s.type === 'bool' ? s : { type: 'string', help: '' }])) as FlagSpecs;
-  const r = parseFlags(argv, any);
+  const r = parseFlags(expandFlushFlag(argv), any);
   if (r.help || r.version) return r.help ? 'help' : 'version';
   const backend = r.flags.backend;
   return r.flags.paper || backend === 'cuda' || backend === 'webgpu' ? 'gpu' : 'cpu';

@@ -15,6 +15,7 @@ import { type GpuFlags, kLabel } from './args.js';
 import { openBackend } from './backends.js';
 import { type FmaPeak, measureFmaPeak } from './fma-peak.js';
 import { type GpuBenchResult, type GpuRep, type GpuSizeResult, PEERS_SOURCE, evaluateGpuTargets, gpuMarkdownReport, gpuTextTable, isPaperProblem } from './gpu-report.js';
+import { type L2Record, flushOf, l2Passes } from './l2.js';
 import { median } from './measure.js';
 import { type SdpaOutcome, runSdpa } from './sdpa.js';
 
@@ -72,6 +73,8 @@ interface SizeContext {
   readonly sync: () => Promise<void>;
   /** Seconds since start after which no new repetition starts. */
   readonly deadlineS: number;
+  /** The L2 passes of each size (`l2Passes`: not flushed and/or flushed before each timed repetition). */
+  readonly passes: readonly boolean[];
 }
 
 /** Plans one N: shapes, layout, FLOPs. */
@@ -88,7 +91,8 @@ function planSize(f: GpuFlags, N: number): { T: number; layout: Layout; base: Pi
   };
 }
 
-async function measureSize(c: SizeContext, N: number): Promise<GpuSizeResult & { hostS: number }> {
+/** One N: inputs, a warm-up, then per L2 pass the timed repetitions on the same inputs (one result per pass). */
+async function measureSize(c: SizeContext, N: number): Promise<{ results: GpuSizeResult[]; hostS: number }> {
   const { b, f, sync } = c;
   const { T, layout, base } = planSize(f, N);
   const cfg = { blockSize: f.blockSize, topk: f.topk };
@@ -143,27 +147,34 @@ async function measureSize(c: SizeContext, N: number): Promise<GpuSizeResult & {
     const peakBytes = accounting ? b.memoryStats().peakBytes : null;
     log(`N=${kLabel(N)}: warm-up ${total(warmup).toFixed(1)} ms${peakBytes !== null ? `, peak ${(peakBytes / 2 ** 30).toFixed(2)} GiB` : ''}`);
     const left = c.deadlineS - elapsedS();
-    const nReps = Math.max(1, Math.min(f.reps, Math.floor((left * 1000) / Math.max(total(warmup), 1e-3))));
-    const reps: GpuRep[] = [];
-    for (let i = 0; i < nReps; i++) {
-      const r = await rep();
-      reps.push(r);
-      log(`N=${kLabel(N)}: rep ${i + 1}/${nReps} route ${r.route.toFixed(2)}, fwd ${r.forward.toFixed(2)}, bwd ${r.backward.toFixed(2)} ms`);
+    const nReps = Math.max(1, Math.min(f.reps, Math.floor((left * 1000) / Math.max(total(warmup) * c.passes.length, 1e-3))));
+    const flush = flushOf(b);
+    const results: GpuSizeResult[] = [];
+    for (const l2Flushed of c.passes) {
+      const reps: GpuRep[] = [];
+      for (let i = 0; i < nReps; i++) {
+        if (l2Flushed) await flush!(); // --flush-l2: outside the timed region, ends with a device sync
+        const r = await rep();
+        reps.push(r);
+        log(`N=${kLabel(N)}${l2Flushed ? ' (L2 flushed)' : ''}: rep ${i + 1}/${nReps} route ${r.route.toFixed(2)}, fwd ${r.forward.toFixed(2)}, bwd ${r.backward.toFixed(2)} ms`);
+      }
+      results.push({
+        ...base, l2Flushed, status: 'ok', warmup, reps, peakBytes,
+        ...(nReps < f.reps ? { note: `${nReps} of ${f.reps} rep(s): --time-limit` } : {}),
+        ms: {
+          route: median(reps.map((r) => r.route)),
+          attnForward: median(reps.map((r) => r.forward)),
+          forward: median(reps.map((r) => r.route + r.forward)),
+          backward: median(reps.map((r) => r.backward)),
+          fwdBwd: median(reps.map(total)),
+        },
+      });
     }
-    return {
-      ...base, status: 'ok', warmup, reps, peakBytes, hostS,
-      ...(nReps < f.reps ? { note: `${nReps} of ${f.reps} rep(s): --time-limit` } : {}),
-      ms: {
-        route: median(reps.map((r) => r.route)),
-        attnForward: median(reps.map((r) => r.forward)),
-        forward: median(reps.map((r) => r.route + r.forward)),
-        backward: median(reps.map((r) => r.backward)),
-        fwdBwd: median(reps.map(total)),
-      },
-    };
+    return { results, hostS };
   } catch (e) {
     log(`N=${kLabel(N)}: ${isMemoryError(e) ? 'does not fit' : 'FAILED'}: ${message(e)}`);
-    return { ...base, status: isMemoryError(e) ? 'does not fit' : 'failed', note: message(e), ms: null, reps: [], warmup: null, peakBytes: null, hostS };
+    const status = isMemoryError(e) ? 'does not fit' : 'failed';
+    return { results: c.passes.map((l2Flushed) => ({ ...base, l2Flushed, status, note: message(e), ms: null, reps: [], warmup: null, peakBytes: null })), hostS };
   } finally {
     try {
       b.dispose(...owned);
@@ -222,6 +233,9 @@ export async function runGpuBench(f: GpuFlags): Promise<number> {
     process.stderr.write(`error: ${message(e)}\n`);
     return 1;
   }
+  const l2: L2Record = { mode: f.flushL2, available: flushOf(b) !== undefined };
+  const passes = l2Passes(l2);
+  if (l2.mode !== 'off' && !l2.available) log(`--flush-l2 ${l2.mode}: the ${b.name} backend has no flushL2(), nothing is flushed`);
   const smi = nvidiaSmi();
   const device = deviceInfo(b);
   const gpuName = smi?.gpu ?? (b.name === 'cuda' ? String(device?.name ?? '') || null : b.name === 'webgpu' ? String((device?.adapter as Record<string, unknown> | undefined)?.description ?? '') || null : null);
@@ -247,16 +261,17 @@ export async function runGpuBench(f: GpuFlags): Promise<number> {
     for (const N of f.tokens) {
       if (prev) {
         const r = N / prev.N;
-        const predicted = prev.hostS * r + prev.repS * r * r * 2; // inputs (linear) + warm-up and one rep (quadratic at worst)
+        const predicted = prev.hostS * r + prev.repS * r * r * (1 + passes.length); // inputs (linear) + warm-up and one rep per pass (quadratic at worst)
         if (elapsedS() + predicted > mobaDeadline) {
           const note = `predicted ≈ ${predicted.toFixed(0)} s, over the time left for MoBA (${Math.max(0, mobaDeadline - elapsedS()).toFixed(0)} s of --time-limit ${f.timeLimitS})`;
           log(`N=${kLabel(N)}: skipped: ${note}`);
-          sizes.push({ ...planSize(f, N).base, status: 'skipped', note, ms: null, reps: [], warmup: null, peakBytes: null });
+          for (const l2Flushed of passes) sizes.push({ ...planSize(f, N).base, l2Flushed, status: 'skipped', note, ms: null, reps: [], warmup: null, peakBytes: null });
           continue;
         }
       }
-      const { hostS, ...res } = await measureSize({ b, f, sync, deadlineS: mobaDeadline }, N);
-      sizes.push(res);
+      const { hostS, results } = await measureSize({ b, f, sync, deadlineS: mobaDeadline, passes }, N);
+      sizes.push(...results);
+      const res = results[0]!;
       if (res.ms) prev = { N, repS: res.ms.fwdBwd / 1000, hostS };
       else if (res.warmup) prev = { N, repS: (res.warmup.route + res.warmup.forward + res.warmup.backward) / 1000, hostS };
     }
@@ -286,7 +301,8 @@ export async function runGpuBench(f: GpuFlags): Promise<number> {
   const tensorCore = mm && mm.tflopsBest !== undefined && mm.tflopsMedian !== undefined ? { tflopsBest: mm.tflopsBest, tflopsMedian: mm.tflopsMedian, n: mm.n ?? 8192 } : null;
   const tensorCoreNote = tensorCore ? undefined : !f.matmul ? '--no-matmul' : sdpa.ok ? (mm?.error ?? 'no matmul result') : sdpa.error;
   if (b.name !== 'cuda' && b.name !== 'webgpu') notes.push(`the ${b.name} backend here only exercises the bench; its times say nothing about a GPU`);
-  notes.push('no L2 flush between repetitions (the published peer measurements flushed L2 before each); inputs are seeded random values with |x| in [1/8, 2)');
+  const flushNote = passes.includes(true) ? 'dense SDPA (torch) is not flushed' : 'no L2 flush between repetitions (the published peer measurements flushed L2 before each; --flush-l2)';
+  notes.push(`${flushNote}; inputs are seeded random values with |x| in [1/8, 2)`);
 
   const problem = { batch: f.batch, Hq: f.heads, Hkv: f.kvHeads, D: f.headDim, blockSize: f.blockSize, topk: f.topk, dtype: f.dtype, causal: true as const, reps: f.reps, paper: false };
   problem.paper = isPaperProblem(problem);
@@ -300,6 +316,7 @@ export async function runGpuBench(f: GpuFlags): Promise<number> {
       gpu: gpuName, driver: smi?.driver ?? null, device,
     },
     backend: { name: b.name },
+    l2Flush: l2,
     problem,
     sizes,
     dense,

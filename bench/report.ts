@@ -2,11 +2,14 @@
  * Benchmark result types, the three CPU bench targets (judged met / missed), and the printed and
  * markdown tables. FLOPs and bytes come from `plan()` (formulas in docs/benchmarks.md).
  */
+import { type L2Record, judgedSizes, l2Label, l2Line } from './l2.js';
 import type { DenseRep, MobaRep } from './measure.js';
 
 /** Results at one sequence length. Times are medians in ms (null when not measured). */
 export interface SizeResult {
   readonly T: number;
+  /** Whether `flushL2()` ran before each timed repetition of this size (`--flush-l2`; absent in older results: no). */
+  readonly l2Flushed?: boolean;
   /** plan().attendedPairs / causalPairs. */
   readonly attendedFraction: number;
   readonly flops: {
@@ -46,6 +49,8 @@ export interface BenchResult {
   readonly command: string;
   readonly gitCommit: string | null;
   readonly backend: { readonly name: string; readonly threads: number };
+  /** `--flush-l2` and whether the backend could flush (absent in older results: not asked). */
+  readonly l2Flush?: L2Record;
   readonly problem: {
     readonly Hq: number; readonly Hkv: number; readonly D: number; readonly blockSize: number; readonly topk: number;
     readonly dtype: string; readonly sequences: number; readonly reps: number;
@@ -67,8 +72,9 @@ export interface BenchResult {
 /** The targets: fwd+bwd speedup ≥ ½ FLOP ratio at 16K; ≥ 3 GFLOP/s per thread forward; 2 threads ≥ 1.7× one. */
 export function evaluateTargets(r: BenchResult): Target[] {
   const out: Target[] = [];
-  const at16k = r.sizes.find((s) => s.T === 16384);
-  const big = at16k ?? r.sizes[r.sizes.length - 1];
+  const sizes = judgedSizes(r.sizes); // with --flush-l2 both: the flushed sizes
+  const at16k = sizes.find((s) => s.T === 16384);
+  const big = at16k ?? sizes[sizes.length - 1];
   if (big) {
     const ratio = big.flops.denseFwdBwd / big.flops.mobaFwdBwd;
     const speedup = big.ms.denseFwdBwd !== null ? big.ms.denseFwdBwd / big.ms.mobaFwdBwd : null;
@@ -112,16 +118,17 @@ type Row = readonly string[];
 function rows(r: BenchResult): Row[] {
   const out: Row[] = [];
   for (const s of r.sizes) {
+    const T = l2Label(String(s.T), s.l2Flushed, r.l2Flush);
     const ratio = (d: number, m: number): string => (d / m).toFixed(2);
     const speed = (d: number | null, m: number): string => (d === null ? '–' : (d / m).toFixed(2));
-    out.push([String(s.T), 'route', ms(s.ms.route), gf(s.flops.route), rate(s.flops.route, s.ms.route), '–', '–', '–', mb(s.bytes.route), '–', '–', '–']);
+    out.push([T, 'route', ms(s.ms.route), gf(s.flops.route), rate(s.flops.route, s.ms.route), '–', '–', '–', mb(s.bytes.route), '–', '–', '–']);
     out.push([
-      String(s.T), 'forward', ms(s.ms.mobaForward), gf(s.flops.mobaForward), rate(s.flops.mobaForward, s.ms.mobaForward),
+      T, 'forward', ms(s.ms.mobaForward), gf(s.flops.mobaForward), rate(s.flops.mobaForward, s.ms.mobaForward),
       ms(s.ms.denseForward), gf(s.flops.denseForward), rate(s.flops.denseForward, s.ms.denseForward),
       `${mb(s.bytes.mobaForward)} / ${mb(s.bytes.denseForward)}`, speed(s.ms.denseForward, s.ms.mobaForward), ratio(s.flops.denseForward, s.flops.mobaForward), '–',
     ]);
     out.push([
-      String(s.T), 'fwd+bwd', ms(s.ms.mobaFwdBwd), gf(s.flops.mobaFwdBwd), rate(s.flops.mobaFwdBwd, s.ms.mobaFwdBwd),
+      T, 'fwd+bwd', ms(s.ms.mobaFwdBwd), gf(s.flops.mobaFwdBwd), rate(s.flops.mobaFwdBwd, s.ms.mobaFwdBwd),
       ms(s.ms.denseFwdBwd), gf(s.flops.denseFwdBwd), rate(s.flops.denseFwdBwd, s.ms.denseFwdBwd),
       `${mb(s.bytes.mobaFwdBwd)} / ${mb(s.bytes.denseFwdBwd)}`, speed(s.ms.denseFwdBwd, s.ms.mobaFwdBwd), ratio(s.flops.denseFwdBwd, s.flops.mobaFwdBwd), peakMb(s),
     ]);
@@ -141,6 +148,7 @@ function header(r: BenchResult): string[] {
     `${r.machine.cpu}, ${r.machine.cores} cores, node ${r.machine.node}, ${r.date.slice(0, 10)}${r.gitCommit ? `, commit ${r.gitCommit.slice(0, 10)}` : ''}`,
     `load average (1 min) ${load.start[0]!.toFixed(2)} at the start, ${load.end[0]!.toFixed(2)} at the end` +
       (busy ? ': the machine was busy before the run started, so the times are pessimistic' : ''),
+    l2Line(r.l2Flush, r.backend.name),
   ];
 }
 

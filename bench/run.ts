@@ -20,6 +20,7 @@ import { decodeMarkdown, decodeTable } from './decode-report.js';
 import { joinTorch, runTorchDecode } from './decode-sdpa.js';
 import { measureDecode } from './decode.js';
 import { runGpuBench } from './gpu.js';
+import { type L2Record, flushOf, l2Passes } from './l2.js';
 import { type BenchShape, type DenseRep, type MobaRep, denseOf, denseRep, median, mobaRep, uploadInputs } from './measure.js';
 import { type BenchResult, type SizeResult, evaluateTargets, markdownReport, textTable } from './report.js';
 
@@ -32,14 +33,15 @@ function threadsOf(b: Backend, asked: number | undefined): number {
   return typeof t === 'number' ? t : asked ?? (b.name === 'cpu' ? availableParallelism() : 1);
 }
 
-/** Runs `reps` timed repetitions after one warm-up repetition (skipped when `warm` is false). */
-async function repeat<R>(label: string, reps: number, warm: boolean, rep: () => Promise<R>, total: (r: R) => number): Promise<R[]> {
+/** Runs `reps` timed repetitions after one warm-up repetition (skipped when `warm` is false); `before` (untimed) precedes each timed one. */
+async function repeat<R>(label: string, reps: number, warm: boolean, rep: () => Promise<R>, total: (r: R) => number, before?: () => Promise<void>): Promise<R[]> {
   if (warm) {
     const r = await rep();
     log(`${label} warm-up ${(total(r) / 1000).toFixed(2)} s`);
   }
   const out: R[] = [];
   for (let i = 0; i < reps; i++) {
+    if (before) await before(); // the L2 flush (--flush-l2): outside the timed region, ends with a device sync
     const r = await rep();
     out.push(r);
     log(`${label} rep ${i + 1}/${reps} ${(total(r) / 1000).toFixed(2)} s`);
@@ -47,21 +49,34 @@ async function repeat<R>(label: string, reps: number, warm: boolean, rep: () => 
   return out;
 }
 
-async function measureSize(b: Backend, s: BenchShape, cfg: MobaConfig, f: CpuFlags, warmDense: boolean): Promise<SizeResult> {
-  const layout = { cuSeqlens: Int32Array.of(0, s.T) };
-  const p = plan(s, layout, resolveConfig(cfg, s.D));
+/** One size: per L2 pass (`l2Passes`: not flushed and/or flushed) MoBA and dense repetitions on the same inputs, warmed up once. */
+async function measureSize(b: Backend, s: BenchShape, cfg: MobaConfig, f: CpuFlags, warmDense: boolean, l2: L2Record): Promise<SizeResult[]> {
   const x = await uploadInputs(b, s, f.seed);
   const mobaTotal = (r: MobaRep): number => r.route + r.forward + r.backward;
-  const m = await repeat(`T=${s.T} moba`, f.reps, true, () => mobaRep(b, x, cfg), mobaTotal);
   const dense = f.dense ? denseOf(b) : undefined;
-  let d: DenseRep[] | null = null;
-  if (dense) d = await repeat(`T=${s.T} dense`, f.reps, warmDense, () => denseRep(b, dense, x), (r) => r.forward + r.backward);
+  const flush = flushOf(b);
+  const out: SizeResult[] = [];
+  for (const [i, flushed] of l2Passes(l2).entries()) {
+    const before = flushed ? flush : undefined;
+    const tag = `T=${s.T}${flushed ? ' (L2 flushed)' : ''}`;
+    const m = await repeat(`${tag} moba`, f.reps, i === 0, () => mobaRep(b, x, cfg), mobaTotal, before);
+    let d: DenseRep[] | null = null;
+    if (dense) d = await repeat(`${tag} dense`, f.reps, warmDense && i === 0, () => denseRep(b, dense, x), (r) => r.forward + r.backward, before);
+    out.push(sizeResult(s, cfg, m, d, flushed));
+  }
   b.dispose(x.q, x.k, x.v, x.dOut);
+  return out;
+}
+
+function sizeResult(s: BenchShape, cfg: MobaConfig, m: MobaRep[], d: DenseRep[] | null, l2Flushed: boolean): SizeResult {
+  const p = plan(s, { cuSeqlens: Int32Array.of(0, s.T) }, resolveConfig(cfg, s.D));
+  const mobaTotal = (r: MobaRep): number => r.route + r.forward + r.backward;
   const eb = s.dtype === 'f32' ? 4 : 2;
   const routeBytes = (s.T * s.Hq * s.D + s.T * s.Hkv * s.D) * eb + s.T * s.Hq * cfg.topk * 4; // read q, k; write indices
   const indexBytes = s.T * s.Hq * cfg.topk * 4;
   return {
     T: s.T,
+    l2Flushed,
     attendedFraction: p.attendedPairs / p.causalPairs,
     flops: {
       route: p.flops.route,
@@ -137,10 +152,11 @@ async function main(argv: readonly string[]): Promise<number> {
   const loadStart = loadavg(); // other processes' load makes every time pessimistic: recorded with the results
   const b = await openBackend(f.backend, f.threads !== undefined ? { threads: f.threads } : {});
   const threads = threadsOf(b, f.threads);
-  log(`backend ${b.name}, ${threads} thread(s); T = ${tokens.join(', ')}; ${f.reps} rep(s) after a warm-up`);
+  const l2: L2Record = { mode: f.flushL2, available: flushOf(b) !== undefined };
+  log(`backend ${b.name}, ${threads} thread(s); T = ${tokens.join(', ')}; ${f.reps} rep(s) after a warm-up; --flush-l2 ${l2.mode}${l2.mode !== 'off' && !l2.available ? ` (the ${b.name} backend has no flushL2(): a no-op)` : ''}`);
   const sizes: SizeResult[] = [];
   try {
-    for (const [i, T] of tokens.entries()) sizes.push(await measureSize(b, shapeAt(T), cfg, f, i === 0));
+    for (const [i, T] of tokens.entries()) sizes.push(...(await measureSize(b, shapeAt(T), cfg, f, i === 0, l2)));
   } finally {
     await b.destroy();
   }
@@ -186,6 +202,7 @@ async function main(argv: readonly string[]): Promise<number> {
     command: ['node', ...process.execArgv, relative(process.cwd(), process.argv[1] ?? ''), ...process.argv.slice(2)].join(' '),
     gitCommit: gitCommit(),
     backend: { name: b.name, threads },
+    l2Flush: l2,
     problem: { Hq: f.heads, Hkv: f.kvHeads ?? f.heads, D: f.headDim, blockSize: f.blockSize, topk: f.topk, dtype: f.dtype, sequences: 1, reps: f.reps },
     sizes,
     scaling,

@@ -29,7 +29,7 @@ describe('parseCpuFlags (unchanged behaviour)', () => {
   it('has the CPU defaults', () => {
     expect(parseCpuFlags([], '/r')).toEqual({
       backend: 'cpu', tokens: [2048, 4096, 8192, 16384], heads: 4, headDim: 64, blockSize: 64, topk: 8, dtype: 'f32', reps: 3,
-      seed: 1, quick: false, dense: true, scaling: true, out: '/r', write: true,
+      seed: 1, quick: false, dense: true, scaling: true, flushL2: 'off', out: '/r', write: true,
     });
   });
   it('--quick picks 2K, 4K and 2 reps unless given', () => {
@@ -86,6 +86,30 @@ describe('parseGpuFlags', () => {
     expect(() => parseGpuFlags(['--backend', 'cuda', '--no-scaling'], '/r')).toThrow(/unknown flag --no-scaling/);
     expect(() => parseGpuFlags(['--backend', 'metal'], '/r')).toThrow(/--backend metal is invalid/);
     expect(parseGpuFlags(['--backend', 'cuda', '--help'], '/r')).toBe('help');
+  });
+});
+
+describe('--flush-l2', () => {
+  it('alone means on (last or before another flag), takes both / on / off, in both benches; default off', () => {
+    const cpu = (argv: string[]) => { const f = parseCpuFlags(argv, '/r'); return typeof f === 'string' ? f : [f.flushL2, f.tokens]; };
+    const gpu = (argv: string[]) => { const f = parseGpuFlags(['--backend', 'cuda', ...argv], '/r'); return typeof f === 'string' ? f : [f.flushL2, f.tokens]; };
+    expect(cpu([])).toEqual(['off', [2048, 4096, 8192, 16384]]);
+    expect(cpu(['--flush-l2'])[0]).toBe('on');
+    expect(cpu(['--flush-l2', '--tokens', '1K'])).toEqual(['on', [1024]]);
+    expect(cpu(['--flush-l2', 'both', '--tokens=1K'])).toEqual(['both', [1024]]);
+    expect(gpu(['--flush-l2=both', '--quick'])).toEqual(['both', [8 * K, 32 * K]]);
+    expect(gpu(['--tokens', '8K', '--flush-l2'])).toEqual(['on', [8 * K]]);
+    expect(gpu(['--flush-l2', 'off'])[0]).toBe('off');
+    expect(gpu([])[0]).toBe('off');
+    expect(benchMode(['--flush-l2', '--backend', 'cuda'])).toBe('gpu');
+    expect(benchMode(['--backend', 'cpu', '--flush-l2'])).toBe('cpu');
+  });
+  it('any other value is a usage error naming the flag and the allowed values', () => {
+    for (const bad of ['flushed', 'yes', '2K', '']) {
+      expect(() => parseCpuFlags(['--flush-l2', bad], '/r'), bad).toThrow(UsageError);
+      expect(() => parseGpuFlags(['--backend', 'cuda', `--flush-l2=${bad}`], '/r'), bad).toThrow(UsageError);
+    }
+    expect(() => parseGpuFlags(['--backend', 'cuda', '--flush-l2', 'flushed'], '/r')).toThrow(/--flush-l2 flushed is invalid: must be one of off, on, both/);
   });
 });
 

@@ -173,4 +173,17 @@ describe('tables', () => {
     expect(text).toContain('% of FMA peak');
     expect(referenceRate(r)).toEqual({ tflops: 50, what: 'f32 FMA peak (WGSL)' });
   });
+  it('--flush-l2 both: a header line, flushed rows marked in both tables, CUDA targets judged on the flushed rows, JSON fields', () => {
+    const r = result([{ ...size(8 * K, 6.5), l2Flushed: false }, { ...size(8 * K, 5), l2Flushed: true }], { l2Flush: { mode: 'both', available: true } });
+    const ts = evaluateGpuTargets(r);
+    expect(ts.filter((t) => t.name === 'fwd+bwd vs FlashMoBA, N = 8K').map((t) => [t.value, t.met])).toEqual([['5.00 ms vs 5.87 ms = 1.17×', true]]);
+    const text = gpuTextTable({ ...r, targets: ts });
+    expect(text).toContain('L2: each size twice, not flushed and flushed (rows marked "flushed"');
+    expect(text.match(/^8K, flushed\s+\S/gm)).toHaveLength(2); // the MoBA table and the comparison table
+    expect(text.match(/^8K\s+\d/gm)).toHaveLength(2);
+    expect(gpuMarkdownReport(r)).toMatch(/\| 8K, flushed \| 0\.63 \|/);
+    expect(gpuTextTable(result([size(8 * K, 5)]))).toContain('L2: not flushed between repetitions (--flush-l2 to flush before each)');
+    const json = JSON.parse(JSON.stringify(r));
+    expect([json.l2Flush.mode, json.sizes.map((s: GpuSizeResult) => s.l2Flushed)]).toEqual(['both', [false, true]]);
+  });
 });

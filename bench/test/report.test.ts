@@ -1,6 +1,9 @@
-// The CPU bench table and its JSON carry the MoBA memory peak (memoryStats().peakBytes of each repetition).
+// The CPU bench table and its JSON carry the MoBA memory peak (memoryStats().peakBytes of each repetition) and
+// whether the L2 was flushed (--flush-l2: a header line, flushed rows marked, a JSON field per run and per size).
+import { createCpuBackend } from '@moba/backend-cpu';
 import { describe, expect, it } from 'vitest';
-import { type BenchResult, type SizeResult, markdownReport, textTable } from '../report.js';
+import { expandFlushFlag, flushOf, judgedSizes, l2Passes } from '../l2.js';
+import { type BenchResult, type SizeResult, evaluateTargets, markdownReport, textTable } from '../report.js';
 
 const size: SizeResult = {
   T: 512, attendedFraction: 1,
@@ -23,5 +26,42 @@ describe('bench report: memory peak', () => {
     expect(table.split('\n').find((l) => l.includes('fwd+bwd'))).toMatch(/7\.5$/);
     expect(markdownReport(result)).toMatch(/\| 7\.5 \|/);
     expect(JSON.parse(JSON.stringify(result)).sizes[0].reps.moba[1].peakBytes).toBe(7.5 * 2 ** 20);
+  });
+});
+
+describe('bench report: --flush-l2', () => {
+  const flushed: SizeResult = { ...size, l2Flushed: true, ms: { ...size.ms, mobaFwdBwd: 10, denseFwdBwd: 40 } };
+  const both: BenchResult = { ...result, l2Flush: { mode: 'both', available: true }, sizes: [{ ...size, l2Flushed: false }, flushed] };
+
+  it('both: a header line, the flushed rows marked, the targets judged on the flushed rows, the JSON fields', () => {
+    const table = textTable({ ...both, targets: evaluateTargets(both) });
+    expect(table).toContain('L2: each size twice, not flushed and flushed (rows marked "flushed": flushL2() before each timed repetition');
+    const fb = table.split('\n').filter((l) => l.includes('fwd+bwd  '));
+    expect(fb.map((l) => l.split(/\s{2,}/)[0])).toEqual(['512', '512, flushed']);
+    expect(evaluateTargets(both)[0]!.value).toMatch(/^4\.00× /); // 40 / 10: the flushed size, not 5 / 5
+    expect(markdownReport(both)).toMatch(/\| 512, flushed \| fwd\+bwd \|/);
+    const json = JSON.parse(JSON.stringify(both));
+    expect([json.l2Flush, json.sizes.map((s: SizeResult) => s.l2Flushed)]).toEqual([{ mode: 'both', available: true }, [false, true]]);
+  });
+
+  it('says when nothing was flushed: not asked, or a backend without flushL2 (the CPU: a no-op)', () => {
+    expect(textTable(result)).toContain('L2: not flushed between repetitions (--flush-l2 to flush before each)');
+    const cpu = textTable({ ...result, l2Flush: { mode: 'on', available: false } });
+    expect(cpu).toContain('L2: --flush-l2 on asked, but the cpu backend has no flushL2() (a no-op there: nothing flushed, each size run once)');
+    expect(textTable({ ...result, l2Flush: { mode: 'on', available: true }, sizes: [flushed] })).toMatch(/\nL2: flushed \(flushL2\(\) before each timed repetition, outside the timed region, then a device sync\)\n/);
+  });
+
+  it('the passes per size, the flag written alone, and the CPU backend (no flushL2)', async () => {
+    expect([l2Passes({ mode: 'off', available: true }), l2Passes({ mode: 'on', available: true }), l2Passes({ mode: 'both', available: true }), l2Passes({ mode: 'both', available: false })])
+      .toEqual([[false], [true], [false, true], [false]]);
+    expect(expandFlushFlag(['--flush-l2', '--quick', '--flush-l2', 'both', '--flush-l2'])).toEqual(['--flush-l2=on', '--quick', '--flush-l2', 'both', '--flush-l2=on']);
+    const sized = (xs: { T: number; l2Flushed?: boolean }[]): number[] => judgedSizes(xs).map((s) => s.T);
+    expect([sized([{ l2Flushed: false, T: 1 }, { l2Flushed: true, T: 2 }]), sized([{ T: 1 }, { T: 2 }])]).toEqual([[2], [1, 2]]);
+    const cpu = createCpuBackend({ threads: 1 });
+    try {
+      expect(flushOf(cpu)).toBeUndefined();
+    } finally {
+      await cpu.destroy();
+    }
   });
 });

@@ -1,6 +1,14 @@
 // Shared helpers of the moba-ts CUDA kernels. Compiled by NVRTC at run time (the TypeScript loader
 // inlines this file where a kernel includes it) and by nvcc in CI: only CUDA headers, no host headers.
 #pragma once
+
+// Kernel paths (src/path.ts). MOBA_SM90 is defined (=1) for the sm90 path: Hopper, compiled for sm_90a, the one
+// target on which wgmma.mma_async, setmaxnreg and TMA / cp.async.bulk.tensor are legal. The sm80 path (every other
+// device, and Hopper with kernelPath 'sm80' / MOBA_CUDA_PATH=sm80) leaves it undefined and compiles for the
+// device's sm_XY. A kernel with a Hopper variant puts it under `#ifdef MOBA_SM90` and keeps the mma.sync version
+// in the #else; the host picks entry points by `device.kernelPath`. scripts/check-cuda-kernels.sh compiles every
+// file both ways (sm_80, sm_90 without it; sm_90a with it). No kernel differs between the paths yet. (No #error
+// on a missing __CUDA_ARCH_FEAT_SM90_ALL here: one of nvcc's preprocessing passes defines __CUDA_ARCH__ without it.)
 #ifndef MOBA_NO_HALF  // (MOBA_NO_HALF: f32 only, for compile checks with an NVRTC whose fp16 headers are missing)
 #include <cuda_fp16.h>
 #include <cuda_bf16.h>

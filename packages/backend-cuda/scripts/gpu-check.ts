@@ -17,7 +17,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { type Backend, type DeviceTensor, type Layout, Rng, bf16ToF32, f16ToF32, f32ToBf16, f32ToF16, hostTensor, plan, resolveConfig } from '@moba/core';
 import { type Report, runConformance, summaryLine } from '@moba/testkit';
-import { type CudaBackend, createCudaBackend, unavailableReason } from '../src/index.js';
+import { type CudaBackend, createCudaBackend, probeAdapter, unavailableReason } from '../src/index.js';
 import { cacheStep } from './gpu-check-cache.js';
 import { qkStep } from './gpu-check-qk.js';
 
@@ -264,7 +264,7 @@ async function main(): Promise<number> {
     return required ? 1 : 0;
   }
   const b = createCudaBackend();
-  const report: Record<string, unknown> = { date: new Date().toISOString(), device: b.device, caps: b.caps };
+  const report: Record<string, unknown> = { date: new Date().toISOString(), device: b.device, caps: b.caps, listBackendsAdapter: (await probeAdapter()).adapter ?? null };
   let failed = 0;
   const step = async (name: string, fn: () => Promise<unknown>): Promise<unknown> => {
     const t0 = performance.now();
@@ -279,7 +279,7 @@ async function main(): Promise<number> {
       return { crashed: msg };
     }
   };
-  log(`device: ${b.device.name} (${b.device.arch}, ${b.device.sms} SMs), driver ${b.device.driverVersion}, NVRTC ${b.device.nvrtcVersion}; steps: ${['conformance', 'golden', 'routing', 'fastpath', 'timings', 'cache', 'qk'].filter(wanted).join(', ')}`);
+  log(`device: ${b.device.name} (${b.device.arch}, ${b.device.sms} SMs, kernel path ${b.device.kernelPath}: NVRTC ${b.device.targetArch}), driver ${b.device.driverVersion}, NVRTC ${b.device.nvrtcVersion}; listBackends: ${String(report.listBackendsAdapter)}; steps: ${['conformance', 'golden', 'routing', 'fastpath', 'timings', 'cache', 'qk'].filter(wanted).join(', ')}`);
   let conf: unknown = 'skipped', golden: unknown = 'skipped', routing: Record<string, unknown> = { skipped: true }, fastp: Record<string, unknown> = { skipped: true };
   let times: Record<string, unknown>[] | { crashed: string } | 'skipped' = 'skipped';
   if (wanted('conformance')) {

@@ -1,6 +1,7 @@
 /**
- * Compiles every kernel with NVRTC (no GPU needed): `MOBA_NVRTC_LIB=… [ARCHS=sm_80,sm_90] [EXTRA=-DMOBA_NO_HALF]
+ * Compiles every kernel with NVRTC (no GPU needed): `MOBA_NVRTC_LIB=… [ARCHS=sm_80,sm_90,sm_90a] [EXTRA=-DMOBA_NO_HALF]
  * node --conditions=@moba/source --import tsx packages/backend-cuda/scripts/nvrtc-compile.ts`. Exit 1 on any failure.
+ * An `a` arch (sm_90a) compiles the sm90 path (`-DMOBA_SM90=1`, src/path.ts).
  */
 import { compileOptions, kernelSource } from '../src/compile.js';
 import { Nvrtc, cudaIncludeDir } from '../src/driver.js';
@@ -13,7 +14,7 @@ for (const f of KERNEL_FILES) {
   for (const arch of (process.env.ARCHS ?? 'sm_90').split(',')) {
     const t0 = performance.now();
     try {
-      const opts = [...compileOptions(arch, cudaIncludeDir()), ...(process.env.EXTRA ? process.env.EXTRA.split(' ') : [])];
+      const opts = [...compileOptions(arch, cudaIncludeDir(), arch.endsWith('a') ? ['-DMOBA_SM90=1'] : []), ...(process.env.EXTRA ? process.env.EXTRA.split(' ') : [])];
       const r = nv.compile(kernelSource(f), f, opts);
       console.log(`ok   ${f} ${arch}: ${r.cubin.length} B in ${Math.round(performance.now() - t0)} ms`);
     } catch (e) {

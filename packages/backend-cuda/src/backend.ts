@@ -6,11 +6,12 @@
  * on the null stream and synchronises before it returns (so a fault is reported by the op that caused it).
  */
 import {
-  type Backend, type BackwardInputs, type Capabilities, type CheckedKconv, type CheckedProblem, type CheckedRoutingCall, type DType,
+  type BackwardInputs, type Capabilities, type CheckedKconv, type CheckedProblem, type CheckedRoutingCall, type DType,
   type DeviceMemory, type DeviceTensor, type HostTensor, type KVCache, type KVCacheOptions, type Layout, type MemoryStats, type Qkv, type Routing,
-  BackendShell, MobaError, checkKeys, hostTensor, numel,
+  BackendShell, MobaError, hostTensor, numel,
 } from '@moba/core';
 import { Allocator, type Buf } from './allocator.js';
+import { type CudaBackend, type CudaBackendOptions, checkCudaOptions } from './api.js';
 import { backward } from './backward.js';
 import { createCudaCache, timeDeviceCopy } from './cache.js';
 import { collect } from './collect.js';
@@ -19,69 +20,12 @@ import { CU_ATTR, CudaDriver, Nvrtc } from './driver.js';
 import * as geo from './geometry.js';
 import { forward } from './forward.js';
 import { kconv, kconvBackward } from './kconv.js';
+import { flushL2 } from './l2.js';
 import { type CudaProblem, checkIndexLimits, opBytes } from './memory.js';
+import { kernelPathRequest, kernelTarget } from './path.js';
 import { Program } from './program.js';
 import { route } from './route.js';
 import { type Cuda, type DeviceLayout, type RoutingStore, deviceLayout, usesTensorCores } from './shared.js';
-
-export interface CudaBackendOptions {
-  /** Device ordinal (default 0). */
-  ordinal?: number;
-  /** Folder for compiled cubins (default `$XDG_CACHE_HOME/moba-ts/cuda`); `null` disables the disk cache. */
-  cacheDir?: string | null;
-  /**
-   * Unstable experiment knobs: they may change or vanish in any release, results do not depend on them.
-   * - `kvHeadsPerLaunch`: kv heads per launch of the partial-writing kernels (forward_kv, dkdv_tc) instead
-   *   of the planned number (geometry.kvPerLaunch); null (default) plans it. Results are bitwise the same.
-   * - `fastPaths`: use the tensor-core routing, forward and backward for f16/bf16 with D 64/128 (default
-   *   true; `MOBA_CUDA_FAST=0` makes the default false). false runs the generic CUDA-core kernels everywhere
-   *   (a cross-check for the tensor-core paths).
-   */
-  unstable?: { kvHeadsPerLaunch?: number | null; fastPaths?: boolean };
-}
-
-/**
- * The keys `createCudaBackend` accepts, per level (a new option adds its key here); any other key is E_RANGE
- * naming it, as is null except where it means something (`cacheDir`, `unstable.kvHeadsPerLaunch`).
- */
-export const CUDA_OPTION_KEYS = Object.freeze({
-  options: Object.freeze(['ordinal', 'cacheDir', 'unstable']),
-  unstable: Object.freeze(['kvHeadsPerLaunch', 'fastPaths']),
-}) satisfies Record<string, readonly string[]>;
-
-/** Checks the keys of `createCudaBackend` options, `unstable` included, before the driver is loaded. */
-export function checkCudaOptions(opts: unknown): void {
-  checkKeys(opts, CUDA_OPTION_KEYS.options, 'CUDA backend option', ['cacheDir']);
-  const u = (opts as CudaBackendOptions).unstable;
-  if (u !== undefined) checkKeys(u, CUDA_OPTION_KEYS.unstable, 'CUDA unstable option', ['kvHeadsPerLaunch']);
-}
-
-/** The CUDA backend: the Backend contract plus device facts and an explicit synchronise for timing. */
-export interface CudaBackend extends Backend {
-  readonly device: { readonly name: string; readonly ordinal: number; readonly arch: string; readonly sms: number; readonly totalBytes: number; readonly driverVersion: number; readonly nvrtcVersion: string };
-  /** Waits for all queued work (every op already does before it returns). */
-  synchronize(): void;
-  /** Free and total device memory now. */
-  memoryInfo(): { free: number; total: number };
-  /**
-   * The contract's MemoryStats of this backend's own device allocations (the sizes asked of cuMemAlloc, at least
-   * 16 B): `liveBytes` the caller's tensors and routings, `scratchBytes` the workspace slots kept between calls,
-   * `pooledBytes` released buffers kept for reuse (at most 16 GiB; given back when an allocation would not fit
-   * otherwise, and by destroy()), `peakBytes` the most in use at once since creation or `resetPeakMemory()`.
-   * `cachedBytes` is `pooledBytes` under its earlier name.
-   */
-  memoryStats(): MemoryStats & { readonly cachedBytes: number };
-  /**
-   * Profiling: while `profiling` is true every kernel launch is synchronised and its wall time added to
-   * a per-kernel total (ms); `takeProfile()` returns the totals since the last call and clears them.
-   */
-  profiling: boolean;
-  takeProfile(): Record<string, number>;
-  /** Whether the tensor-core kernels serve this dtype and head dim on this device. */
-  usesTensorCores(dtype: DType, D: number): boolean;
-  /** Ms of one synchronised device-to-device copy of `bytes` on scratch buffers freed afterwards (copy bandwidth). */
-  timeDeviceCopy(bytes: number): Promise<number>;
-}
 
 export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements CudaBackend {
   readonly name = 'cuda';
@@ -100,6 +44,7 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
     const ordinal = opts.ordinal ?? 0;
     if (!Number.isInteger(ordinal) || ordinal < 0) throw new MobaError('E_RANGE', `ordinal = ${String(ordinal)} is invalid: must be an integer >= 0`, 'ordinal');
     const kvHeads = opts.unstable?.kvHeadsPerLaunch ?? null;
+    const pathReq = kernelPathRequest(opts.kernelPath); // E_RANGE before the driver is loaded
     this.#drv = new CudaDriver();
     this.#drv.init();
     const count = this.#drv.deviceCount();
@@ -110,13 +55,15 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
     this.#drv.setCurrent(this.#ctx);
     const sharedOptIn = this.#drv.attribute(this.#dev, CU_ATTR.MAX_SHARED_MEMORY_PER_BLOCK_OPTIN);
     const mem = this.#drv.memInfo();
-    const arch = archOf(this.#drv.attribute(this.#dev, CU_ATTR.COMPUTE_CAPABILITY_MAJOR), this.#drv.attribute(this.#dev, CU_ATTR.COMPUTE_CAPABILITY_MINOR));
+    const [major, minor] = [this.#drv.attribute(this.#dev, CU_ATTR.COMPUTE_CAPABILITY_MAJOR), this.#drv.attribute(this.#dev, CU_ATTR.COMPUTE_CAPABILITY_MINOR)];
+    const target = kernelTarget(major, minor, pathReq); // E_UNSUPPORTED: sm90 forced on a device that is not Hopper
     this.device = Object.freeze({
-      name: this.#drv.deviceName(this.#dev), ordinal, arch, sms: this.#drv.attribute(this.#dev, CU_ATTR.MULTIPROCESSOR_COUNT),
+      name: this.#drv.deviceName(this.#dev), ordinal, arch: archOf(major, minor), kernelPath: target.path, targetArch: target.arch,
+      sms: this.#drv.attribute(this.#dev, CU_ATTR.MULTIPROCESSOR_COUNT), l2Bytes: this.#drv.attribute(this.#dev, CU_ATTR.L2_CACHE_SIZE),
       totalBytes: mem.total, driverVersion: this.#drv.driverVersion(), nvrtcVersion: nvrtc.version(),
     });
     this.#mem = new Allocator(this.#drv, mem.total);
-    this.#prog = new Program(this.#drv, nvrtc, this.device, opts.cacheDir);
+    this.#prog = new Program(this.#drv, nvrtc, this.device, target, opts.cacheDir);
     this.#c = {
       drv: this.#drv, mem: this.#mem, prog: this.#prog, sms: this.device.sms, sharedOptIn,
       fast: opts.unstable?.fastPaths ?? process.env.MOBA_CUDA_FAST !== '0', kvHeadsPerLaunch: kvHeads,
@@ -166,6 +113,8 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
   }
 
   async timeDeviceCopy(bytes: number): Promise<number> { this.alive(); return timeDeviceCopy(this.#c, bytes); }
+
+  async flushL2(): Promise<void> { this.alive(); this.#drv.setCurrent(this.#ctx); flushL2(this.#c, this.device.l2Bytes); }
 
   async createCache(opts: KVCacheOptions): Promise<KVCache> {
     this.alive();

@@ -4,9 +4,9 @@
  * factories throw `MobaError('E_UNSUPPORTED')`; the types are those of the Node entry.
  */
 import { MobaError } from '@moba/core';
-import type { CudaBackend, CudaBackendOptions } from './backend.js';
+import type { CudaBackend, CudaBackendOptions } from './api.js';
 
-export type { CudaBackend, CudaBackendOptions } from './backend.js';
+export type { CudaBackend, CudaBackendOptions } from './api.js';
 export { cuError, nvrtcError, CU_RESULT_NAMES } from './status.js';
 
 const REASON = 'CUDA runs in Node only (the NVIDIA driver is not reachable from a browser)';

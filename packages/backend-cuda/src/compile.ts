@@ -67,9 +67,9 @@ export function kernelSource(file: string, dir: string = kernelsDir()): string {
   return `#line 1 "${file}"\n${expandIncludes(read(file), read)}`;
 }
 
-/** NVRTC options for one architecture. */
-export function compileOptions(arch: string, includeDir: string): string[] {
-  return [`--gpu-architecture=${arch}`, '--std=c++17', `-I${includeDir}`, '-DMOBA_NVRTC=1'];
+/** NVRTC options for one architecture (`sm_90a` on the sm90 path, path.ts) and the path's `-D` defines. */
+export function compileOptions(arch: string, includeDir: string, defines: readonly string[] = []): string[] {
+  return [`--gpu-architecture=${arch}`, '--std=c++17', `-I${includeDir}`, '-DMOBA_NVRTC=1', ...defines];
 }
 
 export interface Compiler {

@@ -30,6 +30,7 @@ export class Program {
   readonly #drv: CudaDriver;
   readonly #nvrtc: Nvrtc;
   readonly #arch: string;
+  readonly #defines: readonly string[];
   readonly #nvrtcVersion: string;
   readonly #cacheDir: string | null | undefined;
   readonly #modules = new Map<KernelFile, { mod: bigint; fns: Map<string, bigint> }>();
@@ -38,10 +39,11 @@ export class Program {
   #profile = new Map<string, number>();
   profiling = false;
 
-  constructor(drv: CudaDriver, nvrtc: Nvrtc, device: { readonly arch: string; readonly nvrtcVersion: string }, cacheDir: string | null | undefined) {
+  constructor(drv: CudaDriver, nvrtc: Nvrtc, device: { readonly nvrtcVersion: string }, target: { readonly arch: string; readonly defines: readonly string[] }, cacheDir: string | null | undefined) {
     this.#drv = drv;
     this.#nvrtc = nvrtc;
-    this.#arch = device.arch;
+    this.#arch = target.arch;
+    this.#defines = target.defines;
     this.#nvrtcVersion = device.nvrtcVersion;
     this.#cacheDir = cacheDir;
     const block = drv.allocHost(MAX_ARGS * SLOT_BYTES * 2);
@@ -53,8 +55,9 @@ export class Program {
     let m = this.#modules.get(file);
     if (!m) {
       const src = kernelSource(file);
-      const opts = compileOptions(this.#arch, cudaIncludeDir());
+      const opts = compileOptions(this.#arch, cudaIncludeDir(), this.#defines);
       const compiler = { id: `nvrtc ${this.#nvrtcVersion}`, compile: (s: string, n: string, o: readonly string[]) => this.#nvrtc.compile(s, n, o) };
+      // the cache key and file name include the arch and every option: the two paths' cubins never mix
       const { cubin } = compileCached(compiler, src, file, this.#arch, opts, this.#cacheDir);
       m = { mod: this.#drv.moduleLoad(cubin), fns: new Map() };
       this.#modules.set(file, m);

@@ -3,7 +3,7 @@
 // `unstable.kvHeadsPerLaunch: null` keep their documented meaning.
 import { MobaError } from '@moba/core';
 import { describe, expect, it } from 'vitest';
-import { CUDA_OPTION_KEYS, type CudaBackendOptions, createCudaBackend, isAvailable, optionKeys } from '../src/index.js';
+import { CUDA_OPTION_KEYS, type CudaBackendOptions, createCudaBackend, isAvailable, optionKeys, probeAdapter, unavailableReason } from '../src/index.js';
 
 function thrown(opts: unknown): MobaError | null {
   try {
@@ -31,7 +31,7 @@ describe('CUDA backend options', () => {
   });
 
   it('null is refused where it means nothing and kept where it is documented; the key lists are exported', () => {
-    for (const key of ['ordinal', 'unstable']) expect(thrown({ [key]: null })).toMatchObject({ code: 'E_RANGE', param: key });
+    for (const key of ['ordinal', 'kernelPath', 'unstable']) expect(thrown({ [key]: null })).toMatchObject({ code: 'E_RANGE', param: key });
     expect(thrown({ unstable: { fastPaths: null } })).toMatchObject({ code: 'E_RANGE', param: 'fastPaths' });
     expect(thrown(null)?.code).toBe('E_RANGE');
     for (const ok of [{ cacheDir: null }, { unstable: { kvHeadsPerLaunch: null } }]) {
@@ -39,8 +39,31 @@ describe('CUDA backend options', () => {
       if (isAvailable()) expect(e).toBeNull();
       else expect(e?.code).toBe('E_DEVICE'); // got past the option checks
     }
-    expect(CUDA_OPTION_KEYS.options).toEqual(['ordinal', 'cacheDir', 'unstable']);
+    expect(CUDA_OPTION_KEYS.options).toEqual(['ordinal', 'cacheDir', 'kernelPath', 'unstable']);
     expect(CUDA_OPTION_KEYS.unstable).toEqual(['kvHeadsPerLaunch', 'fastPaths']);
     expect(optionKeys).toBe(CUDA_OPTION_KEYS.options);
+  });
+
+  it('kernelPath and MOBA_CUDA_PATH are checked before the driver is loaded: E_RANGE naming them and the allowed values', () => {
+    const e = thrown({ kernelPath: 'sm89' });
+    expect([e?.code, e?.param]).toEqual(['E_RANGE', 'kernelPath']);
+    expect(e?.message).toContain('kernelPath = "sm89" is invalid: must be one of auto, sm80, sm90');
+    const prev = process.env.MOBA_CUDA_PATH;
+    process.env.MOBA_CUDA_PATH = 'fast';
+    try {
+      expect(thrown({})).toMatchObject({ code: 'E_RANGE', param: 'MOBA_CUDA_PATH' });
+      const ok = thrown({ kernelPath: 'sm80' }); // the option wins over the variable
+      if (isAvailable()) expect(ok).toBeNull();
+      else expect(ok?.code).toBe('E_DEVICE');
+    } finally {
+      if (prev === undefined) delete process.env.MOBA_CUDA_PATH;
+      else process.env.MOBA_CUDA_PATH = prev;
+    }
+  });
+
+  it("probeAdapter (listBackends, moba info) names device 0 and its kernel path, or why CUDA is unavailable", async () => {
+    const p = await probeAdapter();
+    if (isAvailable()) expect(p.adapter).toMatch(/\(compute capability \d+\.\d+\), kernel path (sm80|sm90) \(NVRTC sm_\d+a?\)$/);
+    else expect(p).toEqual({ available: false, reason: unavailableReason(), software: false });
   });
 });

@@ -19,6 +19,7 @@ import type { GpuContext } from './device.js';
 import { encodeForward, forwardPlan } from './forward.js';
 import { type Geometry, buildGeometry } from './geometry.js';
 import { encodeKconv, encodeKconvBackward, kconvPlan } from './kconv.js';
+import { L2Flush } from './flush.js';
 import { Launch, type Tiles, chooseTiles } from './launch.js';
 import { packer } from './pack.js';
 import { ROUTE_ROWS, type RouteKernel, defaultRouteKernel, encodeRoute, routeBytes } from './route.js';
@@ -41,6 +42,8 @@ export interface WebGpuBackend extends Backend {
   /** GPU ms per kernel (`shader:entry`) since the last `clearTimings()`; empty unless created with `profile: true`. */
   timings(): Map<string, number>;
   clearTimings(): void;
+  /** Bench helper: clears a 256 MiB scratch buffer (kept until destroy, not counted in memoryStats) and waits (flush.ts). */
+  flushL2(): Promise<void>;
 }
 
 /** `v`, or a copy of it in a plain ArrayBuffer when it views a SharedArrayBuffer (queue.writeBuffer refuses those). */
@@ -101,6 +104,7 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
   readonly #ctx: GpuContext;
   readonly #tuning: WebGpuTuning;
   readonly #unstable: WebGpuUnstable;
+  #l2: L2Flush | null = null;
 
   constructor(ctx: GpuContext, memoryBytes: number, tuning: WebGpuTuning = {}, unstable: WebGpuUnstable = {}) {
     super('WebGPU');
@@ -117,9 +121,7 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
   }
 
   get device(): GPUDevice { return this.#ctx.device; }
-
   get liveBuffers(): number { return this.#ctx.buffers.liveBuffers; }
-
   get pooledBuffers(): number { return this.#ctx.buffers.pooledBuffers; }
 
   tensorBytes(t: DeviceTensor): number {
@@ -131,13 +133,10 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
     return openCache(this.#ctx, { name: this.name, caps: this.caps, tensor: (p, t) => this.tensor(p, t), wrap: (d, s, b) => this.wrap(d, s, b) }, opts);
   }
 
-  timings(): Map<string, number> {
-    return new Map(this.#ctx.kernelMs);
-  }
+  timings(): Map<string, number> { return new Map(this.#ctx.kernelMs); }
+  clearTimings(): void { this.#ctx.kernelMs.clear(); }
 
-  clearTimings(): void {
-    this.#ctx.kernelMs.clear();
-  }
+  async flushL2(): Promise<void> { this.alive(); this.#ctx.checkAlive(); await (this.#l2 ??= new L2Flush(this.#ctx.device)).flush(); }
 
   protected override checkDevice(): void {
     this.#ctx.checkAlive();
@@ -268,6 +267,7 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
   }
 
   protected async doDestroy(): Promise<void> {
+    this.#l2?.destroy();
     this.#ctx.destroy();
   }
 

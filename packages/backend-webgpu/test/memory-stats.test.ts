@@ -4,7 +4,7 @@
  * memoryStats() tells the caller's bytes, the scratch (placeholders), the pool and the peak apart. A missing adapter
  * skips, unless MOBA_REQUIRE names webgpu.
  */
-import { hostTensor, uniformSeqlens } from '@moba/core';
+import { MobaError, hostTensor, uniformSeqlens } from '@moba/core';
 import { beforeAll, describe, expect, it } from 'vitest';
 import { createWebGpuBackend } from '../src/index.js';
 import { webgpuUnavailable } from './gate.js';
@@ -52,4 +52,19 @@ describe('webgpu memory accounting', () => {
     expect([b.liveBuffers, b.pooledBuffers]).toEqual([0, 0]);
     expect(b.memoryStats()).toEqual({ liveBytes: 0, liveTensors: 0, liveRoutings: 0, scratchBytes: 0, pooledBytes: 0, peakBytes: 0 });
   }, 120_000);
+
+  it('flushL2 (a bench helper) leaves tensors and the accounting as they were, and refuses after destroy', async (t) => {
+    if (unavailable) return t.skip(unavailable);
+    const b = await createWebGpuBackend();
+    const q = await b.upload(hostTensor('f32', [T, H, D], data));
+    const before = { stats: b.memoryStats(), live: b.liveBuffers, pooled: b.pooledBuffers };
+    await b.flushL2();
+    await b.flushL2(); // the scratch buffer is made once and cleared again
+    expect({ stats: b.memoryStats(), live: b.liveBuffers, pooled: b.pooledBuffers }).toEqual(before);
+    expect((await b.download(q)).data).toEqual(data);
+    b.dispose(q);
+    await b.destroy();
+    await expect(b.flushL2()).rejects.toBeInstanceOf(MobaError);
+  });
 });
+

@@ -45,12 +45,14 @@ export interface CudaBackendOptions {
   ordinal?: number;
   /** Folder for compiled cubins; `null` disables the disk cache. */
   cacheDir?: string | null;
+  /** `'auto'` (default, or `MOBA_CUDA_PATH`): sm90 (wgmma-capable, `sm_90a`) on Hopper, else sm80; `'sm80'` forces mma.sync. */
+  kernelPath?: 'auto' | 'sm80' | 'sm90';
   unstable?: { kvHeadsPerLaunch?: number | null; fastPaths?: boolean };
 }
 
 /** The CUDA backend as moba-ts types it (a subset of `@moba/backend-cuda`'s `CudaBackend`). */
 export interface CudaBackend extends Backend {
-  readonly device: { readonly name: string; readonly ordinal: number; readonly arch: string; readonly sms: number; readonly totalBytes: number };
+  readonly device: { readonly name: string; readonly ordinal: number; readonly arch: string; readonly kernelPath: 'sm80' | 'sm90'; readonly targetArch: string; readonly sms: number; readonly totalBytes: number };
   synchronize(): void;
   memoryInfo(): { free: number; total: number };
   /** `cachedBytes` is `pooledBytes` under its earlier name. */
@@ -89,7 +91,7 @@ export interface BackendStatus {
   readonly reason?: string;
   /** The package version, when it is installed. */
   readonly version?: string;
-  /** The device it would run on, human-readable (WebGPU: the adapter, e.g. "llvmpipe: Mesa 25.0.7 (LLVM 15.0.6) — software"). */
+  /** The device it would run on (WebGPU: the adapter, e.g. "llvmpipe: Mesa 25.0.7 (LLVM 15.0.6) — software"; CUDA: device 0 and its kernel path). */
   readonly adapter?: string;
   /** True when that device is a software rasteriser (a CPU pretending to be a GPU). */
   readonly software?: boolean;
@@ -99,7 +101,7 @@ interface BackendModule {
   isAvailable?: () => unknown;
   /** Optional: why the backend cannot run here (null when it can). */
   unavailableReason?: () => string | null;
-  /** Optional (WebGPU): the adapter, whether it is software, or why there is none. */
+  /** Optional (WebGPU, CUDA): the adapter, whether it is software, or why there is none. */
   probeAdapter?: () => Promise<{ available: boolean; reason?: string; adapter?: string; software?: boolean }>;
   createBackend?: (opts?: object) => Backend | Promise<Backend>;
   [factory: string]: unknown;
@@ -126,7 +128,7 @@ let ENTRIES: Record<ConcreteBackendKind, Entry> = {
     load: () => import('@moba/backend-webgpu'),
   },
   cuda: {
-    pkg: '@moba/backend-cuda', factory: 'createCudaBackend', keys: ['ordinal', 'cacheDir', 'unstable'],
+    pkg: '@moba/backend-cuda', factory: 'createCudaBackend', keys: ['ordinal', 'cacheDir', 'kernelPath', 'unstable'],
     install: 'npm install @moba/backend-cuda (needs an NVIDIA driver with CUDA 12 and NVRTC)',
     load: () => import('@moba/backend-cuda'),
   },
@@ -163,12 +165,7 @@ async function load(kind: ConcreteBackendKind): Promise<Loaded> {
   }
 }
 
-interface Probe {
-  available: boolean;
-  reason?: string;
-  adapter?: string;
-  software?: boolean;
-}
+type Probe = { available: boolean; reason?: string; adapter?: string; software?: boolean };
 
 async function probe(kind: ConcreteBackendKind, mod: BackendModule): Promise<Probe> {
   try {
@@ -211,7 +208,7 @@ function allowSoftware(opts: { allowSoftwareAdapter?: unknown } | undefined): bo
   return env?.MOBA_ALLOW_SOFTWARE_WEBGPU === '1';
 }
 
-/** Lists every backend kind, whether it can run here and, if not, why; WebGPU with its adapter. */
+/** Lists every backend kind, whether it can run here and, if not, why; WebGPU with its adapter, CUDA with its device and kernel path. */
 export async function listBackends(): Promise<BackendStatus[]> {
   const out: BackendStatus[] = [];
   for (const name of BACKEND_KINDS) {
