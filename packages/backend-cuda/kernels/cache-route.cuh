@@ -11,14 +11,69 @@ constexpr int CR_CT = 32;    // centroids per routing tile (one per lane)
 constexpr int CR_MAXK = 64;  // largest list (two list entries per lane; cache-tables.ts checks it)
 constexpr unsigned CR_FULL = 0xffffffffu;
 constexpr int CR_MAXWARPS = 8;  // warps of a CTA (hpc <= 8)
+constexpr int CR_MERGE_AT = 2;  // more entering candidates than this: cr_merge32 instead of one at a time
+constexpr int CR_LANEK = 8;     // lists up to this long are kept per lane in registers while scoring
 
 __device__ __forceinline__ bool better(float s1, int j1, float s2, int j2) { return s1 > s2 || (s1 == s2 && j1 > j2); }
+
+// Merges the lanes' candidates (s, j) where `valid` into a warp's list (wl, wi) of n entries (best first, at most K)
+// in one pass: a bitonic sort of the 32 candidates, then each lane finds list entries lane and lane + 32 of the merge
+// by a binary search along the merge path. Constant work however many candidates enter (ties, rising scores), where
+// cr_insert's loop costs one round per entering candidate. better() is a strict order: the same list as cr_insert.
+__device__ __forceinline__ void cr_merge32(float s, int j, bool valid, float* wl, int* wi, int& n, int K) {
+  const int lane = threadIdx.x % WARP;
+  if (!valid) { s = -INFINITY; j = -1; }  // last in the order (every valid candidate is better)
+  const int nv = __popc(__ballot_sync(CR_FULL, valid));
+  for (int k = 2; k <= WARP; k <<= 1) {
+    for (int m = k >> 1; m > 0; m >>= 1) {
+      const float os = __shfl_xor_sync(CR_FULL, s, m);
+      const int oj = __shfl_xor_sync(CR_FULL, j, m);
+      const bool want_first = ((lane & m) == 0) == ((lane & k) == 0);  // this lane keeps the better of the pair
+      if (want_first != better(s, j, os, oj)) { s = os; j = oj; }
+    }
+  }
+  const int total = min(K, n + nv);
+  float rs[CR_MAXK / WARP];
+  int ri[CR_MAXK / WARP];
+  for (int r = 0; r < (K + WARP - 1) / WARP; ++r) {
+    const int i = lane + r * WARP;  // output position
+    int lo = max(0, i - nv), hi = min(i, n);  // list entries among the first i outputs: in [lo, hi]
+    for (int it = 0; it < 6; ++it) {  // hi - lo <= 32
+      const bool go = lo < hi;
+      const int mid = (lo + hi) >> 1;
+      const int b = go ? i - 1 - mid : 0;
+      const float bs = __shfl_sync(CR_FULL, s, b & (WARP - 1));
+      const int bj = __shfl_sync(CR_FULL, j, b & (WARP - 1));
+      if (go) {
+        if (better(wl[mid], wi[mid], bs, bj)) lo = mid + 1;
+        else hi = mid;
+      }
+    }
+    const int b = i - lo;
+    const float bs = __shfl_sync(CR_FULL, s, b & (WARP - 1));
+    const int bj = __shfl_sync(CR_FULL, j, b & (WARP - 1));
+    const bool fromList = lo < n && (b >= nv || better(wl[lo], wi[lo], bs, bj));
+    rs[r] = fromList ? wl[lo] : bs;
+    ri[r] = fromList ? wi[lo] : bj;
+  }
+  __syncwarp();
+  for (int r = 0; r < (K + WARP - 1) / WARP; ++r) {
+    const int i = lane + r * WARP;
+    if (i < total) { wl[i] = rs[r]; wi[i] = ri[r]; }
+  }
+  __syncwarp();
+  n = total;
+}
 
 // Inserts the lanes' candidates (s, j) where `valid` into a warp's list (wl, wi) of n entries, best first, at most
 // K. better() is a strict order on distinct blocks: the final list does not depend on the insertion order.
 __device__ __forceinline__ void cr_insert(float s, int j, bool valid, float* wl, int* wi, int& n, int K) {
   const int lane = threadIdx.x % WARP;
   unsigned cand = __ballot_sync(CR_FULL, valid && (n < K || better(s, j, wl[K - 1], wi[K - 1])));
+  if (__popc(cand) > CR_MERGE_AT) {  // many enter: one merge pass
+    cr_merge32(s, j, (cand >> lane) & 1u, wl, wi, n, K);
+    return;
+  }
   while (cand) {
     const int src = __ffs(cand) - 1;
     cand &= cand - 1;
@@ -56,20 +111,23 @@ __device__ __forceinline__ void cr_insert(float s, int j, bool valid, float* wl,
 __device__ __forceinline__ int cr_slot(int c4, int jj) { return c4 * CR_CT + (jj ^ (c4 & 7)); }
 
 // Starts loading centroid tile j0 .. j0 + CR_CT of (kv head kvh, the row's sequence) into `tile` (zeros past nb;
-// the open block, j == nfull < nb, is a sum: cr_fix_open divides it once the copies landed). Thread (lane jj,
-// warp w) copies chunks w, w + nw, ... of centroid j0 + jj, whose page is `page` (-1: past nb). VEC (D % 4 == 0):
-// 16-byte cp.async (the caller commits and waits); else plain loads.
+// the open block, j == nfull < nb, is a sum: cr_fix_open divides it once the copies landed). `page` is lane jj's
+// centroid page (-1: past nb), passed around the warp by shuffles. Chunk e = (jj, c4), e = tid, tid + blockDim, ...:
+// a warp's copy covers whole centroid rows (contiguous bytes). VEC (D % 4 == 0): 16-byte cp.async (the caller
+// commits and waits); else plain loads.
 template <bool VEC>
-__device__ __forceinline__ void cr_load_tile(float4* tile, const float* cents, const float* sums, int page, int j, int nfull, int Hkv, int kvh, int D) {
-  const int lane = threadIdx.x % WARP, w = threadIdx.x / WARP, nw = blockDim.x / WARP, D4 = (D + 3) / 4;
-  const float* src = page < 0 ? cents : (j < nfull ? cents : sums) + ((i64)page * Hkv + kvh) * D;
-  for (int c4 = w; c4 < D4; c4 += nw) {
-    float4* dst = tile + cr_slot(c4, lane);
+__device__ __forceinline__ void cr_load_tile(float4* tile, const float* cents, const float* sums, int page, int j0, int nfull, int Hkv, int kvh, int D) {
+  const int D4 = (D + 3) / 4;
+  for (int e = threadIdx.x; e < CR_CT * D4; e += blockDim.x) {  // the same trip count across a warp (CR_CT·D4 % 32 == 0)
+    const int jj = e / D4, c4 = e - jj * D4;
+    const int pg = __shfl_sync(CR_FULL, page, jj);
+    const float* src = pg < 0 ? cents : (j0 + jj < nfull ? cents : sums) + ((i64)pg * Hkv + kvh) * D;
+    float4* dst = tile + cr_slot(c4, jj);
     if constexpr (VEC) {
-      cp_async16(dst, src + c4 * 4, page >= 0);
+      cp_async16(dst, src + c4 * 4, pg >= 0);
     } else {
       float x[4];
-      for (int e = 0; e < 4; ++e) x[e] = page >= 0 && c4 * 4 + e < D ? src[c4 * 4 + e] : 0.f;
+      for (int u = 0; u < 4; ++u) x[u] = pg >= 0 && c4 * 4 + u < D ? src[c4 * 4 + u] : 0.f;
       *dst = make_float4(x[0], x[1], x[2], x[3]);
     }
   }
@@ -83,6 +141,19 @@ __device__ __forceinline__ void cr_fix_open(float4* tile, int j0, int nfull, int
   for (int c4 = threadIdx.x; c4 < (D + 3) / 4; c4 += blockDim.x) {
     float4& x = tile[cr_slot(c4, jj)];
     x.x = x.x / cnt; x.y = x.y / cnt; x.z = x.z / cnt; x.w = x.w / cnt;
+  }
+}
+
+// One lane's own top-K (K <= CR_LANEK, best first, (−inf, −1) = empty) in registers: inserts (s, j) if it is better
+// than the K-th. The lists of the 32 lanes hold the warp's top-K (each of its entries is in its own lane's top-K).
+__device__ __forceinline__ void cr_lane_insert(float s, int j, float* ls, int* li, int K) {
+#pragma unroll
+  for (int r = 0; r < CR_LANEK; ++r) {
+    if (r < K && better(s, j, ls[r], li[r])) {
+      const float ts = ls[r];
+      const int ti = li[r];
+      ls[r] = s; li[r] = j; s = ts; j = ti;
+    }
   }
 }
 
@@ -133,12 +204,17 @@ __device__ void cache_route_k(const T* q, const float* cents, const float* sums,
   int* out = sel + ((i64)row * Hq + h) * topk;
   if (lead) for (int c = lane; c < D4 * 4; c += WARP) reinterpret_cast<float*>(wq)[c] = c < D ? ld(q, ((i64)row * Hq + h) * D + c) : 0.f;
   int n = 0;
+  const bool lanes = K <= CR_LANEK;  // per-lane lists while scoring, merged into the warp's list after
+  float lsv[CR_LANEK];
+  int liv[CR_LANEK];
+#pragma unroll
+  for (int r = 0; r < CR_LANEK; ++r) { lsv[r] = -INFINITY; liv[r] = -1; }
   const bool work = K > 0 && tt0 < tt1;
   int tld = tt0;  // the next tile to load, and this lane's centroid page in it (-1: past nb)
   auto page_of = [&](int tt) { const int j = tt * CR_CT + lane; return tt < tt1 && j < nb ? ptab[pbase + j] : -1; };
   int pld = work ? page_of(tld) : -1;
   auto load_next = [&](float4* dst) {
-    cr_load_tile<VEC>(dst, cents, sums, pld, tld * CR_CT + lane, nfull, Hkv, kvh, D);
+    cr_load_tile<VEC>(dst, cents, sums, pld, tld * CR_CT, nfull, Hkv, kvh, D);
     if constexpr (VEC) cp_async_commit();
     pld = page_of(++tld);
   };
@@ -175,9 +251,21 @@ __device__ void cache_route_k(const T* q, const float* cents, const float* sums,
       const int j = j0 + lane;
       const bool valid = j < nb && s > -INFINITY;  // NaN and -inf never win
       if (dense) { if (j < nb) out[j] = valid ? j : -1; }
+      else if (lanes) { if (valid) cr_lane_insert(s, j, lsv, liv, K); }
       else cr_insert(s, j, valid, wl, wi, n, K);
     }
     __syncthreads();  // the tile and cr_red are rewritten next
+  }
+  if (lead && !dense && lanes) {  // the lanes' r-th entries in turn; none entering: no later one can
+    bool more = true;
+#pragma unroll
+    for (int r = 0; r < CR_LANEK; ++r) {
+      if (more && r < K) {
+        const bool v = liv[r] >= 0;
+        more = __any_sync(CR_FULL, v && (n < K || better(lsv[r], liv[r], wl[K - 1], wi[K - 1])));
+        if (more) cr_insert(lsv[r], liv[r], v, wl, wi, n, K);
+      }
+    }
   }
   if (nsplit > 1) {
     if (lead && !dense) {

@@ -12,7 +12,6 @@ using namespace moba;
 
 constexpr int CA_THREADS = 128;              // threads of cache_attend (a token chunk)
 constexpr int CA_WARPS = CA_THREADS / WARP;
-constexpr int CA_ITEMS = 2;                  // P·V items per thread: D / V <= 2·CA_THREADS (D <= 256)
 constexpr int CACHE_MAXW = 8;  // largest kconv width
 
 // ---------------------------------------------------------------------------------------------- append
@@ -112,144 +111,204 @@ __device__ __forceinline__ void ldv(const T* p, i64 i, float* o) {
   }
 }
 
-// One CTA (CA_THREADS) per (row, head h, slot): block j = sel[row, h, slot] of the row's sequence, its tokens
-// [0, n) (causal own block: up to t), in chunks of CA_THREADS tokens with an online softmax. Scores: thread r takes
-// token r of the chunk (a dot product over D in order); the chunk's max is reduced in a fixed order. P·V: item
-// (c, g) accumulates dims [c·V, c·V + V) over the chunk's tokens g, g + NG, ...; the NG groups are summed in order
-// at the end. part [(row·Hq + h)·topk + slot][D + 2] = (m raw max, l, acc[D]); a non-finite score makes l NaN (the
-// row is NaN, as forward.cu). The CTA that arrives last for (row, h) (cnt: counters, zero between launches:
-// atomicInc wraps) merges the used slots' partials in slot order → out = acc / l, lse = m·scale + ln l (0 and −inf
-// for a row without keys). Dynamic shared memory: q [D], p [CA_THREADS], acc [NG][D] floats.
-template <typename T, int V>
+// The partials P [topk·nsub][D + 2] of one (row, head), of which the used slots' (a prefix of sel) count, merged by
+// one CTA: M = max m_i, f_i = exp2((m_i − M)·scale·log2 e) (0 for an empty partial), l = Σ l_i·f_i (per thread
+// over i = tid, tid + CA_THREADS, ..., then the block in a fixed order; NaN if any l_i is NaN), acc[d] = Σ_i P_i[2 + d]·f_i
+// in i order → out = acc / l, lse = M·scale + ln l (0 and −inf without keys). Every load is independent of the
+// others: a few memory round trips, not one per partial. smem: CA_THREADS floats.
+template <typename T>
+__device__ void cache_merge_parts(const int* sr, const float* P, T* out, float* lse, int D, int topk, int nsub, float scale, void* smem) {
+  __shared__ float mred[CA_WARPS];
+  float* fs = reinterpret_cast<float*>(smem);
+  const int tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP;
+  const float sl = scale * LOG2E;
+  int nu = 0;
+  for (int i0 = 0; i0 < topk; i0 += CA_THREADS) nu += __syncthreads_count(i0 + tid < topk && sr[i0 + tid] >= 0);
+  const int np = nu * nsub;
+  float m = -INFINITY;
+  bool nan = false;
+  for (int i = tid; i < np; i += CA_THREADS) {
+    m = fmaxf(m, __ldcg(P + (i64)i * (D + 2)));
+    const float li = __ldcg(P + (i64)i * (D + 2) + 1);
+    nan |= li != li;
+  }
+  m = warp_max(m);
+  if (lane == 0) mred[warp] = m;
+  nan = __syncthreads_or(nan);
+  float M = mred[0];
+  for (int w = 1; w < CA_WARPS; ++w) M = fmaxf(M, mred[w]);
+  float lt = 0.f, a0 = 0.f, a1 = 0.f;  // dims tid and tid + CA_THREADS (D <= 256)
+  for (int c0 = 0; c0 < np; c0 += CA_THREADS) {
+    const int i = c0 + tid;
+    float f = 0.f;
+    if (i < np) {
+      const float mi = __ldcg(P + (i64)i * (D + 2)), li = __ldcg(P + (i64)i * (D + 2) + 1);
+      if (li == li && mi != -INFINITY) {
+        f = exp2f((mi - M) * sl);
+        lt += li * f;
+      }
+    }
+    __syncthreads();  // the previous chunk's fs read; every thread read mred
+    fs[tid] = f;
+    __syncthreads();
+    const int nk = min(CA_THREADS, np - c0);
+    const float* Pc = P + (i64)c0 * (D + 2) + 2;
+#pragma unroll 8
+    for (int k = 0; k < nk; ++k) {
+      const float fk = fs[k];
+      if (tid < D) a0 = fmaf(__ldcg(Pc + (i64)k * (D + 2) + tid), fk, a0);
+      if (tid + CA_THREADS < D) a1 = fmaf(__ldcg(Pc + (i64)k * (D + 2) + tid + CA_THREADS), fk, a1);
+    }
+  }
+  lt = warp_sum(lt);
+  __syncthreads();
+  if (lane == 0) mred[warp] = lt;
+  __syncthreads();
+  float l = mred[0];
+  for (int w = 1; w < CA_WARPS; ++w) l += mred[w];
+  if (nan) l = NAN;
+  const bool empty = l == 0.f;
+  const float inv = empty ? 0.f : 1.f / l;
+  if (tid < D) st(out, tid, a0 * inv);
+  if (tid + CA_THREADS < D) st(out, tid + CA_THREADS, a1 * inv);
+  if (tid == 0) *lse = empty ? -INFINITY : M * scale + logf(l);
+}
+
+// One CTA (CA_THREADS) per (row, head h, slot, sub-block): block j = sel[row, h, slot] of the row's sequence; the
+// sub-block is its tokens [sub·sb, sub·sb + sb) ∩ [0, n) (causal own block: n = t − j·B + 1), sb <= CA_THREADS.
+// Its keys and values are staged in shared memory at once (16-byte cp.async where rows are 16-byte multiples;
+// rows padded by 16 bytes), so a CTA waits for memory about once. Scores: thread r takes row r (a dot product over D
+// in order); max and l = Σ exp2((s − m)·scale·log2 e) are reduced in a fixed order. P·V: item (c, g) accumulates
+// dims [c·V, c·V + V) over rows g, g + NG, ...; the NG groups are summed in order. part
+// [((row·Hq + h)·topk + slot)·nsub + sub][D + 2] = (m raw max, l, acc[D]) (an empty sub-block: −inf, 0); a
+// non-finite score makes l NaN (the row is NaN, as forward.cu). The CTA that arrives last for (row, h) (cnt:
+// counters, zero between launches: atomicInc wraps) merges the partials of the used slots in (slot, sub) order →
+// out = acc / l, lse = m·scale + ln l (0 and −inf for a row without keys). Dynamic shared memory: K and V rows
+// [sb][D·size + 16 bytes] each, q [D], p [CA_THREADS], acc [NG][D] floats.
+template <typename T, int V, bool ASYNC>
 __device__ void cache_attend_v(const T* q, const T* kpool, const T* vpool, const int* rows, const int* ptab, const int* sel, float* part,
-                               unsigned* cnt, T* out, float* lse, int Hq, int Hkv, int D, int B, int topk, int causal, float scale) {
-  extern __shared__ float ca_smem[];
+                               unsigned* cnt, T* out, float* lse, int Hq, int Hkv, int D, int B, int topk, int causal, float scale, int sb, int nsub) {
+  extern __shared__ __align__(16) unsigned char ca_smem[];
   __shared__ float red[CA_WARPS];
   __shared__ int last;
   const int tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP;
-  const i64 id = blockIdx.x, rh = id / topk;
-  const int h = (int)(rh % Hq), row = (int)(rh / Hq);
-  const int j = sel[id];
+  const i64 id = blockIdx.x, rs = id / nsub, rh = rs / topk;
+  const int sub = (int)(id - rs * nsub), h = (int)(rh % Hq), row = (int)(rh / Hq);
+  const int j = sel[rs];
   const float sl = scale * LOG2E;
   const int nc = D / V, NG = max(1, CA_THREADS / nc), items = nc * NG;
+  const int rowBytes = D * (int)sizeof(T) + 16;
+  T* Ks = reinterpret_cast<T*>(ca_smem);
+  T* Vs = reinterpret_cast<T*>(ca_smem + (i64)sb * rowBytes);
+  float* qs = reinterpret_cast<float*>(ca_smem + 2 * (i64)sb * rowBytes);
+  float* ps = qs + D;
+  float* accs = ps + CA_THREADS;
+  const int ld_ = rowBytes / (int)sizeof(T);  // shared row stride in elements
   if (j >= 0) {
     const int t = rows[row * 3], L = rows[row * 3 + 1], pbase = rows[row * 3 + 2];
     const int n = (causal && j == t / B) ? t - j * B + 1 : min(B, L - j * B);
-    const int kvh = h / (Hq / Hkv), C = Hkv * D;
-    const i64 page = ptab[pbase + j];
-    const T* kb = kpool + page * B * C + (i64)kvh * D;
-    const T* vb = vpool + page * B * C + (i64)kvh * D;
-    float* qs = ca_smem;
-    float* ps = qs + D;
-    float* accs = ps + CA_THREADS;
-    for (int d = tid; d < D; d += CA_THREADS) qs[d] = ld(q, rh * D + d);
-    float M = -INFINITY, lt = 0.f;  // running max; this thread's share of l
-    float acc[CA_ITEMS][V];
-    for (int i = 0; i < CA_ITEMS; ++i) for (int e = 0; e < V; ++e) acc[i][e] = 0.f;
-    bool bad = false;
-    for (int r0 = 0; r0 < n; r0 += CA_THREADS) {
-      __syncthreads();  // qs written; the previous chunk's ps read
-      const int r = r0 + tid;
+    const int r0 = sub * sb, nr = max(0, min(sb, n - r0));
+    float* P = part + id * (D + 2);
+    if (nr == 0) {  // nothing of this block here
+      for (int d = tid; d < D; d += CA_THREADS) P[2 + d] = 0.f;
+      if (tid == 0) { P[0] = -INFINITY; P[1] = 0.f; }
+    } else {
+      const int kvh = h / (Hq / Hkv), C = Hkv * D;
+      const i64 base = ((i64)ptab[pbase + j] * B + r0) * C + (i64)kvh * D;
+      if constexpr (ASYNC) {  // rows of D·size bytes, a multiple of 16
+        const int cpr = D * (int)sizeof(T) / 16;
+        for (int e = tid; e < nr * cpr; e += CA_THREADS) {
+          const int r = e / cpr, c = e - r * cpr;
+          cp_async16(ca_smem + (i64)r * rowBytes + c * 16, kpool + base + (i64)r * C + c * (16 / (int)sizeof(T)), true);
+        }
+        cp_async_commit();
+        for (int e = tid; e < nr * cpr; e += CA_THREADS) {
+          const int r = e / cpr, c = e - r * cpr;
+          cp_async16(ca_smem + ((i64)sb + r) * rowBytes + c * 16, vpool + base + (i64)r * C + c * (16 / (int)sizeof(T)), true);
+        }
+        cp_async_commit();
+      } else {
+        for (int e = tid; e < nr * D; e += CA_THREADS) {
+          const int r = e / D, d = e - r * D;
+          Ks[r * ld_ + d] = kpool[base + (i64)r * C + d];
+          Vs[r * ld_ + d] = vpool[base + (i64)r * C + d];
+        }
+      }
+      for (int d = tid; d < D; d += CA_THREADS) qs[d] = ld(q, rh * D + d);
+      if constexpr (ASYNC) cp_async_wait<1>();  // the keys
+      __syncthreads();
       float s = -INFINITY;
-      if (r < n) {
-        const T* kp = kb + (i64)r * C;
+      bool bad = false;
+      if (tid < nr) {
+        const T* kp = Ks + tid * ld_;
         s = 0.f;
-#pragma unroll 4
         for (int d = 0; d < D; d += V) {
           float x[V];
           ldv<T, V>(kp, d, x);
           for (int e = 0; e < V; ++e) s = fmaf(qs[d + e], x[e], s);
         }
-        bad |= not_finite(s);
+        bad = not_finite(s);
       }
       const float wm = warp_max(s);
       if (lane == 0) red[warp] = wm;
       __syncthreads();
-      float mc = red[0];
-      for (int w = 1; w < CA_WARPS; ++w) mc = fmaxf(mc, red[w]);
-      const float mn = fmaxf(M, mc);
-      const float alpha = mn == -INFINITY ? 1.f : exp2f((M - mn) * sl);
-      const float p = r < n && mn != -INFINITY ? exp2f((s - mn) * sl) : 0.f;
+      float M = red[0];
+      for (int w = 1; w < CA_WARPS; ++w) M = fmaxf(M, red[w]);
+      const float p = tid < nr ? exp2f((s - M) * sl) : 0.f;
       ps[tid] = p;
-      lt = lt * alpha + p;
-      M = mn;
-      for (int i = 0; i < CA_ITEMS; ++i) for (int e = 0; e < V; ++e) acc[i][e] *= alpha;
-      __syncthreads();  // ps
-      const int nr = min(CA_THREADS, n - r0);
-      for (int i = 0; i < CA_ITEMS; ++i) {
-        const int it = tid + i * CA_THREADS;
-        if (it >= items) break;
+      const float wl = warp_sum(p);
+      if constexpr (ASYNC) cp_async_wait<0>();  // the values
+      const bool anybad = __syncthreads_or(bad);  // ps, Vs; every thread read red
+      if (lane == 0) red[warp] = wl;
+      for (int it = tid; it < items; it += CA_THREADS) {
         const int c = it % nc, g = it / nc;
-#pragma unroll 4
-        for (int rr = g; rr < nr; rr += NG) {
-          const float pr = ps[rr];
+        float acc[V];
+        for (int e = 0; e < V; ++e) acc[e] = 0.f;
+        for (int r = g; r < nr; r += NG) {
+          const float pr = ps[r];
           float x[V];
-          ldv<T, V>(vb + (i64)(r0 + rr) * C, c * V, x);
-          for (int e = 0; e < V; ++e) acc[i][e] = fmaf(pr, x[e], acc[i][e]);
+          ldv<T, V>(Vs + r * ld_, c * V, x);
+          for (int e = 0; e < V; ++e) acc[e] = fmaf(pr, x[e], acc[e]);
         }
+        for (int e = 0; e < V; ++e) accs[g * D + c * V + e] = acc[e];
       }
-    }
-    for (int i = 0; i < CA_ITEMS; ++i) {
-      const int it = tid + i * CA_THREADS;
-      if (it < items) for (int e = 0; e < V; ++e) accs[(it / nc) * D + (it % nc) * V + e] = acc[i][e];
-    }
-    const float wl = warp_sum(lt);
-    __syncthreads();  // accs; every thread read red
-    if (lane == 0) red[warp] = wl;
-    const bool anybad = __syncthreads_or(bad);
-    float* P = part + id * (D + 2);
-    for (int d = tid; d < D; d += CA_THREADS) {
-      float a = 0.f;
-      for (int g = 0; g < NG; ++g) a += accs[g * D + d];
-      P[2 + d] = a;
-    }
-    if (tid == 0) {
-      float l = red[0];
-      for (int w = 1; w < CA_WARPS; ++w) l += red[w];
-      P[0] = M;
-      P[1] = anybad ? NAN : l;
+      __syncthreads();
+      for (int d = tid; d < D; d += CA_THREADS) {
+        float a = 0.f;
+        for (int g = 0; g < NG; ++g) a += accs[g * D + d];
+        P[2 + d] = a;
+      }
+      if (tid == 0) {
+        float l = red[0];
+        for (int w = 1; w < CA_WARPS; ++w) l += red[w];
+        P[0] = M;
+        P[1] = anybad ? NAN : l;
+      }
     }
   }
   // the last CTA of (row, h) merges
+  const int parts = topk * nsub;
   __threadfence();
   __syncthreads();
-  if (tid == 0) last = atomicInc(cnt + rh, (unsigned)(topk - 1)) == (unsigned)(topk - 1);
+  if (tid == 0) last = atomicInc(cnt + rh, (unsigned)(parts - 1)) == (unsigned)(parts - 1);
   __syncthreads();
   if (!last) return;
   __threadfence();
-  const int* sr = sel + rh * topk;
-  const float* P = part + rh * topk * (D + 2);
-  float M = -INFINITY;
-  for (int i = 0; i < topk && sr[i] >= 0; ++i) M = fmaxf(M, __ldcg(P + (i64)i * (D + 2)));
-  float l = 0.f;
-  for (int i = 0; i < topk && sr[i] >= 0; ++i) {
-    const float mi = __ldcg(P + (i64)i * (D + 2)), li = __ldcg(P + (i64)i * (D + 2) + 1);
-    if (li != li) { l = NAN; continue; }
-    if (mi != -INFINITY) l += li * exp2f((mi - M) * sl);
-  }
-  const bool empty = l == 0.f;
-  const float inv = empty ? 0.f : 1.f / l;
-  for (int d = tid; d < D; d += CA_THREADS) {
-    float a = 0.f;
-    for (int i = 0; i < topk && sr[i] >= 0; ++i) {
-      const float* Pi = P + (i64)i * (D + 2);
-      const float mi = __ldcg(Pi), li = __ldcg(Pi + 1);
-      if (li != li || mi == -INFINITY) continue;
-      a += __ldcg(Pi + 2 + d) * exp2f((mi - M) * sl);
-    }
-    st(out, rh * D + d, a * inv);
-  }
-  if (tid == 0) lse[rh] = empty ? -INFINITY : M * scale + logf(l);
+  cache_merge_parts(sel + rh * topk, part + rh * parts * (D + 2), out + rh * D, lse + rh, D, topk, nsub, scale, ca_smem);
 }
 
-// V: elements per vector load (8 for 16-bit types only; D a multiple of V).
+// V: elements per vector load (8 for 16-bit types only; D a multiple of V); async: rows staged by 16-byte cp.async.
 template <typename T>
 __device__ void cache_attend(const T* q, const T* kpool, const T* vpool, const int* rows, const int* ptab, const int* sel, float* part, unsigned* cnt,
-                             T* out, float* lse, int Hq, int Hkv, int D, int B, int topk, int causal, float scale, int vec) {
-  if (vec == 8 && sizeof(T) == 2) cache_attend_v<T, 8>(q, kpool, vpool, rows, ptab, sel, part, cnt, out, lse, Hq, Hkv, D, B, topk, causal, scale);
-  else if (vec == 4) cache_attend_v<T, 4>(q, kpool, vpool, rows, ptab, sel, part, cnt, out, lse, Hq, Hkv, D, B, topk, causal, scale);
-  else if (vec == 2) cache_attend_v<T, 2>(q, kpool, vpool, rows, ptab, sel, part, cnt, out, lse, Hq, Hkv, D, B, topk, causal, scale);
-  else cache_attend_v<T, 1>(q, kpool, vpool, rows, ptab, sel, part, cnt, out, lse, Hq, Hkv, D, B, topk, causal, scale);
+                             T* out, float* lse, int Hq, int Hkv, int D, int B, int topk, int causal, float scale, int vec, int sb, int nsub) {
+#define CA_ARGS q, kpool, vpool, rows, ptab, sel, part, cnt, out, lse, Hq, Hkv, D, B, topk, causal, scale, sb, nsub
+  if ((D * (int)sizeof(T)) % 16 == 0) {
+    if (vec == 8 && sizeof(T) == 2) cache_attend_v<T, 8, true>(CA_ARGS);
+    else cache_attend_v<T, 4, true>(CA_ARGS);
+  } else if (vec == 4) cache_attend_v<T, 4, false>(CA_ARGS);
+  else if (vec == 2) cache_attend_v<T, 2, false>(CA_ARGS);
+  else cache_attend_v<T, 1, false>(CA_ARGS);
+#undef CA_ARGS
 }
 
 #define CACHE_ENTRIES(N, T)                                                                                                     \
@@ -259,10 +318,10 @@ __device__ void cache_attend(const T* q, const T* kpool, const T* vpool, const i
   extern "C" __global__ void cache_append_sum_##N(const T* k, const T* kpool, float* sums, float* cents, float* state, const int* cu, const int* ent, const int* work, int nwork, int nstate, int C, int W, int B) { \
     cache_append_sum<T>(k, kpool, sums, cents, state, cu, ent, work, nwork, nstate, C, W, B);                                  \
   }                                                                                                                              \
-  extern "C" __global__ void cache_route_##N(const T* q, const float* cents, const float* sums, const int* rows, const int* ptab, int* sel, float* plist, unsigned* cnt, int Hq, int Hkv, int D, int B, int topk, int causal, int hpc, int tps, int nbuf) { \
+  extern "C" __global__ void __launch_bounds__(256, 3) cache_route_##N(const T* q, const float* cents, const float* sums, const int* rows, const int* ptab, int* sel, float* plist, unsigned* cnt, int Hq, int Hkv, int D, int B, int topk, int causal, int hpc, int tps, int nbuf) { \
     cache_route<T>(q, cents, sums, rows, ptab, sel, plist, cnt, Hq, Hkv, D, B, topk, causal, hpc, tps, nbuf);                   \
   }                                                                                                                              \
-  extern "C" __global__ void __launch_bounds__(CA_THREADS) cache_attend_##N(const T* q, const T* kpool, const T* vpool, const int* rows, const int* ptab, const int* sel, float* part, unsigned* cnt, T* out, float* lse, int Hq, int Hkv, int D, int B, int topk, int causal, float scale, int vec) { \
-    cache_attend<T>(q, kpool, vpool, rows, ptab, sel, part, cnt, out, lse, Hq, Hkv, D, B, topk, causal, scale, vec);            \
+  extern "C" __global__ void __launch_bounds__(CA_THREADS) cache_attend_##N(const T* q, const T* kpool, const T* vpool, const int* rows, const int* ptab, const int* sel, float* part, unsigned* cnt, T* out, float* lse, int Hq, int Hkv, int D, int B, int topk, int causal, float scale, int vec, int sb, int nsub) { \
+    cache_attend<T>(q, kpool, vpool, rows, ptab, sel, part, cnt, out, lse, Hq, Hkv, D, B, topk, causal, scale, vec, sb, nsub);  \
   }
 MOBA_DTYPES(CACHE_ENTRIES)

@@ -148,12 +148,22 @@ export function cacheRouteLaunch(Tq: number, Hq: number, Hkv: number, D: number,
   return { ...L, hpc, tps, nsplit, nbuf, plistBytes: nsplit > 1 && !dense ? Tq * Hq * nsplit * 2 * topk * 4 : 0, counters: Tq * Hkv * ng };
 }
 
-/** cache_attend: one CTA per (query row, head, slot); the last of a (row, head) merges its slots. */
-export function cacheAttendLaunch(Tq: number, Hq: number, D: number, topk: number, dtype: DType = 'bf16'): Launch & { vec: number } {
+/** Bytes of one cache_attend CTA's staged keys and values (both), at most. */
+export const ATTEND_STAGE_BYTES = 36 * 1024;
+
+/**
+ * cache_attend: one CTA per (query row, head, slot, sub-block of `sb` rows; `nsub` per block), its keys and values
+ * staged in shared memory (rows padded by 16 bytes, both within ATTEND_STAGE_BYTES); the last CTA of a (row, head)
+ * merges its partials.
+ */
+export function cacheAttendLaunch(Tq: number, Hq: number, D: number, topk: number, dtype: DType = 'bf16', B = 128): Launch & { vec: number; sb: number; nsub: number } {
   const vec = attendVec(D, dtype);
   const nc = D / vec, groups = Math.max(1, Math.floor(CACHE.attendThreads / nc));
-  const shared = (D + CACHE.attendThreads + groups * D) * 4;
-  return { ...checked('cache_attend', { grid: [Tq * Hq * topk, 1, 1], block: [CACHE.attendThreads, 1, 1], shared }), vec };
+  const rowBytes = D * dtypeBytes(dtype) + 16;
+  const most = Math.max(1, Math.min(CACHE.attendThreads, Math.floor(ATTEND_STAGE_BYTES / (2 * rowBytes))));
+  const nsub = Math.ceil(B / most), sb = Math.ceil(B / nsub);
+  const shared = 2 * sb * rowBytes + (D + CACHE.attendThreads + groups * D) * 4;
+  return { ...checked('cache_attend', { grid: [Tq * Hq * topk * nsub, 1, 1], block: [CACHE.attendThreads, 1, 1], shared }), vec, sb, nsub };
 }
 
 /** The elementwise append kernels (one thread per element, grid-strided). */
@@ -161,7 +171,10 @@ export function cacheAppendLaunch(what: string, n: number): Launch {
   return elementwiseLaunch(what, Math.max(1, n));
 }
 
-/** Bytes of one attend's outputs and scratch (sel, partials, out, lse, the router's partial lists) and its tables. */
-export function attendBytes(Tq: number, Hq: number, D: number, topk: number, dtype: DType, tableInts: number, plistBytes = 0): number {
-  return Tq * Hq * topk * 4 + Tq * Hq * topk * (D + 2) * 4 + Tq * Hq * D * dtypeBytes(dtype) + Tq * Hq * 4 + tableInts * 4 + plistBytes;
+/**
+ * Bytes of one attend's outputs and scratch (sel, partials (`nsub` per slot), out, lse, the router's partial lists)
+ * and its tables.
+ */
+export function attendBytes(Tq: number, Hq: number, D: number, topk: number, dtype: DType, tableInts: number, plistBytes = 0, nsub = 1): number {
+  return Tq * Hq * topk * 4 + Tq * Hq * topk * nsub * (D + 2) * 4 + Tq * Hq * D * dtypeBytes(dtype) + Tq * Hq * 4 + tableInts * 4 + plistBytes;
 }

@@ -118,14 +118,15 @@ export class CudaCache extends CacheShell<Buf> {
     const D = this.D, B = this.blockSize, Hkv = this.Hkv;
     const tb = attendTables(plan, B);
     const route = cacheRouteLaunch(Tq, Hq, Hkv, D, topk, tb.maxBlocks, c.sms, routeSplitOverride());
+    const at = cacheAttendLaunch(Tq, Hq, D, topk, this.dtype, B);
     const cntBytes = (route.counters + Tq * Hq) * 4; // the router's, then cache_attend's (per (row, head))
     const grow = this.#cnt !== null && this.#cnt.bytes >= cntBytes ? 0 : cntBytes;
-    c.mem.fits('cache attend()', attendBytes(Tq, Hq, D, topk, this.dtype, tb.rows.length + tb.pageInts, route.plistBytes) + grow);
+    c.mem.fits('cache attend()', attendBytes(Tq, Hq, D, topk, this.dtype, tb.rows.length + tb.pageInts, route.plistBytes, at.nsub) + grow);
     const sfx = DT[this.dtype].suffix;
     const rows = ptr(c.mem.small('cacheAttendRows', tb.rows));
     const ptab = ptr(this.#pageTables(plan.entries, tb));
     const sel = ptr(c.mem.slot('cacheSel', Tq * Hq * topk * 4).ptr);
-    const part = ptr(c.mem.slot('cachePart', Tq * Hq * topk * (D + 2) * 4).ptr);
+    const part = ptr(c.mem.slot('cachePart', Tq * Hq * topk * at.nsub * (D + 2) * 4).ptr);
     const plist = route.plistBytes > 0 ? ptr(c.mem.slot('cachePlist', route.plistBytes).ptr) : sel;
     const cnt = this.#counters(cntBytes);
     const out = c.mem.alloc(Tq * Hq * D * this.#eb);
@@ -137,10 +138,9 @@ export class CudaCache extends CacheShell<Buf> {
         q: ptr(q.ptr), cents: ptr(s.cents.ptr), sums: ptr(s.sums.ptr), rows, ptab, sel, plist, cnt: ptr(cnt), ...shape,
         hpc: i32(route.hpc), tps: i32(route.tps), nbuf: i32(route.nbuf),
       });
-      const at = cacheAttendLaunch(Tq, Hq, D, topk, this.dtype);
       c.prog.launch('cache.cu', `cache_attend_${sfx}`, at, {
         q: ptr(q.ptr), kpool: ptr(s.k.ptr), vpool: ptr(s.v.ptr), rows, ptab, sel, part, cnt: ptr(cnt + BigInt(route.counters * 4)),
-        out: ptr(out.ptr), lse: ptr(lse.ptr), ...shape, scale: f32(plan.scale), vec: i32(at.vec),
+        out: ptr(out.ptr), lse: ptr(lse.ptr), ...shape, scale: f32(plan.scale), vec: i32(at.vec), sb: i32(at.sb), nsub: i32(at.nsub),
       });
       c.drv.synchronize();
     } catch (e) {

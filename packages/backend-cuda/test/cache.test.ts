@@ -44,6 +44,7 @@ describe('cache tables', () => {
     expect(cacheStateBytes(256, 3, 1024)).toEqual({ state: 256 * 2 * 1024 * 4, weight: 3 * 1024 * 4 });
     expect(cacheStateBytes(4, 0, 64)).toEqual({ state: 0, weight: 0 });
     expect(attendBytes(16, 16, 128, 8, 'bf16', 100, 64)).toBe(16 * 16 * 8 * 4 + 16 * 16 * 8 * 130 * 4 + 16 * 16 * 128 * 2 + 16 * 16 * 4 + 400 + 64);
+    expect(attendBytes(16, 16, 128, 8, 'bf16', 100, 64, 2) - attendBytes(16, 16, 128, 8, 'bf16', 100, 64)).toBe(16 * 16 * 8 * 130 * 4); // a partial per sub-block
   });
 });
 
@@ -103,21 +104,26 @@ describe('cache launch geometry', () => {
     expect(d.shared).toBe(cacheRouteLaunch(16, 16, 16, 128, 1e6, 4096, 132).shared);
     expect(d.shared).toBe(2 * 32 * 32 * 16 + 128 * 4);
     expect(d.plistBytes).toBe(0);
-    expect(cacheAttendLaunch(16, 16, 128, 4096).grid).toEqual([16 * 16 * 4096, 1, 1]);
-    expect(attendBytes(16, 16, 128, 4096, 'bf16', 16 * 3 + 16 * 4096)).toBeLessThan(600e6); // partials 545 MB
+    expect(cacheAttendLaunch(16, 16, 128, 4096).grid).toEqual([16 * 16 * 4096 * 2, 1, 1]); // two sub-blocks per block
+    expect(attendBytes(16, 16, 128, 4096, 'bf16', 16 * 3 + 16 * 4096, 0, 2)).toBeLessThan(1.2e9); // partials 1.09 GB (two sub-blocks per block)
     expect(() => cacheAttendLaunch(2 ** 16, 64, 128, 2 ** 10)).toThrow(MobaError); // 2^32 CTAs
   });
-  it('attend: one CTA of 128 threads per (row, head, slot) (the last per (row, head) merges); loads of up to 16 bytes by D', () => {
-    // q [D], p [128], acc [groups][D]: bf16 D 128 in 16-byte vectors is 16 per row, 8 token groups
-    expect(cacheAttendLaunch(16, 16, 128, 8)).toEqual({ grid: [2048, 1, 1], block: [128, 1, 1], shared: (128 + 128 + 8 * 128) * 4, vec: 8 });
-    expect(cacheAttendLaunch(1, 4, 256, 8, 'f32')).toMatchObject({ shared: (256 + 128 + 2 * 256) * 4, vec: 4 });
-    expect(cacheAttendLaunch(1, 4, 255, 8, 'f16')).toMatchObject({ shared: (255 + 128 + 255) * 4, vec: 1 });
+  it('attend: one CTA of 128 threads per (row, head, slot, sub-block) (the last per (row, head) merges); loads of up to 16 bytes by D', () => {
+    // bf16 D 128, B 128: two sub-blocks of 64 rows (K and V staged, rows of 256 + 16 bytes), q [D], p [128], acc [8][D]
+    expect(cacheAttendLaunch(16, 16, 128, 8)).toEqual({ grid: [2048 * 2, 1, 1], block: [128, 1, 1], shared: 2 * 64 * 272 + (128 + 128 + 8 * 128) * 4, vec: 8, sb: 64, nsub: 2 });
+    expect(cacheAttendLaunch(1, 4, 256, 8, 'f32', 128)).toMatchObject({ vec: 4, sb: 16, nsub: 8 }); // rows of 1040 bytes: at most 17 per stage, 8 balanced sub-blocks
+    expect(cacheAttendLaunch(1, 4, 64, 8, 'bf16', 128)).toMatchObject({ sb: 128, nsub: 1 });
+    expect(cacheAttendLaunch(1, 4, 64, 8, 'bf16', 100)).toMatchObject({ sb: 100, nsub: 1 });
+    expect(cacheAttendLaunch(1, 4, 128, 8, 'bf16', 100)).toMatchObject({ sb: 50, nsub: 2 }); // balanced sub-blocks
+    expect(cacheAttendLaunch(1, 4, 255, 8, 'f16', 16)).toMatchObject({ vec: 1 });
     expect([128, 256, 64, 192, 40, 16, 96, 12, 6, 5].map((D) => attendVec(D))).toEqual([8, 8, 8, 8, 8, 8, 8, 4, 2, 1]);
     expect([128, 64, 6, 5].map((D) => attendVec(D, 'f32'))).toEqual([4, 4, 2, 1]);
-    for (let D = 1; D <= 256; D++) for (const dt of ['f32', 'f16'] as const) { // within the kernel's bounds: D / vec <= 2 x 128 items, shared < 48 KiB
-      const L = cacheAttendLaunch(1, 1, D, 8, dt);
+    for (let D = 1; D <= 256; D++) for (const dt of ['f32', 'f16'] as const) for (const B of [1, 7, 64, 128, 512]) { // within the kernel's bounds
+      const L = cacheAttendLaunch(1, 1, D, 8, dt, B);
       expect(D % L.vec).toBe(0);
-      expect(D / L.vec).toBeLessThanOrEqual(2 * 128);
+      expect(L.sb).toBeLessThanOrEqual(128); // one row per thread
+      expect(L.sb * L.nsub).toBeGreaterThanOrEqual(B);
+      expect((L.nsub - 1) * L.sb).toBeLessThan(B); // no sub-block wholly past the block
       expect(L.shared).toBeLessThanOrEqual(48 * 1024);
     }
   });
