@@ -5,7 +5,8 @@
  */
 import { type Backend, type DeviceTensor, type KVCache, MobaError, Rng, hostTensor, planCacheAttend } from 'moba-ts';
 import type { DecodeFlags } from './decode-args.js';
-import { type DecodeCase, type DecodeResult, type DenseDecode, type PrefillCase, measureCopyBandwidth } from './decode-report.js';
+import { measureCopyBandwidth, measureReadBandwidth } from './decode-bandwidth.js';
+import type { DecodeCase, DecodeResult, DenseDecode, PrefillCase } from './decode-report.js';
 import { median } from './measure.js';
 
 const log = (s: string): void => void process.stderr.write(`bench: ${s}\n`);
@@ -198,7 +199,10 @@ async function prefillCase(b: Backend, g: Geometry, f: DecodeFlags, rng: Rng): P
 export async function measureDecode(b: Backend, f: DecodeFlags): Promise<Omit<DecodeResult, 'machine' | 'date' | 'command' | 'gitCommit' | 'torch'>> {
   const rng = new Rng(f.seed);
   const copy = await measureCopyBandwidth(b);
-  log(`copy bandwidth: ${copy.bytesPerSecond ? `${(copy.bytesPerSecond / 1e9).toFixed(1)} GB/s (${copy.how})` : `not measured: ${copy.how}`}`);
+  const readBandwidth = await measureReadBandwidth(b);
+  for (const [what, m] of [['copy', copy], ['read', readBandwidth]] as const) {
+    log(`${what} bandwidth: ${m.bytesPerSecond ? `${(m.bytesPerSecond / 1e9).toFixed(1)} GB/s (${m.how})` : m.how.startsWith('not measured') ? m.how : `not measured: ${m.how}`}`);
+  }
   const cases: DecodeCase[] = [];
   for (const [Hq, Hkv] of f.heads) {
     const g: Geometry = { Hq, Hkv, D: f.D, B: f.B, dtype: f.dtype };
@@ -221,6 +225,6 @@ export async function measureDecode(b: Backend, f: DecodeFlags): Promise<Omit<De
   return {
     backend: { name: b.name },
     problem: { D: f.D, blockSize: f.B, topk: f.topk, dtype: f.dtype, reps: f.reps },
-    copy, cases, prefill,
+    copy, readBandwidth, cases, prefill,
   };
 }

@@ -12,7 +12,7 @@ import {
 } from '@moba/core';
 import { Allocator, type Buf } from './allocator.js';
 import { backward } from './backward.js';
-import { createCudaCache, timeDeviceCopy } from './cache.js';
+import { createCudaCache } from './cache.js';
 import { collect } from './collect.js';
 import { archOf } from './compile.js';
 import { CU_ATTR, CudaDriver, Nvrtc } from './driver.js';
@@ -20,6 +20,7 @@ import * as geo from './geometry.js';
 import { forward } from './forward.js';
 import { kconv, kconvBackward } from './kconv.js';
 import { type CudaProblem, checkIndexLimits, opBytes } from './memory.js';
+import { timeDeviceCopy, timeDeviceRead } from './probe.js';
 import { Program } from './program.js';
 import { route } from './route.js';
 import { type Cuda, type DeviceLayout, type RoutingStore, deviceLayout, usesTensorCores } from './shared.js';
@@ -79,8 +80,9 @@ export interface CudaBackend extends Backend {
   takeProfile(): Record<string, number>;
   /** Whether the tensor-core kernels serve this dtype and head dim on this device. */
   usesTensorCores(dtype: DType, D: number): boolean;
-  /** Ms of one synchronised device-to-device copy of `bytes` on scratch buffers freed afterwards (copy bandwidth). */
+  /** Ms of one synchronised device-to-device copy of `bytes` / streaming read of `bytes` (probe.ts; the decode bench). */
   timeDeviceCopy(bytes: number): Promise<number>;
+  timeDeviceRead(bytes: number): Promise<number>;
 }
 
 export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements CudaBackend {
@@ -134,15 +136,9 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
 
   // ---------------------------------------------------------------- device extras
 
-  synchronize(): void {
-    this.alive();
-    this.#drv.synchronize();
-  }
+  synchronize(): void { this.alive(); this.#drv.synchronize(); }
 
-  memoryInfo(): { free: number; total: number } {
-    this.alive();
-    return this.#drv.memInfo();
-  }
+  memoryInfo(): { free: number; total: number } { this.alive(); return this.#drv.memInfo(); }
 
   override memoryStats(): MemoryStats & { readonly cachedBytes: number } {
     const s = super.memoryStats();
@@ -166,6 +162,7 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
   }
 
   async timeDeviceCopy(bytes: number): Promise<number> { this.alive(); return timeDeviceCopy(this.#c, bytes); }
+  async timeDeviceRead(bytes: number): Promise<number> { this.alive(); return timeDeviceRead(this.#c, bytes); }
 
   async createCache(opts: KVCacheOptions): Promise<KVCache> {
     this.alive();

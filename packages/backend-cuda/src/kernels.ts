@@ -52,6 +52,7 @@ export const KERNEL_PARAMS: Readonly<Record<string, { readonly file: KernelFile;
   cache_route: { file: 'cache.cu', params: ['q', 'cents', 'sums', 'rows', 'ptab', 'sel', 'plist', 'cnt', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'hpc', 'tps'] },
   cache_attend: { file: 'cache.cu', params: ['q', 'kpool', 'vpool', 'rows', 'ptab', 'sel', 'part', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'scale', 'vec'] },
   cache_merge: { file: 'cache.cu', params: ['part', 'sel', 'out', 'lse', 'nrh', 'D', 'topk', 'scale'] },
+  read_probe: { file: 'cache.cu', params: ['src', 'n', 'sink'] }, // the decode bench's read bandwidth (probe.ts)
 });
 
 /** The base name of an entry point: `dkdv_tc8_d128_bf16` → `dkdv_tc8`, `route_f32` → `route`. */

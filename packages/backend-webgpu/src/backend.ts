@@ -22,6 +22,7 @@ import { encodeKconv, encodeKconvBackward, kconvPlan } from './kconv.js';
 import { Launch, type Tiles, chooseTiles } from './launch.js';
 import { packer } from './pack.js';
 import { ROUTE_ROWS, type RouteKernel, defaultRouteKernel, encodeRoute, routeBytes } from './route.js';
+import { timeDeviceRead } from './read-probe.wgsl.js';
 import type { CollectedLayout, Dims } from './shapes.js';
 import { storageBytes } from './storage.wgsl.js';
 
@@ -41,6 +42,8 @@ export interface WebGpuBackend extends Backend {
   /** GPU ms per kernel (`shader:entry`) since the last `clearTimings()`; empty unless created with `profile: true`. */
   timings(): Map<string, number>;
   clearTimings(): void;
+  /** Bench helper (the decode bench's read bandwidth): ms of one streaming read of `bytes` by a WGSL kernel (read-probe.wgsl.ts). */
+  timeDeviceRead(bytes: number): Promise<number>;
 }
 
 /** `v`, or a copy of it in a plain ArrayBuffer when it views a SharedArrayBuffer (queue.writeBuffer refuses those). */
@@ -122,22 +125,18 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
 
   get pooledBuffers(): number { return this.#ctx.buffers.pooledBuffers; }
 
-  tensorBytes(t: DeviceTensor): number {
-    return this.tensor('tensor', t).size;
-  }
+  tensorBytes(t: DeviceTensor): number { return this.tensor('tensor', t).size; }
+
+  async timeDeviceRead(bytes: number): Promise<number> { this.alive(); return timeDeviceRead(this.#ctx, this.caps.memoryBytes, bytes); }
 
   async createCache(opts: KVCacheOptions): Promise<KVCache> {
     this.alive();
     return openCache(this.#ctx, { name: this.name, caps: this.caps, tensor: (p, t) => this.tensor(p, t), wrap: (d, s, b) => this.wrap(d, s, b) }, opts);
   }
 
-  timings(): Map<string, number> {
-    return new Map(this.#ctx.kernelMs);
-  }
+  timings(): Map<string, number> { return new Map(this.#ctx.kernelMs); }
 
-  clearTimings(): void {
-    this.#ctx.kernelMs.clear();
-  }
+  clearTimings(): void { this.#ctx.kernelMs.clear(); }
 
   protected override checkDevice(): void {
     this.#ctx.checkAlive();
