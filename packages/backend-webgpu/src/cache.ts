@@ -17,7 +17,7 @@ import {
   type ResolvedCacheOptions, CacheShell, MobaError, hostTensor, resolveCacheOptions, toFloat32,
 } from '@moba/core';
 import { cacheAppendWgsl } from './cache-append.wgsl.js';
-import { MAX_D, cacheAttendWgsl } from './cache-attend.wgsl.js';
+import { MAX_D, ROUTE_HEADS, cacheAttendWgsl } from './cache-attend.wgsl.js';
 import { cacheMergeWgsl } from './cache-merge.wgsl.js';
 import { type PageGeometry, type PoolLayout, appendTable, attendTable, cachePageBytes, decodeContents, pageGeometry, poolLayout, routeSplit } from './cache-plan.js';
 import type { GpuContext } from './device.js';
@@ -114,7 +114,7 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
   protected async doAttend(plan: AttendPlan, q: GPUBuffer): Promise<{ out: GPUBuffer; lse: GPUBuffer }> {
     const g = this.#g;
     const { Tq, Hq, topk } = plan;
-    const chunks = Math.ceil(Hq / g.Hkv / 64);
+    const chunks = Math.ceil(Hq / g.Hkv / ROUTE_HEADS);
     const split = routeSplit(plan, g.B, testSetting('MOBA_WEBGPU_CACHE_ROUTE_RANGE'));
     const bytes = {
       'cache attend selection': 4 * Tq * Hq * split.selStride, 'cache attend partials': 4 * Tq * Hq * topk * (g.D + 2),
