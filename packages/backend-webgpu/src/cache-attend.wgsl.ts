@@ -10,8 +10,10 @@
  *           finite one as it comes, in block order. Causal: the own block floor(t / B) is forced and counts inside
  *           k, only earlier (completed) blocks compete; non-causal: every block, the open one with centroid sum / count. Writes sel `[Tq, Hq, k]` ascending, −1 padded.
  *           Split (long sequences, k ≤ 64): the blocks in `splits` ranges of `range`, one workgroup each, each writing
- *           its range's exact top-k (score bits, block) to sel `[Tq, Hq, splits, k, 2]`; the attend workgroups merge
- *           them (mergedBlock) into the same selection as unsplit (the scores are the same dots, the order total).
+ *           its range's exact top-k (score bits, block) to sel `[Tq, Hq, splits, k, 2]`.
+ *   choose: (split routing only) one workgroup per (query row, query head) merges the ranges' candidates into the
+ *           same selection as unsplit (the scores are the same dots, the order total), once for all the row's slots
+ *           and pool groups, written over the start of the row's candidates.
  *   attend: one workgroup per (query row, query head, selected slot): the block's keys in chunks of 64 (one score
  *           per invocation), an online softmax in the log2 domain whose chunk max and sums every invocation
  *           computes in the same order, each invocation accumulating its head dims; the causal mask at t in the own
@@ -182,12 +184,17 @@ var<workgroup> cI: array<i32, MAXC>;
 var<workgroup> cF: array<u32, MAXC>;
 var<workgroup> nChosen: atomic<u32>;
 
-// Split routing: the block of slot \`slot\` of (row r, head h) from the ranges' candidates: the kSel best of them
-// (a total order: exactly the unsplit top-k), ascending, then the own block cb when causal; -1 past the end.
-fn mergedBlock(r: u32, h: u32, slot: u32, lid: u32, kSel: u32, causal: bool, cb: u32) {
+// Split routing, once per (query row r, query head h) between route and attend: the kSel best of the ranges'
+// candidates (a total order: exactly the unsplit top-k), ascending, then the own block cb when causal, -1 past the
+// end, written over the first topk words of the row's candidates (read into workgroup memory first).
+@compute @workgroup_size(64)
+fn choose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let item = itemOf(wid);
+  if (item >= P.nItems) { return; }
+  let causal = P.causal != 0u;
+  let kSel = select(P.topk, P.topk - 1u, causal);
   let nc = tab[7] * kSel;
-  let o = (r * P.Hq + h) * tab[9];
-  if (lid == 0u) { sBlock = -1; atomicStore(&nChosen, 0u); }
+  let o = item * tab[9];
   for (var x = lid; x < nc; x += 64u) { cS[x] = bitcast<f32>(sel[o + 2u * x]); cI[x] = sel[o + 2u * x + 1u]; }
   workgroupBarrier();
   for (var x = lid; x < nc; x += 64u) {
@@ -201,14 +208,16 @@ fn mergedBlock(r: u32, h: u32, slot: u32, lid: u32, kSel: u32, causal: bool, cb:
     if (chosen) { atomicAdd(&nChosen, 1u); }
   }
   workgroupBarrier();
+  let nSel = atomicLoad(&nChosen);
   for (var x = lid; x < nc; x += 64u) {
     if (cF[x] != 0u) {
       var pos = 0u;
       for (var y = 0u; y < nc; y++) { if (cF[y] != 0u && cI[y] < cI[x]) { pos++; } }
-      if (pos == slot) { sBlock = cI[x]; }
+      sel[o + pos] = cI[x];
     }
   }
-  if (lid == 0u && causal && slot == atomicLoad(&nChosen)) { sBlock = i32(cb); }
+  if (causal && lid == 0u) { sel[o + nSel] = i32(rowOf(item / P.Hq, 1u) / P.blockSize); }
+  for (var i = select(nSel, nSel + 1u, causal) + lid; i < P.topk; i += 64u) { sel[o + i] = -1; }
 }
 
 @compute @workgroup_size(64)
@@ -223,8 +232,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let causal = P.causal != 0u;
   let e = rowOf(r, 0u);
   let t = rowOf(r, 1u);
-  if (tab[7] > 1u) { mergedBlock(r, h, item % P.topk, lid, select(P.topk, P.topk - 1u, causal), causal, t / B); }
-  else if (lid == 0u) { sBlock = sel[item]; }
+  if (lid == 0u) { sBlock = sel[(r * P.Hq + h) * tab[9] + item % P.topk]; } // split: as \`choose\` left it
   let j = workgroupUniformLoad(&sBlock);
   let po = item * (D + 2u);
   if (j < 0) {
