@@ -24,6 +24,8 @@ export type DecodeCase =
     readonly reps: { readonly attend: readonly number[]; readonly step: readonly number[] };
     readonly plan: CacheAttendPlan;
     readonly dense: DenseDecode;
+    /** WebGPU with MOBA_BENCH_PROFILE=1: GPU ms per kernel of one timed attend + append (timestamp queries). */
+    readonly kernelMs?: Record<string, number>;
   };
 
 /** The chunked prefill of one heads pair, or why it was skipped. */

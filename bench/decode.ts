@@ -114,6 +114,8 @@ async function decodeCase(b: Backend, g: Geometry, N: number, batch: number, f: 
     };
     const attendMs: number[] = [];
     const stepMs: number[] = [];
+    const prof = b as Partial<{ timings(): Map<string, number>; clearTimings(): void }>;
+    prof.clearTimings?.();
     for (let i = 0; i < f.reps + 2; i++) {
       await cache.append(seqs, k, v, cu); // the new token, untimed
       const a = await timed(b, () => attend(cfg.topk));
@@ -126,6 +128,8 @@ async function decodeCase(b: Backend, g: Geometry, N: number, batch: number, f: 
         stepMs.push(s);
       }
     }
+    // every loop pass appends twice and attends twice: kernel ms per (attend + append)
+    const kernels = [...(prof.timings?.() ?? [])].map(([k, ms]) => [k, ms / (2 * (f.reps + 2))] as const);
     const len = cache.length(seqs[0]!);
     const p = planCacheAttend(seqs.map(() => ({ length: len, nq: 1 })), { Hq: g.Hq, Hkv: g.Hkv, D: g.D, dtype: g.dtype, blockSize: g.B, topk: f.topk });
     let dense: DenseDecode = null;
@@ -145,7 +149,9 @@ async function decodeCase(b: Backend, g: Geometry, N: number, batch: number, f: 
         }
       }
     }
-    return { ...base, length: len, attendMs: median(attendMs), stepMs: median(stepMs), reps: { attend: attendMs, step: stepMs }, plan: p, dense };
+    const kernelMs = kernels.length ? { kernelMs: Object.fromEntries(kernels) } : {};
+    if (kernels.length) log(`  GPU ms per attend + append: ${kernels.map(([k, ms]) => `${k} ${ms.toFixed(3)}`).join(', ')}`);
+    return { ...base, length: len, attendMs: median(attendMs), stepMs: median(stepMs), reps: { attend: attendMs, step: stepMs }, plan: p, dense, ...kernelMs };
   } catch (e) {
     if (isMemory(e)) return { ...base, skipped: `memory: ${(e as Error).message}` };
     throw e;
