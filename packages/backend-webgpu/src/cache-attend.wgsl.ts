@@ -259,7 +259,9 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     if (p < p1) {
       let ko = pbase + (p - p0) * RS();
       var dot = 0.0;
-      for (var d = 0u; d < D; d++) { dot += qAt(qo + d) * kpAt(pb, ko + d); }
+      if ((D & 1u) == 0u) { // two dims per load (one word of 16-bit storage: qo, ko even), in d order
+        for (var d = 0u; d < D; d += 2u) { let qq = qAt2(qo + d); let kk = kpAt2(pb, ko + d); dot += qq.x * kk.x; dot += qq.y * kk.y; }
+      } else { for (var d = 0u; d < D; d++) { dot += qAt(qo + d) * kpAt(pb, ko + d); } }
       s = dot * P.scaleLog2;
     }
     sS[lid] = s;
