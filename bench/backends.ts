@@ -19,7 +19,9 @@ export async function openBackend(kind: BackendKind, opts: { threads?: number; m
     }
     case 'webgpu': {
       const { createWebGpuBackend } = await import('@moba/backend-webgpu');
-      return createWebGpuBackend(opts.memoryBytes !== undefined ? { memoryBytes: opts.memoryBytes } : {});
+      // MOBA_BENCH_PROFILE=1: GPU time per kernel (timestamp queries around every pass; the decode bench records it)
+      const profile = process.env.MOBA_BENCH_PROFILE === '1' ? { profile: true } : {};
+      return createWebGpuBackend({ ...(opts.memoryBytes !== undefined ? { memoryBytes: opts.memoryBytes } : {}), ...profile });
     }
     case 'cuda': {
       const beside = join(HERE, 'kernels');

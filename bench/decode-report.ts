@@ -1,11 +1,13 @@
 /**
- * Decode bench results: types, the device copy bandwidth they are judged against, and the printed and markdown
- * tables. Bytes and FLOPs per step come from `planCacheAttend`.
+ * Decode bench results: types and the printed and markdown tables; the device copy and read bandwidths they are
+ * judged against are measured in decode-bandwidth.ts. Bytes and FLOPs per step come from `planCacheAttend`.
  */
-import { type Backend, type CacheAttendPlan, MobaError } from 'moba-ts';
+import type { CacheAttendPlan } from 'moba-ts';
 import { kLabel } from './args.js';
+import type { Bandwidth, CopyBandwidth } from './decode-bandwidth.js';
 import type { SdpaDense, TorchSummary } from './decode-sdpa.js';
-import { median } from './measure.js';
+
+export { type Bandwidth, type CopyBandwidth, measureCopyBandwidth, measureReadBandwidth, slopeCopy, slopeRate } from './decode-bandwidth.js';
 
 /** Dense decode on the same cache (attend with topk covering every block). */
 export type DenseDecode = { readonly attendMs: number; readonly reps: readonly number[] } | { readonly skipped: string } | null;
@@ -22,21 +24,14 @@ export type DecodeCase =
     readonly reps: { readonly attend: readonly number[]; readonly step: readonly number[] };
     readonly plan: CacheAttendPlan;
     readonly dense: DenseDecode;
+    /** WebGPU with MOBA_BENCH_PROFILE=1: GPU ms per kernel of one timed attend + append (timestamp queries). */
+    readonly kernelMs?: Record<string, number>;
   };
 
 /** The chunked prefill of one heads pair, or why it was skipped. */
 export type PrefillCase =
   | { readonly Hq: number; readonly Hkv: number; readonly context: number; readonly chunk: number; readonly skipped: string }
   | { readonly Hq: number; readonly Hkv: number; readonly context: number; readonly chunk: number; readonly stepMs: number; readonly reps: readonly number[]; readonly plan: CacheAttendPlan };
-
-/** The device copy bandwidth that "% copy BW" divides by. */
-export interface CopyBandwidth {
-  /** Bytes read + written per second by a large copy on the device; null when not measured. */
-  readonly bytesPerSecond: number | null;
-  /** The plain figure of the larger copy, its fixed launch + sync cost included (slopeCopy). */
-  readonly singleBytesPerSecond?: number;
-  readonly how: string;
-}
 
 /** Everything a decode run writes to its JSON. */
 export interface DecodeResult {
@@ -47,104 +42,12 @@ export interface DecodeResult {
   readonly backend: { readonly name: string };
   readonly problem: { readonly D: number; readonly blockSize: number; readonly topk: number; readonly dtype: string; readonly reps: number };
   readonly copy: CopyBandwidth;
+  /** The streaming read bandwidth ("% read BW"): a read-and-reduce kernel (decode-bandwidth.ts); null figure when not measured. */
+  readonly readBandwidth: Bandwidth;
   /** torch SDPA dense decode in the same run (bench/sdpa-decode.py), or why not. */
   readonly torch: TorchSummary;
   readonly cases: readonly DecodeCase[];
   readonly prefill: readonly PrefillCase[];
-}
-
-/** A backend that can time a device-to-device copy of `bytes` (ms, host-timed, waited for); CUDA offers it. */
-interface CopyTimer {
-  timeDeviceCopy(bytes: number): Promise<number>;
-}
-
-/**
- * Copy bandwidth from the slope of two copy sizes: `time(n)` runs (and waits for) a copy of `n` units of `unit`
- * bytes; best of 7 each of `lo` and `hi` units, interleaved, after a warm-up of both. `2 · unit · (hi − lo)` bytes
- * (read + write) over the difference of the bests: the fixed launch and synchronisation cost of one timing cancels,
- * as in torch's CUDA-event figure. `singleBytesPerSecond` keeps the plain figure of the `hi` copy (cost included).
- */
-export async function slopeCopy(time: (n: number) => Promise<number>, unit: number, lo: number, hi: number, what: string): Promise<CopyBandwidth> {
-  await time(lo);
-  await time(hi);
-  const a: number[] = [];
-  const c: number[] = [];
-  for (let i = 0; i < 7; i++) {
-    a.push(await time(lo));
-    c.push(await time(hi));
-  }
-  const ta = Math.min(...a);
-  const tc = Math.min(...c);
-  const single = (2 * unit * hi) / (tc / 1e3);
-  if (!(tc > ta)) return { bytesPerSecond: single, singleBytesPerSecond: single, how: `${what}: best of 7 of ${hi} (the ${lo}-unit copy was not faster), read + write counted` };
-  return {
-    bytesPerSecond: (2 * unit * (hi - lo)) / ((tc - ta) / 1e3), singleBytesPerSecond: single,
-    how: `${what}: read + write bytes over the difference of the best of 7 of ${hi} and of ${lo} (fixed cost cancelled)`,
-  };
-}
-
-/**
- * The device's copy bandwidth: on CUDA the backend's `timeDeviceCopy` of 1 GiB and 2 GiB (256 and 512 MiB where
- * that does not fit), on WebGPU copyBufferToBuffer of up to 1 GiB, 1 and 3 per submit, both by `slopeCopy`; on
- * the CPU backend a 256 MiB typed-array copy in this thread (read + write counted; one core's figure).
- */
-export async function measureCopyBandwidth(b: Backend): Promise<CopyBandwidth> {
-  const timer = b as Partial<CopyTimer>;
-  if (typeof timer.timeDeviceCopy === 'function') {
-    for (const unit of [2 ** 30, 2 ** 28]) {
-      try {
-        return await slopeCopy((n) => timer.timeDeviceCopy!(n * unit), unit, 1, 2, `device copies of ${unit / 2 ** 20} and ${2 * unit / 2 ** 20} MiB (host-timed)`);
-      } catch (e) {
-        if (!(e instanceof MobaError && e.code === 'E_MEMORY')) throw e;
-      }
-    }
-    return { bytesPerSecond: null, how: 'no room for a 512 MiB device copy' };
-  }
-  const dev = (b as { device?: WebGpuDeviceLike }).device;
-  if (b.name === 'webgpu' && dev) return webgpuCopy(dev);
-  if (b.name !== 'cpu') return { bytesPerSecond: null, how: `the ${b.name} backend has no device copy timer (timeDeviceCopy)` };
-  const size = 256 * 2 ** 20;
-  const src = new Float32Array(size / 4).fill(1);
-  const dst = new Float32Array(size / 4);
-  dst.set(src);
-  const ms: number[] = [];
-  for (let i = 0; i < 5; i++) {
-    const t0 = performance.now();
-    dst.set(src);
-    ms.push(performance.now() - t0);
-  }
-  return { bytesPerSecond: (2 * size) / (median(ms) / 1e3), how: `Float32Array copy of ${size / 2 ** 20} MiB in one thread, median of 5` };
-}
-
-/** The parts of a GPUDevice the copy timing uses (the WebGPU backend exposes its device as `device`). */
-interface WebGpuDeviceLike {
-  readonly limits: { readonly maxBufferSize: number };
-  createBuffer(d: { size: number; usage: number }): { destroy(): void };
-  createCommandEncoder(): { copyBufferToBuffer(a: unknown, ao: number, b: unknown, bo: number, n: number): void; finish(): unknown };
-  readonly queue: { submit(c: unknown[]): void; onSubmittedWorkDone(): Promise<void> };
-}
-
-/** copyBufferToBuffer between two device buffers (n per submit, waited for with onSubmittedWorkDone), by `slopeCopy`. */
-async function webgpuCopy(dev: WebGpuDeviceLike): Promise<CopyBandwidth> {
-  const size = Math.min(2 ** 30, Math.floor(dev.limits.maxBufferSize / 4) * 4);
-  const COPY_SRC = 0x4, COPY_DST = 0x8, STORAGE = 0x80;
-  const a = dev.createBuffer({ size, usage: COPY_SRC | COPY_DST | STORAGE });
-  const c = dev.createBuffer({ size, usage: COPY_SRC | COPY_DST | STORAGE });
-  const time = async (n: number): Promise<number> => {
-    await dev.queue.onSubmittedWorkDone();
-    const t0 = performance.now();
-    const e = dev.createCommandEncoder();
-    for (let i = 0; i < n; i++) e.copyBufferToBuffer(i % 2 ? c : a, 0, i % 2 ? a : c, 0, size);
-    dev.queue.submit([e.finish()]);
-    await dev.queue.onSubmittedWorkDone();
-    return performance.now() - t0;
-  };
-  try {
-    return await slopeCopy(time, size, 1, 3, `WebGPU copyBufferToBuffer of ${f2(size / 2 ** 20)} MiB, 1 and 3 per submit`);
-  } finally {
-    a.destroy();
-    c.destroy();
-  }
 }
 
 const f2 = (x: number): string => (x >= 100 ? x.toFixed(0) : x >= 10 ? x.toFixed(1) : x >= 1 ? x.toFixed(2) : x.toFixed(3));
@@ -164,21 +67,22 @@ function sdpaCells(c: DecodeCase): string[] {
 
 function rows(r: DecodeResult): { head: string[]; body: Row[]; prefillHead: string[]; prefill: Row[] } {
   const bw = r.copy.bytesPerSecond;
+  const rbw = r.readBandwidth.bytesPerSecond;
   const measured = r.cases.map((c) => c.sdpa).find((d): d is Extract<SdpaDense, { ms: number }> => d !== undefined && 'ms' in d);
   const names = Object.keys(measured?.backends ?? {});
   const head = [
-    'heads', 'N', 'batch', 'attend ms', 'step ms', 'tok/s', 'MiB/step', 'GB/s', '% copy BW', 'dense ms', 'dense/attend', 'byte ratio',
+    'heads', 'N', 'batch', 'attend ms', 'step ms', 'tok/s', 'MiB/step', 'GB/s', '% copy BW', '% read BW', 'dense ms', 'dense/attend', 'byte ratio',
     'SDPA dense ms', 'vs SDPA', names.length ? `SDPA ms (${names.join(' / ')})` : 'SDPA backends',
   ];
   const body = r.cases.map((c): Row => {
     const lead = [`${c.Hq}/${c.Hkv}`, kLabel(c.N), String(c.batch)];
-    if ('skipped' in c) return { cells: [...lead, `skipped (${c.skipped})`, '', '', '', '', '', '', '', '', ...sdpaCells(c)] };
+    if ('skipped' in c) return { cells: [...lead, `skipped (${c.skipped})`, '', '', '', '', '', '', '', '', '', ...sdpaCells(c)] };
     const gbs = c.plan.bytes.total / (c.attendMs / 1e3);
     const dense = c.dense && 'attendMs' in c.dense ? c.dense.attendMs : null;
     return {
       cells: [
         ...lead, f2(c.attendMs), f2(c.stepMs), f2(c.batch / (c.stepMs / 1e3)), mib(c.plan.bytes.total), f2(gbs / 1e9),
-        bw ? `${((100 * gbs) / bw).toFixed(0)}%` : 'n/a',
+        bw ? `${((100 * gbs) / bw).toFixed(0)}%` : 'n/a', rbw ? `${((100 * gbs) / rbw).toFixed(0)}%` : 'n/a',
         dense !== null ? f2(dense) : c.dense ? `skipped (${(c.dense as { skipped: string }).skipped})` : 'n/a',
         dense !== null ? `${(dense / c.attendMs).toFixed(1)}×` : '', `${(c.plan.denseBytes / c.plan.bytes.total).toFixed(1)}×`,
         ...sdpaCells(c),
@@ -195,10 +99,10 @@ function rows(r: DecodeResult): { head: string[]; body: Row[]; prefillHead: stri
   return { head, body, prefillHead, prefill };
 }
 
-/** The copy figure and its method, for the headers. */
-function copyLine(c: CopyBandwidth): string {
-  if (!c.bytesPerSecond) return `not measured (${c.how})`;
-  const single = c.singleBytesPerSecond !== undefined ? `; one copy with its fixed cost ${(c.singleBytesPerSecond / 1e9).toFixed(1)} GB/s` : '';
+/** A bandwidth figure and its method, for the headers. */
+function copyLine(c: Bandwidth, what = 'copy'): string {
+  if (!c.bytesPerSecond) return c.how.startsWith('not measured') ? c.how : `not measured (${c.how})`;
+  const single = c.singleBytesPerSecond !== undefined ? `; one ${what} with its fixed cost ${(c.singleBytesPerSecond / 1e9).toFixed(1)} GB/s` : '';
   return `${(c.bytesPerSecond / 1e9).toFixed(1)} GB/s (${c.how}${single})`;
 }
 
@@ -222,7 +126,7 @@ export function decodeTable(r: DecodeResult): string {
   const t = rows(r);
   const p = r.problem;
   return [
-    `decode on ${r.backend.name}: D ${p.D}, ${p.dtype}, B ${p.blockSize}, topk ${p.topk}; medians of ${p.reps} steps; copy bandwidth ${copyLine(r.copy)}`,
+    `decode on ${r.backend.name}: D ${p.D}, ${p.dtype}, B ${p.blockSize}, topk ${p.topk}; medians of ${p.reps} steps; copy bandwidth ${copyLine(r.copy)}; read bandwidth ${copyLine(r.readBandwidth, 'read')}`,
     torchLine(r.torch),
     pad([t.head, ...t.body.map((x) => x.cells)]),
     ...(t.prefill.length ? ['', 'chunked prefill (append + attend of every chunk token, forked from the same context per step)', pad([t.prefillHead, ...t.prefill.map((x) => x.cells)])] : []),
@@ -242,10 +146,12 @@ export function decodeMarkdown(r: DecodeResult): string {
     `- Machine: ${JSON.stringify(r.machine)}`,
     `- D ${p.D}, ${p.dtype}, B ${p.blockSize}, topk ${p.topk}; medians of ${p.reps} timed steps after 2 warm-ups, each waited for.`,
     `- Copy bandwidth (the "% copy BW" reference): ${copyLine(r.copy)}.`,
+    `- Read bandwidth (the "% read BW" reference): ${copyLine(r.readBandwidth, 'read')}.`,
     `- ${torchLine(r.torch)}.`,
     '- "attend": the new token\'s k, v appended untimed, then attend; "step": append + attend. "MiB/step": bytes a sparse step must read',
     '  (planCacheAttend). "byte ratio": dense bytes / sparse bytes, the most a sparse step can gain over dense at equal bandwidth.',
-    '  "dense ms": the backend\'s own dense decode on the same cache (topk covering every block). "SDPA dense ms": torch SDPA (best',
+    '  "% copy BW", "% read BW": GB/s over the copy and over the read bandwidth above (a decode attend reads, so the read figure',
+    '  is its roofline). "dense ms": the backend\'s own dense decode on the same cache (topk covering every block). "SDPA dense ms": torch SDPA (best',
     '  backend, named) over a K/V of N tokens per sequence; "vs SDPA": SDPA dense ms / attend ms (above 1×: the sparse attend is faster).',
     '',
     ...md(t.head, t.body),

@@ -5,7 +5,8 @@
  */
 import { type Backend, type DeviceTensor, type KVCache, MobaError, Rng, hostTensor, planCacheAttend } from 'moba-ts';
 import type { DecodeFlags } from './decode-args.js';
-import { type DecodeCase, type DecodeResult, type DenseDecode, type PrefillCase, measureCopyBandwidth } from './decode-report.js';
+import { measureCopyBandwidth, measureReadBandwidth } from './decode-bandwidth.js';
+import type { DecodeCase, DecodeResult, DenseDecode, PrefillCase } from './decode-report.js';
 import { median } from './measure.js';
 
 const log = (s: string): void => void process.stderr.write(`bench: ${s}\n`);
@@ -113,6 +114,8 @@ async function decodeCase(b: Backend, g: Geometry, N: number, batch: number, f: 
     };
     const attendMs: number[] = [];
     const stepMs: number[] = [];
+    const prof = b as Partial<{ timings(): Map<string, number>; clearTimings(): void }>;
+    prof.clearTimings?.();
     for (let i = 0; i < f.reps + 2; i++) {
       await cache.append(seqs, k, v, cu); // the new token, untimed
       const a = await timed(b, () => attend(cfg.topk));
@@ -125,6 +128,8 @@ async function decodeCase(b: Backend, g: Geometry, N: number, batch: number, f: 
         stepMs.push(s);
       }
     }
+    // every loop pass appends twice and attends twice: kernel ms per (attend + append)
+    const kernels = [...(prof.timings?.() ?? [])].map(([k, ms]) => [k, ms / (2 * (f.reps + 2))] as const);
     const len = cache.length(seqs[0]!);
     const p = planCacheAttend(seqs.map(() => ({ length: len, nq: 1 })), { Hq: g.Hq, Hkv: g.Hkv, D: g.D, dtype: g.dtype, blockSize: g.B, topk: f.topk });
     let dense: DenseDecode = null;
@@ -144,7 +149,9 @@ async function decodeCase(b: Backend, g: Geometry, N: number, batch: number, f: 
         }
       }
     }
-    return { ...base, length: len, attendMs: median(attendMs), stepMs: median(stepMs), reps: { attend: attendMs, step: stepMs }, plan: p, dense };
+    const kernelMs = kernels.length ? { kernelMs: Object.fromEntries(kernels) } : {};
+    if (kernels.length) log(`  GPU ms per attend + append: ${kernels.map(([k, ms]) => `${k} ${ms.toFixed(3)}`).join(', ')}`);
+    return { ...base, length: len, attendMs: median(attendMs), stepMs: median(stepMs), reps: { attend: attendMs, step: stepMs }, plan: p, dense, ...kernelMs };
   } catch (e) {
     if (isMemory(e)) return { ...base, skipped: `memory: ${(e as Error).message}` };
     throw e;
@@ -198,7 +205,10 @@ async function prefillCase(b: Backend, g: Geometry, f: DecodeFlags, rng: Rng): P
 export async function measureDecode(b: Backend, f: DecodeFlags): Promise<Omit<DecodeResult, 'machine' | 'date' | 'command' | 'gitCommit' | 'torch'>> {
   const rng = new Rng(f.seed);
   const copy = await measureCopyBandwidth(b);
-  log(`copy bandwidth: ${copy.bytesPerSecond ? `${(copy.bytesPerSecond / 1e9).toFixed(1)} GB/s (${copy.how})` : `not measured: ${copy.how}`}`);
+  const readBandwidth = await measureReadBandwidth(b);
+  for (const [what, m] of [['copy', copy], ['read', readBandwidth]] as const) {
+    log(`${what} bandwidth: ${m.bytesPerSecond ? `${(m.bytesPerSecond / 1e9).toFixed(1)} GB/s (${m.how})` : m.how.startsWith('not measured') ? m.how : `not measured: ${m.how}`}`);
+  }
   const cases: DecodeCase[] = [];
   for (const [Hq, Hkv] of f.heads) {
     const g: Geometry = { Hq, Hkv, D: f.D, B: f.B, dtype: f.dtype };
@@ -221,6 +231,6 @@ export async function measureDecode(b: Backend, f: DecodeFlags): Promise<Omit<De
   return {
     backend: { name: b.name },
     problem: { D: f.D, blockSize: f.B, topk: f.topk, dtype: f.dtype, reps: f.reps },
-    copy, cases, prefill,
+    copy, readBandwidth, cases, prefill,
   };
 }

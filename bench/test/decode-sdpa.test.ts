@@ -37,6 +37,7 @@ function result(t: TorchDecode): DecodeResult {
     machine: { hostKind: 'h' }, date: '2026-12-03T00:00:00.000Z', command: 'node .device/bench.mjs --decode', gitCommit: 'abc',
     backend: { name: 'cuda' }, problem: { D: 128, blockSize: 128, topk: 8, dtype: 'bf16', reps: 10 },
     copy: { bytesPerSecond: 4.1e12, singleBytesPerSecond: 3.9e12, how: 'device copies of 1024 and 2048 MiB (host-timed): slope' }, prefill: [],
+    readBandwidth: { bytesPerSecond: null, how: 'not measured: the cuda backend has no read probe (timeDeviceRead)' },
   };
   return { ...base, ...joinTorch(cases, t) };
 }

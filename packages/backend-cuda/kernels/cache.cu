@@ -91,3 +91,30 @@ __device__ void cache_append_sum(const T* k, const T* kpool, float* sums, float*
     cache_attend<T>(q, kpool, vpool, rows, ptab, sel, part, cnt, out, lse, Hq, Hkv, D, B, topk, causal, scale, vec, sb, nsub);  \
   }
 MOBA_DTYPES(CACHE_ENTRIES)
+
+// ------------------------------------------------------------------------------------- bench probe
+// read_probe: the decode bench's read bandwidth (timeDeviceRead). Streams n uint4 words grid-strided, four
+// independent 16-byte loads in flight per thread, adds them up and writes one word per CTA into sink, so the
+// loads cannot be dropped. The WebGPU backend runs the same probe in WGSL (read-probe.wgsl.ts).
+extern "C" __global__ void __launch_bounds__(256) read_probe(const uint4* src, i64 n, unsigned* sink) {
+  __shared__ unsigned wsum[8];
+  const i64 s = (i64)gridDim.x * blockDim.x;
+  i64 i = blockIdx.x * (i64)blockDim.x + threadIdx.x;
+  unsigned acc = 0u;
+  for (; i + 3 * s < n; i += 4 * s) {
+    const uint4 a = __ldcs(src + i), b = __ldcs(src + i + s), c = __ldcs(src + i + 2 * s), d = __ldcs(src + i + 3 * s);
+    acc += (a.x ^ b.y) + (a.y ^ b.z) + (a.z ^ b.w) + (a.w ^ b.x) + (c.x ^ d.y) + (c.y ^ d.z) + (c.z ^ d.w) + (c.w ^ d.x);
+  }
+  for (; i < n; i += s) {
+    const uint4 a = __ldcs(src + i);
+    acc += a.x + a.y + a.z + a.w;
+  }
+  for (int o = 16; o > 0; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
+  if ((threadIdx.x & 31) == 0) wsum[threadIdx.x >> 5] = acc;
+  __syncthreads();
+  if (threadIdx.x == 0) {
+    unsigned t = 0u;
+    for (int w = 0; w < (int)(blockDim.x >> 5); ++w) t += wsum[w];
+    sink[blockIdx.x] = t;
+  }
+}

@@ -69,8 +69,9 @@ export interface CudaBackend extends Backend {
   takeProfile(): Record<string, number>;
   /** Whether the tensor-core kernels serve this dtype and head dim on this device. */
   usesTensorCores(dtype: DType, D: number): boolean;
-  /** Ms of one synchronised device-to-device copy of `bytes` on scratch buffers freed afterwards (copy bandwidth). */
+  /** Ms of one synchronised device-to-device copy of `bytes` / streaming read of `bytes` (probe.ts; the decode bench). */
   timeDeviceCopy(bytes: number): Promise<number>;
+  timeDeviceRead(bytes: number): Promise<number>;
   /** Bench helper: writes 2 × `device.l2Bytes` of scratch (freed after) and synchronises, leaving the L2 cold (l2.ts). */
   flushL2(): Promise<void>;
 }

@@ -13,7 +13,7 @@ import {
 import { Allocator, type Buf } from './allocator.js';
 import { type CudaBackend, type CudaBackendOptions, checkCudaOptions } from './api.js';
 import { backward } from './backward.js';
-import { createCudaCache, timeDeviceCopy } from './cache.js';
+import { createCudaCache } from './cache.js';
 import { collect } from './collect.js';
 import { archOf } from './compile.js';
 import { CU_ATTR, CudaDriver, Nvrtc } from './driver.js';
@@ -23,6 +23,7 @@ import { kconv, kconvBackward } from './kconv.js';
 import { flushL2 } from './l2.js';
 import { type CudaProblem, checkIndexLimits, opBytes } from './memory.js';
 import { kernelPathRequest, kernelTarget } from './path.js';
+import { timeDeviceCopy, timeDeviceRead } from './probe.js';
 import { Program } from './program.js';
 import { route } from './route.js';
 import { type Cuda, type DeviceLayout, type RoutingStore, deviceLayout, usesTensorCores } from './shared.js';
@@ -81,15 +82,9 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
 
   // ---------------------------------------------------------------- device extras
 
-  synchronize(): void {
-    this.alive();
-    this.#drv.synchronize();
-  }
+  synchronize(): void { this.alive(); this.#drv.synchronize(); }
 
-  memoryInfo(): { free: number; total: number } {
-    this.alive();
-    return this.#drv.memInfo();
-  }
+  memoryInfo(): { free: number; total: number } { this.alive(); return this.#drv.memInfo(); }
 
   override memoryStats(): MemoryStats & { readonly cachedBytes: number } {
     const s = super.memoryStats();
@@ -113,6 +108,7 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
   }
 
   async timeDeviceCopy(bytes: number): Promise<number> { this.alive(); return timeDeviceCopy(this.#c, bytes); }
+  async timeDeviceRead(bytes: number): Promise<number> { this.alive(); return timeDeviceRead(this.#c, bytes); }
 
   async flushL2(): Promise<void> { this.alive(); this.#drv.setCurrent(this.#ctx); flushL2(this.#c, this.device.l2Bytes); }
 

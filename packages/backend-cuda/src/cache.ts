@@ -254,22 +254,3 @@ function routeSplitOverride(): number | null {
 function view(a: Float32Array | Uint16Array, start: number, len: number): Float32Array | Uint16Array {
   return a.subarray(start, start + len);
 }
-
-/** Ms of one device-to-device copy of `bytes` (synchronised), on two scratch buffers freed afterwards. */
-export function timeDeviceCopy(c: Cuda, bytes: number): number {
-  if (!Number.isSafeInteger(bytes) || bytes < 1) throw new MobaError('E_RANGE', `bytes = ${String(bytes)} is invalid: must be a positive safe integer`, 'bytes');
-  c.mem.fits('timeDeviceCopy()', 2 * bytes);
-  const a = c.drv.memAlloc(bytes);
-  let b: bigint | null = null;
-  try {
-    b = c.drv.memAlloc(bytes);
-    c.drv.synchronize();
-    const t0 = performance.now();
-    c.drv.copyDtoD(b, a, bytes);
-    c.drv.synchronize();
-    return performance.now() - t0;
-  } finally {
-    c.drv.memFree(a);
-    if (b !== null) c.drv.memFree(b);
-  }
-}

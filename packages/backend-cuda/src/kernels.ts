@@ -51,6 +51,7 @@ export const KERNEL_PARAMS: Readonly<Record<string, { readonly file: KernelFile;
   cache_append_sum: { file: 'cache.cu', params: ['k', 'kpool', 'sums', 'cents', 'state', 'cu', 'ent', 'work', 'nwork', 'nstate', 'C', 'W', 'B'] },
   cache_route: { file: 'cache.cu', params: ['q', 'cents', 'sums', 'rows', 'ptab', 'sel', 'plist', 'cnt', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'hpc', 'tps', 'nbuf'] },
   cache_attend: { file: 'cache.cu', params: ['q', 'kpool', 'vpool', 'rows', 'ptab', 'sel', 'part', 'cnt', 'out', 'lse', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'scale', 'vec', 'sb', 'nsub'] },
+  read_probe: { file: 'cache.cu', params: ['src', 'n', 'sink'] }, // the decode bench's read bandwidth (probe.ts)
 });
 
 /** The base name of an entry point: `dkdv_tc8_d128_bf16` → `dkdv_tc8`, `route_f32` → `route`. */

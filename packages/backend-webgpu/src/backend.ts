@@ -23,6 +23,7 @@ import { L2Flush } from './flush.js';
 import { Launch, type Tiles, chooseTiles } from './launch.js';
 import { packer } from './pack.js';
 import { ROUTE_ROWS, type RouteKernel, defaultRouteKernel, encodeRoute, routeBytes } from './route.js';
+import { timeDeviceRead } from './read-probe.wgsl.js';
 import type { CollectedLayout, Dims } from './shapes.js';
 import { storageBytes } from './storage.wgsl.js';
 
@@ -44,6 +45,8 @@ export interface WebGpuBackend extends Backend {
   clearTimings(): void;
   /** Bench helper: clears a 256 MiB scratch buffer (kept until destroy, not counted in memoryStats) and waits (flush.ts). */
   flushL2(): Promise<void>;
+  /** Bench helper (the decode bench's read bandwidth): ms of one streaming read of `bytes` by a WGSL kernel (read-probe.wgsl.ts). */
+  timeDeviceRead(bytes: number): Promise<number>;
 }
 
 /** `v`, or a copy of it in a plain ArrayBuffer when it views a SharedArrayBuffer (queue.writeBuffer refuses those). */
@@ -124,9 +127,9 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
   get liveBuffers(): number { return this.#ctx.buffers.liveBuffers; }
   get pooledBuffers(): number { return this.#ctx.buffers.pooledBuffers; }
 
-  tensorBytes(t: DeviceTensor): number {
-    return this.tensor('tensor', t).size;
-  }
+  tensorBytes(t: DeviceTensor): number { return this.tensor('tensor', t).size; }
+
+  async timeDeviceRead(bytes: number): Promise<number> { this.alive(); return timeDeviceRead(this.#ctx, this.caps.memoryBytes, bytes); }
 
   async createCache(opts: KVCacheOptions): Promise<KVCache> {
     this.alive();
@@ -135,12 +138,9 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
 
   timings(): Map<string, number> { return new Map(this.#ctx.kernelMs); }
   clearTimings(): void { this.#ctx.kernelMs.clear(); }
-
   async flushL2(): Promise<void> { this.alive(); this.#ctx.checkAlive(); await (this.#l2 ??= new L2Flush(this.#ctx.device)).flush(); }
 
-  protected override checkDevice(): void {
-    this.#ctx.checkAlive();
-  }
+  protected override checkDevice(): void { this.#ctx.checkAlive(); }
 
   protected async doUpload(t: HostTensor): Promise<GPUBuffer> {
     this.#ctx.checkSizes({ tensor: storageBytes(t.data.length, t.dtype) });

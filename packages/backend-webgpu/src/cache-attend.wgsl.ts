@@ -1,15 +1,19 @@
 /**
  * KV cache attend (SPEC §3, §4, §8, §9), two entry points of one shader (the merge is cache-merge.wgsl.ts):
- *   route:  one workgroup per (query row, kv head, chunk of ≤ 64 of its query heads): the centroids of the
- *           eligible blocks are staged up to TB blocks at a time into workgroup memory (one load for all the heads
- *           of the kv head), the (head, block) scores (raw dot, f32) are spread over the workgroup, and each
- *           invocation keeps its query head's exact top-k by insertion in block order (ties to the higher block;
+ *   route:  one workgroup per (query row, kv head, chunk of ≤ ROUTE_HEADS of its query heads): the centroids of
+ *           the eligible blocks are staged up to TB blocks at a time into workgroup memory (one load for all the
+ *           heads of the chunk, rows padded so the scoring reads no bank twice), each (head, block) score (raw dot,
+ *           f32) is split over 4 invocations (dims d ≡ k mod 4, in d order; the 4 partials added in a fixed order),
+ *           so all 64 invocations score even for one head, and the owner invocation of each query head keeps its
+ *           exact top-k by insertion in block order (ties to the higher block;
  *           NaN and −∞ never enter); a row whose k holds all its candidates (dense, so any k above 64) writes every
  *           finite one as it comes, in block order. Causal: the own block floor(t / B) is forced and counts inside
  *           k, only earlier (completed) blocks compete; non-causal: every block, the open one with centroid sum / count. Writes sel `[Tq, Hq, k]` ascending, −1 padded.
  *           Split (long sequences, k ≤ 64): the blocks in `splits` ranges of `range`, one workgroup each, each writing
- *           its range's exact top-k (score bits, block) to sel `[Tq, Hq, splits, k, 2]`; the attend workgroups merge
- *           them (mergedBlock) into the same selection as unsplit (the scores are the same dots, the order total).
+ *           its range's exact top-k (score bits, block) to sel `[Tq, Hq, splits, k, 2]`.
+ *   choose: (split routing only) one workgroup per (query row, query head) merges the ranges' candidates into the
+ *           same selection as unsplit (the scores are the same dots, the order total), once for all the row's slots
+ *           and pool groups, written over the start of the row's candidates.
  *   attend: one workgroup per (query row, query head, selected slot): the block's keys in chunks of 64 (one score
  *           per invocation), an online softmax in the log2 domain whose chunk max and sums every invocation
  *           computes in the same order, each invocation accumulating its head dims; the causal mask at t in the own
@@ -22,7 +26,9 @@ import { type StorageKind, tensorRead } from './storage.wgsl.js';
 
 /** Most centroids staged per routing step, the staging's floats, and the largest head dim it holds. */
 export const ROUTE_TB = 16;
-const STAGE = 2048;
+const STAGE = 16 * 132;
+/** Query heads of one routing workgroup (the host makes ⌈G / ROUTE_HEADS⌉ chunks of a kv head's G query heads). */
+export const ROUTE_HEADS = 16;
 export const MAX_D = 256;
 
 /** Words of the attend table's header (cache.ts writes them in this order). */
@@ -36,6 +42,7 @@ export function cacheAttendWgsl(kind: StorageKind, n: number): string {
   return /* wgsl */ `
 ${commonWgsl}
 const TB: u32 = ${ROUTE_TB}u;
+const HW: u32 = ${ROUTE_HEADS}u;
 const STAGE: u32 = ${STAGE}u;
 const MAXK: u32 = 64u;
 const MAXC: u32 = ${MAX_CANDIDATES}u;
@@ -57,11 +64,15 @@ fn rowOf(r: u32, f: u32) -> u32 { return tab[tab[2] + 2u * r + f]; }
 fn ent(e: u32, f: u32) -> u32 { return tab[tab[3] + 2u * e + f]; }
 fn pageOf(e: u32, j: u32) -> u32 { return tab[tab[4] + ent(e, 1u) + j]; }
 
-var<workgroup> cent: array<f32, ${STAGE}>;     // [tb, D] centroids
-var<workgroup> sc: array<f32, ${64 * ROUTE_TB}>; // [heads, TB] scores
+var<workgroup> cent: array<f32, ${STAGE}>;            // [tb, DS] centroids, rows padded to DS (cstride)
+var<workgroup> sc: array<f32, ${4 * ROUTE_HEADS * ROUTE_TB}>; // [heads, TB, 4] partial scores
 
 // (s, j) ranks above (s2, j2): a higher score, or an equal one with a higher block index.
 fn better(s: f32, j: i32, s2: f32, j2: i32) -> bool { return s > s2 || (s == s2 && j > j2); }
+
+// The staging row stride: D rounded up to 32 floats, plus 4. The 4 lanes of a (head, block) pair read dims
+// d = 4i + k, 8 pairs of consecutive blocks per 32 lanes: banks 4b + k + 4i (mod 32), all distinct.
+fn cstride(D: u32) -> u32 { return (D + 31u) / 32u * 32u + 4u; }
 
 @compute @workgroup_size(64)
 fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
@@ -74,11 +85,12 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   let kvh = (item / splits / chunks) % P.Hkv;
   let r = item / splits / chunks / P.Hkv;
   let G = P.Hq / P.Hkv;
-  let gi = hc * 64u + lid;
-  let mine = gi < G;
+  let gi = hc * HW + lid;
+  let mine = lid < HW && gi < G;
   let h = kvh * G + gi;
   let B = P.blockSize;
   let D = P.D;
+  let DS = cstride(D);
   let e = rowOf(r, 0u);
   let t = rowOf(r, 1u);
   let len = ent(e, 0u);
@@ -93,34 +105,41 @@ fn route(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index)
   var topV: array<f32, MAXK>;
   var topI: array<i32, MAXK>;
   var n = 0u;
-  let tb = min(TB, STAGE / D);      // blocks per step: as many centroids as the staging holds, at most TB
-  let heads = min(64u, G - hc * 64u); // query heads of this workgroup
+  let tb = min(TB, STAGE / DS);     // blocks per step: as many centroids as the staging holds, at most TB
+  let heads = min(HW, G - hc * HW); // query heads of this workgroup
+  let k4 = lid & 3u;                // this lane's dims of a pair: d = 4i + k4
+  let q0 = (r * P.Hq + kvh * G + hc * HW) * D;
   for (var base = j0; base < j1; base += tb) {
-    for (var x = lid; x < tb * D; x += 64u) {
-      let j = base + x / D;
-      if (j < j1) {
-        let at = pageOf(e, j) * 2u * C() + kvh * D + x % D;
-        if ((j + 1u) * B <= len) { cent[x] = pm[at + C()]; } // a completed block: its centroid
-        else { cent[x] = pm[at] / f32(len - j * B); }         // the open block (non-causal): sum / count
+    let nb = min(tb, j1 - base);
+    for (var b = 0u; b < nb; b++) { // block by block: its page and its scale looked up once, the dims coalesced
+      let j = base + b;
+      let at = pageOf(e, j) * 2u * C() + kvh * D;
+      let full = (j + 1u) * B <= len; // a completed block: its centroid; the open one (non-causal): sum / count
+      let off = select(at, at + C(), full);
+      let cnt = f32(len - j * B);
+      for (var d = lid; d < D; d += 64u) {
+        let c = pm[off + d];
+        cent[b * DS + d] = select(c / cnt, c, full);
       }
     }
     workgroupBarrier();
-    // scores of (head, block) pairs spread over the workgroup, each one dot product in d order
-    for (var x = lid; x < heads * tb; x += 64u) {
-      let b = x % tb;
-      let hh = kvh * G + hc * 64u + x / tb;
+    // every (head, block) pair scored by 4 lanes, 16 pairs at a time: lane k4 sums d = k4, k4 + 4, ... in d order;
+    // the head's owner adds the 4 partials in a fixed order (the same whatever the batch, split or head count)
+    for (var x = lid >> 2u; x < heads * nb; x += 16u) {
+      let hh = x / nb;
+      let b = x - hh * nb;
+      let qo = q0 + hh * D;
+      let co = b * DS;
       var s = 0.0;
-      if (base + b < j1) {
-        for (var d = 0u; d < D; d++) { s += qAt((r * P.Hq + hh) * D + d) * cent[b * D + d]; }
-      }
-      sc[(x / tb) * TB + b] = s;
+      for (var d = k4; d < D; d += 4u) { s += qAt(qo + d) * cent[co + d]; }
+      sc[(hh * TB + b) * 4u + k4] = s;
     }
     workgroupBarrier();
     if (mine && kSel > 0u) {
-      for (var b = 0u; b < tb; b++) { // each head inserts its scores in block order
+      for (var b = 0u; b < nb; b++) { // each head inserts its scores in block order
         let j = base + b;
-        if (j >= j1) { break; }
-        let s = sc[lid * TB + b];
+        let p = (lid * TB + b) * 4u;
+        let s = (sc[p] + sc[p + 1u]) + (sc[p + 2u] + sc[p + 3u]);
         if (isNan(s) || s == negInf()) { continue; }
         if (dense) { sel[o + n] = i32(j); n++; continue; }
         var at = n;
@@ -165,12 +184,17 @@ var<workgroup> cI: array<i32, MAXC>;
 var<workgroup> cF: array<u32, MAXC>;
 var<workgroup> nChosen: atomic<u32>;
 
-// Split routing: the block of slot \`slot\` of (row r, head h) from the ranges' candidates: the kSel best of them
-// (a total order: exactly the unsplit top-k), ascending, then the own block cb when causal; -1 past the end.
-fn mergedBlock(r: u32, h: u32, slot: u32, lid: u32, kSel: u32, causal: bool, cb: u32) {
+// Split routing, once per (query row r, query head h) between route and attend: the kSel best of the ranges'
+// candidates (a total order: exactly the unsplit top-k), ascending, then the own block cb when causal, -1 past the
+// end, written over the first topk words of the row's candidates (read into workgroup memory first).
+@compute @workgroup_size(64)
+fn choose(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let item = itemOf(wid);
+  if (item >= P.nItems) { return; }
+  let causal = P.causal != 0u;
+  let kSel = select(P.topk, P.topk - 1u, causal);
   let nc = tab[7] * kSel;
-  let o = (r * P.Hq + h) * tab[9];
-  if (lid == 0u) { sBlock = -1; atomicStore(&nChosen, 0u); }
+  let o = item * tab[9];
   for (var x = lid; x < nc; x += 64u) { cS[x] = bitcast<f32>(sel[o + 2u * x]); cI[x] = sel[o + 2u * x + 1u]; }
   workgroupBarrier();
   for (var x = lid; x < nc; x += 64u) {
@@ -184,14 +208,16 @@ fn mergedBlock(r: u32, h: u32, slot: u32, lid: u32, kSel: u32, causal: bool, cb:
     if (chosen) { atomicAdd(&nChosen, 1u); }
   }
   workgroupBarrier();
+  let nSel = atomicLoad(&nChosen);
   for (var x = lid; x < nc; x += 64u) {
     if (cF[x] != 0u) {
       var pos = 0u;
       for (var y = 0u; y < nc; y++) { if (cF[y] != 0u && cI[y] < cI[x]) { pos++; } }
-      if (pos == slot) { sBlock = cI[x]; }
+      sel[o + pos] = cI[x];
     }
   }
-  if (lid == 0u && causal && slot == atomicLoad(&nChosen)) { sBlock = i32(cb); }
+  if (causal && lid == 0u) { sel[o + nSel] = i32(rowOf(item / P.Hq, 1u) / P.blockSize); }
+  for (var i = select(nSel, nSel + 1u, causal) + lid; i < P.topk; i += 64u) { sel[o + i] = -1; }
 }
 
 @compute @workgroup_size(64)
@@ -206,8 +232,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let causal = P.causal != 0u;
   let e = rowOf(r, 0u);
   let t = rowOf(r, 1u);
-  if (tab[7] > 1u) { mergedBlock(r, h, item % P.topk, lid, select(P.topk, P.topk - 1u, causal), causal, t / B); }
-  else if (lid == 0u) { sBlock = sel[item]; }
+  if (lid == 0u) { sBlock = sel[(r * P.Hq + h) * tab[9] + item % P.topk]; } // split: as \`choose\` left it
   let j = workgroupUniformLoad(&sBlock);
   let po = item * (D + 2u);
   if (j < 0) {
@@ -234,7 +259,9 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
     if (p < p1) {
       let ko = pbase + (p - p0) * RS();
       var dot = 0.0;
-      for (var d = 0u; d < D; d++) { dot += qAt(qo + d) * kpAt(pb, ko + d); }
+      if ((D & 1u) == 0u) { // two dims per load (one word of 16-bit storage: qo, ko even), in d order
+        for (var d = 0u; d < D; d += 2u) { let qq = qAt2(qo + d); let kk = kpAt2(pb, ko + d); dot += qq.x * kk.x; dot += qq.y * kk.y; }
+      } else { for (var d = 0u; d < D; d++) { dot += qAt(qo + d) * kpAt(pb, ko + d); } }
       s = dot * P.scaleLog2;
     }
     sS[lid] = s;

@@ -14,7 +14,8 @@ export const MAX_POOL_BUFFERS = 8;
 
 /**
  * The bindings of one pool (`first` … `first + n − 1`) and its accessors on (buffer b, element i of that buffer):
- * `<name>At(b, i)` decoded and, writable, `<name>Store2(b, i, a, c, two)` (i even for 16-bit storage).
+ * `<name>At(b, i)` decoded, `<name>At2(b, i)` elements i, i + 1 (i even for 16-bit storage: one word) and,
+ * writable, `<name>Store2(b, i, a, c, two)` (i even for 16-bit storage).
  */
 export function poolBindings(name: string, first: number, n: number, kind: StorageKind, writable: boolean): string {
   const access = writable ? 'read_write' : 'read';
@@ -22,6 +23,9 @@ export function poolBindings(name: string, first: number, n: number, kind: Stora
   const decls = Array.from({ length: n }, (_, b) => `@group(0) @binding(${first + b}) var<storage, ${access}> ${name}${b}: array<${elem}>;`).join('\n');
   const [dec, enc] = kind === 'f16' ? ['decodeF16', 'encodeF16'] : ['decodeBf16', 'encodeBf16'];
   const read = (b: number): string => kind === 'f32' ? `return ${name}${b}[i];` : `return ${dec}((${name}${b}[i >> 1u] >> ((i & 1u) << 4u)) & 0xffffu);`;
+  const read2 = (b: number): string => kind === 'f32'
+    ? `return vec2<f32>(${name}${b}[i], ${name}${b}[i + 1u]);`
+    : `let w = ${name}${b}[i >> 1u]; return vec2<f32>(${dec}(w & 0xffffu), ${dec}(w >> 16u));`;
   const store = (b: number): string => kind === 'f32'
     ? `${name}${b}[i] = a; if (two) { ${name}${b}[i + 1u] = c; }`
     : `${name}${b}[i >> 1u] = ${enc}(a) | select(0u, ${enc}(c) << 16u, two);`;
@@ -29,6 +33,9 @@ export function poolBindings(name: string, first: number, n: number, kind: Stora
   return `${decls}
 fn ${name}At(b: u32, i: u32) -> f32 {
   ${body(read)}
+}
+fn ${name}At2(b: u32, i: u32) -> vec2<f32> {
+  ${body(read2)}
 }
 ${writable ? `fn ${name}Store2(b: u32, i: u32, a: f32, c: f32, two: bool) {\n  ${body(store)}\n}` : ''}
 `;

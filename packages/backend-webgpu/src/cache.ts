@@ -6,9 +6,9 @@
  *   meta `[pages, 2, C]` f32 (each page's sum and, once it is full, its centroid sum / B),
  *   kst: the f32 kconv weight `[C, W]` then the state `[maxSequences, W − 1, C]` (the last raw keys).
  * append = 2 launches per group of pool buffers (cache-append.wgsl.ts), attend = 2 + one per group (3 for one
- * buffer) whatever the batch (routing over the centroids in
- * block ranges (cache-plan.ts routeSplit),
- * attention split per selected block, merge: cache-attend.wgsl.ts, cache-merge.wgsl.ts), fork = buffer copies,
+ * buffer; one more when the routing is split) whatever the batch (routing over the centroids, in block ranges
+ * (cache-plan.ts routeSplit) whose candidates `choose` merges once per (row, head); attention split per selected
+ * block; merge: cache-attend.wgsl.ts, cache-merge.wgsl.ts), fork = buffer copies,
  * read = one download of the sequence's pages.
  */
 /// <reference types="@webgpu/types" />
@@ -17,7 +17,7 @@ import {
   type ResolvedCacheOptions, CacheShell, MobaError, hostTensor, resolveCacheOptions, toFloat32,
 } from '@moba/core';
 import { cacheAppendWgsl } from './cache-append.wgsl.js';
-import { MAX_D, cacheAttendWgsl } from './cache-attend.wgsl.js';
+import { MAX_D, ROUTE_HEADS, cacheAttendWgsl } from './cache-attend.wgsl.js';
 import { cacheMergeWgsl } from './cache-merge.wgsl.js';
 import { type PageGeometry, type PoolLayout, appendTable, attendTable, cachePageBytes, decodeContents, pageGeometry, poolLayout, routeSplit } from './cache-plan.js';
 import type { GpuContext } from './device.js';
@@ -114,7 +114,7 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
   protected async doAttend(plan: AttendPlan, q: GPUBuffer): Promise<{ out: GPUBuffer; lse: GPUBuffer }> {
     const g = this.#g;
     const { Tq, Hq, topk } = plan;
-    const chunks = Math.ceil(Hq / g.Hkv / 64);
+    const chunks = Math.ceil(Hq / g.Hkv / ROUTE_HEADS);
     const split = routeSplit(plan, g.B, testSetting('MOBA_WEBGPU_CACHE_ROUTE_RANGE'));
     const bytes = {
       'cache attend selection': 4 * Tq * Hq * split.selStride, 'cache attend partials': 4 * Tq * Hq * topk * (g.D + 2),
@@ -136,6 +136,7 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
       const attend = shaderVariant(`moba.cache.attend.${g.dtype}.${n}`, ['uniform', 'read', 'read', 'read', 'rw', 'rw', ...pools], () => cacheAttendWgsl(g.dtype, n));
       const bufs = [tab, q, this.#meta, sel, part, ...this.#k.slice(first, first + n), ...this.#v.slice(first, first + n)];
       if (first === 0) l.add(attend, 'route', {}, { ...f, nItems: routes }, bufs, routes);
+      if (first === 0 && split.splits > 1) l.add(attend, 'choose', {}, { ...f, nItems: Tq * Hq }, bufs, Tq * Hq);
       l.add(attend, 'attend', {}, { ...f, nItems: slots, mode: first }, bufs, slots);
     }
     const elems = Tq * Hq * g.D;

@@ -45,24 +45,26 @@ describe('webgpu KV cache edges', () => {
     });
   }, 120_000);
 
-  it('a group of 66 query heads per kv head and D = 80', async (t) => {
-    if (tb.unavailable) return t.skip(tb.unavailable);
-    const [Hkv, Hq, D, B] = [1, 66, 80, 8];
-    await withCache({ Hkv, D, dtype: 'f16', blockSize: B }, async (cache) => {
-      const rng = new Rng(9);
-      const s = cache.newSequence();
-      const m = new SeqModel({ Hkv, D, dtype: 'f16', B, ...noKconv });
-      await appendRandom(tb.backend, cache, rng, [s], [m], [45]);
-      for (const causal of [true, false]) {
-        const qh = rng.tensor('f16', [2, Hq, D]);
-        const q = await tb.backend.upload(qh);
-        const r = await cache.attend([s], q, Int32Array.from([0, 2]), { topk: 3, causal });
-        const got = { out: toFloat64(await tb.backend.download(r.out)), lse: toFloat64(await tb.backend.download(r.lse)) };
-        tb.backend.dispose(q, r.out, r.lse);
-        for (const c of referenceChecks(`66 heads causal ${causal}`, [m], [2], qh, got, { topk: 3, causal })) expect(c.ok, c.message).toBe(true);
-      }
-    });
-  }, 300_000);
+  // the router's head chunks (16 query heads per workgroup: 66 is 5 chunks) and its staging steps (D 256: 8 blocks a step)
+  for (const [Hkv, Hq, D, B, len] of [[1, 66, 80, 8, 45], [2, 4, 256, 4, 70], [1, 17, 33, 3, 60]] as const) {
+    it(`Hkv ${Hkv}, Hq ${Hq} (groups of query heads), D = ${D}, B ${B}, ${len} tokens`, async (t) => {
+      if (tb.unavailable) return t.skip(tb.unavailable);
+      await withCache({ Hkv, D, dtype: 'f16', blockSize: B }, async (cache) => {
+        const rng = new Rng(9);
+        const s = cache.newSequence();
+        const m = new SeqModel({ Hkv, D, dtype: 'f16', B, ...noKconv });
+        await appendRandom(tb.backend, cache, rng, [s], [m], [len]);
+        for (const causal of [true, false]) {
+          const qh = rng.tensor('f16', [2, Hq, D]);
+          const q = await tb.backend.upload(qh);
+          const r = await cache.attend([s], q, Int32Array.from([0, 2]), { topk: 3, causal });
+          const got = { out: toFloat64(await tb.backend.download(r.out)), lse: toFloat64(await tb.backend.download(r.lse)) };
+          tb.backend.dispose(q, r.out, r.lse);
+          for (const c of referenceChecks(`${Hq} heads D ${D} causal ${causal}`, [m], [2], qh, got, { topk: 3, causal })) expect(c.ok, c.message).toBe(true);
+        }
+      });
+    }, 300_000);
+  }
 
   it('a NaN key gives NaN rows only where it is attended; the other sequences are unaffected', async (t) => {
     if (tb.unavailable) return t.skip(tb.unavailable);

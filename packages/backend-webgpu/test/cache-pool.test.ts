@@ -9,6 +9,7 @@
 import { type DType, type HostTensor, type KVCache, MobaError, hostTensor, toFloat64 } from '@moba/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { poolLayout } from '../src/cache-plan.js';
+import { getGpu } from '../src/device.js';
 import { type CacheSetup, Rng, SeqModel, appendRandom, bits, contentErrors, referenceChecks } from './cache-model.js';
 import { testBackend } from './cache-setup.js';
 
@@ -68,6 +69,16 @@ async function checked(label: string, cache: KVCache, rng: Rng, ids: number[], m
 }
 
 describe('webgpu KV cache over several buffers', () => {
+  it("the backend's device binds as many storage buffers per stage as the adapter offers (not the default 8)", async (t) => {
+    if (tb.unavailable) return t.skip(tb.unavailable);
+    const adapter = await (await getGpu())!.requestAdapter({ powerPreference: 'high-performance' });
+    const most = adapter!.limits.maxStorageBuffersPerShaderStage;
+    expect(tb.backend.device.limits.maxStorageBuffersPerShaderStage).toBe(most);
+    const lim = tb.backend.device.limits;
+    const layout = poolLayout(lim, lim.maxStorageBufferBindingSize, 20); // one page per buffer: 20 buffers
+    expect(layout).toEqual({ ppb: 1, n: 20, per: Math.min(8, Math.floor((most - 5) / 2)) }); // lavapipe: 16 per stage, 5 per group
+  });
+
   it('append, attend, fork, free and read across the buffers of the pool', async (t) => {
     if (tb.unavailable) return t.skip(tb.unavailable);
     const rng = new Rng(31);
