@@ -98,11 +98,6 @@ __device__ void cache_route_k(const T* q, const float* cents, const float* sums,
   int* out = sel + ((i64)row * Hq + h) * topk;
   if (lead) for (int c = lane; c < D4 * 4; c += WARP) reinterpret_cast<float*>(wq)[c] = c < D ? ld(q, ((i64)row * Hq + h) * D + c) : 0.f;
   int n = 0;
-  const bool lanes = K <= CR_LANEK;  // per-lane lists while scoring, merged into the warp's list after
-  float lsv[CR_LANEK];
-  int liv[CR_LANEK];
-#pragma unroll
-  for (int r = 0; r < CR_LANEK; ++r) { lsv[r] = -INFINITY; liv[r] = -1; }
   const bool work = K > 0 && tt0 < tt1;
   int tld = tt0;  // the next tile to load, and this lane's centroid page in it (-1: past nb)
   auto page_of = [&](int tt) { const int j = tt * CR_CT + lane; return tt < tt1 && j < nb ? ptab[pbase + j] : -1; };
@@ -145,21 +140,9 @@ __device__ void cache_route_k(const T* q, const float* cents, const float* sums,
       const int j = j0 + lane;
       const bool valid = j < nb && s > -INFINITY;  // NaN and -inf never win
       if (dense) { if (j < nb) out[j] = valid ? j : -1; }
-      else if (lanes) { if (valid) cr_lane_insert(s, j, lsv, liv, K); }
       else cr_insert(s, j, valid, wl, wi, n, K);
     }
     __syncthreads();  // the tile and cr_red are rewritten next
-  }
-  if (lead && !dense && lanes) {  // the lanes' r-th entries in turn; none entering: no later one can
-    bool more = true;
-#pragma unroll
-    for (int r = 0; r < CR_LANEK; ++r) {
-      if (more && r < K) {
-        const bool v = liv[r] >= 0;
-        more = __any_sync(CR_FULL, v && (n < K || better(lsv[r], liv[r], wl[K - 1], wi[K - 1])));
-        if (more) cr_insert(lsv[r], liv[r], v, wl, wi, n, K);
-      }
-    }
   }
   if (nsplit > 1) {
     if (lead && !dense) {

@@ -1,7 +1,6 @@
 // Exact top-k lists of the cache router (cache-route.cuh): a warp's list in shared memory (best first; ties to the
-// higher block index; NaN and -inf never win), filled one candidate at a time (cr_insert), 32 at once (cr_merge32),
-// or from per-lane register lists (cr_lane_insert). better() is a strict order on distinct blocks, so every way
-// gives the same list.
+// higher block index; NaN and -inf never win), filled one candidate at a time (cr_insert) or 32 at once
+// (cr_merge32). better() is a strict order on distinct blocks, so both give the same list.
 #pragma once
 #include "common.cuh"
 
@@ -9,7 +8,6 @@ namespace moba {
 constexpr int CR_MAXK = 64;  // largest list (two list entries per lane; cache-tables.ts checks it)
 constexpr unsigned CR_FULL = 0xffffffffu;
 constexpr int CR_MERGE_AT = 2;  // more entering candidates than this: cr_merge32 instead of one at a time
-constexpr int CR_LANEK = 8;     // lists up to this long are kept per lane in registers while scoring
 
 __device__ __forceinline__ bool better(float s1, int j1, float s2, int j2) { return s1 > s2 || (s1 == s2 && j1 > j2); }
 
@@ -101,16 +99,4 @@ __device__ __forceinline__ void cr_insert(float s, int j, bool valid, float* wl,
   }
 }
 
-// One lane's own top-K (K <= CR_LANEK, best first, (−inf, −1) = empty) in registers: inserts (s, j) if it is better
-// than the K-th. The lists of the 32 lanes hold the warp's top-K (each of its entries is in its own lane's top-K).
-__device__ __forceinline__ void cr_lane_insert(float s, int j, float* ls, int* li, int K) {
-#pragma unroll
-  for (int r = 0; r < CR_LANEK; ++r) {
-    if (r < K && better(s, j, ls[r], li[r])) {
-      const float ts = ls[r];
-      const int ti = li[r];
-      ls[r] = s; li[r] = j; s = ts; j = ti;
-    }
-  }
-}
 }  // namespace moba
