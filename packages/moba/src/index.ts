@@ -9,3 +9,4 @@ export {
   type BackendStatus, type CpuBackend, type CpuBackendOptions, type WebGpuBackend, type WebGpuBackendOptions, type CudaBackend,
   type CudaBackendOptions, type BackendFor, type BackendOptionsFor,
 } from './backends.js';
+export { readTensor, parseTensor, tensorFileFormat, memorySource, TENSOR_FILE_FORMATS, type TensorFileSpec, type TensorFile, type TensorFileFormat, type FileDType, type ByteSource } from './io/index.js';
