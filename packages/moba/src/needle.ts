@@ -292,11 +292,6 @@ export async function runNeedle(o: NeedleOptions, onCell?: (done: number, total:
 const cache = new Map<string, number>();
 function predictCached(mu: number, m: number, topk: number): number {
   const key = `${mu}|${m}|${topk}`;
-  let v = cache.get(key);
-  if (v === undefined) {
-    v = predictHitRate(mu, m, topk);
-    if (cache.size > 4096) cache.clear();
-    cache.set(key, v);
-  }
-  return v;
+  if (!cache.has(key)) cache.set(key, predictHitRate(mu, m, topk));
+  return cache.get(key)!;
 }
