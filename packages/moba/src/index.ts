@@ -9,3 +9,4 @@ export {
   type BackendStatus, type CpuBackend, type CpuBackendOptions, type WebGpuBackend, type WebGpuBackendOptions, type CudaBackend,
   type CudaBackendOptions, type BackendFor, type BackendOptionsFor,
 } from './backends.js';
+export { analyzeRouting, quantile, type AnalyzeInputs, type AnalyzeGrid, type AnalyzeOptions, type AnalyzeResult, type AnalyzeRow, type Quantiles, type DenseMethod } from './analyze.js';
