@@ -10,3 +10,5 @@ export {
   type CudaBackendOptions, type BackendFor, type BackendOptionsFor,
 } from './backends.js';
 export { readTensor, parseTensor, tensorFileFormat, memorySource, TENSOR_FILE_FORMATS, type TensorFileSpec, type TensorFile, type TensorFileFormat, type FileDType, type ByteSource } from './io/index.js';
+export { analyzeRouting, quantile, type AnalyzeInputs, type AnalyzeGrid, type AnalyzeOptions, type AnalyzeResult, type AnalyzeRow, type Quantiles, type DenseMethod } from './analyze.js';
+export { runNeedle, predictHitRate, type NeedleOptions, type NeedleReport, type NeedleCell } from './needle.js';

@@ -1,5 +1,5 @@
 /**
- * The `moba` command line: `moba demo` (the main job), `moba info` (backends available here) and
+ * The `moba` command line: `moba demo` (the main job), `moba decode`, `moba analyze`, `moba info` (backends available here) and
  * `moba conformance` (the testkit's runner). `main(argv, io)` returns the exit code: 0 success, 1 a
  * MobaError or runtime failure (`error: <message>`), 2 a bad command line (one line on stderr, checked before
  * any work: flags, their combinations and the --svg path). Flags are parsed by @moba/testkit's args layer,
@@ -15,6 +15,7 @@ import { type BackendStatus, listBackends } from './backends.js';
 import { DEMO_DEFAULTS, type DemoOptions, runDemo } from './demo.js';
 import { formatDemoReport } from './demo-report.js';
 import { decodeCommand } from './decode-cli.js';
+import { analyzeCommand } from './analyze-cli.js';
 import { Progress } from './progress.js';
 
 /** Output streams (process.stdout / process.stderr, or any sink in tests). */
@@ -36,13 +37,16 @@ commands:
                 an SVG heatmap of the routing
   decode        inference on a KV cache: prefill a prompt, decode token by token; per-step
                 latency, tokens/s, the dense comparison, errors vs the reference, an SVG plot
+  analyze       how good the routing is for given q, k (files or synthetic): recall of dense
+                attention, top-1 hit rate, attended fraction, savings and output error per
+                block size × topk × kconv; an SVG of recall vs attended fraction
   info          lists the backends and whether each can run here (and why not)
   conformance   runs the backend conformance suite (the moba-conformance CLI of @moba/testkit)
 
 run 'moba <command> --help' for the flags of a command; 'moba --version' prints the version.
 `;
 
-const COMMANDS = ['demo', 'decode', 'info', 'conformance'] as const;
+const COMMANDS = ['demo', 'decode', 'analyze', 'info', 'conformance'] as const;
 
 /** Largest T, and largest q/dOut tensor (elements), the demo accepts: far above what fits a demo, below absurd. */
 const MAX_TOKENS = 2 ** 24;
@@ -114,6 +118,8 @@ export async function main(argv: readonly string[], io: CliIo): Promise<number> 
         return await demo(rest, io);
       case 'decode':
         return await decodeCommand(rest, io, VERSION);
+      case 'analyze':
+        return await analyzeCommand(rest, io, VERSION);
       case 'info':
         return await info(rest, io);
       case 'conformance':

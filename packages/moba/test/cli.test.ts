@@ -176,7 +176,7 @@ describe('moba commands', () => {
     expect(typo.stderr).toMatch(/^error: unknown command 'dmeo' \(did you mean demo\?\)/);
     const foo = await run('foo');
     expect(foo.code).toBe(2);
-    expect(foo.stderr).toMatch(/unknown command 'foo': the commands are demo, decode, info, conformance/);
+    expect(foo.stderr).toMatch(/unknown command 'foo': the commands are demo, decode, analyze, info, conformance/);
     const none = await run();
     expect(none.code).toBe(2);
     for (const r of [typo, foo, none]) {
