@@ -12,6 +12,7 @@ import { keysOf, referenceKconv } from '@moba/core/reference';
 import { analyzeRouting, quantile } from '../src/analyze.js';
 import { uniformKconvWeight } from '../src/analyze-cli.js';
 import { main } from '../src/main.js';
+import { wellFormed } from './xml.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'moba-analyze-'));
 const cpu = await createBackend('cpu', { threads: 1 });
@@ -132,17 +133,6 @@ describe('analyzeRouting', () => {
   });
 });
 
-/** Tag balance: every `<x …>` closed by `</x>` in order or self-closed, and no stray `<` or `>` in the text. */
-function wellFormed(xml: string): boolean {
-  const stack: string[] = [];
-  for (const m of xml.matchAll(/<(\/?)([a-zA-Z][\w:-]*)((?:\s+[\w:-]+="[^"<]*")*)\s*(\/?)>/g)) {
-    const [, close, name, , self] = m;
-    if (self) continue;
-    if (!close) stack.push(name!);
-    else if (stack.pop() !== name) return false;
-  }
-  return stack.length === 0 && !/[<>]/.test(xml.replace(/<[^>]*>/g, ''));
-}
 
 async function run(...argv: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   let stdout = '', stderr = '';

@@ -13,6 +13,7 @@ import { Rng, createBackend, hostTensor, moba, mobaBackward, resolveConfig, sequ
 import { sampleRows, spotCheck } from '../src/check.js';
 import type { DemoReport } from '../src/demo.js';
 import { formatInfo, main } from '../src/main.js';
+import { wellFormed } from './xml.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'moba-cli-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -26,18 +27,6 @@ async function run(...argv: string[]): Promise<{ code: number; stdout: string; s
 
 const SMALL = ['--tokens', '1000', '--heads', '4', '--kv-heads', '2', '--head-dim', '24', '--block-size', '32', '--topk', '4', '--batch', '2', '--threads', '1'];
 
-/** Open/close tag balance of an XML document without a parser dependency: every `<x …>` closed by `</x>` or `/>`. */
-function wellFormed(xml: string): boolean {
-  const stack: string[] = [];
-  for (const m of xml.matchAll(/<(\/?)([a-zA-Z][\w:-]*)((?:\s+[\w:-]+="[^"<]*")*)\s*(\/?)>/g)) {
-    const [, close, name, , self] = m;
-    if (self) continue;
-    if (!close) stack.push(name!);
-    else if (stack.pop() !== name) return false;
-  }
-  const stripped = xml.replace(/<[^>]*>/g, '');
-  return stack.length === 0 && !/[<>]/.test(stripped);
-}
 
 describe('moba demo', () => {
   it('runs the main job and reports sane numbers (--json)', async () => {
