@@ -1,11 +1,15 @@
 /**
  * KV cache attend (SPEC §3, §4, §8, §9), the second launch of an attend (the routing before it is
  * cache-route.wgsl.ts, the merge after it cache-merge.wgsl.ts):
- *   attend: one workgroup per (query row, query head, selected slot) reading the slot's block of sel `[Tq, Hq, topk]`:
- *           the block's keys in chunks of 64 (one score per invocation), an online softmax in the log2 domain whose
- *           chunk max and sums every invocation computes in the same order, each invocation accumulating its head
- *           dims; the causal mask at t in the own block. Writes the partial (m, l, acc[D]) f32; an empty slot writes
- *           m = −∞, l = 0; a non-finite score l = NaN.
+ *   attend: one workgroup of 128 invocations per (query row, query head, selected slot) reading the slot's block of
+ *           sel `[Tq, Hq, topk]`: the block's keys in chunks of TT ≤ 16 tokens, each chunk's rows staged into
+ *           workgroup memory as f32 with consecutive invocations on consecutive words of a row (coalesced; rows
+ *           padded to D rounded up to 32, + 8, so the scoring reads no bank twice), each key's dot split over 8
+ *           invocations (dims d ≡ k mod 8 in d order, the 8 partials added in a fixed tree order); an online softmax
+ *           in the log2 domain whose chunk max and sums every invocation computes in the same token order, each
+ *           invocation accumulating its head dims d ≡ lid mod 128 from the value rows (a row read by consecutive
+ *           invocations: coalesced); the causal mask at t in the own block. D is a constant of the variant. Writes
+ *           the partial (m, l, acc[D]) f32; an empty slot writes m = −∞, l = 0; a non-finite score l = NaN.
  * Nothing depends on the other rows of the batch: a sequence's result is the same alone or batched.
  */
 import { poolBindings, poolGeometry } from './cache-pool.wgsl.js';
@@ -15,10 +19,39 @@ import { type StorageKind, tensorRead } from './storage.wgsl.js';
 export { ATTEND_HEADER } from './cache-route.wgsl.js';
 export const MAX_D = 256;
 
-/** The attend shader for a pool of n buffers per keys and values. */
-export function cacheAttendWgsl(kind: StorageKind, n: number): string {
+/** Invocations of an attend workgroup. */
+export const ATTEND_WG = 128;
+
+/** The staged key row stride (f32): D rounded up to 32, + 8 (8 lanes of 4 tokens per subgroup: distinct banks). */
+function rowStride(D: number): number {
+  return Math.ceil(D / 32) * 32 + 8;
+}
+
+/** The attend shader for head dim D and a pool of n buffers per keys and values. */
+export function cacheAttendWgsl(kind: StorageKind, n: number, D: number): string {
+  const S = rowStride(D);
+  const TT = Math.min(16, Math.floor(3072 / S)); // tokens per chunk: 8 scoring invocations each, ≤ 12 KiB staged
+  const stage = D % 2 === 0
+    ? `for (var x = lid; x < cnt * (D / 2u); x += WG) {
+      let tok = x / (D / 2u);
+      let w = x - tok * (D / 2u);
+      let kk = kpAt2(pb, pbase + (c0 + tok - p0) * RS() + 2u * w);
+      kf[tok * S + 2u * w] = kk.x;
+      kf[tok * S + 2u * w + 1u] = kk.y;
+    }`
+    : `for (var x = lid; x < cnt * D; x += WG) {
+      let tok = x / D;
+      let d = x - tok * D;
+      kf[tok * S + d] = kpAt(pb, pbase + (c0 + tok - p0) * RS() + d);
+    }`;
   return /* wgsl */ `
 ${commonWgsl}
+const WG: u32 = ${ATTEND_WG}u;
+const D: u32 = ${D}u;
+const S: u32 = ${S}u;
+const TT: u32 = ${TT}u;
+const NQ: u32 = ${Math.ceil(D / 8)}u;
+const NA: u32 = ${Math.ceil(D / ATTEND_WG)}u;
 
 @group(0) @binding(0) var<uniform> P: Params;    // T = Tq, Hq, Hkv, D, blockSize, topk, causal, scaleLog2, nItems
 @group(0) @binding(1) var<storage, read> tab: array<u32>;
@@ -37,14 +70,15 @@ fn rowOf(r: u32, f: u32) -> u32 { return tab[tab[2] + 2u * r + f]; }
 fn ent(e: u32, f: u32) -> u32 { return tab[tab[3] + 2u * e + f]; }
 fn pageOf(e: u32, j: u32) -> u32 { return tab[tab[4] + ent(e, 1u) + j]; }
 
-var<workgroup> sS: array<f32, 64>;
+var<workgroup> kf: array<f32, ${TT * S}>;   // [TT, S] the chunk's keys as f32 (rows padded: no bank conflicts)
+var<workgroup> ps: array<f32, ${8 * TT}>;  // [TT, 8] partial dots
 var<workgroup> sBlock: i32;
+var<private> qr: array<f32, NQ>;
 
-@compute @workgroup_size(64)
+@compute @workgroup_size(${ATTEND_WG})
 fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
   let item = itemOf(wid);
   if (item >= P.nItems) { return; }
-  let D = P.D;
   let B = P.blockSize;
   let r = item / (P.Hq * P.topk);
   let h = (item / P.topk) % P.Hq;
@@ -57,7 +91,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let po = item * (D + 2u);
   if (j < 0) {
     if (P.mode != 0u) { return; } // written by the first group's dispatch
-    for (var d = lid; d < D + 2u; d += 64u) { part[po + d] = select(0.0, negInf(), d == 0u); }
+    for (var d = lid; d < D + 2u; d += WG) { part[po + d] = select(0.0, negInf(), d == 0u); }
     return;
   }
   let len = ent(e, 0u);
@@ -68,48 +102,51 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   let p0 = u32(j) * B;
   var p1 = min(p0 + B, len);
   if (causal && u32(j) == t / B) { p1 = t + 1u; } // the own block, masked at t
+  let tk = lid >> 3u; // scoring: token tk of the chunk, dims pt, pt + 8, ...
+  let pt = lid & 7u;
+  let qo = (r * P.Hq + h) * D;
+  for (var i = 0u; i < NQ; i++) { let d = pt + 8u * i; if (d < D) { qr[i] = qAt(qo + d); } }
   var m = negInf();
   var l = 0.0;
-  var acc = vec4<f32>(0.0);
+  var acc = array<f32, NA>();
   var bad = false;
-  let qo = (r * P.Hq + h) * D;
-  for (var c0 = p0; c0 < p1; c0 += 64u) {
-    let p = c0 + lid;
-    var s = negInf();
-    if (p < p1) {
-      let ko = pbase + (p - p0) * RS();
-      var dot = 0.0;
-      if ((D & 1u) == 0u) { // two dims per load (one word of 16-bit storage: qo, ko even), in d order
-        for (var d = 0u; d < D; d += 2u) { let qq = qAt2(qo + d); let kk = kpAt2(pb, ko + d); dot += qq.x * kk.x; dot += qq.y * kk.y; }
-      } else { for (var d = 0u; d < D; d++) { dot += qAt(qo + d) * kpAt(pb, ko + d); } }
-      s = dot * P.scaleLog2;
-    }
-    sS[lid] = s;
+  for (var c0 = p0; c0 < p1; c0 += TT) {
+    let cnt = min(TT, p1 - c0);
+    // the chunk's key rows staged with consecutive invocations on consecutive words of a row (coalesced)
+    ${stage}
     workgroupBarrier();
-    let cnt = min(64u, p1 - c0);
+    if (tk < TT) {
+      var dot = 0.0;
+      for (var i = 0u; i < NQ; i++) { let d = pt + 8u * i; if (d < D) { dot += qr[i] * kf[tk * S + d]; } }
+      ps[lid] = dot;
+    }
+    workgroupBarrier();
+    // every invocation: the chunk's scores (the 8 partials in a fixed order), max and sums in token order
+    var sc: array<f32, TT>;
     var cm = m;
-    for (var i = 0u; i < cnt; i++) {
-      bad = bad || notFinite(sS[i]);
-      cm = max(cm, sS[i]);
+    for (var i = 0u; i < TT; i++) {
+      let q8 = 8u * i;
+      let s = (((ps[q8] + ps[q8 + 1u]) + (ps[q8 + 2u] + ps[q8 + 3u])) + ((ps[q8 + 4u] + ps[q8 + 5u]) + (ps[q8 + 6u] + ps[q8 + 7u]))) * P.scaleLog2;
+      sc[i] = select(negInf(), s, i < cnt);
+      if (i < cnt) { bad = bad || notFinite(s); }
+      cm = max(cm, sc[i]);
     }
     let alpha = exp2(m - cm);
     l *= alpha;
-    acc *= alpha;
-    for (var i = 0u; i < cnt; i++) {
-      let pe = exp2(sS[i] - cm);
-      l += pe;
-      let vo = pbase + (c0 + i - p0) * RS();
-      for (var u = 0u; u < 4u; u++) {
-        let d = lid + 64u * u;
-        if (d < D) { acc[u] += pe * vpAt(pb, vo + d); }
+    for (var u = 0u; u < NA; u++) { acc[u] *= alpha; }
+    for (var i = 0u; i < TT; i++) {
+      if (i < cnt) {
+        let pe = exp2(sc[i] - cm);
+        l += pe;
+        let vo = pbase + (c0 + i - p0) * RS();
+        for (var u = 0u; u < NA; u++) { let d = lid + WG * u; if (d < D) { acc[u] += pe * vpAt(pb, vo + d); } }
       }
     }
     m = cm;
-    workgroupBarrier();
   }
   if (lid == 0u) { part[po] = m; part[po + 1u] = select(l, nanF(), bad); }
-  for (var u = 0u; u < 4u; u++) {
-    let d = lid + 64u * u;
+  for (var u = 0u; u < NA; u++) {
+    let d = lid + WG * u;
     if (d < D) { part[po + 2u + d] = acc[u]; }
   }
 }

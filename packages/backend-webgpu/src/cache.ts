@@ -134,7 +134,7 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
     const slots = Tq * Hq * topk;
     for (const { first, n } of this.#groups()) { // the slots of each group's pages
       const pools = Array<'read'>(2 * n).fill('read');
-      const attend = shaderVariant(`moba.cache.attend.${g.dtype}.${n}`, ['uniform', 'read', 'read', 'read', 'rw', 'rw', ...pools], () => cacheAttendWgsl(g.dtype, n));
+      const attend = shaderVariant(`moba.cache.attend.${g.dtype}.d${g.D}.${n}`, ['uniform', 'read', 'read', 'read', 'rw', 'rw', ...pools], () => cacheAttendWgsl(g.dtype, n, g.D));
       const bufs = [tab, q, this.#meta, sel, part, ...this.#k.slice(first, first + n), ...this.#v.slice(first, first + n)];
       l.add(attend, 'attend', {}, { ...f, nItems: slots, mode: first }, bufs, slots);
     }
