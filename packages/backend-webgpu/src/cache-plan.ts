@@ -5,7 +5,7 @@
  */
 import { type AppendPlan, type AttendPlan, type CacheContents, type DType, MobaError, hostTensor } from '@moba/core';
 import { APPEND_HEADER } from './cache-append.wgsl.js';
-import { ATTEND_HEADER, MAX_CANDIDATES } from './cache-attend.wgsl.js';
+import { ATTEND_HEADER } from './cache-route.wgsl.js';
 import { MAX_POOL_BUFFERS } from './cache-pool.wgsl.js';
 
 /** The page layout of a cache: channels C = Hkv·D, row stride RS (C padded to even for 16-bit storage). */
@@ -93,40 +93,15 @@ export function appendTable(plan: AppendPlan, g: PageGeometry, stateOff: number,
   return { words, tasks: tasks.length / 4 };
 }
 
-/** How an attend's routing is split: `splits` ranges of `range` blocks, `selStride` sel words per (row, head). */
-export interface RouteSplit {
-  readonly splits: number;
-  readonly range: number;
-  readonly selStride: number;
-}
-
-/** Blocks per routing workgroup a split aims at (ROUTE_TB per staging step). */
-const ROUTE_RANGE = 64;
-
-/**
- * The routing split of an attend: ranges of about ROUTE_RANGE blocks (`forceRange` blocks: tests, the
- * MOBA_WEBGPU_CACHE_ROUTE_RANGE variable) over the longest sequence, as many as MAX_CANDIDATES allows; none
- * (one range) when k is 0 or above 64 (dense).
- */
-export function routeSplit(plan: AttendPlan, B: number, forceRange?: number): RouteSplit {
-  const kSel = plan.causal ? plan.topk - 1 : plan.topk;
-  const blocks = plan.entries.reduce((m, e) => Math.max(m, Math.ceil(e.length / B)), 1);
-  const want = Math.ceil(blocks / (forceRange ?? ROUTE_RANGE));
-  const most = kSel > 0 && plan.topk <= 64 ? Math.floor(MAX_CANDIDATES / kSel) : 1;
-  const range = Math.ceil(blocks / Math.max(1, Math.min(want, most)));
-  const splits = Math.ceil(blocks / range);
-  return { splits, range, selStride: splits > 1 ? 2 * splits * kSel : plan.topk };
-}
-
 /** The attend table (header ATTEND_HEADER, query rows, entries, page lists). */
-export function attendTable(plan: AttendPlan, g: PageGeometry, headChunks: number, ppb: number, split: RouteSplit): Uint32Array {
+export function attendTable(plan: AttendPlan, g: PageGeometry, headChunks: number, ppb: number): Uint32Array {
   const h = ATTEND_HEADER.length;
   const rowsOff = h;
   const entriesOff = rowsOff + 2 * plan.Tq;
   const pagesOff = entriesOff + 2 * plan.entries.length;
   const nPages = plan.entries.reduce((a, en) => a + en.pages.length, 0);
   const words = new Uint32Array(Math.max(4, pagesOff + nPages));
-  words.set([g.RS, g.C, rowsOff, entriesOff, pagesOff, headChunks, ppb, split.splits, split.range, split.selStride]);
+  words.set([g.RS, g.C, rowsOff, entriesOff, pagesOff, headChunks, ppb]);
   let at = 0;
   plan.entries.forEach((en, e) => {
     for (let a = 0; a < en.nq; a++) words.set([e, en.length - en.nq + a], rowsOff + 2 * (en.qRow + a)); // bottom-right aligned

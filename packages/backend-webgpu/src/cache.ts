@@ -6,9 +6,8 @@
  *   meta `[pages, 2, C]` f32 (each page's sum and, once it is full, its centroid sum / B),
  *   kst: the f32 kconv weight `[C, W]` then the state `[maxSequences, W − 1, C]` (the last raw keys).
  * append = 2 launches per group of pool buffers (cache-append.wgsl.ts), attend = 2 + one per group (3 for one
- * buffer; one more when the routing is split) whatever the batch (routing over the centroids, in block ranges
- * (cache-plan.ts routeSplit) whose candidates `choose` merges once per (row, head); attention split per selected
- * block; merge: cache-attend.wgsl.ts, cache-merge.wgsl.ts), fork = buffer copies,
+ * buffer) whatever the batch (routing over the centroids with the exact top-k in one launch: cache-route.wgsl.ts;
+ * attention split per selected block: cache-attend.wgsl.ts; merge: cache-merge.wgsl.ts), fork = buffer copies,
  * read = one download of the sequence's pages.
  */
 /// <reference types="@webgpu/types" />
@@ -17,9 +16,10 @@ import {
   type ResolvedCacheOptions, CacheShell, MobaError, hostTensor, resolveCacheOptions, toFloat32,
 } from '@moba/core';
 import { cacheAppendWgsl } from './cache-append.wgsl.js';
-import { MAX_D, ROUTE_HEADS, cacheAttendWgsl } from './cache-attend.wgsl.js';
+import { MAX_D, cacheAttendWgsl } from './cache-attend.wgsl.js';
+import { ROUTE_HEADS, cacheRouteWgsl, routeList } from './cache-route.wgsl.js';
 import { cacheMergeWgsl } from './cache-merge.wgsl.js';
-import { type PageGeometry, type PoolLayout, appendTable, attendTable, cachePageBytes, decodeContents, pageGeometry, poolLayout, routeSplit } from './cache-plan.js';
+import { type PageGeometry, type PoolLayout, appendTable, attendTable, cachePageBytes, decodeContents, pageGeometry, poolLayout } from './cache-plan.js';
 import type { GpuContext } from './device.js';
 import { Launch, shaderVariant } from './launch.js';
 import { storageBytes } from './storage.wgsl.js';
@@ -28,8 +28,7 @@ const WG = 64;
 
 /**
  * Tests only: MOBA_WEBGPU_CACHE_POOL_BUFFERS spreads even a small pool over that many buffers (the multi-buffer
- * path), MOBA_WEBGPU_CACHE_GROUP_BUFFERS binds at most that many per dispatch (groups), MOBA_WEBGPU_CACHE_ROUTE_RANGE
- * splits the routing of even short sequences into ranges of that many blocks.
+ * path), MOBA_WEBGPU_CACHE_GROUP_BUFFERS binds at most that many per dispatch (groups).
  */
 function testSetting(name: string): number | undefined {
   const v = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
@@ -115,28 +114,28 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
     const g = this.#g;
     const { Tq, Hq, topk } = plan;
     const chunks = Math.ceil(Hq / g.Hkv / ROUTE_HEADS);
-    const split = routeSplit(plan, g.B, testSetting('MOBA_WEBGPU_CACHE_ROUTE_RANGE'));
     const bytes = {
-      'cache attend selection': 4 * Tq * Hq * split.selStride, 'cache attend partials': 4 * Tq * Hq * topk * (g.D + 2),
+      'cache attend selection': 4 * Tq * Hq * topk, 'cache attend partials': 4 * Tq * Hq * topk * (g.D + 2),
       out: storageBytes(Tq * Hq * g.D, g.dtype), lse: 4 * Tq * Hq,
     };
     this.#ctx.checkSizes(bytes);
     const l = new Launch(this.#ctx);
-    const tab = l.tempData('cache attend table', attendTable(plan, g, chunks, this.#pool.ppb, split));
+    const tab = l.tempData('cache attend table', attendTable(plan, g, chunks, this.#pool.ppb));
     const sel = l.temp('cache attend selection', bytes['cache attend selection']);
     const part = l.temp('cache attend partials', bytes['cache attend partials']);
     const out = l.temp('out', bytes.out);
     const lse = l.temp('lse', bytes.lse);
     const merge = shaderVariant(`moba.cache.merge.${g.dtype}`, ['uniform', 'read', 'rw', 'rw'], () => cacheMergeWgsl(g.dtype));
     const f = { T: Tq, Hq, Hkv: g.Hkv, D: g.D, blockSize: g.B, topk, causal: plan.causal, scale: plan.scale };
-    const routes = Tq * g.Hkv * chunks * split.splits;
+    const K = routeList(plan.causal ? topk - 1 : topk);
+    const route = shaderVariant(`moba.cache.route.${g.dtype}.d${g.D}.k${K}`, ['uniform', 'read', 'read', 'read', 'rw'], () => cacheRouteWgsl(g.dtype, g.D, K));
+    const routes = Tq * g.Hkv * chunks;
+    l.add(route, 'route', {}, { ...f, nItems: routes }, [tab, q, this.#meta, sel], routes);
     const slots = Tq * Hq * topk;
-    for (const { first, n } of this.#groups()) { // routing once, then the slots of each group's pages
+    for (const { first, n } of this.#groups()) { // the slots of each group's pages
       const pools = Array<'read'>(2 * n).fill('read');
-      const attend = shaderVariant(`moba.cache.attend.${g.dtype}.${n}`, ['uniform', 'read', 'read', 'read', 'rw', 'rw', ...pools], () => cacheAttendWgsl(g.dtype, n));
+      const attend = shaderVariant(`moba.cache.attend.${g.dtype}.d${g.D}.${n}`, ['uniform', 'read', 'read', 'read', 'rw', 'rw', ...pools], () => cacheAttendWgsl(g.dtype, n, g.D));
       const bufs = [tab, q, this.#meta, sel, part, ...this.#k.slice(first, first + n), ...this.#v.slice(first, first + n)];
-      if (first === 0) l.add(attend, 'route', {}, { ...f, nItems: routes }, bufs, routes);
-      if (first === 0 && split.splits > 1) l.add(attend, 'choose', {}, { ...f, nItems: Tq * Hq }, bufs, Tq * Hq);
       l.add(attend, 'attend', {}, { ...f, nItems: slots, mode: first }, bufs, slots);
     }
     const elems = Tq * Hq * g.D;

@@ -53,8 +53,8 @@ export class SeqModel {
     return this.k.length / (this.s.Hkv * this.s.D);
   }
   add(k: Float64Array, v: Float64Array): void {
-    this.k.push(...k);
-    this.v.push(...v);
+    for (let i = 0; i < k.length; i += 8192) this.k.push(...k.subarray(i, i + 8192)); // long sequences: no huge spread
+    for (let i = 0; i < v.length; i += 8192) this.v.push(...v.subarray(i, i + 8192));
   }
   clone(): SeqModel {
     const m = new SeqModel(this.s);

@@ -3,8 +3,7 @@
  * the layout's arithmetic; then, with MOBA_WEBGPU_CACHE_POOL_BUFFERS = 3 (a small pool spread over 3 buffers as a
  * large one is over the binding limit) bound 2 per dispatch (MOBA_WEBGPU_CACHE_GROUP_BUFFERS), append, attend, fork, free and read across buffer boundaries against
  * the reference; an attend with topk above 64 (every block: dense) against the reference and bitwise the same
- * alone (where topk clamps lower) as batched; a split routing (MOBA_WEBGPU_CACHE_ROUTE_RANGE) bitwise the same as
- * an unsplit one. A missing adapter skips, unless MOBA_REQUIRE names webgpu.
+ * alone (where topk clamps lower) as batched. A missing adapter skips, unless MOBA_REQUIRE names webgpu.
  */
 import { type DType, type HostTensor, type KVCache, MobaError, hostTensor, toFloat64 } from '@moba/core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -123,32 +122,6 @@ describe('webgpu KV cache over several buffers', () => {
         expect(bits(alone.lse), 'alone vs batched (lse)').toEqual(bits(got.lse, 6, 9));
       }
     } finally {
-      await cache.destroy();
-    }
-  }, 300_000);
-
-  it('a routing split over block ranges selects as the unsplit one: bitwise the same attend, whatever the ranges', async (t) => {
-    if (tb.unavailable) return t.skip(tb.unavailable);
-    const rng = new Rng(43);
-    const s: CacheSetup = { Hkv: 2, D: 5, dtype: 'f32' as DType, B: 3, W: 0, w: new Float64Array(0) };
-    const cache = await open(s, 600);
-    try {
-      const [a, b] = [cache.newSequence(), cache.newSequence()];
-      const [ma, mb] = [new SeqModel(s), new SeqModel(s)];
-      await appendRandom(tb.backend, cache, rng, [a, b], [ma, mb], [200, 77]); // 67 and 26 blocks
-      for (const [causal, topk] of [[true, 5], [false, 8], [true, 1]] as const) {
-        const cfg = { topk, causal };
-        delete process.env.MOBA_WEBGPU_CACHE_ROUTE_RANGE; // one range below 64 blocks
-        const { q, got } = await checked(`unsplit causal ${causal}`, cache, rng, [a, b], [ma, mb], [3, 2], 4, cfg);
-        for (const range of ['1', '2', '7', '40']) {
-          process.env.MOBA_WEBGPU_CACHE_ROUTE_RANGE = range;
-          const split = await attend(cache, [a, b], q, [3, 2], cfg);
-          expect(bits(split.out), `ranges of ${range} (out)`).toEqual(bits(got.out));
-          expect(bits(split.lse), `ranges of ${range} (lse)`).toEqual(bits(got.lse));
-        }
-      }
-    } finally {
-      delete process.env.MOBA_WEBGPU_CACHE_ROUTE_RANGE;
       await cache.destroy();
     }
   }, 300_000);
