@@ -2,7 +2,7 @@
  * The CUDA backend's public types: its options (and the keys `createCudaBackend` accepts, checked before the
  * driver is loaded) and the `CudaBackend` interface (the Backend contract plus device facts and extras).
  */
-import { type Backend, type DType, type MemoryStats, MobaError, checkKeys } from '@moba/core';
+import { type Backend, type DType, type MemoryStats, checkKeys } from '@moba/core';
 import type { KernelPath, KernelPathChoice } from './path.js';
 
 export interface CudaBackendOptions {
@@ -18,8 +18,7 @@ export interface CudaBackendOptions {
   /**
    * Unstable experiment knobs: they may change or vanish in any release, results do not depend on them.
    * - `kvHeadsPerLaunch`: kv heads per launch of the partial-writing kernels (forward_kv, dkdv_tc) instead
-   *   of the planned number (geometry.kvPerLaunch); null (default) plans it, `MOBA_CUDA_KV_HEADS` sets the
-   *   default (both: an integer >= 1, else E_RANGE). Results are bitwise the same.
+   *   of the planned number (geometry.kvPerLaunch); null (default) plans it. Results are bitwise the same.
    * - `fastPaths`: use the tensor-core routing, forward and backward for f16/bf16 with D 64/128 (default
    *   true; `MOBA_CUDA_FAST=0` makes the default false). false runs the generic CUDA-core kernels everywhere
    *   (a cross-check for the tensor-core paths).
@@ -41,18 +40,6 @@ export function checkCudaOptions(opts: unknown): void {
   checkKeys(opts, CUDA_OPTION_KEYS.options, 'CUDA backend option', ['cacheDir']);
   const u = (opts as CudaBackendOptions).unstable;
   if (u !== undefined) checkKeys(u, CUDA_OPTION_KEYS.unstable, 'CUDA unstable option', ['kvHeadsPerLaunch']);
-  const k = u?.kvHeadsPerLaunch;
-  if (k !== undefined && k !== null && !(Number.isInteger(k) && k >= 1)) {
-    throw new MobaError('E_RANGE', `unstable.kvHeadsPerLaunch = ${String(k)} is invalid: must be an integer >= 1 or null`, 'unstable.kvHeadsPerLaunch');
-  }
-}
-
-/** `MOBA_CUDA_KV_HEADS` (the default of `unstable.kvHeadsPerLaunch`): unset or empty → null, else an integer >= 1. */
-export function kvHeadsFromEnv(v: string | undefined): number | null {
-  if (v === undefined || v === '') return null;
-  const n = Number(v);
-  if (!(Number.isInteger(n) && n >= 1)) throw new MobaError('E_RANGE', `MOBA_CUDA_KV_HEADS = '${v}' is invalid: must be an integer >= 1`, 'MOBA_CUDA_KV_HEADS');
-  return n;
 }
 
 /** The CUDA backend: the Backend contract plus device facts and an explicit synchronise for timing. */

@@ -11,7 +11,7 @@ import {
   BackendShell, MobaError, hostTensor, numel,
 } from '@moba/core';
 import { Allocator, type Buf } from './allocator.js';
-import { type CudaBackend, type CudaBackendOptions, checkCudaOptions, kvHeadsFromEnv } from './api.js';
+import { type CudaBackend, type CudaBackendOptions, checkCudaOptions } from './api.js';
 import { backward } from './backward.js';
 import { createCudaCache } from './cache.js';
 import { collect } from './collect.js';
@@ -44,7 +44,7 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
     checkCudaOptions(opts);
     const ordinal = opts.ordinal ?? 0;
     if (!Number.isInteger(ordinal) || ordinal < 0) throw new MobaError('E_RANGE', `ordinal = ${String(ordinal)} is invalid: must be an integer >= 0`, 'ordinal');
-    const kvHeads = opts.unstable?.kvHeadsPerLaunch ?? kvHeadsFromEnv(process.env.MOBA_CUDA_KV_HEADS);
+    const kvHeads = opts.unstable?.kvHeadsPerLaunch ?? null;
     const pathReq = kernelPathRequest(opts.kernelPath); // E_RANGE before the driver is loaded
     this.#drv = new CudaDriver();
     this.#drv.init();

@@ -19,7 +19,7 @@ export function backward(c: Cuda, p: CheckedProblem, t: BackwardInputs<Buf>, rs:
   const { T, Tk, Hq, Hkv, D } = shape;
   const fast = usesTensorCores(c, shape.dtype, D) && p.queries.selfAttention;
   const tcL = fast ? geo.dkdvTcLaunch(seqs.totalBlocks, rc.blockSize, Hkv, D, c.sharedOptIn) : null;
-  const plan = tcL ? geo.dqPartPlan(T, Hq, Hkv, D, rc.topk, tcL.nsub, c.kvHeadsPerLaunch) : { kvPerLaunch: Hkv, bytes: 0 };
+  const plan = tcL ? geo.dqPartPlan(T, Hq, Hkv, D, rc.topk, tcL.nsub, seqs.totalBlocks, c.sms, c.kvHeadsPerLaunch) : { kvPerLaunch: Hkv, bytes: 0 };
   const metaBytes = tcL ? rs.rows.bytes * 4 : 0; // dkdv_meta: 16 bytes per list entry
   c.mem.fits('backward()', opBytes(cp).backward + plan.bytes + metaBytes);
   const lay = deviceLayout(c, layout, rc.blockSize, p.queries);

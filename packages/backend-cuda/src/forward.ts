@@ -18,7 +18,7 @@ export function forward(c: Cuda, p: CheckedProblem, t: Qkv<Buf>, rs: RoutingStor
   const { T, Hq, Hkv, D } = shape;
   const fast = usesTensorCores(c, shape.dtype, D) && p.queries.selfAttention;
   const kvL = fast ? geo.forwardKvLaunch(seqs.totalBlocks, rc.blockSize, Hkv, D, c.sharedOptIn) : null;
-  const plan = geo.fwdPartPlan(T, Hq, Hkv, D, rc.topk, c.kvHeadsPerLaunch);
+  const plan = geo.fwdPartPlan(T, Hq, Hkv, D, rc.topk, seqs.totalBlocks, c.sms, c.kvHeadsPerLaunch);
   c.mem.fits('forward()', opBytes(cp).forward + (kvL ? plan.bytes : fast ? T * Hq * D * 4 : 0));
   const lay = deviceLayout(c, layout, rc.blockSize, p.queries);
   const out = c.mem.alloc(T * Hq * D * dtypeBytes(shape.dtype));

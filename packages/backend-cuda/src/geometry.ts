@@ -210,27 +210,27 @@ export function forwardKvLaunch(totalBlocks: number, B: number, kvHeads: number,
 }
 
 /**
- * Kv heads per launch of a kernel that writes per-(row, slot) f32 partials (`perKv` bytes per kv head): as many as
- * fit in `budget` bytes, at least one. The budgets keep peak memory at or below FlashMoBA's (which holds one f32
- * dQ accumulator beside the inputs and gradients): the dQ partials get the bytes of one 16-bit [T, Hq, D] tensor
- * (DQ_PART_TENSORS), the forward's partials three (FWD_PART_TENSORS: dQ, dK and dV, which the forward does not
- * hold yet, so that a forward never raises the peak of forward + backward). Results are bitwise the same for any
- * grouping (each row's partials are merged in slot order).
+ * Kv heads per launch of a kernel that writes per-(row, slot) f32 partials (`perKv` bytes per kv head).
+ * Small problems (all partials within PART_ONE_LAUNCH bytes) run in one launch: splitting them would cost
+ * speed (fewer, shorter waves) for little memory. Larger ones take as many kv heads as fit in the size of
+ * one 16-bit [T, Hq, D] tensor (peak memory), but at least enough for PART_MIN_WAVES CTAs per SM
+ * (`ctasPerKv` CTAs per kv head).
  */
-export const DQ_PART_TENSORS = 1;
-export const FWD_PART_TENSORS = 3;
-/** Partials up to this many bytes always run in one launch (small problems: launches cost more than memory). */
-export const PART_FLOOR = 2 ** 25;
-export function kvPerLaunch(perKv: number, Hkv: number, budget: number, force: number | null = null): number {
+export const PART_MIN_WAVES = 4;
+export const PART_ONE_LAUNCH = 2 ** 31;
+export function kvPerLaunch(perKv: number, Hkv: number, tensorBytes: number, ctasPerKv: number, sms: number, force: number | null = null): number {
   if (force !== null) return Math.max(1, Math.min(Hkv, Math.floor(force)));
-  return Math.max(1, Math.min(Hkv, Math.floor(Math.max(budget, PART_FLOOR) / Math.max(1, perKv))));
+  if (Hkv * perKv <= PART_ONE_LAUNCH) return Hkv;
+  const byBudget = Math.floor(tensorBytes / perKv);
+  const byWaves = Math.ceil((PART_MIN_WAVES * sms) / Math.max(1, ctasPerKv));
+  return Math.max(1, Math.min(Hkv, Math.max(byBudget, byWaves)));
 }
 
 /** Partials of forward_kv (f32 O and (m, l) per row, head and routing slot): kv heads per launch (kvPerLaunch). */
-export function fwdPartPlan(T: number, Hq: number, Hkv: number, D: number, topk: number, force: number | null = null): { kvPerLaunch: number; bytes: number; mlOffset: number } {
+export function fwdPartPlan(T: number, Hq: number, Hkv: number, D: number, topk: number, totalBlocks: number, sms: number, force: number | null = null): { kvPerLaunch: number; bytes: number; mlOffset: number } {
   const rowsPerKv = T * (Hq / Hkv) * topk;
   const perKv = rowsPerKv * (D + 2) * 4;
-  const kv = kvPerLaunch(perKv, Hkv, FWD_PART_TENSORS * T * Hq * D * 2, force);
+  const kv = kvPerLaunch(perKv, Hkv, T * Hq * D * 2, totalBlocks, sms, force);
   return { kvPerLaunch: kv, bytes: Math.max(16, kv * perKv), mlOffset: kv * rowsPerKv * D * 4 };
 }
 
@@ -240,9 +240,9 @@ export function dkdvTcShared(D: number, kvTile: number = TC.kvTile): number {
 }
 
 /** dQ partials of dkdv_tc (f32, one per row, head, routing slot and key tile of the block): kv heads per launch (kvPerLaunch). */
-export function dqPartPlan(T: number, Hq: number, Hkv: number, D: number, topk: number, nsub: number, force: number | null = null): { kvPerLaunch: number; bytes: number } {
+export function dqPartPlan(T: number, Hq: number, Hkv: number, D: number, topk: number, nsub: number, totalBlocks: number, sms: number, force: number | null = null): { kvPerLaunch: number; bytes: number } {
   const perKv = T * (Hq / Hkv) * topk * nsub * D * 4;
-  const kv = kvPerLaunch(perKv, Hkv, DQ_PART_TENSORS * T * Hq * D * 2, force);
+  const kv = kvPerLaunch(perKv, Hkv, T * Hq * D * 2, totalBlocks * nsub, sms, force);
   return { kvPerLaunch: kv, bytes: Math.max(4, kv * perKv) };
 }
 

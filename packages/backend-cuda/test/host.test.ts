@@ -200,21 +200,20 @@ describe('launch geometry', () => {
     expect(geo.routeTcLaunch(10, 16, 'f16', 64, 64, false, 48 * 1024)).toBeNull();
     expect(Array.from(geo.routeTileBase(Int32Array.from([0, 64, 64, 200]), geo.K.routeTcRows))).toEqual([0, 1, 1, 4]);
   });
-  it('partials: kv heads within their budget (dQ: one 16-bit [T, Hq, D] tensor, forward: three), at least one, 32 MiB always in one launch', () => {
-    // 2 × 8K tokens, 16 heads, D 128, top-8: 67 MB of dQ partials per kv head, the budget 67 MB: one per launch
-    expect(geo.dqPartPlan(16384, 16, 16, 128, 8, 1)).toEqual({ kvPerLaunch: 1, bytes: 16384 * 8 * 128 * 4 });
-    expect(geo.dqPartPlan(65536, 16, 16, 128, 8, 1).kvPerLaunch).toBe(1);
-    expect(geo.dqPartPlan(65536, 16, 16, 128, 8, 2).kvPerLaunch).toBe(1); // 2 key tiles per block: over budget, still 1
-    expect(geo.dqPartPlan(262144, 16, 16, 128, 8, 1).kvPerLaunch).toBe(1);
-    expect(geo.dqPartPlan(16384, 16, 16, 128, 8, 1, 3).kvPerLaunch).toBe(3); // forced (testing)
-    expect(geo.dqPartPlan(16384, 16, 16, 128, 2, 1).kvPerLaunch).toBe(4); // top-2: a quarter of the bytes per head
-    expect(geo.dqPartPlan(2 ** 21, 16, 1, 128, 64, 2).kvPerLaunch).toBe(1);
-    expect(geo.dqPartPlan(1024, 4, 4, 64, 8, 1).kvPerLaunch).toBe(4); // 8 MiB in all: under the floor, one launch
-    fc.assert(fc.property(fc.integer({ min: 1, max: 1 << 30 }), fc.integer({ min: 1, max: 64 }), fc.integer({ min: 1, max: 2 ** 33 }), (perKv, hkv, budget) => {
-      const k = geo.kvPerLaunch(perKv, hkv, budget);
-      const cap = Math.max(budget, geo.PART_FLOOR);
-      // within the budget unless one head alone exceeds it; and no head left out that would have fitted
-      return k >= 1 && k <= hkv && (k * perKv <= cap || k === 1) && (k === hkv || (k + 1) * perKv > cap);
+  it('partials: one launch up to 2 GiB, else kv heads within one 16-bit [T, Hq, D] tensor but at least 4 CTAs per SM', () => {
+    // 2 × 8K tokens: 16 × 67 MB of partials, one launch
+    expect(geo.dqPartPlan(16384, 16, 16, 128, 8, 1, 128, 132)).toEqual({ kvPerLaunch: 16, bytes: 16 * 16384 * 8 * 128 * 4 });
+    // 2 × 32K tokens, 512 blocks: the budget allows 1 kv head (268 MB), 4 waves of 132 SMs need 2
+    expect(geo.dqPartPlan(65536, 16, 16, 128, 8, 1, 512, 132)).toEqual({ kvPerLaunch: 2, bytes: 2 * 65536 * 8 * 128 * 4 });
+    expect(geo.dqPartPlan(65536, 16, 16, 128, 8, 2, 512, 132).kvPerLaunch).toBe(1); // 2 key tiles per block: 1024 CTAs per head
+    // 2 × 128K tokens, 2048 blocks: one kv head per launch (1 GiB of partials)
+    expect(geo.dqPartPlan(262144, 16, 16, 128, 8, 1, 2048, 132).kvPerLaunch).toBe(1);
+    expect(geo.dqPartPlan(16384, 16, 16, 128, 8, 1, 128, 132, 3).kvPerLaunch).toBe(3); // forced (testing)
+    expect(geo.dqPartPlan(2 ** 21, 16, 1, 128, 64, 2, 16384, 132).kvPerLaunch).toBe(1);
+    expect(geo.dqPartPlan(1024, 4, 4, 64, 8, 1, 8, 132).kvPerLaunch).toBe(4); // never above Hkv
+    fc.assert(fc.property(fc.integer({ min: 1, max: 1 << 24 }), fc.integer({ min: 1, max: 64 }), fc.integer({ min: 1, max: 1 << 20 }), fc.integer({ min: 1, max: 1 << 16 }), (perKv, hkv, ctas, budget) => {
+      const k = geo.kvPerLaunch(perKv, hkv, budget, ctas, 132);
+      return k >= 1 && k <= hkv && (hkv * perKv <= 2 ** 31 ? k === hkv : k * perKv <= Math.max(budget, perKv) || k * ctas <= 4 * 132 + ctas);
     }));
   });
   it('forward_kv: a CTA per (key block, kv head) when the block fits in shared memory; partials within their budget', () => {
@@ -222,12 +221,11 @@ describe('launch geometry', () => {
     expect(L.grid).toEqual([2048, 4, 1]);
     expect(L.shared).toBe(2 * 128 * 136 * 2 + 2 * (64 * 136 * 2 + 2 * 64 * 4));
     expect(geo.forwardKvLaunch(10, 1024, 1, 128, 227 * 1024)).toBeNull();
-    const p = geo.fwdPartPlan(16384, 16, 16, 128, 8); // 68 MB per kv head, budget 3 × 67 MB: two per launch
-    expect(p.kvPerLaunch).toBe(2);
-    expect(p.mlOffset).toBe(2 * 16384 * 8 * 128 * 4);
-    expect(p.bytes).toBe(2 * 16384 * 8 * 130 * 4);
-    expect(geo.fwdPartPlan(524288, 16, 16, 128, 8).kvPerLaunch).toBe(2);
-    expect(geo.fwdPartPlan(524288, 16, 16, 128, 8, 16).kvPerLaunch).toBe(16);
+    const p = geo.fwdPartPlan(8192, 16, 16, 128, 8, 64, 132); // 1.1 GB of partials: one launch
+    expect(p.kvPerLaunch).toBe(16);
+    expect(p.mlOffset).toBe(16 * 8192 * 8 * 128 * 4);
+    expect(p.bytes).toBe(16 * 8192 * 8 * 130 * 4);
+    expect(geo.fwdPartPlan(524288, 16, 16, 128, 8, 4096, 132).kvPerLaunch).toBe(1);
   });
   it('route tiles and block bases per sequence', () => {
     const cu = Int32Array.from([0, 5, 5, 40]);
