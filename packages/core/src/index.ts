@@ -19,3 +19,4 @@ export * from './cache.js';
 export * from './cache-shell.js';
 export * from './cache-options.js';
 export * from './step.js';
+export * from './cp/index.js';

@@ -50,13 +50,20 @@ function blockScores(q: Float64Array, centroids: Float64Array, shape: ProblemSha
 
 /** Reference router: `[Tq, Hq, topk]` indices (T for one `cuSeqlens`), rows ascending, -1 padded. */
 export function referenceRoute(q: Float64Array, k: Float64Array, shape: ProblemShape, layout: ReferenceLayout, cfg: ResolvedConfig): Int32Array {
+  return routeFromCentroids(q, referenceCentroids(k, shape, layout, cfg.blockSize), shape, layout, cfg);
+}
+
+/**
+ * The router over given centroids `[totalBlocks, Hkv, D]`: only rows `rows` (all by default) are routed, the
+ * others stay -1. Context parallelism (src/dist) routes each rank's rows over the all-gathered centroids.
+ */
+export function routeFromCentroids(q: Float64Array, cent: Float64Array, shape: ProblemShape, layout: ReferenceLayout, cfg: ResolvedConfig, rows?: readonly number[]): Int32Array {
   const { Hq } = shape;
   const B = cfg.blockSize;
   const K = cfg.topk;
   const m = queryMap(layout, B); // query row t sits at key position m.pos[t] (SPEC §8)
-  const cent = referenceCentroids(k, shape, layout, B);
   const out = new Int32Array(m.Tq * Hq * K).fill(-1);
-  for (let t = 0; t < m.Tq; t++) {
+  for (const t of rows ?? Array.from({ length: m.Tq }, (_, i) => i)) {
     const s = m.seqOfQ[t]!;
     const cb = Math.floor((m.pos[t]! - s.start) / B);
     for (let h = 0; h < Hq; h++) {
