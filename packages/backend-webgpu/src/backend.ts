@@ -68,6 +68,7 @@ export interface WebGpuTuning {
   readonly workgroupStorage?: number;
   /** Largest buffer of per-entry partials in bytes (default: the device's binding limit); smaller means more passes. */
   readonly partialBytes?: number;
+  readonly poisonRecycled?: boolean; // test mode: buffers kept for reuse are filled with NaN words (POISON_WORD)
 }
 
 /** Experiment knobs (unstable: they may change or vanish in any release). */
@@ -83,8 +84,8 @@ export interface WebGpuUnstable {
  * value, is E_RANGE naming it.
  */
 export const WEBGPU_OPTION_KEYS = Object.freeze({
-  options: Object.freeze(['device', 'memoryBytes', 'profile', 'tuning', 'unstable']),
-  tuning: Object.freeze(['workgroupStorage', 'partialBytes']),
+  options: Object.freeze(['device', 'memoryBytes', 'bufferCacheBytes', 'profile', 'tuning', 'unstable']),
+  tuning: Object.freeze(['workgroupStorage', 'partialBytes', 'poisonRecycled']),
   unstable: Object.freeze(['dkdvShape', 'routeKernel']),
   dkdvShape: Object.freeze(['rw', 'dk', 'rc', 'vk']),
 }) satisfies Record<string, readonly string[]>;
@@ -112,7 +113,7 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
   constructor(ctx: GpuContext, memoryBytes: number, tuning: WebGpuTuning = {}, unstable: WebGpuUnstable = {}) {
     super('WebGPU');
     this.#ctx = ctx;
-    ctx.buffers.poolCapBytes = Math.floor(memoryBytes / 4); // freed buffers kept for reuse (BufferPool.free)
+    ctx.buffers.poolCapBytes = Math.min(2 ** 29, Math.floor(memoryBytes / 8)); // default bufferCacheBytes (index.ts)
     this.#tuning = tuning;
     this.#unstable = unstable;
     this.caps = Object.freeze({
@@ -124,10 +125,9 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
   }
 
   get device(): GPUDevice { return this.#ctx.device; }
-  get liveBuffers(): number { return this.#ctx.buffers.liveBuffers; }
-  get pooledBuffers(): number { return this.#ctx.buffers.pooledBuffers; }
+  get liveBuffers(): number { return this.#ctx.buffers.liveBuffers; } get pooledBuffers(): number { return this.#ctx.buffers.pooledBuffers; }
 
-  tensorBytes(t: DeviceTensor): number { return this.tensor('tensor', t).size; }
+  tensorBytes(t: DeviceTensor): number { return this.#ctx.buffers.sizeOf(this.tensor('tensor', t)); }
 
   async timeDeviceRead(bytes: number): Promise<number> { this.alive(); return timeDeviceRead(this.#ctx, this.caps.memoryBytes, bytes); }
 
@@ -238,11 +238,11 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
   }
 
   protected bytesOf(buf: GPUBuffer): number {
-    return buf.size;
+    return this.#ctx.buffers.sizeOf(buf);
   }
 
   protected routingBytesOf(r: RoutingStore): number {
-    return r.indices.size + r.collected.size;
+    return this.#ctx.buffers.sizeOf(r.indices) + this.#ctx.buffers.sizeOf(r.collected);
   }
 
   protected override deviceMemory(): DeviceMemory {

@@ -26,6 +26,21 @@ export function checkBufferSizes(limits: BufferLimits, sizes: Record<string, num
   }
 }
 
+/**
+ * The size class of a recyclable temporary of `bytes`: at least 256 bytes, else the smallest of 2^k, 1.25·2^k,
+ * 1.5·2^k, 1.75·2^k that holds it (at most 25% unused). Temporaries whose size changes from call to call (a
+ * decode step's tables and partials grow with the cache) then still find a freed buffer of their class.
+ */
+export function sizeClass(bytes: number): number {
+  if (bytes <= 256) return 256;
+  const base = 2 ** Math.floor(Math.log2(bytes));
+  for (const f of [1, 1.25, 1.5, 1.75, 2]) if (base * f >= bytes) return base * f;
+  return 2 * base;
+}
+
+/** The words freed buffers are filled with in poison mode: a NaN as f32 (and as the upper f16), far out of range as an index. */
+export const POISON_WORD = 0x7fa5a5a5;
+
 /** Every buffer of every GpuContext in this process, in use or pooled (for leak checks). */
 let liveBuffersTotal = 0;
 export function liveBufferCount(): number {
@@ -52,6 +67,13 @@ export class BufferPool {
   /** Most bytes of freed buffers kept for reuse (the backend sets it from its memory budget). */
   poolCapBytes = 0;
   #dummies = new Map<string, GPUBuffer>();
+  /** Bytes a caller asked for, where the buffer is larger (a size class): what is bound and reported. */
+  #logical = new Map<GPUBuffer, number>();
+  /**
+   * Test mode: every buffer kept for reuse is filled with POISON_WORD, so that an op relying on a reused buffer
+   * being zero (or on bytes it did not write) gives a different result than on fresh buffers.
+   */
+  poisonFreed = false;
 
   readonly #checkAlive: () => void;
 
@@ -99,33 +121,48 @@ export class BufferPool {
     this.#peakInUse = this.inUseBytes;
   }
 
-  /** A labelled storage buffer (at least 16 bytes: empty bindings are invalid). */
-  buffer(label: string, bytes: number, usage: number = USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST): GPUBuffer {
+  /**
+   * A labelled storage buffer (at least 16 bytes: empty bindings are invalid). `classed`: a temporary, made
+   * (or reused) at its size class so that it can be recycled across calls of varying size; only its first
+   * `bytes` are bound (`sizeOf`). A reused buffer is cleared to zero, as a new one is, unless `overwritten`
+   * (the caller writes all of its first `bytes` before any use).
+   */
+  buffer(label: string, bytes: number, usage: number = USAGE.STORAGE | USAGE.COPY_SRC | USAGE.COPY_DST, classed = false, overwritten = false): GPUBuffer {
     this.#checkAlive();
     checkBufferSizes(this.limits, { [label]: bytes });
-    const size = Math.max(16, Math.ceil(bytes / 4) * 4);
+    const logical = Math.max(16, Math.ceil(bytes / 4) * 4);
+    const size = classed ? Math.min(sizeClass(logical), Math.max(logical, Math.min(this.limits.maxBufferSize, this.limits.maxStorageBufferBindingSize))) : logical;
     const reused = this.#pool.get(`${size}:${usage}`)?.pop();
+    const b = reused ?? this.device.createBuffer({ label, size, usage });
+    if (size !== logical) this.#logical.set(b, logical);
+    else this.#logical.delete(b);
     if (reused) {
       this.#pooled.delete(reused);
       this.#pooledBytes -= size;
       reused.label = label;
-      this.#notePeak();
-      const enc = this.device.createCommandEncoder();
-      enc.clearBuffer(reused); // zero, as a new buffer is; queued before any later write or use
-      this.device.queue.submit([enc.finish()]);
-      return reused;
+      if (!overwritten) {
+        const enc = this.device.createCommandEncoder();
+        enc.clearBuffer(reused); // zero, as a new buffer is; queued before any later write or use
+        this.device.queue.submit([enc.finish()]);
+      }
+    } else {
+      this.#buffers.add(b);
+      this.#heldBytes += b.size;
+      liveBuffersTotal++;
     }
-    const b = this.device.createBuffer({ label, size, usage });
-    this.#buffers.add(b);
-    this.#heldBytes += b.size;
     this.#notePeak();
-    liveBuffersTotal++;
     return b;
   }
 
-  /** A storage buffer holding `data`. */
-  upload(label: string, data: ArrayBufferView, usage?: number): GPUBuffer {
-    const b = this.buffer(label, data.byteLength, usage);
+  /** The bytes of `b` in use: what its caller asked for (rounded to 4, ≥ 16), below `b.size` for a size class. */
+  sizeOf(b: GPUBuffer): number {
+    return this.#logical.get(b) ?? b.size;
+  }
+
+  /** A storage buffer holding `data`; `classed`: a recyclable temporary (see `buffer`). */
+  upload(label: string, data: ArrayBufferView, usage?: number, classed = false): GPUBuffer {
+    const full = data.byteLength >= 16 && data.byteLength % 4 === 0;
+    const b = this.buffer(label, data.byteLength, usage, classed, full);
     if (data.byteLength > 0) this.device.queue.writeBuffer(b, 0, data.buffer, data.byteOffset, data.byteLength); // byteLength % 4 === 0
     return b;
   }
@@ -134,7 +171,7 @@ export class BufferPool {
   uniforms(label: string, words: readonly number[]): GPUBuffer {
     const data = new Uint32Array(Math.max(4, Math.ceil(words.length / 4) * 4));
     data.set(words);
-    return this.upload(label, data, USAGE.UNIFORM | USAGE.COPY_DST);
+    return this.upload(label, data, USAGE.UNIFORM | USAGE.COPY_DST, true);
   }
 
   /**
@@ -156,6 +193,8 @@ export class BufferPool {
         else this.#pool.set(key, [b]);
         this.#pooled.add(b);
         this.#pooledBytes += b.size;
+        this.#logical.delete(b);
+        if (this.poisonFreed) this.device.queue.writeBuffer(b, 0, new Uint32Array(b.size / 4).fill(POISON_WORD));
         continue;
       }
       this.#destroyBuffer(b);
@@ -165,6 +204,11 @@ export class BufferPool {
   /** Bytes of freed buffers kept for reuse. */
   get pooledBytes(): number {
     return this.#pooledBytes;
+  }
+
+  /** Destroys every buffer kept for reuse (before reporting that a request does not fit). */
+  trim(): void {
+    for (const b of [...this.#pooled]) this.#evict(b);
   }
 
   #notePeak(): void {
@@ -181,6 +225,7 @@ export class BufferPool {
 
   #destroyBuffer(b: GPUBuffer): void {
     if (this.#buffers.delete(b)) {
+      this.#logical.delete(b);
       this.#heldBytes -= b.size;
       liveBuffersTotal--;
       b.destroy();
@@ -219,5 +264,6 @@ export class BufferPool {
     this.#pooledBytes = 0;
     this.#peakInUse = 0;
     this.#dummies.clear();
+    this.#logical.clear();
   }
 }

@@ -166,7 +166,7 @@ export class GpuContext {
         const bind = dev.createBindGroup({
           label: `${pipeline.label} bindings`,
           layout: pipeline.getBindGroupLayout(0),
-          entries: d.buffers.map((buffer, binding) => ({ binding, resource: { buffer } })),
+          entries: d.buffers.map((buffer, binding) => ({ binding, resource: { buffer, size: this.buffers.sizeOf(buffer) } })),
         });
         const pass = enc.beginComputePass({ label: pipeline.label, ...(prof ? { timestampWrites: prof.next(pipeline.label) } : {}) });
         pass.setPipeline(pipeline);

@@ -28,6 +28,12 @@ export interface WebGpuBackendOptions {
    * caller's device only if it has the feature). Read with `backend.timings()`. Slows every op down a little.
    */
   profile?: boolean;
+  /**
+   * Most bytes of freed temporaries (and disposed tensors) kept for reuse instead of destroyed, so that an op
+   * does not pay buffer creation per call (docs/webgpu.md, buffer recycling); default min(512 MiB,
+   * memoryBytes / 8); 0 disables recycling. Kept bytes are reported as memoryStats().pooledBytes.
+   */
+  bufferCacheBytes?: number;
   /** Tuning and test knobs (smaller workgroup-memory and partial-buffer budgets than the device allows). */
   tuning?: WebGpuTuning;
   /**
@@ -58,9 +64,17 @@ export async function createWebGpuBackend(opts: WebGpuBackendOptions = {}): Prom
   if (typeof memoryBytes !== 'number' || !(memoryBytes > 0)) {
     throw new MobaError('E_RANGE', `memoryBytes = ${String(memoryBytes)} is invalid: must be a number > 0`, 'memoryBytes');
   }
+  const cache = opts.bufferCacheBytes;
+  if (cache !== undefined && (typeof cache !== 'number' || !(cache >= 0))) {
+    if (own) device.destroy();
+    throw new MobaError('E_RANGE', `bufferCacheBytes = ${String(cache)} is invalid: must be a number >= 0`, 'bufferCacheBytes');
+  }
   const ctx = new GpuContext(device, own, opened.gpu);
   if (opts.profile) ctx.enableProfiling();
-  return new WebGpuBackendImpl(ctx, memoryBytes, opts.tuning, opts.unstable);
+  const backend = new WebGpuBackendImpl(ctx, memoryBytes, opts.tuning, opts.unstable);
+  if (cache !== undefined) ctx.buffers.poolCapBytes = Math.floor(cache);
+  ctx.buffers.poisonFreed = opts.tuning?.poisonRecycled === true;
+  return backend;
 }
 
 /** The uniform factory name every backend module exports (used by CLIs). */

@@ -171,7 +171,7 @@ export class Launch {
 
   /** A buffer freed after the submission unless passed to `keep`. */
   temp(label: string, bytes: number): GPUBuffer {
-    const b = this.#ctx.buffers.buffer(label, bytes);
+    const b = this.#ctx.buffers.buffer(label, bytes, undefined, true);
     this.#temps.push(b);
     return b;
   }
@@ -182,7 +182,7 @@ export class Launch {
   }
 
   tempData(label: string, data: ArrayBufferView): GPUBuffer {
-    const b = this.#ctx.buffers.upload(label, data);
+    const b = this.#ctx.buffers.upload(label, data, undefined, true);
     this.#temps.push(b);
     return b;
   }

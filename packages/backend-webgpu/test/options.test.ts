@@ -31,13 +31,13 @@ describe('WebGPU backend options', () => {
   });
 
   it('null values are refused (undefined is the default); the key lists are exported', async () => {
-    for (const key of ['device', 'memoryBytes', 'profile', 'tuning', 'unstable']) {
+    for (const key of ['device', 'memoryBytes', 'bufferCacheBytes', 'profile', 'tuning', 'unstable']) {
       expect(await rejection({ [key]: null })).toMatchObject({ code: 'E_RANGE', param: key });
     }
     expect(await rejection({ tuning: { workgroupStorage: null } })).toMatchObject({ code: 'E_RANGE', param: 'workgroupStorage' });
     expect(await rejection({ unstable: { dkdvShape: null } })).toMatchObject({ code: 'E_RANGE', param: 'dkdvShape' });
     expect((await rejection(null)).code).toBe('E_RANGE');
-    expect(WEBGPU_OPTION_KEYS.options).toEqual(['device', 'memoryBytes', 'profile', 'tuning', 'unstable']);
+    expect(WEBGPU_OPTION_KEYS.options).toEqual(['device', 'memoryBytes', 'bufferCacheBytes', 'profile', 'tuning', 'unstable']);
     expect(WEBGPU_OPTION_KEYS.unstable).toEqual(['dkdvShape', 'routeKernel']);
     expect(optionKeys).toBe(WEBGPU_OPTION_KEYS.options);
   });

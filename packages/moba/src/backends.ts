@@ -123,7 +123,7 @@ let ENTRIES: Record<ConcreteBackendKind, Entry> = {
     load: () => import('@moba/backend-cpu'),
   },
   webgpu: {
-    pkg: '@moba/backend-webgpu', factory: 'createWebGpuBackend', keys: ['device', 'memoryBytes', 'profile', 'tuning', 'unstable'],
+    pkg: '@moba/backend-webgpu', factory: 'createWebGpuBackend', keys: ['device', 'memoryBytes', 'bufferCacheBytes', 'profile', 'tuning', 'unstable'],
     install: 'npm install @moba/backend-webgpu (in Node also the `webgpu` package, Dawn: npm install webgpu)',
     load: () => import('@moba/backend-webgpu'),
   },
