@@ -115,14 +115,16 @@ __device__ void cache_merge_parts(const int* sr, const float* P, T* out, float* 
 // [sb][D·size + 16 bytes] each, q [D], p [CA_THREADS], acc [NG][D] floats.
 template <typename T, int V, bool ASYNC>
 __device__ void cache_attend_v(const T* q, const T* kpool, const T* vpool, const int* rows, const int* ptab, const int* sel, float* part,
-                               unsigned* cnt, T* out, float* lse, int Hq, int Hkv, int D, int B, int topk, int causal, float scale, int sb, int nsub) {
+                               unsigned* cnt, T* out, float* lse, int Hq, int Hkv, int D, int B, int topk, int causal, float scale, int sb, int nsub,
+                               bool local) {
   extern __shared__ __align__(16) unsigned char ca_smem[];
   __shared__ float red[CA_WARPS];
   __shared__ int last;
   const int tid = threadIdx.x, lane = tid % WARP, warp = tid / WARP;
   const i64 id = blockIdx.x, rs = id / nsub, rh = rs / topk;
   const int sub = (int)(id - rs * nsub), h = (int)(rh % Hq), row = (int)(rh / Hq);
-  const int j = sel[rs];
+  const int* sr = local ? sel : sel + rh * topk;  // this (row, head)'s list (local: in shared memory, the fused path)
+  const int j = sr[rs - rh * topk];
   const float sl = scale * LOG2E;
   const int nc = D / V, NG = max(1, CA_THREADS / nc), items = nc * NG;
   const int rowBytes = D * (int)sizeof(T) + 16;
@@ -222,14 +224,15 @@ __device__ void cache_attend_v(const T* q, const T* kpool, const T* vpool, const
   __syncthreads();
   if (!last) return;
   __threadfence();
-  cache_merge_parts(sel + rh * topk, part + rh * parts * (D + 2), out + rh * D, lse + rh, D, topk, nsub, scale, ca_smem);
+  cache_merge_parts(sr, part + rh * parts * (D + 2), out + rh * D, lse + rh, D, topk, nsub, scale, ca_smem);
 }
 
 // V: elements per vector load (8 for 16-bit types only; D a multiple of V); async: rows staged by 16-byte cp.async.
+// local (the fused path, cache-fused.cuh): sel is the CTA's own (row, head) list [topk] in shared memory, not [Tq, Hq, topk].
 template <typename T>
 __device__ void cache_attend(const T* q, const T* kpool, const T* vpool, const int* rows, const int* ptab, const int* sel, float* part, unsigned* cnt,
-                             T* out, float* lse, int Hq, int Hkv, int D, int B, int topk, int causal, float scale, int vec, int sb, int nsub) {
-#define CA_ARGS q, kpool, vpool, rows, ptab, sel, part, cnt, out, lse, Hq, Hkv, D, B, topk, causal, scale, sb, nsub
+                             T* out, float* lse, int Hq, int Hkv, int D, int B, int topk, int causal, float scale, int vec, int sb, int nsub, bool local = false) {
+#define CA_ARGS q, kpool, vpool, rows, ptab, sel, part, cnt, out, lse, Hq, Hkv, D, B, topk, causal, scale, sb, nsub, local
   if ((D * (int)sizeof(T)) % 16 == 0) {
     if (vec == 8 && sizeof(T) == 2) cache_attend_v<T, 8, true>(CA_ARGS);
     else cache_attend_v<T, 4, true>(CA_ARGS);

@@ -98,6 +98,7 @@ __device__ void cache_route_k(const T* q, const float* cents, const float* sums,
   int* out = sel + ((i64)row * Hq + h) * topk;
   if (lead) for (int c = lane; c < D4 * 4; c += WARP) reinterpret_cast<float*>(wq)[c] = c < D ? ld(q, ((i64)row * Hq + h) * D + c) : 0.f;
   int n = 0;
+  CrThr thr{-INFINITY, -1};  // the list's entry to beat (cache-topk.cuh)
   const bool work = K > 0 && tt0 < tt1;
   int tld = tt0;  // the next tile to load, and this lane's centroid page in it (-1: past nb)
   auto page_of = [&](int tt) { const int j = tt * CR_CT + lane; return tt < tt1 && j < nb ? ptab[pbase + j] : -1; };
@@ -140,7 +141,7 @@ __device__ void cache_route_k(const T* q, const float* cents, const float* sums,
       const int j = j0 + lane;
       const bool valid = j < nb && s > -INFINITY;  // NaN and -inf never win
       if (dense) { if (j < nb) out[j] = valid ? j : -1; }
-      else cr_insert(s, j, valid, wl, wi, n, K);
+      else cr_insert(s, j, valid, wl, wi, n, K, thr);
     }
     __syncthreads();  // the tile and cr_red are rewritten next
   }
@@ -175,7 +176,7 @@ __device__ void cache_route_k(const T* q, const float* cents, const float* sums,
         const float cs = ns;
         const int cj = nj;
         fetch(e0 + WARP + lane);  // the next chunk's loads in flight during this one's insertions
-        cr_insert(cs, cj, cs > -INFINITY, wl, wi, n, K);
+        cr_insert(cs, cj, cs > -INFINITY, wl, wi, n, K, thr);
       }
     }
   }

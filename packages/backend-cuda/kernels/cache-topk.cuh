@@ -62,11 +62,21 @@ __device__ __forceinline__ void cr_merge32(float s, int j, bool valid, float* wl
 
 // Inserts the lanes' candidates (s, j) where `valid` into a warp's list (wl, wi) of n entries, best first, at most
 // K. better() is a strict order on distinct blocks: the final list does not depend on the insertion order.
-__device__ __forceinline__ void cr_insert(float s, int j, bool valid, float* wl, int* wi, int& n, int K) {
+// thr: the entry a candidate must beat to enter, kept in registers (the same in every lane): the list's K-th once it
+// holds K entries, else (-inf, -1), which every valid candidate (s > -inf) beats. A tile none of whose candidates
+// beats it costs one ballot and no shared-memory read; a tie with a higher block still enters (better()).
+struct CrThr { float s; int j; };
+__device__ __forceinline__ void cr_refresh(CrThr& thr, const float* wl, const int* wi, int n, int K) {
+  if (n >= K) { thr.s = wl[K - 1]; thr.j = wi[K - 1]; }  // after the writer's __syncwarp: a broadcast read
+}
+
+__device__ __forceinline__ void cr_insert(float s, int j, bool valid, float* wl, int* wi, int& n, int K, CrThr& thr) {
   const int lane = threadIdx.x % WARP;
-  unsigned cand = __ballot_sync(CR_FULL, valid && (n < K || better(s, j, wl[K - 1], wi[K - 1])));
+  unsigned cand = __ballot_sync(CR_FULL, valid && better(s, j, thr.s, thr.j));
+  if (cand == 0u) return;
   if (__popc(cand) > CR_MERGE_AT) {  // many enter: one merge pass
     cr_merge32(s, j, (cand >> lane) & 1u, wl, wi, n, K);
+    cr_refresh(thr, wl, wi, n, K);
     return;
   }
   while (cand) {
@@ -74,7 +84,7 @@ __device__ __forceinline__ void cr_insert(float s, int j, bool valid, float* wl,
     cand &= cand - 1;
     const float cs = __shfl_sync(CR_FULL, s, src);
     const int cj = __shfl_sync(CR_FULL, j, src);
-    if (n == K && !better(cs, cj, wl[K - 1], wi[K - 1])) continue;  // beaten by an earlier insertion
+    if (!better(cs, cj, thr.s, thr.j)) continue;  // beaten by an earlier insertion
     int pos = 0;  // entries better than the candidate (the list is sorted best first)
     for (int b0 = 0; b0 < n; b0 += WARP) {
       const int i = b0 + lane;
@@ -96,6 +106,7 @@ __device__ __forceinline__ void cr_insert(float s, int j, bool valid, float* wl,
     }
     __syncwarp();
     n = nn;
+    cr_refresh(thr, wl, wi, n, K);
   }
 }
 

@@ -6,9 +6,11 @@
 //   attend: cache_route (top-k per query head over the page centroids, split over CTAs), cache_attend (one CTA per
 //           (query row, head, selected slot): a flash-decoding partial m, l, acc in f32; the last CTA of a
 //           (row, head) merges its partials in slot order → out, lse). No float atomics: every sum has a fixed order.
+//           Short sequences (cache-fused.cuh): cache_fused, one launch that routes in every CTA, then attends and merges.
 #include "common.cuh"
 #include "cache-route.cuh"
 #include "cache-attend.cuh"
+#include "cache-fused.cuh"
 using namespace moba;
 
 constexpr int CACHE_MAXW = 8;  // largest kconv width
@@ -89,6 +91,9 @@ __device__ void cache_append_sum(const T* k, const T* kpool, float* sums, float*
   }                                                                                                                              \
   extern "C" __global__ void __launch_bounds__(CA_THREADS) cache_attend_##N(const T* q, const T* kpool, const T* vpool, const int* rows, const int* ptab, const int* sel, float* part, unsigned* cnt, T* out, float* lse, int Hq, int Hkv, int D, int B, int topk, int causal, float scale, int vec, int sb, int nsub) { \
     cache_attend<T>(q, kpool, vpool, rows, ptab, sel, part, cnt, out, lse, Hq, Hkv, D, B, topk, causal, scale, vec, sb, nsub);  \
+  }                                                                                                                              \
+  extern "C" __global__ void __launch_bounds__(CA_THREADS) cache_fused_##N(const T* q, const float* cents, const float* sums, const T* kpool, const T* vpool, const int* rows, const int* ptab, float* part, unsigned* cnt, T* out, float* lse, int Hq, int Hkv, int D, int B, int topk, int causal, float scale, int vec, int sb, int nsub, int wph) { \
+    cache_fused<T>(q, cents, sums, kpool, vpool, rows, ptab, part, cnt, out, lse, Hq, Hkv, D, B, topk, causal, scale, vec, sb, nsub, wph); \
   }
 MOBA_DTYPES(CACHE_ENTRIES)
 

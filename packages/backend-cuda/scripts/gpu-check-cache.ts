@@ -15,6 +15,7 @@ import { type QKLayout, referenceBlockScores, referenceCentroids, referenceForwa
 import type { CudaBackend } from '../src/index.js';
 import { LONG_CASES, longCase } from './gpu-check-cache-long.js';
 import { cacheTiming } from './gpu-check-cache-time.js';
+import { FUSED_CASES, fusedCase } from './gpu-check-cache-fused.js';
 
 export interface CacheCase { name: string; dtype: DType; Hq: number; Hkv: number; D: number; B: number; W: number; topk: number; causal: boolean; seqs: number; len: number }
 
@@ -250,33 +251,34 @@ async function checkForkAndMemory(b: CudaBackend, c: CacheCase, cache: KVCache, 
   b.dispose(kd, vd, bk, bv);
 }
 
-/** The whole step: every case (seeded), the long and dense cases (gpu-check-cache-long.ts), then the decode timings (cacheTiming). */
+type CaseResult = { failures: string[]; stats: Record<string, number> };
+
+/** Runs one case (a crash is a failure), records and logs it; true when it passed. */
+async function oneCase(name: string, f: () => Promise<CaseResult>, cases: Record<string, unknown>[], log: (s: string) => void): Promise<boolean> {
+  const t0 = performance.now();
+  let r: CaseResult;
+  try {
+    r = await f();
+  } catch (e) {
+    r = { failures: [`crashed: ${e instanceof Error ? `${e.message}\n${e.stack ?? ''}` : String(e)}`], stats: {} };
+  }
+  cases.push({ name, pass: r.failures.length === 0, ...r, ms: Math.round(performance.now() - t0) });
+  log(`  ${r.failures.length === 0 ? '✓' : '✗'} ${name} (${Math.round(performance.now() - t0)} ms): ${JSON.stringify(r.stats)}${r.failures.map((x) => `\n      ${x}`).join('')}`);
+  return r.failures.length === 0;
+}
+
+/**
+ * The whole step: every case (seeded), the long and dense cases (gpu-check-cache-long.ts), fused vs route + attend
+ * bitwise with both timed at 8K (gpu-check-cache-fused.ts), then the decode timings (cacheTiming).
+ */
 export async function cacheStep(b: CudaBackend, log: (s: string) => void): Promise<Record<string, unknown> & { ok: boolean }> {
   const cases: Record<string, unknown>[] = [];
   let ok = true;
-  for (const [i, c] of CACHE_CASES.entries()) {
-    const t0 = performance.now();
-    let r: { failures: string[]; stats: Record<string, number> };
-    try {
-      r = await cacheCase(b, c, 20261203 + i);
-    } catch (e) {
-      r = { failures: [`crashed: ${e instanceof Error ? `${e.message}\n${e.stack ?? ''}` : String(e)}`], stats: {} };
-    }
-    ok &&= r.failures.length === 0;
-    cases.push({ name: c.name, pass: r.failures.length === 0, ...r, ms: Math.round(performance.now() - t0) });
-    log(`  ${r.failures.length === 0 ? '✓' : '✗'} ${c.name} (${Math.round(performance.now() - t0)} ms): ${JSON.stringify(r.stats)}${r.failures.map((f) => `\n      ${f}`).join('')}`);
-  }
-  for (const [i, c] of LONG_CASES.entries()) {
-    const t0 = performance.now();
-    let r: { failures: string[]; stats: Record<string, number> };
-    try {
-      r = await longCase(b, c, 777 + 10 * i);
-    } catch (e) {
-      r = { failures: [`crashed: ${e instanceof Error ? `${e.message}\n${e.stack ?? ''}` : String(e)}`], stats: {} };
-    }
-    ok &&= r.failures.length === 0;
-    cases.push({ name: c.name, pass: r.failures.length === 0, ...r, ms: Math.round(performance.now() - t0) });
-    log(`  ${r.failures.length === 0 ? '✓' : '✗'} ${c.name} (${Math.round(performance.now() - t0)} ms): ${JSON.stringify(r.stats)}${r.failures.map((f) => `\n      ${f}`).join('')}`);
+  for (const [i, c] of CACHE_CASES.entries()) ok = (await oneCase(c.name, () => cacheCase(b, c, 20261203 + i), cases, log)) && ok;
+  for (const [i, c] of LONG_CASES.entries()) ok = (await oneCase(c.name, () => longCase(b, c, 777 + 10 * i), cases, log)) && ok;
+  for (const [i, c] of FUSED_CASES.entries()) {
+    const name = `fused vs route + attend: ${c.N} x ${c.batch} ${c.Hq}/${c.Hkv} top${c.topk}${c.causal ? '' : ' non-causal'}`;
+    ok = (await oneCase(name, () => fusedCase(b, c, 4242 + 10 * i), cases, log)) && ok;
   }
   const timing: Record<string, unknown>[] = [];
   for (const [N, batch] of [[8192, 1], [131072, 16], [524288, 16], [524288, 1]] as const) {

@@ -7,7 +7,13 @@ import { type AppendPlan, type AttendPlan, type DType, MobaError, dtypeBytes } f
 import { type Launch, LIMITS, elementwiseLaunch } from './geometry.js';
 
 /** cache.cu constants. */
-export const CACHE = Object.freeze({ routeTile: 32, maxTopk: 64, attendThreads: 128, maxW: 8, routeHeadsPerCta: 8, routeCtasPerSm: 12 });
+export const CACHE = Object.freeze({
+  routeTile: 32, maxTopk: 64, attendThreads: 128, maxW: 8, routeHeadsPerCta: 8, routeCtasPerSm: 12,
+  /** cache_fused (cache-fused.cuh): candidate blocks per row (one per thread), largest D, its static shared bytes. */
+  fusedMaxBlocks: 128, fusedMaxD: 256, fusedStaticBytes: 64 * 16 + 128 * 8 + 64 * 4,
+  /** Auto choice: the fused path's redundant centroid reads (every CTA scores its row) at most this many bytes. */
+  fusedAutoBytes: 16 * 1024 * 1024,
+});
 
 /** Device bytes of one page: keys and values `[B, Hkv·D]` in the dtype, its f32 sum and f32 centroid `[Hkv·D]`. */
 export function cachePageBytes(o: { Hkv: number; D: number; dtype: DType; blockSize: number }): number {
@@ -177,4 +183,34 @@ export function cacheAppendLaunch(what: string, n: number): Launch {
  */
 export function attendBytes(Tq: number, Hq: number, D: number, topk: number, dtype: DType, tableInts: number, plistBytes = 0, nsub = 1): number {
   return Tq * Hq * topk * 4 + Tq * Hq * topk * nsub * (D + 2) * 4 + Tq * Hq * D * dtypeBytes(dtype) + Tq * Hq * 4 + tableInts * 4 + plistBytes;
+}
+
+/** Warps per query head of cache_route (its score is split over their dimension ranges): the fused path repeats it. */
+export function routeWarpsPerHead(G: number): number {
+  const hpc = Math.min(G, CACHE.routeHeadsPerCta);
+  const nw = Math.max(hpc, 4);
+  return hpc < nw ? Math.floor(nw / hpc) : 1;
+}
+
+/**
+ * Whether an attend runs fused (cache_fused: one launch) or as cache_route + cache_attend. Fusable: every row has at
+ * most CACHE.fusedMaxBlocks blocks (maxBlocks bounds them), topk <= CACHE.maxTopk (a list) and D <= CACHE.fusedMaxD.
+ * `mode` (MOBA_CUDA_CACHE_FUSED): '0' never, '1' whenever fusable, null/'' auto: fusable and the redundant centroid
+ * reads, one row's (maxBlocks · D f32) per CTA (Tq · Hq · topk · nsub CTAs), at most CACHE.fusedAutoBytes (16 MiB: a
+ * few µs of L2 reads, less than the router's launch and latency; 8.5 MB at 8K × 1, 136 MB at 8K × 16).
+ */
+export function cacheFused(Tq: number, Hq: number, D: number, topk: number, maxBlocks: number, nsub: number, mode: string | null): boolean {
+  if (mode !== null && mode !== '' && mode !== '0' && mode !== '1') {
+    throw new MobaError('E_RANGE', `MOBA_CUDA_CACHE_FUSED = ${mode} is invalid: must be 0 or 1 (unset: chosen per attend)`, 'MOBA_CUDA_CACHE_FUSED');
+  }
+  if (mode === '0') return false;
+  const fusable = maxBlocks <= CACHE.fusedMaxBlocks && topk <= CACHE.maxTopk && D <= CACHE.fusedMaxD;
+  if (!fusable || mode === '1') return fusable;
+  return Tq * Hq * topk * nsub * maxBlocks * D * 4 <= CACHE.fusedAutoBytes;
+}
+
+/** cache_fused's launch: cache_attend's grid and dynamic shared memory, checked with the fused kernel's static bytes. */
+export function cacheFusedLaunch(at: Launch): Launch {
+  checked('cache_fused', { ...at, shared: at.shared + CACHE.fusedStaticBytes });
+  return at;
 }

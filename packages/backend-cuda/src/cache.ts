@@ -3,7 +3,8 @@
  * pages (after kconv) and value pages `[pages, B, Hkv·D]` in the cache dtype, an f32 sum and an f32 centroid
  * per page `[pages, Hkv·D]`, the kconv state `[maxSequences, W−1, Hkv·D]` f32 and the weight `[Hkv·D, W]` f32.
  * append: 2 launches (cache_append_kv, cache_append_sum); attend: 2 launches whatever the batch (cache_route;
- * cache_attend, whose last CTA per (row, head) merges the slots); fork: device copies; read: downloads. CacheShell (core) does the ids, the page
+ * cache_attend, whose last CTA per (row, head) merges the slots), or 1 for short sequences (cache_fused; cacheFused()
+ * chooses, MOBA_CUDA_CACHE_FUSED=0/1 forces); fork: device copies; read: downloads. CacheShell (core) does the ids, the page
  * pool, reference counts, validation and E_MEMORY; every stage synchronises before it returns.
  */
 import {
@@ -12,7 +13,8 @@ import {
 } from '@moba/core';
 import type { Buf } from './allocator.js';
 import {
-  type AttendTables, appendTables, attendBytes, attendTables, cacheAppendLaunch, cacheAttendLaunch, cachePageBytes, cacheRouteLaunch, cacheStateBytes,
+  type AttendTables, appendTables, attendBytes, attendTables, cacheAppendLaunch, cacheAttendLaunch, cacheFused, cacheFusedLaunch, cachePageBytes, cacheRouteLaunch,
+  cacheStateBytes, routeWarpsPerHead,
 } from './cache-tables.js';
 import { DT } from './kernels.js';
 import { f32, i32, i64, ptr } from './params.js';
@@ -134,6 +136,15 @@ export class CudaCache extends CacheShell<Buf> {
     const s = this.#s;
     const shape = { Hq: i32(Hq), Hkv: i32(Hkv), D: i32(D), B: i32(B), topk: i32(topk), causal: i32(plan.causal ? 1 : 0) };
     try {
+      if (cacheFused(Tq, Hq, D, topk, tb.maxBlocks, at.nsub, process.env.MOBA_CUDA_CACHE_FUSED ?? null)) { // one launch (cache-fused.cuh)
+        c.prog.launch('cache.cu', `cache_fused_${sfx}`, cacheFusedLaunch(at), {
+          q: ptr(q.ptr), cents: ptr(s.cents.ptr), sums: ptr(s.sums.ptr), kpool: ptr(s.k.ptr), vpool: ptr(s.v.ptr), rows, ptab, part,
+          cnt: ptr(cnt + BigInt(route.counters * 4)), out: ptr(out.ptr), lse: ptr(lse.ptr), ...shape, scale: f32(plan.scale), vec: i32(at.vec),
+          sb: i32(at.sb), nsub: i32(at.nsub), wph: i32(routeWarpsPerHead(Hq / Hkv)),
+        });
+        c.drv.synchronize();
+        return { out, lse };
+      }
       c.prog.launch('cache.cu', `cache_route_${sfx}`, route, {
         q: ptr(q.ptr), cents: ptr(s.cents.ptr), sums: ptr(s.sums.ptr), rows, ptab, sel, plist, cnt: ptr(cnt), ...shape,
         hpc: i32(route.hpc), tps: i32(route.tps), nbuf: i32(route.nbuf),

@@ -51,6 +51,10 @@ export const KERNEL_PARAMS: Readonly<Record<string, { readonly file: KernelFile;
   cache_append_sum: { file: 'cache.cu', params: ['k', 'kpool', 'sums', 'cents', 'state', 'cu', 'ent', 'work', 'nwork', 'nstate', 'C', 'W', 'B'] },
   cache_route: { file: 'cache.cu', params: ['q', 'cents', 'sums', 'rows', 'ptab', 'sel', 'plist', 'cnt', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'hpc', 'tps', 'nbuf'] },
   cache_attend: { file: 'cache.cu', params: ['q', 'kpool', 'vpool', 'rows', 'ptab', 'sel', 'part', 'cnt', 'out', 'lse', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'scale', 'vec', 'sb', 'nsub'] },
+  cache_fused: {
+    file: 'cache.cu',
+    params: ['q', 'cents', 'sums', 'kpool', 'vpool', 'rows', 'ptab', 'part', 'cnt', 'out', 'lse', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'scale', 'vec', 'sb', 'nsub', 'wph'],
+  },
   read_probe: { file: 'cache.cu', params: ['src', 'n', 'sink'] }, // the decode bench's read bandwidth (probe.ts)
 });
 
