@@ -10,9 +10,12 @@
  *           invocation accumulating its head dims d ≡ lid mod 128 from the value rows (a row read by consecutive
  *           invocations: coalesced); the causal mask at t in the own block. D is a constant of the variant. Writes
  *           the partial (m, l, acc[D]) f32; an empty slot writes m = −∞, l = 0; a non-finite score l = NaN.
+ *           The pool buffer of a block is uniform per workgroup (a block lives in one page), so the block's chunk
+ *           loop is generated once per pool binding inside one switch on it: every copy loads from kp{b} / vp{b}
+ *           directly, no branch per element load, the same arithmetic in the same order as one buffer (bitwise).
  * Nothing depends on the other rows of the batch: a sequence's result is the same alone or batched.
  */
-import { poolBindings, poolGeometry } from './cache-pool.wgsl.js';
+import { poolBindings, poolGeometry, poolRead, poolRead2 } from './cache-pool.wgsl.js';
 import { commonWgsl } from './common.wgsl.js';
 import { type StorageKind, tensorRead } from './storage.wgsl.js';
 
@@ -31,19 +34,62 @@ function rowStride(D: number): number {
 export function cacheAttendWgsl(kind: StorageKind, n: number, D: number): string {
   const S = rowStride(D);
   const TT = Math.min(16, Math.floor(3072 / S)); // tokens per chunk: 8 scoring invocations each, ≤ 12 KiB staged
-  const stage = D % 2 === 0
+  // the chunk's key rows staged with consecutive invocations on consecutive words of a row (coalesced)
+  const stage = (b: number): string => D % 2 === 0
     ? `for (var x = lid; x < cnt * (D / 2u); x += WG) {
       let tok = x / (D / 2u);
       let w = x - tok * (D / 2u);
-      let kk = kpAt2(pb, pbase + (c0 + tok - p0) * RS() + 2u * w);
+      let ki = pbase + (c0 + tok - p0) * RS() + 2u * w;
+      ${poolRead2('kp', b, kind, 'ki', 'kk')}
       kf[tok * S + 2u * w] = kk.x;
       kf[tok * S + 2u * w + 1u] = kk.y;
     }`
     : `for (var x = lid; x < cnt * D; x += WG) {
       let tok = x / D;
       let d = x - tok * D;
-      kf[tok * S + d] = kpAt(pb, pbase + (c0 + tok - p0) * RS() + d);
+      let ki = pbase + (c0 + tok - p0) * RS() + d;
+      kf[tok * S + d] = ${poolRead('kp', b, kind, 'ki')};
     }`;
+  // the block's chunks reading binding b directly (generated once per binding: no branch per load)
+  const chunks = (b: number): string => `for (var c0 = p0; c0 < p1; c0 += TT) {
+    let cnt = min(TT, p1 - c0);
+    ${stage(b)}
+    workgroupBarrier();
+    if (tk < TT) {
+      var dot = 0.0;
+      for (var i = 0u; i < NQ; i++) { let d = pt + 8u * i; if (d < D) { dot += qr[i] * kf[tk * S + d]; } }
+      ps[lid] = dot;
+    }
+    workgroupBarrier();
+    // every invocation: the chunk's scores (the 8 partials in a fixed order), max and sums in token order
+    var sc: array<f32, TT>;
+    var cm = m;
+    for (var i = 0u; i < TT; i++) {
+      let q8 = 8u * i;
+      let s = (((ps[q8] + ps[q8 + 1u]) + (ps[q8 + 2u] + ps[q8 + 3u])) + ((ps[q8 + 4u] + ps[q8 + 5u]) + (ps[q8 + 6u] + ps[q8 + 7u]))) * P.scaleLog2;
+      sc[i] = select(negInf(), s, i < cnt);
+      if (i < cnt) { bad = bad || notFinite(s); }
+      cm = max(cm, sc[i]);
+    }
+    let alpha = exp2(m - cm);
+    l *= alpha;
+    for (var u = 0u; u < NA; u++) { acc[u] *= alpha; }
+    for (var i = 0u; i < TT; i++) {
+      if (i < cnt) {
+        let pe = exp2(sc[i] - cm);
+        l += pe;
+        let vo = pbase + (c0 + i - p0) * RS();
+        for (var u = 0u; u < NA; u++) { let d = lid + WG * u; if (d < D) { let vi = vo + d; acc[u] += pe * ${poolRead('vp', b, kind, 'vi')}; } }
+      }
+    }
+    m = cm;
+  }`;
+  // the buffer index is uniform per workgroup (its block lives in one page): one switch around the whole block
+  const perBuffer = n === 1 ? chunks(0) : `switch pb {
+${Array.from({ length: n }, (_, b) => `  ${b === n - 1 ? 'default' : `case ${b}u`}: {
+  ${chunks(b)}
+  }`).join('\n')}
+  }`;
   return /* wgsl */ `
 ${commonWgsl}
 const WG: u32 = ${ATTEND_WG}u;
@@ -110,40 +156,7 @@ fn attend(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index
   var l = 0.0;
   var acc = array<f32, NA>();
   var bad = false;
-  for (var c0 = p0; c0 < p1; c0 += TT) {
-    let cnt = min(TT, p1 - c0);
-    // the chunk's key rows staged with consecutive invocations on consecutive words of a row (coalesced)
-    ${stage}
-    workgroupBarrier();
-    if (tk < TT) {
-      var dot = 0.0;
-      for (var i = 0u; i < NQ; i++) { let d = pt + 8u * i; if (d < D) { dot += qr[i] * kf[tk * S + d]; } }
-      ps[lid] = dot;
-    }
-    workgroupBarrier();
-    // every invocation: the chunk's scores (the 8 partials in a fixed order), max and sums in token order
-    var sc: array<f32, TT>;
-    var cm = m;
-    for (var i = 0u; i < TT; i++) {
-      let q8 = 8u * i;
-      let s = (((ps[q8] + ps[q8 + 1u]) + (ps[q8 + 2u] + ps[q8 + 3u])) + ((ps[q8 + 4u] + ps[q8 + 5u]) + (ps[q8 + 6u] + ps[q8 + 7u]))) * P.scaleLog2;
-      sc[i] = select(negInf(), s, i < cnt);
-      if (i < cnt) { bad = bad || notFinite(s); }
-      cm = max(cm, sc[i]);
-    }
-    let alpha = exp2(m - cm);
-    l *= alpha;
-    for (var u = 0u; u < NA; u++) { acc[u] *= alpha; }
-    for (var i = 0u; i < TT; i++) {
-      if (i < cnt) {
-        let pe = exp2(sc[i] - cm);
-        l += pe;
-        let vo = pbase + (c0 + i - p0) * RS();
-        for (var u = 0u; u < NA; u++) { let d = lid + WG * u; if (d < D) { acc[u] += pe * vpAt(pb, vo + d); } }
-      }
-    }
-    m = cm;
-  }
+  ${perBuffer}
   if (lid == 0u) { part[po] = m; part[po + 1u] = select(l, nanF(), bad); }
   for (var u = 0u; u < NA; u++) {
     let d = lid + WG * u;

@@ -17,6 +17,24 @@ export const MAX_POOL_BUFFERS = 8;
  * `<name>At(b, i)` decoded, `<name>At2(b, i)` elements i, i + 1 (i even for 16-bit storage: one word) and,
  * writable, `<name>Store2(b, i, a, c, two)` (i even for 16-bit storage).
  */
+/**
+ * WGSL expressions reading binding `<name><b>` directly (no accessor, no switch: for code generated once per
+ * binding): `poolRead` element `i` decoded (f32), `poolRead2` elements i, i + 1 as vec2<f32> (i even for 16-bit
+ * storage: one word). `i` is a WGSL expression, evaluated once per read (wrap it in a let when it has effects).
+ */
+export function poolRead(name: string, b: number, kind: StorageKind, i: string): string {
+  if (kind === 'f32') return `${name}${b}[${i}]`;
+  const dec = kind === 'f16' ? 'decodeF16' : 'decodeBf16';
+  return `${dec}((${name}${b}[(${i}) >> 1u] >> (((${i}) & 1u) << 4u)) & 0xffffu)`;
+}
+
+/** See poolRead: a let-bound pair; `v` names the vec2<f32> result. */
+export function poolRead2(name: string, b: number, kind: StorageKind, i: string, v: string): string {
+  if (kind === 'f32') return `let ${v} = vec2<f32>(${name}${b}[${i}], ${name}${b}[(${i}) + 1u]);`;
+  const dec = kind === 'f16' ? 'decodeF16' : 'decodeBf16';
+  return `let ${v}w = ${name}${b}[(${i}) >> 1u]; let ${v} = vec2<f32>(${dec}(${v}w & 0xffffu), ${dec}(${v}w >> 16u));`;
+}
+
 export function poolBindings(name: string, first: number, n: number, kind: StorageKind, writable: boolean): string {
   const access = writable ? 'read_write' : 'read';
   const elem = kind === 'f32' ? 'f32' : 'u32';
