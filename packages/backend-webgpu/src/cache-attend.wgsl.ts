@@ -30,12 +30,41 @@ function rowStride(D: number): number {
   return Math.ceil(D / 32) * 32 + 8;
 }
 
-/** The attend shader for head dim D and a pool of n buffers per keys and values. */
-export function cacheAttendWgsl(kind: StorageKind, n: number, D: number): string {
+/**
+ * Whether the attend reads its key pages as 16-byte vec4s: every key row of a head 16-byte aligned (RS·elemBytes
+ * and D·elemBytes multiples of 16, so the page and head offsets are too); otherwise 4-byte words.
+ */
+export function attendVec4(kind: StorageKind, RS: number, D: number): boolean {
+  const eb = kind === 'f32' ? 4 : 2;
+  return (RS * eb) % 16 === 0 && (D * eb) % 16 === 0;
+}
+
+/** The attend shader for head dim D and a pool of n buffers per keys and values (vec4 key loads: attendVec4). */
+export function cacheAttendWgsl(kind: StorageKind, n: number, D: number, vec4 = false): string {
   const S = rowStride(D);
   const TT = Math.min(16, Math.floor(3072 / S)); // tokens per chunk: 8 scoring invocations each, ≤ 12 KiB staged
-  // the chunk's key rows staged with consecutive invocations on consecutive words of a row (coalesced)
-  const stage = (b: number): string => D % 2 === 0
+  const EPV = kind === 'f32' ? 4 : 8; // elements per vec4
+  const NV = D / EPV; // vec4s per key row (vec4 variant)
+  const L = Math.ceil((TT * NV) / ATTEND_WG); // vec4 loads per invocation per chunk, all issued before any is used
+  const dec = kind === 'f16' ? 'decodeF16' : 'decodeBf16';
+  const unpack = kind === 'f32'
+    ? [0, 1, 2, 3].map((j) => `kf[o + ${j}u] = kv[i][${j}];`).join(' ')
+    : [0, 1, 2, 3].map((j) => `kf[o + ${2 * j}u] = ${dec}(kv[i][${j}] & 0xffffu); kf[o + ${2 * j + 1}u] = ${dec}(kv[i][${j}] >> 16u);`).join('\n        ');
+  const stage4 = (b: number): string => `var kv: array<vec4<${kind === 'f32' ? 'f32' : 'u32'}>, ${L}>;
+    for (var i = 0u; i < ${L}u; i++) {
+      let x = lid + WG * i;
+      if (x < cnt * ${NV}u) { let tok = x / ${NV}u; kv[i] = kp${b}[(pbase + (c0 + tok - p0) * RS()) / ${EPV}u + x - tok * ${NV}u]; }
+    }
+    for (var i = 0u; i < ${L}u; i++) {
+      let x = lid + WG * i;
+      if (x < cnt * ${NV}u) {
+        let tok = x / ${NV}u;
+        let o = tok * S + ${EPV}u * (x - tok * ${NV}u);
+        ${unpack}
+      }
+    }`;
+  // the chunk's key rows staged with consecutive invocations on consecutive words (vec4s) of a row (coalesced)
+  const stage = (b: number): string => vec4 ? stage4(b) : D % 2 === 0
     ? `for (var x = lid; x < cnt * (D / 2u); x += WG) {
       let tok = x / (D / 2u);
       let w = x - tok * (D / 2u);
@@ -105,7 +134,7 @@ ${tensorRead('q', 2, kind)}
 @group(0) @binding(3) var<storage, read> pm: array<f32>;
 @group(0) @binding(4) var<storage, read_write> sel: array<i32>;
 @group(0) @binding(5) var<storage, read_write> part: array<f32>;
-${poolBindings('kp', 6, n, kind, false)}
+${vec4 ? Array.from({ length: n }, (_, b) => `@group(0) @binding(${6 + b}) var<storage, read> kp${b}: array<vec4<${kind === 'f32' ? 'f32' : 'u32'}>>;`).join('\n') : poolBindings('kp', 6, n, kind, false)}
 ${poolBindings('vp', 6 + n, n, kind, false)}
 ${poolGeometry('tab[6]', 'P.blockSize * tab[0]', n)}
 fn RS() -> u32 { return tab[0]; }

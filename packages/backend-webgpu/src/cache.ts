@@ -16,7 +16,7 @@ import {
   type ResolvedCacheOptions, CacheShell, MobaError, hostTensor, resolveCacheOptions, toFloat32,
 } from '@moba/core';
 import { cacheAppendWgsl } from './cache-append.wgsl.js';
-import { MAX_D, cacheAttendWgsl } from './cache-attend.wgsl.js';
+import { MAX_D, attendVec4, cacheAttendWgsl } from './cache-attend.wgsl.js';
 import { ROUTE_HEADS, cacheRouteWgsl, routeList } from './cache-route.wgsl.js';
 import { cacheMergeWgsl } from './cache-merge.wgsl.js';
 import { type PageGeometry, type PoolLayout, appendTable, attendTable, cachePageBytes, decodeContents, pageGeometry, poolLayout } from './cache-plan.js';
@@ -28,7 +28,8 @@ const WG = 64;
 
 /**
  * Tests only: MOBA_WEBGPU_CACHE_POOL_BUFFERS spreads even a small pool over that many buffers (the multi-buffer
- * path), MOBA_WEBGPU_CACHE_GROUP_BUFFERS binds at most that many per dispatch (groups).
+ * path), MOBA_WEBGPU_CACHE_GROUP_BUFFERS binds at most that many per dispatch (groups); MOBA_WEBGPU_CACHE_ATTEND_WORDS = 1
+ * (read at each attend) makes the attend read key pages in 4-byte words even where vec4 loads apply.
  */
 function testSetting(name: string): number | undefined {
   const v = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
@@ -134,7 +135,8 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
     const slots = Tq * Hq * topk;
     for (const { first, n } of this.#groups()) { // the slots of each group's pages
       const pools = Array<'read'>(2 * n).fill('read');
-      const attend = shaderVariant(`moba.cache.attend.${g.dtype}.d${g.D}.${n}`, ['uniform', 'read', 'read', 'read', 'rw', 'rw', ...pools], () => cacheAttendWgsl(g.dtype, n, g.D));
+      const v4 = attendVec4(g.dtype, g.RS, g.D) && !testSetting('MOBA_WEBGPU_CACHE_ATTEND_WORDS');
+      const attend = shaderVariant(`moba.cache.attend.${g.dtype}.d${g.D}.${n}${v4 ? '.v4' : ''}`, ['uniform', 'read', 'read', 'read', 'rw', 'rw', ...pools], () => cacheAttendWgsl(g.dtype, n, g.D, v4));
       const bufs = [tab, q, this.#meta, sel, part, ...this.#k.slice(first, first + n), ...this.#v.slice(first, first + n)];
       l.add(attend, 'attend', {}, { ...f, nItems: slots, mode: first }, bufs, slots);
     }

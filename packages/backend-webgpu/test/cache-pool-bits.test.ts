@@ -2,11 +2,13 @@
  * The WebGPU KV cache attend over a pool of several buffers is bitwise the one-buffer attend (SPEC §9): the same
  * appends into a cache of one buffer, one of 3 buffers bound in one dispatch (the attend's per-binding switch)
  * and one of 3 buffers bound 2 per dispatch (two groups), for page rows of RS·elemBytes a multiple of 16 bytes
- * (bf16, f32) and not (f16 with odd D: the per-element staging); the attends' out and lse compared bit for bit.
+ * (bf16, f32: the vec4 key loads) and not (f16 with odd D: the per-element 4-byte word staging), and the
+ * one-buffer attend with key pages in 4-byte words (MOBA_WEBGPU_CACHE_ATTEND_WORDS); out and lse bit for bit.
  * A missing adapter skips, unless MOBA_REQUIRE names webgpu.
  */
 import type { DType, HostTensor, KVCache } from '@moba/core';
 import { describe, expect, it } from 'vitest';
+import { attendVec4 } from '../src/cache-attend.wgsl.js';
 import { type CacheSetup, Rng, SeqModel, appendRandom, bits } from './cache-model.js';
 import { testBackend } from './cache-setup.js';
 
@@ -40,6 +42,17 @@ const SETUPS: [string, CacheSetup][] = [
   ['f32, D 4, Hkv 1 (rows of RS 4 = 16 bytes)', { Hkv: 1, D: 4, dtype: 'f32' as DType, B: 4, W: 0, w: new Float64Array(0) }],
 ];
 
+describe('webgpu KV cache attend key loads', () => {
+  it('16-byte vec4 loads exactly where every key row of a head is 16-byte aligned', () => {
+    expect(attendVec4('bf16', 16 * 128, 128)).toBe(true);
+    expect(attendVec4('f32', 4, 4)).toBe(true);
+    expect(attendVec4('bf16', 16, 8)).toBe(true);
+    expect(attendVec4('f16', 6, 5)).toBe(false); // rows of 12 bytes
+    expect(attendVec4('f16', 24, 6)).toBe(false); // rows of 48 bytes, head rows of 12
+    expect(attendVec4('f32', 6, 2)).toBe(false); // rows of 24 bytes
+  });
+});
+
 describe('webgpu KV cache attend over several buffers: bitwise the one-buffer attend', () => {
   for (const [label, s] of SETUPS) {
     it(label, async (t) => {
@@ -57,6 +70,12 @@ describe('webgpu KV cache attend over several buffers: bitwise the one-buffer at
         for (const cfg of [{ topk: 3, causal: true }, { topk: 2, causal: false }, { topk: 8, causal: false }]) {
           const got = [];
           for (const [i, c] of caches.entries()) got.push(await attend(c, ids[i]!, q, [1, 3], cfg));
+          process.env.MOBA_WEBGPU_CACHE_ATTEND_WORDS = '1'; // one buffer, key pages in 4-byte words
+          try {
+            got.push(await attend(caches[0]!, ids[0]!, q, [1, 3], cfg));
+          } finally {
+            delete process.env.MOBA_WEBGPU_CACHE_ATTEND_WORDS;
+          }
           for (const g of got.slice(1)) {
             expect(bits(g.out), `out ${JSON.stringify(cfg)}`).toEqual(bits(got[0]!.out));
             expect(bits(g.lse), `lse ${JSON.stringify(cfg)}`).toEqual(bits(got[0]!.lse));
