@@ -7,6 +7,7 @@
  */
 import { createCache, hostTensor } from '@moba/core';
 import type { CudaBackend } from '../src/index.js';
+import { bits } from './gpu-check-cache-long.js';
 
 export interface FusedCase { N: number; batch: number; Hq: number; Hkv: number; topk: number; causal: boolean; timed: boolean }
 
@@ -18,15 +19,6 @@ export const FUSED_CASES: FusedCase[] = [
   { N: 3000, batch: 2, Hq: 16, Hkv: 16, topk: 64, causal: true, timed: false }, // K >= nb: every block
 ];
 
-function bits(n: number, seed: number): Uint16Array {
-  const out = new Uint16Array(n);
-  let x = (seed * 2654435761) | 0 || 1;
-  for (let i = 0; i < n; i++) {
-    x ^= x << 13; x ^= x >>> 17; x ^= x << 5;
-    out[i] = (x & 0x8000) | (0x3f00 + ((x >>> 16) & 0xff)) - ((x >>> 24) & 1) * 0x80;
-  }
-  return out;
-}
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const same = (a: ArrayLike<number>, b: ArrayLike<number>): boolean => a.length === b.length && Array.from(a).every((x, i) => Object.is(x, b[i]));

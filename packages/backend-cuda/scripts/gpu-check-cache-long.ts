@@ -22,7 +22,7 @@ export const LONG_CASES: LongCase[] = [
 const D = 128;
 
 /** Random bf16 bits (xorshift32): magnitudes in [0.25, 1), random signs. */
-function bits(n: number, seed: number): Uint16Array {
+export function bits(n: number, seed: number): Uint16Array {
   const out = new Uint16Array(n);
   let x = (seed * 2654435761) | 0 || 1;
   for (let i = 0; i < n; i++) {

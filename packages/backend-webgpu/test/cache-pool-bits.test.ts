@@ -10,7 +10,7 @@ import type { DType, HostTensor, KVCache } from '@moba/core';
 import { describe, expect, it } from 'vitest';
 import { attendVec4 } from '../src/cache-attend.wgsl.js';
 import { type CacheSetup, Rng, SeqModel, appendRandom, bits } from './cache-model.js';
-import { testBackend } from './cache-setup.js';
+import { attendOnce, testBackend } from './cache-setup.js';
 
 const tb = testBackend();
 const KEYS = ['MOBA_WEBGPU_CACHE_POOL_BUFFERS', 'MOBA_WEBGPU_CACHE_GROUP_BUFFERS'] as const;
@@ -26,15 +26,8 @@ async function open(s: CacheSetup, capacityTokens: number, pool?: string, group?
   }
 }
 
-async function attend(cache: KVCache, ids: readonly number[], q: HostTensor, nq: readonly number[], cfg: { topk: number; causal: boolean }) {
-  const b = tb.backend;
-  const cu = Int32Array.from([0, ...nq.map((_, i) => nq.slice(0, i + 1).reduce((a, x) => a + x, 0))]);
-  const qd = await b.upload(q);
-  const r = await cache.attend(ids, qd, cu, cfg);
-  const got = { out: await b.download(r.out), lse: await b.download(r.lse) };
-  b.dispose(qd, r.out, r.lse);
-  return got;
-}
+const attend = (cache: KVCache, ids: readonly number[], q: HostTensor, nq: readonly number[], cfg: { topk: number; causal: boolean }) =>
+  attendOnce(tb.backend, cache, ids, q, nq, cfg);
 
 const SETUPS: [string, CacheSetup][] = [
   ['f16, D 5, Hkv 1 (rows of RS 6 = 12 bytes)', { Hkv: 1, D: 5, dtype: 'f16' as DType, B: 4, W: 0, w: new Float64Array(0) }],

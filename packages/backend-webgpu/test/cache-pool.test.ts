@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { poolLayout } from '../src/cache-plan.js';
 import { getGpu } from '../src/device.js';
 import { type CacheSetup, Rng, SeqModel, appendRandom, bits, contentErrors, referenceChecks } from './cache-model.js';
-import { testBackend } from './cache-setup.js';
+import { attendOnce, testBackend } from './cache-setup.js';
 
 const limits = { maxStorageBufferBindingSize: 1000, maxBufferSize: 4000, maxStorageBuffersPerShaderStage: 16 };
 
@@ -49,15 +49,8 @@ async function open(s: CacheSetup, capacityTokens: number): Promise<KVCache> {
   }
 }
 
-async function attend(cache: KVCache, ids: readonly number[], q: HostTensor, nq: readonly number[], cfg: { topk: number; causal: boolean }) {
-  const b = tb.backend;
-  const cu = Int32Array.from([0, ...nq.map((_, i) => nq.slice(0, i + 1).reduce((a, x) => a + x, 0))]);
-  const qd = await b.upload(q);
-  const r = await cache.attend(ids, qd, cu, cfg);
-  const got = { out: await b.download(r.out), lse: await b.download(r.lse) };
-  b.dispose(qd, r.out, r.lse);
-  return got;
-}
+const attend = (cache: KVCache, ids: readonly number[], q: HostTensor, nq: readonly number[], cfg: { topk: number; causal: boolean }) =>
+  attendOnce(tb.backend, cache, ids, q, nq, cfg);
 
 async function checked(label: string, cache: KVCache, rng: Rng, ids: number[], models: SeqModel[], nq: number[], Hq: number, cfg: { topk: number; causal: boolean }) {
   const { dtype, D } = models[0]!.s;

@@ -8,7 +8,7 @@
 import { type DType, type HostTensor, type KVCache, fromFloat, hostTensor, toFloat64 } from '@moba/core';
 import { describe, expect, it } from 'vitest';
 import { type CacheSetup, Rng, SeqModel, appendRandom, bits, referenceChecks } from './cache-model.js';
-import { testBackend } from './cache-setup.js';
+import { attendOnce, testBackend } from './cache-setup.js';
 
 const tb = testBackend();
 const noKconv = { W: 0, w: new Float64Array(0) };
@@ -17,15 +17,8 @@ async function open(s: CacheSetup, capacityTokens: number): Promise<KVCache> {
   return tb.backend.createCache!({ Hkv: s.Hkv, D: s.D, dtype: s.dtype, blockSize: s.B, capacityTokens, maxSequences: 4 });
 }
 
-async function attend(cache: KVCache, ids: readonly number[], q: HostTensor, nq: readonly number[], cfg: { topk: number; causal: boolean }) {
-  const b = tb.backend;
-  const cu = Int32Array.from([0, ...nq.map((_, i) => nq.slice(0, i + 1).reduce((a, x) => a + x, 0))]);
-  const qd = await b.upload(q);
-  const r = await cache.attend(ids, qd, cu, cfg);
-  const got = { out: await b.download(r.out), lse: await b.download(r.lse) };
-  b.dispose(qd, r.out, r.lse);
-  return got;
-}
+const attend = (cache: KVCache, ids: readonly number[], q: HostTensor, nq: readonly number[], cfg: { topk: number; causal: boolean }) =>
+  attendOnce(tb.backend, cache, ids, q, nq, cfg);
 
 function expectReference(label: string, models: SeqModel[], nq: number[], q: HostTensor, got: { out: HostTensor; lse: HostTensor }, cfg: { topk: number; causal: boolean }): void {
   for (const c of referenceChecks(label, models, nq, q, { out: toFloat64(got.out), lse: toFloat64(got.lse) }, cfg)) expect(c.ok, c.message).toBe(true);
