@@ -26,6 +26,8 @@ export type DecodeCase =
     readonly dense: DenseDecode;
     /** WebGPU with MOBA_BENCH_PROFILE=1: GPU ms per kernel of one timed attend + append (timestamp queries). */
     readonly kernelMs?: Record<string, number>;
+    /** Host ms per attend + append by op and phase (WebGPU: encode, error-scope wait). */
+    readonly hostMs?: Record<string, number>;
   };
 
 /** The chunked prefill of one heads pair, or why it was skipped. */

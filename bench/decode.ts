@@ -114,7 +114,7 @@ async function decodeCase(b: Backend, g: Geometry, N: number, batch: number, f: 
     };
     const attendMs: number[] = [];
     const stepMs: number[] = [];
-    const prof = b as Partial<{ timings(): Map<string, number>; clearTimings(): void }>;
+    const prof = b as Partial<{ timings(): Map<string, number>; hostTimings(): Map<string, number>; clearTimings(): void }>;
     prof.clearTimings?.();
     for (let i = 0; i < f.reps + 2; i++) {
       await cache.append(seqs, k, v, cu); // the new token, untimed
@@ -130,6 +130,7 @@ async function decodeCase(b: Backend, g: Geometry, N: number, batch: number, f: 
     }
     // every loop pass appends twice and attends twice: kernel ms per (attend + append)
     const kernels = [...(prof.timings?.() ?? [])].map(([k, ms]) => [k, ms / (2 * (f.reps + 2))] as const);
+    const host = [...(prof.hostTimings?.() ?? [])].map(([k, ms]) => [k, ms / (2 * (f.reps + 2))] as const);
     const len = cache.length(seqs[0]!);
     const p = planCacheAttend(seqs.map(() => ({ length: len, nq: 1 })), { Hq: g.Hq, Hkv: g.Hkv, D: g.D, dtype: g.dtype, blockSize: g.B, topk: f.topk });
     let dense: DenseDecode = null;
@@ -149,8 +150,9 @@ async function decodeCase(b: Backend, g: Geometry, N: number, batch: number, f: 
         }
       }
     }
-    const kernelMs = kernels.length ? { kernelMs: Object.fromEntries(kernels) } : {};
+    const kernelMs = { ...(kernels.length ? { kernelMs: Object.fromEntries(kernels) } : {}), ...(host.length ? { hostMs: Object.fromEntries(host) } : {}) };
     if (kernels.length) log(`  GPU ms per attend + append: ${kernels.map(([k, ms]) => `${k} ${ms.toFixed(3)}`).join(', ')}`);
+    if (host.length) log(`  host ms per attend + append: ${host.map(([k, ms]) => `${k} ${ms.toFixed(3)}`).join(', ')}`);
     return { ...base, length: len, attendMs: median(attendMs), stepMs: median(stepMs), reps: { attend: attendMs, step: stepMs }, plan: p, dense, ...kernelMs };
   } catch (e) {
     if (isMemory(e)) return { ...base, skipped: `memory: ${(e as Error).message}` };

@@ -42,6 +42,8 @@ export interface WebGpuBackend extends Backend {
   tensorBytes(t: DeviceTensor): number;
   /** GPU ms per kernel (`shader:entry`) since the last `clearTimings()`; empty unless created with `profile: true`. */
   timings(): Map<string, number>;
+  /** Host ms per op since the last `clearTimings()`, always recorded: `<op> encode` (bind groups, passes, submit) and `<op> errors` (the wait for its error scopes). */
+  hostTimings(): Map<string, number>;
   clearTimings(): void;
   /** Bench helper: clears a 256 MiB scratch buffer (kept until destroy, not counted in memoryStats) and waits (flush.ts). */
   flushL2(): Promise<void>;
@@ -137,7 +139,8 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
   }
 
   timings(): Map<string, number> { return new Map(this.#ctx.kernelMs); }
-  clearTimings(): void { this.#ctx.kernelMs.clear(); }
+  hostTimings(): Map<string, number> { return new Map(this.#ctx.hostMs); }
+  clearTimings(): void { this.#ctx.kernelMs.clear(); this.#ctx.hostMs.clear(); }
   async flushL2(): Promise<void> { this.alive(); this.#ctx.checkAlive(); await (this.#l2 ??= new L2Flush(this.#ctx.device)).flush(); }
 
   protected override checkDevice(): void { this.#ctx.checkAlive(); }

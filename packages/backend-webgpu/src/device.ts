@@ -142,6 +142,11 @@ export class GpuContext {
   /** GPU time per kernel (`shader:entry`) in ms, summed over the submissions since profiling was enabled. */
   readonly kernelMs = new Map<string, number>();
   #profiling = false;
+  /**
+   * Host ms per op label, always recorded: `<label> encode` (pipelines awaited, bind groups made, passes encoded,
+   * submitted) and `<label> errors` (waiting for the error scopes after the submit).
+   */
+  readonly hostMs = new Map<string, number>();
 
   /** Times every compute pass with timestamp queries from now on; false when the device lacks `timestamp-query`. */
   enableProfiling(): boolean {
@@ -153,6 +158,7 @@ export class GpuContext {
   async run(label: string, dispatches: readonly Dispatch[]): Promise<void> {
     this.checkAlive();
     const dev = this.device;
+    const t0 = performance.now();
     const pipelines = await Promise.all(dispatches.map((d) => d.pipeline));
     const prof = this.#profiling ? new Profile(dev, pipelines.length) : null;
     dev.pushErrorScope('internal');
@@ -181,13 +187,20 @@ export class GpuContext {
       // no other op's scopes can interleave with ours
       scopes = [dev.popErrorScope(), dev.popErrorScope(), dev.popErrorScope()];
     }
+    const t1 = performance.now();
     const errors = (await Promise.all(scopes)).filter((e): e is GPUError => e !== null);
+    this.#addHost(`${label} encode`, t1 - t0);
+    this.#addHost(`${label} errors`, performance.now() - t1);
     this.checkAlive();
     if (errors.length > 0) {
       prof?.destroy();
       throw new MobaError('E_DEVICE', `WebGPU error in ${label}: ${errors.map((e) => e.message).join('; ')}`, 'device');
     }
     if (prof) await prof.collect(this.kernelMs);
+  }
+
+  #addHost(key: string, ms: number): void {
+    this.hostMs.set(key, (this.hostMs.get(key) ?? 0) + ms);
   }
 
   /** Frees every buffer; destroys the device when this context opened it. */

@@ -1,7 +1,7 @@
 /**
  * sync() (SPEC §7): it resolves only once the work already submitted to the device has completed (a sync that
  * returned at once would resolve before a completion callback registered earlier), and it is E_DEVICE after
- * destroy().
+ * destroy(); the host time per op (hostTimings) is recorded and cleared.
  */
 import { hostTensor, uniformSeqlens } from '@moba/core';
 import { beforeAll, describe, expect, it } from 'vitest';
@@ -34,6 +34,22 @@ describe('webgpu sync', () => {
       void b.device.queue.onSubmittedWorkDone().then(() => { done = true; });
       await b.sync();
       expect(done).toBe(true);
+    } finally {
+      await b.destroy();
+    }
+  });
+
+  it('records host time per op (encode and error wait) until clearTimings()', async (t) => {
+    if (unavailable) return t.skip(unavailable);
+    const b = await createWebGpuBackend();
+    try {
+      await submitWork(b);
+      const h = b.hostTimings();
+      const keys = [...h.keys()];
+      expect(keys.some((k) => k.endsWith(' encode')) && keys.some((k) => k.endsWith(' errors'))).toBe(true);
+      for (const ms of h.values()) expect(Number.isFinite(ms) && ms >= 0).toBe(true);
+      b.clearTimings();
+      expect(b.hostTimings().size).toBe(0);
     } finally {
       await b.destroy();
     }
