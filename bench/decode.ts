@@ -26,13 +26,16 @@ async function randomTensor(b: Backend, rng: Rng, g: Geometry, rows: number, H: 
   return b.upload(g.dtype === 'f32' ? hostTensor('f32', [rows, H, g.D], x as Float32Array) : hostTensor(g.dtype, [rows, H, g.D], x as Uint16Array));
 }
 
-/** Times `f` from an idle device to the completion of its work (ms). */
-async function timed(b: Backend, f: () => Promise<void>): Promise<number> {
+/** Times `f` from an idle device to the completion of its work (ms); `waits` gets the ms of the final sync alone. */
+async function timed(b: Backend, f: () => Promise<void>, waits?: number[]): Promise<number> {
   await b.sync();
   const t0 = performance.now();
   await f();
+  const t1 = performance.now();
   await b.sync();
-  return performance.now() - t0;
+  const t2 = performance.now();
+  waits?.push(t2 - t1);
+  return t2 - t0;
 }
 
 /** Fills sequence `seq` with `n` tokens, appending `chunk`-token pieces of the same random keys and values. */
@@ -114,11 +117,12 @@ async function decodeCase(b: Backend, g: Geometry, N: number, batch: number, f: 
     };
     const attendMs: number[] = [];
     const stepMs: number[] = [];
+    const waits: number[] = [];
     const prof = b as Partial<{ timings(): Map<string, number>; hostTimings(): Map<string, number>; clearTimings(): void }>;
     prof.clearTimings?.();
     for (let i = 0; i < f.reps + 2; i++) {
       await cache.append(seqs, k, v, cu); // the new token, untimed
-      const a = await timed(b, () => attend(cfg.topk));
+      const a = await timed(b, () => attend(cfg.topk), i >= 2 ? waits : undefined);
       const s = await timed(b, async () => {
         await cache.append(seqs, k, v, cu);
         await attend(cfg.topk);
@@ -152,7 +156,7 @@ async function decodeCase(b: Backend, g: Geometry, N: number, batch: number, f: 
     }
     const kernelMs = { ...(kernels.length ? { kernelMs: Object.fromEntries(kernels) } : {}), ...(host.length ? { hostMs: Object.fromEntries(host) } : {}) };
     if (kernels.length) log(`  GPU ms per attend + append: ${kernels.map(([k, ms]) => `${k} ${ms.toFixed(3)}`).join(', ')}`);
-    if (host.length) log(`  host ms per attend + append: ${host.map(([k, ms]) => `${k} ${ms.toFixed(3)}`).join(', ')}`);
+    if (host.length) log(`  host ms per attend + append: ${host.map(([k, ms]) => `${k} ${ms.toFixed(3)}`).join(', ')}; sync wait after an attend (median) ${median(waits).toFixed(3)}`);
     return { ...base, length: len, attendMs: median(attendMs), stepMs: median(stepMs), reps: { attend: attendMs, step: stepMs }, plan: p, dense, ...kernelMs };
   } catch (e) {
     if (isMemory(e)) return { ...base, skipped: `memory: ${(e as Error).message}` };

@@ -40,9 +40,9 @@ export interface WebGpuBackend extends Backend {
   readonly pooledBuffers: number;
   /** Bytes of the storage buffer holding a tensor: 4 per element for f32, 4·⌈n/2⌉ for f16/bf16 (two per word). */
   tensorBytes(t: DeviceTensor): number;
-  /** GPU ms per kernel (`shader:entry`) since the last `clearTimings()`; empty unless created with `profile: true`. */
+  /** GPU ms per kernel (`shader:entry`) since clearTimings(); empty unless created with `profile: true`. */
   timings(): Map<string, number>;
-  /** Host ms per op since the last `clearTimings()`, always recorded: `<op> encode` (bind groups, passes, submit) and `<op> errors` (the wait for its error scopes). */
+  /** Host ms per op since clearTimings(), always: `<op> encode` (bind groups, passes, submit), `<op> errors`. */
   hostTimings(): Map<string, number>;
   clearTimings(): void;
   /** Bench helper: clears a 256 MiB scratch buffer (kept until destroy, not counted in memoryStats) and waits (flush.ts). */
@@ -130,7 +130,6 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
   get liveBuffers(): number { return this.#ctx.buffers.liveBuffers; } get pooledBuffers(): number { return this.#ctx.buffers.pooledBuffers; }
 
   tensorBytes(t: DeviceTensor): number { return this.#ctx.buffers.sizeOf(this.tensor('tensor', t)); }
-
   async timeDeviceRead(bytes: number): Promise<number> { this.alive(); return timeDeviceRead(this.#ctx, this.caps.memoryBytes, bytes); }
 
   async createCache(opts: KVCacheOptions): Promise<KVCache> {
@@ -138,8 +137,7 @@ export class WebGpuBackendImpl extends BackendShell<GPUBuffer, RoutingStore> imp
     return openCache(this.#ctx, { name: this.name, caps: this.caps, tensor: (p, t) => this.tensor(p, t), wrap: (d, s, b) => this.wrap(d, s, b) }, opts);
   }
 
-  timings(): Map<string, number> { return new Map(this.#ctx.kernelMs); }
-  hostTimings(): Map<string, number> { return new Map(this.#ctx.hostMs); }
+  timings(): Map<string, number> { return new Map(this.#ctx.kernelMs); } hostTimings(): Map<string, number> { return new Map(this.#ctx.hostMs); }
   clearTimings(): void { this.#ctx.kernelMs.clear(); this.#ctx.hostMs.clear(); }
   async flushL2(): Promise<void> { this.alive(); this.#ctx.checkAlive(); await (this.#l2 ??= new L2Flush(this.#ctx.device)).flush(); }
 

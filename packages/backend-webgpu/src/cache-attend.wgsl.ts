@@ -39,8 +39,11 @@ export function attendVec4(kind: StorageKind, RS: number, D: number): boolean {
   return (RS * eb) % 16 === 0 && (D * eb) % 16 === 0;
 }
 
-/** The attend shader for head dim D and a pool of n buffers per keys and values (vec4 key loads: attendVec4). */
-export function cacheAttendWgsl(kind: StorageKind, n: number, D: number, vec4 = false): string {
+/**
+ * The attend shader for head dim D and a pool of n buffers per keys and values (vec4 key loads: attendVec4; `early`:
+ * each chunk's value elements loaded into registers before its keys are staged).
+ */
+export function cacheAttendWgsl(kind: StorageKind, n: number, D: number, vec4 = false, early = false): string {
   const S = rowStride(D);
   const TT = Math.min(16, Math.floor(3072 / S)); // tokens per chunk: 8 scoring invocations each, ≤ 12 KiB staged
   const EPV = kind === 'f32' ? 4 : 8; // elements per vec4
@@ -80,8 +83,22 @@ export function cacheAttendWgsl(kind: StorageKind, n: number, D: number, vec4 = 
       kf[tok * S + d] = ${poolRead('kp', b, kind, 'ki')};
     }`;
   // the block's chunks reading binding b directly (generated once per binding: no branch per load)
+  // early V: the chunk's value elements of this invocation loaded into registers before the keys are staged, so
+  // both reads are in flight together (the products and sums below are unchanged: bitwise the late variant)
+  const vEarly = (b: number): string => `var vv: array<f32, ${TT * Math.ceil(D / ATTEND_WG)}>;
+    for (var i = 0u; i < TT; i++) {
+      if (i < cnt) {
+        let vo = pbase + (c0 + i - p0) * RS();
+        for (var u = 0u; u < NA; u++) { let d = lid + WG * u; if (d < D) { let vi = vo + d; vv[i * NA + u] = ${poolRead('vp', b, kind, 'vi')}; } }
+      }
+    }`;
+  const vUse = (b: number): string => early
+    ? `for (var u = 0u; u < NA; u++) { let d = lid + WG * u; if (d < D) { acc[u] += pe * vv[i * NA + u]; } }`
+    : `let vo = pbase + (c0 + i - p0) * RS();
+        for (var u = 0u; u < NA; u++) { let d = lid + WG * u; if (d < D) { let vi = vo + d; acc[u] += pe * ${poolRead('vp', b, kind, 'vi')}; } }`;
   const chunks = (b: number): string => `for (var c0 = p0; c0 < p1; c0 += TT) {
     let cnt = min(TT, p1 - c0);
+    ${early ? vEarly(b) : ''}
     ${stage(b)}
     workgroupBarrier();
     if (tk < TT) {
@@ -107,8 +124,7 @@ export function cacheAttendWgsl(kind: StorageKind, n: number, D: number, vec4 = 
       if (i < cnt) {
         let pe = exp2(sc[i] - cm);
         l += pe;
-        let vo = pbase + (c0 + i - p0) * RS();
-        for (var u = 0u; u < NA; u++) { let d = lid + WG * u; if (d < D) { let vi = vo + d; acc[u] += pe * ${poolRead('vp', b, kind, 'vi')}; } }
+        ${vUse(b)}
       }
     }
     m = cm;

@@ -29,7 +29,8 @@ const WG = 64;
 /**
  * Tests only: MOBA_WEBGPU_CACHE_POOL_BUFFERS spreads even a small pool over that many buffers (the multi-buffer
  * path), MOBA_WEBGPU_CACHE_GROUP_BUFFERS binds at most that many per dispatch (groups); MOBA_WEBGPU_CACHE_ATTEND_WORDS = 1
- * (read at each attend) makes the attend read key pages in 4-byte words even where vec4 loads apply.
+ * (read at each attend) makes the attend read key pages in 4-byte words even where vec4 loads apply;
+ * MOBA_WEBGPU_CACHE_ATTEND_LATE_V=1 reads each chunk's values after its scores (the bench's comparison).
  */
 function testSetting(name: string): number | undefined {
   const v = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.[name];
@@ -112,6 +113,7 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
   }
 
   protected async doAttend(plan: AttendPlan, q: GPUBuffer): Promise<{ out: GPUBuffer; lse: GPUBuffer }> {
+    const t0 = performance.now();
     const g = this.#g;
     const { Tq, Hq, topk } = plan;
     const chunks = Math.ceil(Hq / g.Hkv / ROUTE_HEADS);
@@ -136,13 +138,16 @@ export class WebGpuCache extends CacheShell<GPUBuffer> {
     for (const { first, n } of this.#groups()) { // the slots of each group's pages
       const pools = Array<'read'>(2 * n).fill('read');
       const v4 = attendVec4(g.dtype, g.RS, g.D) && !testSetting('MOBA_WEBGPU_CACHE_ATTEND_WORDS');
-      const attend = shaderVariant(`moba.cache.attend.${g.dtype}.d${g.D}.${n}${v4 ? '.v4' : ''}`, ['uniform', 'read', 'read', 'read', 'rw', 'rw', ...pools], () => cacheAttendWgsl(g.dtype, n, g.D, v4));
+      const early = testSetting('MOBA_WEBGPU_CACHE_ATTEND_LATE_V') !== 1;
+      const name = `moba.cache.attend.${g.dtype}.d${g.D}.${n}${v4 ? '.v4' : ''}${early ? '.ev' : ''}`;
+      const attend = shaderVariant(name, ['uniform', 'read', 'read', 'read', 'rw', 'rw', ...pools], () => cacheAttendWgsl(g.dtype, n, g.D, v4, early));
       const bufs = [tab, q, this.#meta, sel, part, ...this.#k.slice(first, first + n), ...this.#v.slice(first, first + n)];
       l.add(attend, 'attend', {}, { ...f, nItems: slots, mode: first }, bufs, slots);
     }
     const elems = Tq * Hq * g.D;
     l.add(merge, 'merge', { WG }, { ...f, nItems: elems }, [part, out, lse], Math.ceil(elems / WG));
     l.keep(out, lse);
+    this.#ctx.addHost('cache attend prepare', performance.now() - t0);
     try {
       await l.submit('cache attend');
     } catch (e) {

@@ -147,6 +147,8 @@ export class GpuContext {
    * submitted) and `<label> errors` (waiting for the error scopes after the submit).
    */
   readonly hostMs = new Map<string, number>();
+  /** A compute pass per dispatch even without profiling (MOBA_WEBGPU_PASS_PER_DISPATCH=1: the bench's comparison). */
+  readonly passPerDispatch = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.MOBA_WEBGPU_PASS_PER_DISPATCH === '1';
 
   /** Times every compute pass with timestamp queries from now on; false when the device lacks `timestamp-query`. */
   enableProfiling(): boolean {
@@ -167,6 +169,9 @@ export class GpuContext {
     let scopes: Promise<GPUError | null>[];
     try {
       const enc = dev.createCommandEncoder({ label });
+      // one compute pass for all dispatches (each dispatch is its own usage scope: WebGPU orders their storage
+      // accesses); a pass per dispatch when profiling, for its timestamps
+      let pass: GPUComputePassEncoder | null = null;
       for (const [i, d] of dispatches.entries()) {
         const pipeline = pipelines[i]!;
         const bind = dev.createBindGroup({
@@ -174,12 +179,13 @@ export class GpuContext {
           layout: pipeline.getBindGroupLayout(0),
           entries: d.buffers.map((buffer, binding) => ({ binding, resource: { buffer, size: this.buffers.sizeOf(buffer) } })),
         });
-        const pass = enc.beginComputePass({ label: pipeline.label, ...(prof ? { timestampWrites: prof.next(pipeline.label) } : {}) });
+        if (prof || this.passPerDispatch) pass?.end();
+        if (prof || this.passPerDispatch || !pass) pass = enc.beginComputePass({ label: prof ? pipeline.label : label, ...(prof ? { timestampWrites: prof.next(pipeline.label) } : {}) });
         pass.setPipeline(pipeline);
         pass.setBindGroup(0, bind);
         pass.dispatchWorkgroups(d.grid[0], d.grid[1] ?? 1, d.grid[2] ?? 1);
-        pass.end();
       }
+      pass?.end();
       prof?.resolve(enc);
       dev.queue.submit([enc.finish()]);
     } finally {
@@ -189,8 +195,8 @@ export class GpuContext {
     }
     const t1 = performance.now();
     const errors = (await Promise.all(scopes)).filter((e): e is GPUError => e !== null);
-    this.#addHost(`${label} encode`, t1 - t0);
-    this.#addHost(`${label} errors`, performance.now() - t1);
+    this.addHost(`${label} encode`, t1 - t0);
+    this.addHost(`${label} errors`, performance.now() - t1);
     this.checkAlive();
     if (errors.length > 0) {
       prof?.destroy();
@@ -199,7 +205,8 @@ export class GpuContext {
     if (prof) await prof.collect(this.kernelMs);
   }
 
-  #addHost(key: string, ms: number): void {
+  /** Adds `ms` to the host time `key` (hostMs). */
+  addHost(key: string, ms: number): void {
     this.hostMs.set(key, (this.hostMs.get(key) ?? 0) + ms);
   }
 

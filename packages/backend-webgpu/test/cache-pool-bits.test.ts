@@ -3,7 +3,8 @@
  * appends into a cache of one buffer, one of 3 buffers bound in one dispatch (the attend's per-binding switch)
  * and one of 3 buffers bound 2 per dispatch (two groups), for page rows of RS·elemBytes a multiple of 16 bytes
  * (bf16, f32: the vec4 key loads) and not (f16 with odd D: the per-element 4-byte word staging), and the
- * one-buffer attend with key pages in 4-byte words (MOBA_WEBGPU_CACHE_ATTEND_WORDS); out and lse bit for bit.
+ * one-buffer attend with key pages in 4-byte words (MOBA_WEBGPU_CACHE_ATTEND_WORDS) and with each chunk's values
+ * read after its scores (MOBA_WEBGPU_CACHE_ATTEND_LATE_V; the default loads them with the keys); out and lse bit for bit.
  * A missing adapter skips, unless MOBA_REQUIRE names webgpu.
  */
 import type { DType, HostTensor, KVCache } from '@moba/core';
@@ -63,11 +64,13 @@ describe('webgpu KV cache attend over several buffers: bitwise the one-buffer at
         for (const cfg of [{ topk: 3, causal: true }, { topk: 2, causal: false }, { topk: 8, causal: false }]) {
           const got = [];
           for (const [i, c] of caches.entries()) got.push(await attend(c, ids[i]!, q, [1, 3], cfg));
-          process.env.MOBA_WEBGPU_CACHE_ATTEND_WORDS = '1'; // one buffer, key pages in 4-byte words
-          try {
-            got.push(await attend(caches[0]!, ids[0]!, q, [1, 3], cfg));
-          } finally {
-            delete process.env.MOBA_WEBGPU_CACHE_ATTEND_WORDS;
+          for (const key of ['MOBA_WEBGPU_CACHE_ATTEND_WORDS', 'MOBA_WEBGPU_CACHE_ATTEND_LATE_V']) {
+            process.env[key] = '1'; // one buffer: key pages in 4-byte words; values read after the scores
+            try {
+              got.push(await attend(caches[0]!, ids[0]!, q, [1, 3], cfg));
+            } finally {
+              delete process.env[key];
+            }
           }
           for (const g of got.slice(1)) {
             expect(bits(g.out), `out ${JSON.stringify(cfg)}`).toEqual(bits(got[0]!.out));
