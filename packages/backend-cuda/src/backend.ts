@@ -167,7 +167,7 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
   /** Collects `indices` into a routing; releases them when that fails. */
   #collect(indices: Buf, T: number, Hq: number, p: CheckedProblem | CheckedRoutingCall, lay: DeviceLayout): RoutingStore {
     try {
-      return collect(this.#c, indices, T, Hq, p.cfg, p.seqs, lay);
+      return collect(this.#c, indices, T, Hq, p.cfg, p.seqs, lay, p.queries.cuSeqlensQ);
     } catch (e) {
       this.#mem.release(indices);
       throw e;
