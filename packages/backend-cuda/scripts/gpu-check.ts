@@ -20,13 +20,14 @@ import { type Report, runConformance, summaryLine } from '@moba/testkit';
 import { type CudaBackend, createCudaBackend, probeAdapter, unavailableReason } from '../src/index.js';
 import { cacheStep } from './gpu-check-cache.js';
 import { qkStep } from './gpu-check-qk.js';
+import { collectStep } from './gpu-check-collect.js';
 
 // FlashMoBA measured on the H200 in the bench configuration: forward incl. routing, routing, attention forward, backward (ms)
 const FM: Record<number, { fwd: number; routing: number; attn: number; bwd: number }> = {
   8192: { fwd: 3.74, routing: 1.16, attn: 2.82, bwd: 2.14 }, 32768: { fwd: 17.6, routing: 4.23, attn: 13.19, bwd: 7.67 },
   131072: { fwd: 139.45, routing: 34.38, attn: 105.11, bwd: 29.47 },
 };
-// Steps: GPU_CHECK_ONLY=conformance,golden,routing,fastpath,timings,cache,qk (default all); --quick: fastpath + timings at 8K, 32K.
+// Steps: GPU_CHECK_ONLY=conformance,golden,routing,fastpath,timings,cache,qk,collect (default all but collect); --quick: fastpath + timings at 8K, 32K.
 const quick = process.argv.includes('--quick') || process.env.GPU_CHECK_QUICK === '1';
 const only = (process.env.GPU_CHECK_ONLY ?? '').split(',').map((s) => s.trim()).filter(Boolean);
 const wanted = (step: string): boolean => (only.length > 0 ? only.includes(step) : !quick || step === 'fastpath' || step === 'timings');
@@ -162,7 +163,7 @@ async function timings(b: CudaBackend, sizes: readonly number[]): Promise<Record
     Object.assign(stages, b.takeProfile());
     b.profiling = false;
     b.dispose(q, k, v, dOut, r, o.out, o.lse);
-    const collect = ['collect_count', 'collect_scan', 'collect_fill', 'collect_sort'].reduce((x, n) => x + (stages[n] ?? 0), 0);
+    const collect = Object.entries(stages).filter(([n]) => n.startsWith('collect_')).reduce((x, [, ms]) => x + ms, 0); // either collect path
     const tf = (flops: number, ms: number): number => +(flops / (ms * 1e9)).toFixed(1);
     rows.push({
       N, batch: 2, heads: H, D, dtype: 'bf16', blockSize: 128, topk: 8, tensorCores: b.usesTensorCores('bf16', D),
@@ -328,6 +329,7 @@ async function main(): Promise<number> {
     report.timings = times;
   }
   if (wanted('cache')) report.cache = await step('kv cache', async () => { const r = await cacheStep(b, log); if (!r.ok) failed++; return r; });
+  if (only.includes('collect')) report.collect = await step('collect two-launch vs legacy', async () => { const r = await collectStep(b, log); if (!r.ok) failed++; return r; });
   if (wanted('qk')) report.qk = await step('qk layout', async () => {
     const generic = createCudaBackend({ unstable: { fastPaths: false } });
     try { const r = await qkStep(b, generic, log); if (!r.ok) failed++; return r; } finally { await generic.destroy(); }

@@ -38,6 +38,7 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
   readonly #mem: Allocator;
   readonly #prog: Program;
   readonly #c: Cuda;
+  readonly #stores = new WeakMap<Routing, RoutingStore>();
 
   constructor(opts: CudaBackendOptions = {}) {
     super('CUDA');
@@ -125,7 +126,22 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
 
   protected override adopted(handle: DeviceTensor | Routing, data: Buf | RoutingStore): void {
     if ('ptr' in data) this.#mem.register(handle, data);
-    else for (const b of routingBufs(data)) this.#mem.register(handle, b);
+    else {
+      for (const b of routingBufs(data)) this.#mem.register(handle, b);
+      this.#stores.set(handle as Routing, data);
+    }
+  }
+
+  /** Check helper (not part of CudaBackend): the collected lists of a routing of this backend (`lists` = Hq·NB + 1 offsets), downloaded. */
+  debugRoutingLists(r: Routing, lists: number): { offsets: Int32Array; rows: Int32Array; slotOf: Int32Array } {
+    const s = this.#stores.get(r);
+    if (!s) throw new MobaError('E_RANGE', 'routing is not one of this backend\'s live routings', 'routing');
+    const offsets = new Int32Array(lists);
+    this.#drv.copyDtoH(offsets, s.offsets.ptr, offsets.byteLength);
+    const nnz = offsets[offsets.length - 1]!;
+    const rows = new Int32Array(nnz), slotOf = new Int32Array(nnz);
+    if (nnz > 0) { this.#drv.copyDtoH(rows, s.rows.ptr, nnz * 4); this.#drv.copyDtoH(slotOf, s.slotOf.ptr, nnz * 4); }
+    return { offsets, rows, slotOf };
   }
 
   protected async doUpload(t: HostTensor): Promise<Buf> {
@@ -167,7 +183,7 @@ export class CudaBackendImpl extends BackendShell<Buf, RoutingStore> implements 
   /** Collects `indices` into a routing; releases them when that fails. */
   #collect(indices: Buf, T: number, Hq: number, p: CheckedProblem | CheckedRoutingCall, lay: DeviceLayout): RoutingStore {
     try {
-      return collect(this.#c, indices, T, Hq, p.cfg, p.seqs, lay);
+      return collect(this.#c, indices, T, Hq, p.cfg, p.seqs, lay, p.queries.cuSeqlensQ);
     } catch (e) {
       this.#mem.release(indices);
       throw e;

@@ -1,16 +1,58 @@
 /**
- * Collection (collect.cu): routing indices → block-major lists: count → scan → scatter (collect_fill) →
- * sort each list ascending (collect_sort) → the routing slot of every entry (collect_slot_of). Rows are query
- * rows (`lay.cuq`), blocks key blocks (SPEC §8).
+ * Collection (collect.cu): routing indices → block-major lists (offsets, ascending rows, slotOf). Rows are
+ * query rows (`lay.cuq`), blocks key blocks (SPEC §8).
+ * Default: two launches over chunks of R query rows (collect-plan.ts): collect_count_chunks (per-chunk
+ * histograms; the last CTA of each head scans them over the chunks in order, the last of those scans the
+ * offsets) and collect_place (one warp per chunk and head walks its rows ascending with __match_any_sync
+ * ranks: rows come out sorted, slots written alongside). No host round trip: rows / slotOf are sized by the
+ * bound T·Hq·topk. Deterministic (integer counts, fixed scan order) and bitwise the legacy result.
+ * MOBA_CUDA_COLLECT=legacy: count → scan → host read of the total → scatter (collect_fill) → sort each list
+ * (collect_sort) → the slot of every entry (collect_slot_of).
  */
 import type { ResolvedConfig, Sequences } from '@moba/core';
 import type { Buf } from './allocator.js';
+import { collectMode, collectPlan } from './collect-plan.js';
 import * as geo from './geometry.js';
 import { i32, i64, ptr } from './params.js';
 import type { Cuda, DeviceLayout, RoutingStore } from './shared.js';
 
-/** The routing of `indices` (kept by the store; the caller releases it when this throws). */
-export function collect(c: Cuda, indices: Buf, T: number, Hq: number, rc: ResolvedConfig, seqs: Sequences, lay: DeviceLayout): RoutingStore {
+/** The routing of `indices` (kept by the store; the caller releases it when this throws). `cuq`: the query boundaries on the host. */
+export function collect(c: Cuda, indices: Buf, T: number, Hq: number, rc: ResolvedConfig, seqs: Sequences, lay: DeviceLayout, cuq: Int32Array): RoutingStore {
+  if (collectMode() === 'legacy') return collectLegacy(c, indices, T, Hq, rc, seqs, lay);
+  const NB = seqs.totalBlocks;
+  const n = Hq * NB + 1;
+  const bound = T * Hq * rc.topk;
+  const offsets = c.mem.alloc(n * 4);
+  let rows: Buf | null = null;
+  let slotOf: Buf | null = null;
+  try {
+    c.drv.memsetD8(offsets.ptr, 0, n * 4);
+    rows = c.mem.alloc(Math.max(1, bound) * 4);
+    slotOf = c.mem.alloc(Math.max(1, bound) * 4);
+    if (T > 0) {
+      const bb = Int32Array.from([...seqs.seqs.map((s) => s.blockBase), NB]);
+      const pl = collectPlan(T, Hq, rc.topk, cuq, bb, c.sms);
+      const part = c.mem.slot('collectPart', Math.max(4, Hq * pl.S * 4));
+      const done = c.mem.slot('collectDone', (Hq + 1) * 4);
+      c.drv.memsetD8(done.ptr, 0, (Hq + 1) * 4);
+      const ctab = ptr(c.mem.small('collectChunks', pl.table));
+      const common = { indices: ptr(indices.ptr), ctab, part: ptr(part.ptr), offsets: ptr(offsets.ptr), cuq: ptr(lay.cuq), block_base: ptr(lay.blockBase),
+        nseq: i32(lay.nseq), T_: i64(T), Hq: i32(Hq), topk: i32(rc.topk), NB: i32(NB), R: i32(pl.R), S: i64(pl.S), smem_ints: i32(pl.smemInts) };
+      c.prog.launch('collect.cu', 'collect_count_chunks', pl.count, { ...common, done: ptr(done.ptr) });
+      c.prog.launch('collect.cu', 'collect_place', pl.place, { ...common, rows: ptr(rows.ptr), slots: ptr(slotOf.ptr) });
+    }
+    c.drv.synchronize();
+  } catch (e) {
+    c.mem.release(offsets);
+    if (rows) c.mem.release(rows);
+    if (slotOf) c.mem.release(slotOf);
+    throw e;
+  }
+  return { indices, offsets, rows, slotOf };
+}
+
+/** The legacy path (MOBA_CUDA_COLLECT=legacy). */
+function collectLegacy(c: Cuda, indices: Buf, T: number, Hq: number, rc: ResolvedConfig, seqs: Sequences, lay: DeviceLayout): RoutingStore {
   const NB = seqs.totalBlocks;
   const n = Hq * NB + 1;
   const offsets = c.mem.alloc(n * 4);

@@ -39,11 +39,13 @@ export const K = Object.freeze({
   elementThreads: 256,
   dwThreads: 256, // kconv.cu red[256]
   centroidThreads: 128,
+  collectThreads: 512, // collect.cu COLLECT_THREADS
 });
 
 const f32 = 4;
+const check = (what: string, launch: Launch, sharedMax?: number): Launch => checkLaunch(what, launch, sharedMax);
 
-function check(what: string, launch: Launch, sharedMax: number = LIMITS.sharedDefault): Launch {
+export function checkLaunch(what: string, launch: Launch, sharedMax: number = LIMITS.sharedDefault): Launch {
   const [gx, gy, gz] = launch.grid;
   const [bx, by, bz] = launch.block;
   const ok = [gx, gy, gz, bx, by, bz].every((x) => Number.isInteger(x) && x >= 1) && gx <= LIMITS.maxGridX && gy <= LIMITS.maxGridYZ &&

@@ -28,6 +28,12 @@ export const KERNEL_PARAMS: Readonly<Record<string, { readonly file: KernelFile;
   collect_fill: { file: 'collect.cu', params: ['indices', 'offsets', 'cursor', 'rows', 'cuq', 'block_base', 'nseq', 'T_', 'Hq', 'topk', 'NB'] },
   collect_sort: { file: 'collect.cu', params: ['indices', 'offsets', 'rows', 'cuq', 'cu', 'block_base', 'nseq', 'Hq', 'topk', 'NB', 'B', 'causal'] },
   collect_slot_of: { file: 'collect.cu', params: ['indices', 'offsets', 'rows', 'slots', 'block_base', 'nseq', 'Hq', 'topk', 'NB'] },
+  collect_count_chunks: {
+    file: 'collect.cu', params: ['indices', 'ctab', 'part', 'offsets', 'done', 'cuq', 'block_base', 'nseq', 'T_', 'Hq', 'topk', 'NB', 'R', 'S', 'smem_ints'],
+  },
+  collect_place: {
+    file: 'collect.cu', params: ['indices', 'ctab', 'part', 'offsets', 'rows', 'slots', 'cuq', 'block_base', 'nseq', 'T_', 'Hq', 'topk', 'NB', 'R', 'S', 'smem_ints'],
+  },
   // forward.cu
   forward: { file: 'forward.cu', params: ['q', 'k', 'v', 'indices', 'out', 'lse', 'cuq', 'cu', 'nseq', 'T_', 'Hq', 'Hkv', 'D', 'B', 'topk', 'causal', 'scale'] },
   forward_kv: { file: 'forward.cu', params: ['q', 'k', 'v', 'slots', 'offsets', 'rows', 'part', 'part_ml', 'cu', 'block_base', 'nseq', 'Hq', 'Hkv', 'B', 'NB', 'topk', 'causal', 'scale', 'kv0'] },
