@@ -1,7 +1,7 @@
 // Collect (SPEC §3, the key-block-major form): per (query head h, global block g) the ascending list of
 // query rows that chose g (offsets [Hq·NB + 1], rows, and slotOf: the routing slot of each entry).
 //
-// Default path, two launches (collect.ts plans the chunks; MOBA_CUDA_COLLECT=legacy selects the old one):
+// Two-launch path (MOBA_CUDA_COLLECT=chunked, opt-in until checked on the H200; collect.ts plans the chunks):
 //  The query rows are cut into chunks of R consecutive rows; chunk c reaches the global blocks [gb, ge) of the
 //  sequences its rows belong to (ctab, from the host). part[h][cbase(c) + g - gb] holds one int per (head,
 //  chunk, reachable block).
@@ -16,7 +16,7 @@
 //     with __match_any_sync (a row's picks are distinct, so a lower lane is an earlier row). Rows come out
 //     ascending in every list with no sort, and rows[] / slotOf[] are written in the same pass.
 //  Both are deterministic and equal to the legacy path bit for bit (gpu-check-collect.ts checks it).
-// Legacy path: count (atomics) -> exclusive scan (one CTA) -> fill (atomic cursors, order arbitrary) -> sort
+// Legacy path (the default): count (atomics) -> exclusive scan (one CTA) -> fill (atomic cursors, order arbitrary) -> sort
 // (per list, in shared memory) -> slot of every entry: five launches and a host read of the total.
 #include "common.cuh"
 using namespace moba;

@@ -5,11 +5,14 @@
 import { MobaError } from '@moba/core';
 import * as geo from './geometry.js';
 
-/** MOBA_CUDA_COLLECT: `legacy` (five launches) or the default two-launch path (unset, empty or `chunked`). */
+/**
+ * MOBA_CUDA_COLLECT: `chunked` (the two-launch path) or the default `legacy` (five launches; unset or empty). The
+ * two-launch path stays opt-in until the H200 check (`GPU_CHECK_ONLY=collect`) has compared it with legacy bitwise.
+ */
 export function collectMode(v: string | undefined = process.env.MOBA_CUDA_COLLECT): 'chunked' | 'legacy' {
-  if (v === undefined || v === '' || v === 'chunked') return 'chunked';
-  if (v === 'legacy') return 'legacy';
-  throw new MobaError('E_RANGE', `MOBA_CUDA_COLLECT = ${v} is invalid: must be legacy or chunked (unset: chunked)`, 'MOBA_CUDA_COLLECT');
+  if (v === 'chunked') return 'chunked';
+  if (v === undefined || v === '' || v === 'legacy') return 'legacy';
+  throw new MobaError('E_RANGE', `MOBA_CUDA_COLLECT = ${v} is invalid: must be legacy or chunked (unset: legacy)`, 'MOBA_CUDA_COLLECT');
 }
 
 /** Ints of the part array (all heads) the plan aims to stay within. */

@@ -1,12 +1,12 @@
 /**
  * Collection (collect.cu): routing indices → block-major lists (offsets, ascending rows, slotOf). Rows are
  * query rows (`lay.cuq`), blocks key blocks (SPEC §8).
- * Default: two launches over chunks of R query rows (collect-plan.ts): collect_count_chunks (per-chunk
+ * MOBA_CUDA_COLLECT=chunked (opt-in until its H200 check has run): two launches over chunks of R query rows (collect-plan.ts): collect_count_chunks (per-chunk
  * histograms; the last CTA of each head scans them over the chunks in order, the last of those scans the
  * offsets) and collect_place (one warp per chunk and head walks its rows ascending with __match_any_sync
  * ranks: rows come out sorted, slots written alongside). No host round trip: rows / slotOf are sized by the
  * bound T·Hq·topk. Deterministic (integer counts, fixed scan order) and bitwise the legacy result.
- * MOBA_CUDA_COLLECT=legacy: count → scan → host read of the total → scatter (collect_fill) → sort each list
+ * Default (MOBA_CUDA_COLLECT unset or legacy): count → scan → host read of the total → scatter (collect_fill) → sort each list
  * (collect_sort) → the slot of every entry (collect_slot_of).
  */
 import type { ResolvedConfig, Sequences } from '@moba/core';
@@ -51,7 +51,7 @@ export function collect(c: Cuda, indices: Buf, T: number, Hq: number, rc: Resolv
   return { indices, offsets, rows, slotOf };
 }
 
-/** The legacy path (MOBA_CUDA_COLLECT=legacy). */
+/** The legacy path (the default; MOBA_CUDA_COLLECT=legacy). */
 function collectLegacy(c: Cuda, indices: Buf, T: number, Hq: number, rc: ResolvedConfig, seqs: Sequences, lay: DeviceLayout): RoutingStore {
   const NB = seqs.totalBlocks;
   const n = Hq * NB + 1;

@@ -119,9 +119,10 @@ describe('two-launch collect plan', () => {
     expect(() => collectPlan(0, 2, 8, Int32Array.from([0, 0]), Int32Array.from([0, 0]), 1)).toThrow(MobaError);
   });
   it('MOBA_CUDA_COLLECT', () => {
-    expect(collectMode(undefined)).toBe('chunked');
-    expect(collectMode('')).toBe('chunked');
+    expect(collectMode(undefined)).toBe('legacy');
+    expect(collectMode('')).toBe('legacy');
     expect(collectMode('legacy')).toBe('legacy');
+    expect(collectMode('chunked')).toBe('chunked');
     expect(() => collectMode('fast')).toThrow(/MOBA_CUDA_COLLECT/);
   });
 });
