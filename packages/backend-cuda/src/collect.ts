@@ -18,77 +18,72 @@ import type { Cuda, DeviceLayout, RoutingStore } from './shared.js';
 
 /** The routing of `indices` (kept by the store; the caller releases it when this throws). `cuq`: the query boundaries on the host. */
 export function collect(c: Cuda, indices: Buf, T: number, Hq: number, rc: ResolvedConfig, seqs: Sequences, lay: DeviceLayout, cuq: Int32Array): RoutingStore {
-  if (collectMode() === 'legacy') return collectLegacy(c, indices, T, Hq, rc, seqs, lay);
   const NB = seqs.totalBlocks;
-  const n = Hq * NB + 1;
-  const bound = T * Hq * rc.topk;
-  const offsets = c.mem.alloc(n * 4);
-  let rows: Buf | null = null;
-  let slotOf: Buf | null = null;
-  try {
-    c.drv.memsetD8(offsets.ptr, 0, n * 4);
-    rows = c.mem.alloc(Math.max(1, bound) * 4);
-    slotOf = c.mem.alloc(Math.max(1, bound) * 4);
-    if (T > 0) {
-      const bb = Int32Array.from([...seqs.seqs.map((s) => s.blockBase), NB]);
-      const pl = collectPlan(T, Hq, rc.topk, cuq, bb, c.sms);
-      const part = c.mem.slot('collectPart', Math.max(4, Hq * pl.S * 4));
-      const done = c.mem.slot('collectDone', (Hq + 1) * 4);
-      c.drv.memsetD8(done.ptr, 0, (Hq + 1) * 4);
-      const ctab = ptr(c.mem.small('collectChunks', pl.table));
-      const common = { indices: ptr(indices.ptr), ctab, part: ptr(part.ptr), offsets: ptr(offsets.ptr), cuq: ptr(lay.cuq), block_base: ptr(lay.blockBase),
-        nseq: i32(lay.nseq), T_: i64(T), Hq: i32(Hq), topk: i32(rc.topk), NB: i32(NB), R: i32(pl.R), S: i64(pl.S), smem_ints: i32(pl.smemInts) };
-      c.prog.launch('collect.cu', 'collect_count_chunks', pl.count, { ...common, done: ptr(done.ptr) });
-      c.prog.launch('collect.cu', 'collect_place', pl.place, { ...common, rows: ptr(rows.ptr), slots: ptr(slotOf.ptr) });
-    }
-    c.drv.synchronize();
-  } catch (e) {
-    c.mem.release(offsets);
-    if (rows) c.mem.release(rows);
-    if (slotOf) c.mem.release(slotOf);
-    throw e;
-  }
-  return { indices, offsets, rows, slotOf };
+  const fill = collectMode() === 'legacy' ? fillLegacy : fillChunked;
+  return collected(c, indices, Hq * NB + 1, (offsets, out) => fill(c, indices, T, Hq, rc, seqs, lay, cuq, offsets, out));
 }
 
-/** The legacy path (the default; MOBA_CUDA_COLLECT=legacy). */
-function collectLegacy(c: Cuda, indices: Buf, T: number, Hq: number, rc: ResolvedConfig, seqs: Sequences, lay: DeviceLayout): RoutingStore {
-  const NB = seqs.totalBlocks;
-  const n = Hq * NB + 1;
+interface Lists { rows: Buf | null; slotOf: Buf | null }
+
+/** The store of `indices`: offsets [n] allocated and zeroed, `fill` allocates rows / slotOf into `out`; all freed when it throws. */
+function collected(c: Cuda, indices: Buf, n: number, fill: (offsets: Buf, out: Lists) => void): RoutingStore {
   const offsets = c.mem.alloc(n * 4);
-  let rows: Buf | null = null;
-  let slotOf: Buf | null = null;
+  const out: Lists = { rows: null, slotOf: null };
   try {
     c.drv.memsetD8(offsets.ptr, 0, n * 4);
-    c.prog.launch('collect.cu', 'collect_count', geo.elementwiseLaunch('collect_count', T * Hq * rc.topk), {
-      indices: ptr(indices.ptr), counts: ptr(offsets.ptr), cuq: ptr(lay.cuq), block_base: ptr(lay.blockBase), nseq: i32(lay.nseq), T_: i64(T), Hq: i32(Hq),
-      topk: i32(rc.topk), NB: i32(NB),
-    });
-    c.prog.launch('collect.cu', 'collect_scan', geo.scanLaunch(), { a: ptr(offsets.ptr), n: i32(n) });
-    const total = new Int32Array(1);
-    c.drv.copyDtoH(total, offsets.ptr + BigInt((n - 1) * 4), 4);
-    rows = c.mem.alloc(Math.max(1, total[0]!) * 4);
-    const cursor = c.mem.slot('cursor', Math.max(4, Hq * NB * 4));
-    c.drv.memsetD8(cursor.ptr, 0, Hq * NB * 4);
-    c.prog.launch('collect.cu', 'collect_fill', geo.elementwiseLaunch('collect_fill', T * Hq * rc.topk), {
-      indices: ptr(indices.ptr), offsets: ptr(offsets.ptr), cursor: ptr(cursor.ptr), rows: ptr(rows.ptr), cuq: ptr(lay.cuq), block_base: ptr(lay.blockBase),
-      nseq: i32(lay.nseq), T_: i64(T), Hq: i32(Hq), topk: i32(rc.topk), NB: i32(NB),
-    });
-    c.prog.launch('collect.cu', 'collect_sort', geo.sortLaunch(Hq * NB), {
-      indices: ptr(indices.ptr), offsets: ptr(offsets.ptr), rows: ptr(rows.ptr), cuq: ptr(lay.cuq), cu: ptr(lay.cu), block_base: ptr(lay.blockBase),
-      nseq: i32(lay.nseq), Hq: i32(Hq), topk: i32(rc.topk), NB: i32(NB), B: i32(rc.blockSize), causal: i32(rc.causal ? 1 : 0),
-    });
-    slotOf = c.mem.alloc(rows.bytes);
-    c.prog.launch('collect.cu', 'collect_slot_of', geo.sortLaunch(Hq * NB), {
-      indices: ptr(indices.ptr), offsets: ptr(offsets.ptr), rows: ptr(rows.ptr), slots: ptr(slotOf.ptr), block_base: ptr(lay.blockBase), nseq: i32(lay.nseq),
-      Hq: i32(Hq), topk: i32(rc.topk), NB: i32(NB),
-    });
+    fill(offsets, out);
     c.drv.synchronize();
   } catch (e) {
-    c.mem.release(offsets);
-    if (rows) c.mem.release(rows);
-    if (slotOf) c.mem.release(slotOf);
+    for (const b of [offsets, out.rows, out.slotOf]) if (b) c.mem.release(b);
     throw e;
   }
-  return { indices, offsets, rows, slotOf };
+  return { indices, offsets, rows: out.rows!, slotOf: out.slotOf! };
+}
+
+/** MOBA_CUDA_COLLECT=chunked: two launches, rows / slotOf sized by the bound T·Hq·topk (no host round trip). */
+function fillChunked(c: Cuda, indices: Buf, T: number, Hq: number, rc: ResolvedConfig, seqs: Sequences, lay: DeviceLayout, cuq: Int32Array, offsets: Buf, out: Lists): void {
+  const NB = seqs.totalBlocks;
+  const bound = T * Hq * rc.topk;
+  const rows = (out.rows = c.mem.alloc(Math.max(1, bound) * 4));
+  const slotOf = (out.slotOf = c.mem.alloc(Math.max(1, bound) * 4));
+  if (T === 0) return;
+  const bb = Int32Array.from([...seqs.seqs.map((s) => s.blockBase), NB]);
+  const pl = collectPlan(T, Hq, rc.topk, cuq, bb, c.sms);
+  const part = c.mem.slot('collectPart', Math.max(4, Hq * pl.S * 4));
+  const done = c.mem.slot('collectDone', (Hq + 1) * 4);
+  c.drv.memsetD8(done.ptr, 0, (Hq + 1) * 4);
+  const ctab = ptr(c.mem.small('collectChunks', pl.table));
+  const common = { indices: ptr(indices.ptr), ctab, part: ptr(part.ptr), offsets: ptr(offsets.ptr), cuq: ptr(lay.cuq), block_base: ptr(lay.blockBase),
+    nseq: i32(lay.nseq), T_: i64(T), Hq: i32(Hq), topk: i32(rc.topk), NB: i32(NB), R: i32(pl.R), S: i64(pl.S), smem_ints: i32(pl.smemInts) };
+  c.prog.launch('collect.cu', 'collect_count_chunks', pl.count, { ...common, done: ptr(done.ptr) });
+  c.prog.launch('collect.cu', 'collect_place', pl.place, { ...common, rows: ptr(rows.ptr), slots: ptr(slotOf.ptr) });
+}
+
+/** The legacy path (the default; MOBA_CUDA_COLLECT=legacy): five launches and a host read of the total. */
+function fillLegacy(c: Cuda, indices: Buf, T: number, Hq: number, rc: ResolvedConfig, seqs: Sequences, lay: DeviceLayout, _cuq: Int32Array, offsets: Buf, out: Lists): void {
+  const NB = seqs.totalBlocks;
+  const n = Hq * NB + 1;
+  c.prog.launch('collect.cu', 'collect_count', geo.elementwiseLaunch('collect_count', T * Hq * rc.topk), {
+    indices: ptr(indices.ptr), counts: ptr(offsets.ptr), cuq: ptr(lay.cuq), block_base: ptr(lay.blockBase), nseq: i32(lay.nseq), T_: i64(T), Hq: i32(Hq),
+    topk: i32(rc.topk), NB: i32(NB),
+  });
+  c.prog.launch('collect.cu', 'collect_scan', geo.scanLaunch(), { a: ptr(offsets.ptr), n: i32(n) });
+  const total = new Int32Array(1);
+  c.drv.copyDtoH(total, offsets.ptr + BigInt((n - 1) * 4), 4);
+  const rows = (out.rows = c.mem.alloc(Math.max(1, total[0]!) * 4));
+  const cursor = c.mem.slot('cursor', Math.max(4, Hq * NB * 4));
+  c.drv.memsetD8(cursor.ptr, 0, Hq * NB * 4);
+  c.prog.launch('collect.cu', 'collect_fill', geo.elementwiseLaunch('collect_fill', T * Hq * rc.topk), {
+    indices: ptr(indices.ptr), offsets: ptr(offsets.ptr), cursor: ptr(cursor.ptr), rows: ptr(rows.ptr), cuq: ptr(lay.cuq), block_base: ptr(lay.blockBase),
+    nseq: i32(lay.nseq), T_: i64(T), Hq: i32(Hq), topk: i32(rc.topk), NB: i32(NB),
+  });
+  c.prog.launch('collect.cu', 'collect_sort', geo.sortLaunch(Hq * NB), {
+    indices: ptr(indices.ptr), offsets: ptr(offsets.ptr), rows: ptr(rows.ptr), cuq: ptr(lay.cuq), cu: ptr(lay.cu), block_base: ptr(lay.blockBase),
+    nseq: i32(lay.nseq), Hq: i32(Hq), topk: i32(rc.topk), NB: i32(NB), B: i32(rc.blockSize), causal: i32(rc.causal ? 1 : 0),
+  });
+  const slotOf = (out.slotOf = c.mem.alloc(rows.bytes));
+  c.prog.launch('collect.cu', 'collect_slot_of', geo.sortLaunch(Hq * NB), {
+    indices: ptr(indices.ptr), offsets: ptr(offsets.ptr), rows: ptr(rows.ptr), slots: ptr(slotOf.ptr), block_base: ptr(lay.blockBase), nseq: i32(lay.nseq),
+    Hq: i32(Hq), topk: i32(rc.topk), NB: i32(NB),
+  });
 }
